@@ -1,0 +1,279 @@
+// shmlimit — one rate limiter shared by every worker process on a host.
+//
+// A Limiter is a handle on a named POSIX shared-memory segment that holds a
+// fixed-capacity table of buckets, one per (policy, key). Any number of
+// processes open the same segment and see one consistent counter per key.
+//
+// Thread and process safety
+//   * Every method of Limiter may be called concurrently from any number of
+//     processes sharing one segment. A single Limiter object may be used by
+//     several threads at once, except for move-assignment and destruction.
+//   * acquire()/peek() are lock-free: a process killed (SIGKILL) at any
+//     instruction never blocks the others. They never throw.
+//   * Setup calls (create/open/add_policy/remove) throw shmlimit::Error and
+//     nothing else; the hot path reports problems in Decision::reason.
+//
+// Invariants this API promises (doc/design.md explains how they are kept)
+//   (1) Exact: no decision admits more than the policy allows, whatever the
+//       number of processes.
+//   (2) A bucket that has refilled completely is indistinguishable from an
+//       absent one; only such buckets are reclaimed to make room.
+//   (3) A corrupt or hostile segment may make decisions wrong, never make a
+//       reader crash or write outside the mapping.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmlimit {
+
+/// Integer nanoseconds: the unit of every duration in the API.
+using Nanos = std::chrono::nanoseconds;
+
+/// What went wrong in a setup call. Stable values (they cross the C API).
+enum class ErrorCode : int {
+  kInvalidArgument = 1,  ///< a bad name, rate, option or policy spec
+  kNotFound = 2,         ///< the segment does not exist (ENOENT)
+  kExists = 3,           ///< create() on a name that already exists (EEXIST)
+  kPermission = 4,       ///< the segment's mode refuses us (EACCES / EPERM)
+  kIncompatible = 5,     ///< magic, version, fingerprint, size or capacity differ
+  kCorrupt = 6,          ///< the header contradicts itself
+  kTimeout = 7,          ///< waited too long for another process (initialisation)
+  kPolicyConflict = 8,   ///< same policy name, other parameters, no replace
+  kTableFull = 9,        ///< no room in the policy table
+  kSystem = 10,          ///< any other operating-system error
+  kReadOnly = 11,        ///< a write through a read-only handle
+};
+
+/// The one exception type thrown by setup calls. what() is a full sentence
+/// that names the segment and what differs or failed.
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+/// Limiting algorithm of a policy. Values are stored in the segment.
+enum class Algorithm : std::uint8_t {
+  kGcra = 1,  ///< GCRA: continuous-refill token bucket, state = one 64-bit word
+};
+
+/// What a decision does when the table has no slot for a new key (or the
+/// key cannot be served: too long, segment past its clock horizon, a
+/// claimer stalled for longer than Options::claim_timeout).
+enum class OnFull : std::uint8_t {
+  kAllow = 0,  ///< fail open: admit, and count the event
+  kDeny = 1,   ///< fail closed: refuse, and count the event
+};
+
+/// A rate: `count` requests per `period`.
+struct Rate {
+  std::uint64_t count = 0;
+  Nanos period{0};
+  friend bool operator==(const Rate&, const Rate&) = default;
+};
+
+/// Parses a rate in Django REST framework's syntax and its extensions:
+///   "3/s", "100/m", "1000/hour", "5/day"  (only the unit's first letter
+///   counts, as in DRF: s, m, h, d; so "5/minute" and "5/min" both work)
+///   "10/5m", "50/30s"                     (a multiple of the unit)
+///   "10 per minute", "10 per 2 minutes"   (Python `limits` style)
+/// Throws Error(kInvalidArgument) naming what is wrong and at which column.
+Rate parse_rate(std::string_view text);
+
+/// Formats a rate back in the canonical short form ("10/5m").
+std::string format_rate(const Rate& rate);
+
+/// A named policy registered in the segment.
+struct PolicySpec {
+  std::string name;                      ///< 1..31 bytes of [A-Za-z0-9_.:-]
+  Algorithm algorithm = Algorithm::kGcra;
+  Rate rate;                             ///< refill rate
+  std::uint64_t burst = 0;               ///< bucket capacity; 0 = rate.count
+  OnFull on_full = OnFull::kAllow;       ///< fail-open by default, like nginx
+  friend bool operator==(const PolicySpec&, const PolicySpec&) = default;
+};
+
+/// Index of a registered policy; valid for the life of the segment.
+struct PolicyId {
+  std::uint32_t index = 0;
+};
+
+/// Why a decision came out as it did.
+enum class Reason : std::uint8_t {
+  kOk = 0,             ///< decided by the policy's algorithm
+  kTableFull = 1,      ///< no slot for a new key: on_full applied
+  kKeyTooLong = 2,     ///< key longer than Limiter::max_key_bytes(): on_full applied
+  kUnknownPolicy = 3,  ///< no such policy: denied
+  kCostTooHigh = 4,    ///< cost > burst: can never be admitted, denied
+  kContended = 5,      ///< another process stalled mid-claim: on_full applied
+  kClockHorizon = 6,   ///< segment older than its clock horizon: on_full applied
+  kCorrupt = 7,        ///< the policy entry or slot is corrupt: on_full applied
+};
+
+/// Human-readable name of a Reason ("table_full", ...).
+std::string_view to_string(Reason reason) noexcept;
+
+/// The outcome of one acquire: the five values HTTP headers and DRF's
+/// wait() need, all derived from the bucket's state word.
+struct Decision {
+  bool allowed = false;
+  std::uint64_t limit = 0;      ///< the bucket's capacity (burst), in cost units
+  std::uint64_t remaining = 0;  ///< cost units that would be admitted now, after this decision
+  Nanos retry_after{0};         ///< when denied: wait this long before the same cost fits; 0 when allowed
+  Nanos reset_after{0};         ///< time until the bucket is full again
+  Reason reason = Reason::kOk;
+};
+
+/// How to open the segment. Defaults are in the comments.
+struct Options {
+  /// POSIX shm name: "/" then 1..200 bytes of [A-Za-z0-9_.-]. Required.
+  std::string name;
+  /// Number of bucket slots; rounded up to a power of two. Default 65536.
+  /// Only used when creating; an open checks it when non-zero.
+  std::uint32_t capacity = 65536;
+  /// Permission bits of a created segment, applied despite the umask. Default 0600.
+  mode_t mode = 0600;
+  /// Bytes per slot: 64, 128 or 256; the key may use slot_bytes - 40 bytes.
+  /// Default 128 (keys up to 88 bytes). Only used when creating.
+  std::uint32_t slot_bytes = 128;
+  /// Longest probe sequence, in slots. Default 32. Only used when creating.
+  std::uint32_t max_probe = 32;
+  /// How long open() waits for a concurrent creator to finish. Default 2 s.
+  std::chrono::milliseconds open_timeout{2000};
+  /// How long a decision waits for a process that is claiming the same new
+  /// key before applying on_full (Reason::kContended). Default 10 ms.
+  std::chrono::milliseconds claim_timeout{10};
+  /// Map read-only (inspection tools). acquire() then only peeks.
+  bool read_only = false;
+};
+
+/// Segment-wide facts and counters for `shmlimit stat`.
+struct Stats {
+  std::uint32_t layout_version = 0;
+  std::uint64_t layout_fingerprint = 0;
+  std::uint32_t capacity = 0;
+  std::uint32_t slot_bytes = 0;
+  std::uint32_t max_key_bytes = 0;
+  std::uint32_t max_probe = 0;
+  std::uint64_t segment_bytes = 0;
+  std::int64_t created_unix_ns = 0;  ///< wall clock at creation
+  Nanos age{0};                      ///< monotonic time since creation
+  Nanos clock_horizon_left{0};       ///< how long until the clock horizon
+  std::uint64_t used = 0;            ///< live slots
+  std::uint64_t reclaimable = 0;     ///< live slots whose bucket is full
+  std::uint64_t dead = 0;            ///< freed slots (reusable)
+  std::uint64_t empty = 0;           ///< never used slots
+  std::uint64_t claiming = 0;        ///< slots being claimed right now
+  std::uint32_t max_probe_length = 0;  ///< longest distance of a live key from its home slot
+  double mean_probe_length = 0;
+  std::uint64_t full_events = 0;     ///< decisions that found no slot (all processes)
+  std::uint64_t contended_events = 0;
+  std::uint64_t repairs = 0;         ///< half-done claims of dead processes repaired
+  std::uint64_t admitted = 0;        ///< sum of per-slot counters of live slots
+  std::uint64_t denied = 0;
+  std::uint32_t processes = 0;       ///< process registry entries in use
+};
+
+/// One live bucket, as the dump shows it.
+struct BucketView {
+  std::uint32_t slot = 0;
+  std::string policy;
+  std::string key;          ///< raw bytes
+  std::uint64_t state = 0;  ///< the algorithm's 56-bit state (GCRA: TAT ns since epoch)
+  Decision now;             ///< what a peek would say at the time of the dump
+  std::uint64_t admitted = 0;
+  std::uint64_t denied = 0;
+};
+
+/// The result of Limiter::check(): every broken invariant, as sentences.
+struct CheckReport {
+  std::vector<std::string> problems;  ///< empty when the segment is clean
+  std::uint64_t repaired = 0;         ///< half-done claims of dead processes repaired
+  std::uint64_t live = 0;             ///< live buckets seen
+  std::uint64_t in_progress = 0;      ///< slots being claimed by live processes right now
+  bool clean() const noexcept { return problems.empty(); }
+};
+
+struct PolicyView {
+  PolicyId id;
+  PolicySpec spec;
+};
+
+/// A move-only handle on a mapped segment.
+class Limiter {
+ public:
+  /// Creates a new segment; Error(kExists) if the name is taken.
+  static Limiter create(const Options& options);
+  /// Opens an existing segment and validates its header; waits up to
+  /// options.open_timeout for a concurrent creator to finish.
+  static Limiter open(const Options& options);
+  /// Opens the segment or creates it. Any number of processes may race
+  /// here; all of them end up on one initialised segment.
+  static Limiter open_or_create(const Options& options);
+  /// Removes the name (mappings already open stay valid). Returns false if
+  /// it did not exist; throws on any other failure.
+  static bool remove(std::string_view name);
+
+  Limiter(Limiter&&) noexcept;
+  Limiter& operator=(Limiter&&) noexcept;
+  Limiter(const Limiter&) = delete;
+  Limiter& operator=(const Limiter&) = delete;
+  ~Limiter();
+
+  /// Registers a policy (process-safe, serialised by a recoverable admin
+  /// token). Same name and same spec: returns the existing id. Same name and
+  /// another spec: Error(kPolicyConflict) unless `replace`; replacement
+  /// keeps the buckets and applies the new parameters to them.
+  PolicyId add_policy(const PolicySpec& spec, bool replace = false);
+  /// Looks a policy up by name (cached per process after the first call).
+  std::optional<PolicyId> find_policy(std::string_view name) const;
+  std::vector<PolicyView> policies() const;
+
+  /// Charges `cost` to the bucket of (policy, key) at the current
+  /// CLOCK_MONOTONIC time. cost 0 = peek. Process-safe, lock-free, noexcept.
+  Decision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+  /// The same, looking the policy up by name first.
+  Decision acquire(std::string_view policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+  /// The same at an explicit time (ns since the segment's epoch): the
+  /// injected clock used by tests and replays.
+  Decision acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept;
+  /// What acquire() would say for `cost`, without charging. Never claims a slot.
+  Decision peek(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+
+  /// Current time in ns since the segment's epoch (CLOCK_MONOTONIC based).
+  Nanos now() const noexcept;
+  /// Longest key this segment stores (slot_bytes - 40).
+  std::uint32_t max_key_bytes() const noexcept;
+  const std::string& name() const noexcept;
+  bool read_only() const noexcept;
+
+  /// Counters and occupancy; reads every slot (O(capacity)), never writes.
+  Stats stats() const;
+  /// Every live bucket, each row read consistently without blocking writers.
+  std::vector<BucketView> dump() const;
+  /// Verifies every invariant of the header, the policy table and the slots
+  /// (no duplicate keys, every key reachable from its home slot, versions
+  /// consistent, no claim left by a dead process). With `repair` (ignored on
+  /// a read-only handle) the claims of dead processes are repaired first.
+  /// Never crashes on garbage; O(capacity). Process-safe.
+  CheckReport check(bool repair = true);
+
+ private:
+  struct Impl;
+  explicit Limiter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmlimit

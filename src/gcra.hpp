@@ -1,0 +1,104 @@
+// GCRA, the generic cell rate algorithm: a token bucket with continuous
+// refill whose whole state is one number, the theoretical arrival time
+// (TAT) of the next request, in integer nanoseconds since the segment epoch.
+//
+// With emission interval T = ceil(period / count) and capacity B (burst):
+//   base     = max(TAT, now)                 (time never refunds: TAT only grows)
+//   new_TAT  = base + cost * T
+//   admitted iff new_TAT - now <= B * T
+// A fresh bucket (TAT <= now) therefore takes B at once, then one more
+// every T. Rounding T up never over-admits; over a run of length D it
+// under-admits by at most D * count / period^2 requests (below one request
+// for any D shorter than period^2 / count ns).
+//
+// Pure: a function of (state, now, cost, params). No clock, no memory.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
+#include "layout.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::detail {
+
+struct GcraParams {
+  std::uint64_t emission_ns = 0;  // T >= 1
+  std::uint64_t burst = 0;        // B >= 1, B * T <= kMaxTauNs
+};
+
+/// Largest B * T a policy may have: keeps every TAT (< now + B*T) inside
+/// the 56-bit payload for half of the clock horizon.
+inline constexpr std::uint64_t kMaxTauNs = 1ULL << 55;
+
+/// T = ceil(period / count); 0 when the rate is unusable.
+inline std::uint64_t gcra_emission(std::uint64_t count, std::uint64_t period_ns) {
+  if (count == 0 || period_ns == 0) return 0;
+  return period_ns / count + (period_ns % count != 0 ? 1 : 0);
+}
+
+inline bool gcra_params_valid(const GcraParams& p) {
+  return p.emission_ns >= 1 && p.burst >= 1 && p.burst <= kMaxTauNs / p.emission_ns;
+}
+
+struct GcraOutcome {
+  Decision decision;
+  bool store = false;       // true: CAS the state to new_state
+  std::uint64_t new_state = 0;
+};
+
+/// One decision. `tat` and the result are payloads (< 2^56); `now` is ns
+/// since the epoch (a negative reading is treated as 0). Readings that
+/// arrive out of order are tolerated: an older `now` than the one that set
+/// TAT only makes the answer more conservative, never refunds time.
+inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in, std::uint64_t cost,
+                               const GcraParams& p) noexcept {
+  GcraOutcome out;
+  Decision& d = out.decision;
+  const auto T = static_cast<std::int64_t>(p.emission_ns);
+  const auto B = static_cast<std::int64_t>(p.burst);
+  const std::int64_t tau = B * T;  // <= 2^55 (gcra_params_valid)
+  const std::int64_t now = std::max<std::int64_t>(now_in, 0);
+  const std::int64_t base = std::max<std::int64_t>(static_cast<std::int64_t>(tat), now);
+  // Debt: how far the bucket is below full, in ns. May exceed tau only
+  // when another process's later clock reading set TAT.
+  const std::int64_t debt = base - now;
+  const auto remaining_with = [&](std::int64_t debt_ns) -> std::uint64_t {
+    return debt_ns >= tau ? 0 : static_cast<std::uint64_t>((tau - debt_ns) / T);
+  };
+  d.limit = p.burst;
+  if (cost > p.burst) {
+    // Can never fit, however long the caller waits.
+    d.allowed = false;
+    d.reason = Reason::kCostTooHigh;
+    d.remaining = remaining_with(debt);
+    d.retry_after = Nanos::max();
+    d.reset_after = Nanos(debt);
+    return out;
+  }
+  const std::int64_t new_tat = base + static_cast<std::int64_t>(cost) * T;  // cost*T <= tau
+  const std::int64_t new_debt = new_tat - now;
+  if (new_debt <= tau) {
+    d.allowed = true;
+    d.remaining = remaining_with(new_debt);
+    d.retry_after = Nanos(0);
+    d.reset_after = Nanos(new_debt);
+    out.store = cost > 0;
+    out.new_state = static_cast<std::uint64_t>(new_tat);
+  } else {
+    d.allowed = false;
+    d.remaining = remaining_with(debt);
+    d.retry_after = Nanos(new_debt - tau);
+    d.reset_after = Nanos(debt);
+  }
+  return out;
+}
+
+/// A bucket is full (indistinguishable from an absent key) when TAT <= now.
+inline bool gcra_is_full(std::uint64_t tat, std::int64_t now) noexcept {
+  return static_cast<std::int64_t>(tat) <= now;
+}
+
+}  // namespace shmlimit::detail

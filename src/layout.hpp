@@ -1,0 +1,217 @@
+// The byte layout of a shmlimit segment. doc/segment-format.md describes the
+// same layout for readers that are not this code; change both together and
+// bump kLayoutVersion on any change.
+//
+// Invariants
+//   (1) Nothing in the segment is a pointer: only offsets and indices, and a
+//       process derives every offset from its own validated copy of the
+//       header (Geometry), never from the live header after open.
+//   (2) Every atomic placed in the segment is lock-free by construction
+//       (static_asserts below): a lock-based std::atomic would keep its lock
+//       in process-local memory and not be atomic across processes.
+//   (3) All-zero bytes are a valid initial value for every field: a freshly
+//       truncated segment is a table of EMPTY slots (generation 0).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shmlimit::detail {
+
+using u64 = std::uint64_t;
+using u32 = std::uint32_t;
+using AtomicU64 = std::atomic<std::uint64_t>;
+using AtomicU32 = std::atomic<std::uint32_t>;
+static_assert(AtomicU64::is_always_lock_free, "64-bit atomics must be lock-free to be shared across processes");
+static_assert(AtomicU32::is_always_lock_free, "32-bit atomics must be lock-free to be shared across processes");
+static_assert(sizeof(AtomicU64) == 8 && alignof(AtomicU64) == 8, "a shared atomic is exactly its value");
+static_assert(sizeof(AtomicU32) == 4, "a shared atomic is exactly its value");
+
+inline constexpr u64 kMagic = 0x54494d494c4d4853ULL;  // "SHMLIMIT" read as little-endian bytes
+inline constexpr u32 kLayoutVersion = 1;
+inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
+inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)
+inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
+inline constexpr u32 kSlotHeadBytes = 40;    // meta, word, owner, admitted, denied
+inline constexpr u32 kMinCapacity = 16;
+inline constexpr u32 kMaxCapacity = 1u << 28;
+
+/// Init states of Header::init_state.
+inline constexpr u32 kInitZero = 0;   // freshly truncated, creator still writing
+inline constexpr u32 kInitReady = 2;  // every field valid (release-published)
+
+// ---------------------------------------------------------------------------
+// Header: one page at offset 0.
+struct alignas(64) Header {
+  // Identity, written once by the creator before init_state is published.
+  AtomicU64 magic;                // kMagic
+  u32 layout_version;             // kLayoutVersion
+  u32 header_bytes;               // sizeof(Header)
+  u64 fingerprint;                // layout_fingerprint()
+  u32 capacity;                   // slots, a power of two
+  u32 slot_bytes;                 // 64, 128 or 256
+  u32 max_probe;                  // longest probe sequence, in slots
+  u32 max_policies;               // kMaxPolicies
+  u32 max_processes;              // kMaxProcesses
+  u32 creator_pid;
+  u64 total_bytes;                // size of the whole segment
+  u64 policy_offset;              // byte offset of PolicyEntry[max_policies]
+  u64 process_offset;             // byte offset of ProcessEntry[max_processes]
+  u64 slot_offset;                // byte offset of the slot array
+  std::int64_t epoch_mono_ns;     // CLOCK_MONOTONIC at creation: time 0 of every bucket
+  std::int64_t created_unix_ns;   // CLOCK_REALTIME at creation (display only)
+  u64 hash_seed;                  // random, per segment: keys hash differently per segment
+  AtomicU32 init_state;           // kInitZero -> kInitReady (release)
+  u32 reserved0;
+  // Serialises policy-table writers. 0 = free, else a ProcessToken; a dead
+  // holder is detected and replaced (no lock a dead process can keep).
+  alignas(64) AtomicU64 admin_owner;
+};
+static_assert(std::is_standard_layout_v<Header>, "the header is read as bytes by other processes");
+static_assert(sizeof(Header) == 192, "header layout is part of the segment format");
+
+// ---------------------------------------------------------------------------
+// Policy entry: double-buffered parameters so that a replacement never
+// shows a reader a half-written set and a writer that dies mid-write
+// leaves the active set intact.
+struct PolicyParams {
+  AtomicU64 kind;         // bits 0-7 Algorithm, bits 8-15 OnFull
+  AtomicU64 count;        // rate count
+  AtomicU64 period_ns;    // rate period, ns
+  AtomicU64 burst;        // bucket capacity, cost units
+  AtomicU64 emission_ns;  // GCRA emission interval T = ceil(period / count), ns
+};
+struct alignas(64) PolicyEntry {
+  // 0 = unused. Otherwise (changes << 1) | active, changes >= 1: the active
+  // parameter set is params[state & 1]. Published with release.
+  AtomicU64 state;
+  AtomicU64 name[kPolicyNameBytes / 8];  // NUL-padded
+  PolicyParams params[2];
+};
+static_assert(sizeof(PolicyEntry) == 128, "policy entries are two cache lines");
+
+// ---------------------------------------------------------------------------
+// Process registry entry: per-process event counters (never a global hot
+// counter). Counters accumulate across the processes that own the entry in
+// turn, so totals survive a process's death.
+struct alignas(64) ProcessEntry {
+  AtomicU64 owner;             // 0 = free, else the owner's ProcessToken
+  AtomicU64 full_events;       // decisions that found no slot
+  AtomicU64 contended_events;  // decisions that timed out behind a stalled claimer
+  AtomicU64 repairs;           // half-done claims of dead processes repaired
+  AtomicU64 other_events;      // key too long, clock horizon, corrupt policy
+  AtomicU64 reserved[3];
+};
+static_assert(sizeof(ProcessEntry) == 64, "one cache line per process");
+
+// ---------------------------------------------------------------------------
+// Slot: slot_bytes bytes, 64-byte aligned, at slot_offset + index * slot_bytes.
+//   +0  meta      state | key length | policy | fingerprint | generation
+//   +8  word      version(8) | payload(56): the bucket's whole limiting state
+//   +16 owner     claim token: 0 = free, else the ProcessToken of the claimer
+//   +24 admitted  decisions admitted since the key was claimed (relaxed)
+//   +32 denied    decisions denied since the key was claimed (relaxed)
+//   +40 key       key bytes, NUL-padded, slot_bytes - 40 of them
+struct SlotHead {
+  AtomicU64 meta;
+  AtomicU64 word;
+  AtomicU64 owner;
+  AtomicU64 admitted;
+  AtomicU64 denied;
+};
+static_assert(sizeof(SlotHead) == kSlotHeadBytes, "slot head layout is part of the segment format");
+
+// Slot states (meta bits 0-1).
+enum SlotState : u64 {
+  kEmpty = 0,     // never used: ends every probe sequence
+  kClaiming = 1,  // an owner is writing the key; not yet visible as a bucket
+  kLive = 2,      // a published key and its bucket
+  kDead = 3,      // freed: reusable, does not end a probe sequence
+};
+
+// meta word:
+//   bits 0-1   state
+//   bits 2-9   key length in bytes (0..255)
+//   bits 10-15 policy index (0..63)
+//   bits 16-31 fingerprint: 16 bits of the key's hash, a cheap pre-filter
+//   bits 32-63 generation: +1 each time the slot changes keys; its low 8
+//              bits equal the word's version whenever the slot is quiet
+struct Meta {
+  static constexpr u64 make(u64 state, u64 key_len, u64 policy, u64 fp, u64 gen) {
+    return state | (key_len << 2) | (policy << 10) | ((fp & 0xFFFF) << 16) | (gen << 32);
+  }
+  static constexpr u64 state(u64 m) { return m & 3; }
+  static constexpr u64 key_len(u64 m) { return (m >> 2) & 0xFF; }
+  static constexpr u64 policy(u64 m) { return (m >> 10) & 0x3F; }
+  static constexpr u64 fp(u64 m) { return (m >> 16) & 0xFFFF; }
+  static constexpr u64 gen(u64 m) { return m >> 32; }
+  static constexpr u64 version(u64 m) { return gen(m) & 0xFF; }
+  // The fields that identify which key a slot holds (all but state and gen).
+  static constexpr u64 identity(u64 m) { return m & 0xFFFFFFFCULL; }
+  static constexpr u64 with_state(u64 m, u64 state) { return (m & ~3ULL) | state; }
+};
+
+// word: bits 56-63 version (= low 8 bits of the slot generation that owns
+// the state), bits 0-55 payload (GCRA: theoretical arrival time, ns since
+// the segment epoch). The version makes a CAS prepared against one key fail
+// on the slot's next key: see table.hpp, "ABA".
+struct Word {
+  static constexpr u64 kPayloadBits = 56;
+  static constexpr u64 kPayloadMask = (1ULL << kPayloadBits) - 1;
+  static constexpr u64 make(u64 version, u64 payload) { return (version << 56) | (payload & kPayloadMask); }
+  static constexpr u64 version(u64 w) { return w >> 56; }
+  static constexpr u64 payload(u64 w) { return w & kPayloadMask; }
+};
+
+/// Times in a payload are below 2^56 ns (about 834 days) since the epoch:
+/// the segment's clock horizon.
+inline constexpr std::int64_t kClockHorizonNs = static_cast<std::int64_t>(Word::kPayloadMask);
+
+/// A fingerprint of every size, alignment and offset above. Two builds that
+/// disagree on any of them refuse each other's segments.
+constexpr u64 layout_fingerprint() {
+  const u64 facts[] = {
+      kLayoutVersion, sizeof(Header), alignof(Header), offsetof(Header, init_state),
+      offsetof(Header, admin_owner), offsetof(Header, hash_seed), sizeof(PolicyEntry),
+      alignof(PolicyEntry), offsetof(PolicyEntry, params), sizeof(PolicyParams),
+      sizeof(ProcessEntry), sizeof(SlotHead), offsetof(SlotHead, word), offsetof(SlotHead, owner),
+      kMaxPolicies, kMaxProcesses, kPolicyNameBytes, Word::kPayloadBits,
+  };
+  u64 h = 0xcbf29ce484222325ULL;  // FNV-1a over the facts
+  for (u64 f : facts) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (f >> (8 * i)) & 0xFF;
+      h *= 0x100000001b3ULL;
+    }
+  }
+  return h;
+}
+
+/// Where everything is, computed from (capacity, slot_bytes): the one
+/// place offsets are derived, used both to create and to validate.
+struct Geometry {
+  u32 capacity = 0;
+  u32 slot_bytes = 0;
+  u32 max_probe = 0;
+  u64 policy_offset = 0;
+  u64 process_offset = 0;
+  u64 slot_offset = 0;
+  u64 total_bytes = 0;
+
+  static Geometry compute(u32 capacity, u32 slot_bytes, u32 max_probe) {
+    Geometry g;
+    g.capacity = capacity;
+    g.slot_bytes = slot_bytes;
+    g.max_probe = max_probe;
+    g.policy_offset = 4096;  // the header owns the first page
+    g.process_offset = g.policy_offset + u64{kMaxPolicies} * sizeof(PolicyEntry);
+    g.slot_offset = g.process_offset + u64{kMaxProcesses} * sizeof(ProcessEntry);
+    g.total_bytes = g.slot_offset + u64{capacity} * slot_bytes;
+    return g;
+  }
+  u32 key_capacity() const { return slot_bytes - kSlotHeadBytes; }
+};
+
+}  // namespace shmlimit::detail

@@ -1,0 +1,144 @@
+// The bucket table: fixed-capacity, power-of-two open addressing with
+// bounded linear probing, inside the segment. Finds, claims and reclaims
+// slots; knows nothing of rates (a Reclaim callback says whether a live
+// bucket is full).
+//
+// Thread and process safety: every operation is safe from any number of
+// processes at once. find() is wait-free (bounded by max_probe, retried
+// only when another process changed the slot under it). claim() is
+// lock-free except in one case: it waits, at most Options::claim_timeout,
+// for another process that is claiming a slot for a key with the same
+// fingerprint; if that process died the waiter repairs the slot at once.
+//
+// Protocol and invariants (doc/design.md has the long version)
+//   (1) A slot's key bytes are written only by the holder of its claim token
+//       (`owner`, taken by CAS 0 -> ProcessToken) while meta says CLAIMING,
+//       and published by a release store of meta = LIVE. Readers take meta
+//       with acquire, read the key, then re-read meta after an acquire
+//       fence (a seqlock read): equal meta means an untorn key.
+//   (2) A LIVE slot of generation g has word.version == g mod 256. Taking
+//       a LIVE slot for another key (reclaim) commits by one CAS of the word
+//       from (g, payload) to (g+1, payload), allowed only while the bucket
+//       is full. ABA: an updater prepares its CAS from the exact word
+//       (g, payload) it read while meta showed generation g; after a reclaim
+//       that word no longer exists (version g+1), so the stale CAS fails and
+//       never lands on the new key. It could only succeed again after 256
+//       further reclaims of this same slot during one updater's
+//       read-to-CAS window AND with the payload back at the same
+//       nanosecond, which acquires (that only raise the payload) cannot do.
+//   (3) EMPTY ends a probe sequence; DEAD does not. A slot never returns
+//       to EMPTY, so a key can never hide behind a hole.
+//   (4) No duplicates: a claimer publishes only after re-scanning the probe
+//       window (after a seq_cst fence, so two concurrent claimers of one key
+//       cannot both miss each other). A claim that sees a rival claim for
+//       the same fingerprint nearer the home slot withdraws; one that sees a
+//       rival farther away waits for it to resolve. Waits only ever point
+//       away from the home slot, so they cannot form a cycle.
+//   (5) A process killed at any instruction leaves at most one slot with a
+//       dead owner token; the next process that needs that slot (or
+//       `shmlimit check`) sees the owner is dead and repairs it: a
+//       half-written claim becomes DEAD, a committed reclaim becomes DEAD,
+//       a published slot keeps its key.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "layout.hpp"
+#include "process.hpp"
+
+namespace shmlimit::detail {
+
+/// A key prepared for the table: hashed and packed into words once.
+struct PackedKey {
+  static constexpr std::uint32_t kMaxWords = (256 - kSlotHeadBytes) / 8;
+  std::uint64_t words[kMaxWords];
+  std::uint32_t len = 0;
+  std::uint32_t nwords = 0;
+  std::uint32_t policy = 0;
+  std::uint64_t hash = 0;
+  std::uint64_t fp = 0;
+  /// `key` must be at most kMaxWords * 8 bytes (the caller checks against
+  /// the segment's key capacity first).
+  PackedKey(std::uint64_t seed, std::uint32_t policy, std::string_view key) noexcept;
+};
+
+/// A located slot: its index and the meta and word read consistently.
+struct SlotRef {
+  std::uint32_t index = 0;
+  std::uint64_t meta = 0;
+  std::uint64_t word = 0;
+};
+
+/// Says whether a live bucket may be reclaimed (it is full).
+class ReclaimPolicy {
+ public:
+  virtual bool is_full(std::uint32_t policy, std::uint64_t payload, std::int64_t now) const noexcept = 0;
+
+ protected:
+  ~ReclaimPolicy() = default;
+};
+
+struct ClaimEvents {
+  std::uint32_t repairs = 0;
+};
+
+class Table {
+ public:
+  Table(std::byte* slots, const Geometry& geometry) noexcept;
+
+  SlotHead& head(std::uint32_t index) const noexcept {
+    return *reinterpret_cast<SlotHead*>(slots_ + static_cast<std::size_t>(index & mask_) * slot_bytes_);
+  }
+  AtomicU64* key_words(std::uint32_t index) const noexcept {
+    return reinterpret_cast<AtomicU64*>(slots_ + static_cast<std::size_t>(index & mask_) * slot_bytes_ +
+                                        kSlotHeadBytes);
+  }
+  std::uint32_t capacity() const noexcept { return capacity_; }
+  std::uint32_t key_capacity() const noexcept { return key_capacity_; }
+  std::uint32_t home(std::uint64_t hash) const noexcept { return static_cast<std::uint32_t>(hash) & mask_; }
+
+  /// Finds the live slot of `key`. Wait-free in the absence of writers.
+  bool find(const PackedKey& key, SlotRef* out) const noexcept;
+
+  enum class ClaimResult {
+    kFound,      // the key was already there (another process inserted it)
+    kClaimed,    // a slot was claimed and published for the key
+    kFull,       // no EMPTY, DEAD or reclaimable slot in the probe window
+    kContended,  // a live process stalled mid-claim for longer than the timeout
+  };
+  /// Finds or inserts `key`. `now` decides which buckets are full.
+  ClaimResult claim(const PackedKey& key, std::int64_t now, const ReclaimPolicy& reclaim, std::int64_t timeout_ns,
+                    SlotRef* out, ClaimEvents* events) noexcept;
+
+  /// Repairs `index` if its owner token names a dead process. Returns true
+  /// if a repair was made. Used by claim() and by `shmlimit check`.
+  bool repair_if_dead(std::uint32_t index, ClaimEvents* events) noexcept;
+
+  /// Reads slot `index` consistently (seqlock). Returns false if it kept
+  /// changing. `key_out` receives Meta::key_len bytes (bounded by capacity).
+  bool read_consistent(std::uint32_t index, std::uint64_t* meta, std::uint64_t* word, char* key_out,
+                       std::uint64_t* admitted, std::uint64_t* denied) const noexcept;
+
+ private:
+  enum class Match { kNo, kYes, kChanged };
+  bool key_equal(std::uint32_t index, const PackedKey& key) const noexcept;
+  // Is LIVE slot `index`, read as `meta`, the slot of `key`? kChanged: the
+  // slot changed while being read; read it again.
+  Match match(std::uint32_t index, std::uint64_t meta, const PackedKey& key, SlotRef* out) const noexcept;
+  void withdraw(std::uint32_t index, std::uint64_t gen) noexcept;
+  // Waits until slot `index` no longer shows `meta`. false on timeout.
+  bool wait_change(std::uint32_t index, std::uint64_t meta, std::int64_t deadline, ClaimEvents* events) noexcept;
+  bool take_token(std::uint32_t index, ProcessToken me, ClaimEvents* events) noexcept;
+  void write_key(std::uint32_t index, const PackedKey& key) noexcept;
+
+  std::byte* slots_;
+  std::uint32_t capacity_;
+  std::uint32_t mask_;
+  std::uint32_t slot_bytes_;
+  std::uint32_t max_probe_;
+  std::uint32_t key_capacity_;
+};
+
+}  // namespace shmlimit::detail

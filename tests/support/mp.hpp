@@ -1,0 +1,109 @@
+// Helpers for tests that fork real processes sharing a real segment.
+#pragma once
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::test {
+
+/// A unique segment name for this process and call, removed on destruction.
+class ScopedName {
+ public:
+  explicit ScopedName(const std::string& tag) {
+    static std::atomic<int> counter{0};
+    name_ = "/shmlimit-mp-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+    Limiter::remove(name_);
+  }
+  ~ScopedName() {
+    try {
+      Limiter::remove(name_);
+    } catch (...) {
+    }
+  }
+  ScopedName(const ScopedName&) = delete;
+  ScopedName& operator=(const ScopedName&) = delete;
+  const std::string& str() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+/// An anonymous MAP_SHARED block that survives fork(): the parent and its
+/// children see the same T (which must be made of lock-free atomics).
+template <typename T>
+class Shared {
+ public:
+  explicit Shared(std::size_t n = 1) : n_(n) {
+    void* p = ::mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    ptr_ = static_cast<T*>(p);
+    for (std::size_t i = 0; i < n; ++i) new (ptr_ + i) T{};
+  }
+  ~Shared() { ::munmap(ptr_, sizeof(T) * n_); }
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+  T& operator[](std::size_t i) const { return ptr_[i]; }
+  T* operator->() const { return ptr_; }
+  T& operator*() const { return *ptr_; }
+
+ private:
+  T* ptr_;
+  std::size_t n_;
+};
+
+/// Spins (yielding) until `flag` reaches `value`.
+inline void wait_for(const std::atomic<std::uint64_t>& flag, std::uint64_t value) {
+  while (flag.load(std::memory_order_acquire) < value) ::sched_yield();
+}
+
+/// Forks `n` children running fn(i); each child exits with fn's return
+/// value (an exception exits 100). Returns the pids.
+inline std::vector<pid_t> fork_workers(int n, const std::function<int(int)>& fn) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      int rc = 100;
+      try {
+        rc = fn(i);
+      } catch (...) {
+        rc = 100;
+      }
+      ::_exit(rc);
+    }
+    pids.push_back(pid);
+  }
+  return pids;
+}
+
+/// Waits for every pid; returns the number that did not exit with status 0
+/// (killed ones count as failures unless `killed_ok`).
+inline int wait_all(const std::vector<pid_t>& pids, bool killed_ok = false) {
+  int bad = 0;
+  for (pid_t pid : pids) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+    if (killed_ok && WIFSIGNALED(status)) continue;
+    ++bad;
+  }
+  return bad;
+}
+
+}  // namespace shmlimit::test
