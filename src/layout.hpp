@@ -71,6 +71,9 @@ struct alignas(64) Header {
 };
 static_assert(std::is_standard_layout_v<Header>, "the header is read as bytes by other processes");
 static_assert(sizeof(Header) == 192, "header layout is part of the segment format");
+static_assert(offsetof(Header, total_bytes) == 48 && offsetof(Header, epoch_mono_ns) == 80 &&
+                  offsetof(Header, init_state) == 104 && offsetof(Header, admin_owner) == 128,
+              "offsets documented in doc/segment-format.md");
 
 // ---------------------------------------------------------------------------
 // Policy entry: double-buffered parameters so that a replacement never
@@ -91,6 +94,8 @@ struct alignas(64) PolicyEntry {
   PolicyParams params[2];
 };
 static_assert(sizeof(PolicyEntry) == 128, "policy entries are two cache lines");
+static_assert(offsetof(PolicyEntry, params) == 40 && sizeof(PolicyParams) == 40,
+              "offsets documented in doc/segment-format.md");
 
 // ---------------------------------------------------------------------------
 // Process registry entry: per-process event counters (never a global hot

@@ -55,24 +55,6 @@ TEST(Lifecycle, ProcessesRacingToOpenOrCreateAgreeOnOneSegment) {
   }
 }
 
-// Parent side of a kill storm: keeps `workers` children running `body`,
-// SIGKILLs a random one every few hundred microseconds, forks a
-// replacement, until `kills` kills were made.
-int kill_storm(int workers, int kills, const std::function<int(int)>& body) {
-  std::mt19937_64 rng(12345);
-  std::vector<pid_t> pids;
-  for (int i = 0; i < workers; ++i) pids.push_back(fork_workers(1, body)[0]);
-  for (int k = 0; k < kills; ++k) {
-    std::this_thread::sleep_for(std::chrono::microseconds(100 + rng() % 900));
-    const std::size_t victim = rng() % pids.size();
-    ::kill(pids[victim], SIGKILL);
-    wait_all({pids[victim]}, true);
-    pids[victim] = fork_workers(1, body)[0];
-  }
-  for (pid_t pid : pids) ::kill(pid, SIGKILL);
-  return wait_all(pids, true);
-}
-
 TEST(Lifecycle, WorkersKilledMidClaimLeaveNoSlotLeakedOrDuplicated) {
   // Keys churn through a small table, so most decisions claim or reclaim a
   // slot: kills land in the middle of claims.

@@ -10,10 +10,13 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <chrono>
 #include <functional>
 #include <new>
+#include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shmlimit/shmlimit.hpp"
@@ -104,6 +107,26 @@ inline int wait_all(const std::vector<pid_t>& pids, bool killed_ok = false) {
     ++bad;
   }
   return bad;
+}
+
+/// Parent side of a kill storm: keeps `workers` children running `body`
+/// (which never returns), SIGKILLs a random one every 100-1000 µs and forks
+/// a replacement, until `kills` kills were made. Returns the number of
+/// children that ended other than by the parent's SIGKILL.
+inline int kill_storm(int workers, int kills, const std::function<int(int)>& body, std::uint64_t seed = 12345) {
+  std::mt19937_64 rng(seed);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < workers; ++i) pids.push_back(fork_workers(1, body)[0]);
+  int bad = 0;
+  for (int k = 0; k < kills; ++k) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100 + rng() % 900));
+    const std::size_t victim = rng() % pids.size();
+    ::kill(pids[victim], SIGKILL);
+    bad += wait_all({pids[victim]}, true);
+    pids[victim] = fork_workers(1, body)[0];
+  }
+  for (pid_t pid : pids) ::kill(pid, SIGKILL);
+  return bad + wait_all(pids, true);
 }
 
 }  // namespace shmlimit::test
