@@ -152,9 +152,11 @@ struct Options {
   std::uint32_t max_probe = 32;
   /// How long open() waits for a concurrent creator to finish. Default 2 s.
   std::chrono::milliseconds open_timeout{2000};
-  /// How long a decision waits for a process that is claiming the same new
-  /// key before applying on_full (Reason::kContended). Default 10 ms.
-  std::chrono::milliseconds claim_timeout{10};
+  /// How long a decision waits for a live process that is claiming the
+  /// same new key (normally nanoseconds; long only when that process is
+  /// descheduled or stopped) before applying on_full (Reason::kContended).
+  /// Default 100 ms: several scheduler time slices on a loaded machine.
+  std::chrono::milliseconds claim_timeout{100};
   /// Map read-only (inspection tools). acquire() then only peeks.
   bool read_only = false;
 };

@@ -19,6 +19,9 @@ Options options_for(const ScopedName& name, std::uint32_t capacity) {
   Options o;
   o.name = name.str();
   o.capacity = capacity;
+  // Exact counts are asserted: never let a descheduled claimer turn a
+  // decision into the on-full answer on a loaded machine (or under TSan).
+  o.claim_timeout = std::chrono::seconds(30);
   return o;
 }
 

@@ -29,6 +29,7 @@ TEST(Lifecycle, ProcessesRacingToOpenOrCreateAgreeOnOneSegment) {
       Options o;
       o.name = name.str();
       o.capacity = 256;
+      o.claim_timeout = std::chrono::seconds(30);
       wait_for(*start, 1);
       Limiter l = Limiter::open_or_create(o);
       created[i].store(l.stats().created_unix_ns);
@@ -101,6 +102,7 @@ TEST(Lifecycle, WorkersKilledMidDecisionNeverOverAdmit) {
   Options o;
   o.name = name.str();
   o.capacity = 1024;
+  o.claim_timeout = std::chrono::seconds(30);
   Limiter parent = Limiter::create(o);
   const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("50/day"), kBurst, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> recorded(kKeys);

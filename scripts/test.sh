@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds and runs shmlimit's test suite in three configurations:
+#   ci    RelWithDebInfo, -Werror; every test (unit, multiprocess, stress, consumer)
+#   asan  AddressSanitizer + UBSan; labels unit|multiprocess
+#   tsan  ThreadSanitizer;           labels unit|multiprocess (under setarch -R)
+#
+#   bash scripts/test.sh              all three stages
+#   bash scripts/test.sh ci asan      only the named stages (also SHMLIMIT_TEST_STAGES="ci asan")
+#
+# Every stage runs even if an earlier one failed; the exit status is non-zero
+# if any stage failed. SHMLIMIT_JOBS (default 2) sets build and test parallelism.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+jobs="${SHMLIMIT_JOBS:-2}"
+if [[ $# -gt 0 ]]; then
+  stages=("$@")
+else
+  read -r -a stages <<<"${SHMLIMIT_TEST_STAGES:-ci asan tsan}"
+fi
+for s in "${stages[@]}"; do
+  case "$s" in ci|asan|tsan) ;; *) echo "test.sh: unknown stage: $s (ci, asan, tsan)" >&2; exit 2 ;; esac
+done
+
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+
+say() { printf '\n==> %s\n' "$*"; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+
+# GCC 12's ThreadSanitizer aborts with "FATAL: ThreadSanitizer: unexpected
+# memory mapping" when the kernel randomises mmap addresses with more bits than
+# it expects (vm.mmap_rnd_bits). Disabling ASLR for the process tree avoids it.
+tsan_wrap=()
+if command -v setarch >/dev/null 2>&1 && setarch "$(uname -m)" -R true 2>/dev/null; then
+  tsan_wrap=(setarch "$(uname -m)" -R)
+else
+  echo "test.sh: warning: 'setarch -R' is unavailable; running TSan with ASLR on" >&2
+fi
+
+log_dir="build/test-logs"
+mkdir -p "$log_dir"
+
+declare -A stage_result stage_detail
+total_passed=0
+total_failed=0
+overall=0
+
+run_stage() {
+  local stage="$1"
+  local -a wrap=() ctest_args=(--preset "$stage" --output-on-failure -j "$jobs")
+  case "$stage" in
+    asan) ctest_args+=(-L 'unit|multiprocess') ;;
+    tsan) ctest_args+=(-L 'unit|multiprocess'); wrap=("${tsan_wrap[@]}") ;;
+  esac
+  local log="$log_dir/$stage.log"
+  local start=$SECONDS
+
+  say "[$stage] configure"
+  if ! run cmake --preset "$stage"; then
+    stage_result[$stage]=FAILED
+    stage_detail[$stage]="configure failed"
+    return 1
+  fi
+  say "[$stage] build"
+  if ! run "${wrap[@]}" cmake --build --preset "$stage" -j "$jobs"; then
+    stage_result[$stage]=FAILED
+    stage_detail[$stage]="build failed after $((SECONDS - start))s"
+    return 1
+  fi
+  say "[$stage] test"
+  local rc=0
+  run "${wrap[@]}" ctest "${ctest_args[@]}" 2>&1 | tee "$log" || rc=$?
+  local elapsed=$((SECONDS - start))
+
+  # ctest's summary: "100% tests passed, 0 tests failed out of 42"
+  local line failed=0 total=0
+  line="$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)"
+  if [[ -n "$line" ]]; then
+    failed="$(sed -E 's/.* ([0-9]+) tests? failed out of.*/\1/' <<<"$line")"
+    total="$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")"
+  fi
+  total_passed=$((total_passed + total - failed))
+  total_failed=$((total_failed + failed))
+
+  if [[ $rc -ne 0 || -z "$line" ]]; then
+    [[ $rc -ne 0 && $failed -eq 0 ]] && total_failed=$((total_failed + 1))
+    stage_result[$stage]=FAILED
+    stage_detail[$stage]="$((total - failed)) passed, $failed failed (ctest exit $rc) in ${elapsed}s"
+    return 1
+  fi
+  stage_result[$stage]=passed
+  stage_detail[$stage]="$total passed, 0 failed in ${elapsed}s"
+}
+
+for stage in "${stages[@]}"; do
+  run_stage "$stage" || overall=1
+done
+
+say "summary"
+for stage in "${stages[@]}"; do
+  printf 'stage %-5s %-7s %s\n' "$stage:" "${stage_result[$stage]}" "${stage_detail[$stage]}"
+done
+echo "total: ${total_passed} passed, ${total_failed} failed"
+exit "$overall"
