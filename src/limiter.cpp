@@ -501,8 +501,17 @@ std::vector<BucketView> Limiter::dump() const {
     const auto len = std::min<std::uint32_t>(static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
     b.key.assign(key, len);
     b.state = detail::Word::payload(word);
-    if (p.valid) b.now = detail::gcra_decide(b.state, now, 1, p.gcra).decision;
-    else b.now.reason = Reason::kCorrupt;
+    if (p.valid) {
+      // The state as it is: cost 0 charges nothing; cost 1 says when one
+      // more unit would fit.
+      const Decision as_is = detail::gcra_decide(b.state, now, 0, p.gcra).decision;
+      const Decision one = detail::gcra_decide(b.state, now, 1, p.gcra).decision;
+      b.now = as_is;
+      b.now.allowed = one.allowed;
+      b.now.retry_after = one.allowed ? Nanos(0) : one.retry_after;
+    } else {
+      b.now.reason = Reason::kCorrupt;
+    }
     b.admitted = admitted;
     b.denied = denied;
     out.push_back(std::move(b));

@@ -14,8 +14,10 @@
 //     nothing else; the hot path reports problems in Decision::reason.
 //
 // Invariants this API promises (doc/design.md explains how they are kept)
-//   (1) Exact: no decision admits more than the policy allows, whatever the
-//       number of processes.
+//   (1) Exact: no decision with Reason::kOk admits more than the policy
+//       allows, whatever the number of processes. Decisions with another
+//       reason (table full, a claimer stalled past claim_timeout, ...) follow
+//       the policy's on_full choice: exactness needs OnFull::kDeny there.
 //   (2) A bucket that has refilled completely is indistinguishable from an
 //       absent one; only such buckets are reclaimed to make room.
 //   (3) A corrupt or hostile segment may make decisions wrong, never make a
@@ -194,7 +196,12 @@ struct BucketView {
   std::string policy;
   std::string key;          ///< raw bytes
   std::uint64_t state = 0;  ///< the algorithm's 56-bit state (GCRA: TAT ns since epoch)
-  Decision now;             ///< what a peek would say at the time of the dump
+  /// The bucket as it is at the time of the dump, charging nothing:
+  /// allowed = a cost-1 request would be admitted now; remaining = units
+  /// available now; retry_after = until one unit fits (0 if one fits now);
+  /// reset_after = until the bucket is full; reason kCorrupt if the
+  /// policy entry is unusable.
+  Decision now;
   std::uint64_t admitted = 0;
   std::uint64_t denied = 0;
 };
@@ -239,7 +246,8 @@ class Limiter {
   /// another spec: Error(kPolicyConflict) unless `replace`; replacement
   /// keeps the buckets and applies the new parameters to them.
   PolicyId add_policy(const PolicySpec& spec, bool replace = false);
-  /// Looks a policy up by name (cached per process after the first call).
+  /// Looks a policy up by name (a scan of at most 64 entries; keep the
+  /// PolicyId for the hot path).
   std::optional<PolicyId> find_policy(std::string_view name) const;
   std::vector<PolicyView> policies() const;
 

@@ -1,0 +1,354 @@
+// `shmlimit`: create, configure, drive and inspect a shmlimit segment from
+// the shell. doc/cli.md documents every subcommand, the exit codes and the
+// JSON schemas.
+//
+//   shmlimit create  /NAME [--capacity N] [--mode 0600] [--slot-bytes 64|128|256] [--max-probe N]
+//   shmlimit policy  /NAME POLICY RATE [--burst B] [--on-full open|closed] [--replace]
+//   shmlimit policy  /NAME list [--json]
+//   shmlimit acquire /NAME POLICY KEY [--cost N] [--peek] [--json]
+//   shmlimit stat    /NAME [--json]
+//   shmlimit dump    /NAME [--json]
+//   shmlimit rm      /NAME
+//
+// Exit status: 0 success (acquire: allowed), 1 acquire: limited, 2 any error
+// (bad arguments included), with one line "shmlimit: ..." on stderr.
+//
+// Inspection (stat, dump, policy list, acquire --peek) maps the segment
+// read-only; everything else maps it read-write. Neither checks the
+// capacity (Options::capacity = 0): the tool works on any segment.
+#include <fmt/format.h>
+#include <sys/types.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "format.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace {
+
+namespace tools = shmlimit::tools;
+using shmlimit::Error;
+using shmlimit::ErrorCode;
+
+constexpr int kExitOk = 0;
+constexpr int kExitLimited = 1;
+constexpr int kExitError = 2;
+
+// A command-line process can afford to wait for a rival process that is
+// inserting the same new key (the library's default is 10 ms, tuned for
+// servers). With the default, a claimer descheduled on a loaded machine
+// makes concurrent `acquire`s fall back to on_full (Reason::kContended),
+// which for a fail-open policy admits beyond the limit.
+constexpr std::chrono::milliseconds kClaimTimeout{2000};
+
+/// One line on stderr, whatever bytes the message quotes (library errors
+/// quote user input): control characters become \xNN.
+void fail_line(const std::string& message) {
+  std::string line;
+  for (const char c : message) {
+    const auto u = static_cast<unsigned char>(c);
+    line += u < 0x20 || u == 0x7F ? fmt::format("\\x{:02x}", u) : std::string(1, c);
+  }
+  std::fprintf(stderr, "shmlimit: %s\n", line.c_str());
+}
+
+shmlimit::Options open_options(const std::string& name, bool read_only) {
+  shmlimit::Options o;
+  o.name = name;
+  o.capacity = 0;  // accept any capacity
+  o.read_only = read_only;
+  o.claim_timeout = kClaimTimeout;
+  return o;
+}
+
+/// Octal permission bits ("0600", "600", "0660"): an optional leading 0,
+/// then 1-4 octal digits.
+mode_t parse_mode(const std::string& text) {
+  std::string digits = text;
+  if (digits.size() > 1 && digits[0] == '0') digits.erase(0, 1);
+  if (digits.empty() || digits.size() > 4 ||
+      digits.find_first_not_of("01234567") != std::string::npos) {
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        "invalid --mode \"" + text + "\": expected octal permission bits such as 0600 or 0660");
+  }
+  return static_cast<mode_t>(std::stoul(digits, nullptr, 8));
+}
+
+// ---------------------------------------------------------------------------
+// Subcommands
+
+struct CreateArgs {
+  std::string name;
+  std::uint32_t capacity = 65536;
+  std::string mode = "0600";
+  std::uint32_t slot_bytes = 128;
+  std::uint32_t max_probe = 32;
+};
+
+int run_create(const CreateArgs& a) {
+  shmlimit::Options o;
+  o.name = a.name;
+  o.capacity = a.capacity;
+  o.mode = parse_mode(a.mode);
+  o.slot_bytes = a.slot_bytes;
+  o.max_probe = a.max_probe;
+  shmlimit::Limiter::create(o);
+  return kExitOk;
+}
+
+struct PolicyArgs {
+  std::string name;
+  std::string policy;
+  std::string rate;  // empty: `list`
+  std::uint64_t burst = 0;
+  std::string on_full = "open";
+  bool replace = false;
+  bool json = false;
+  // Set from CLI11 after parsing: which options were given.
+  bool burst_given = false;
+  bool on_full_given = false;
+};
+
+int run_policy_list(const PolicyArgs& a) {
+  if (a.burst_given || a.on_full_given || a.replace) {
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        "--burst, --on-full and --replace apply when registering a policy, not to `policy " +
+            a.name + " list`");
+  }
+  const shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, true));
+  const auto policies = limiter.policies();
+  if (a.json) {
+    tools::write_stdout(tools::to_text(tools::policies_json(policies), 2) + "\n");
+  } else if (policies.empty()) {
+    tools::write_stdout(fmt::format(
+        "no policies in {} (add one with `shmlimit policy {} NAME RATE`)\n", a.name, a.name));
+  } else {
+    tools::write_stdout(tools::render_policies(policies, tools::use_color()));
+  }
+  return kExitOk;
+}
+
+int run_policy(const PolicyArgs& a) {
+  if (a.rate.empty()) {
+    if (a.policy == "list") return run_policy_list(a);
+    throw Error(ErrorCode::kInvalidArgument,
+                "policy \"" + a.policy + "\" needs a RATE, e.g. `shmlimit policy " + a.name + " " +
+                    a.policy + " 100/m` (or `shmlimit policy " + a.name +
+                    " list` to list the policies)");
+  }
+  if (a.json) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "--json applies to `shmlimit policy " + a.name + " list` only");
+  }
+  shmlimit::PolicySpec spec;
+  spec.name = a.policy;
+  spec.rate = shmlimit::parse_rate(a.rate);
+  spec.burst = a.burst;
+  spec.on_full = a.on_full == "closed" ? shmlimit::OnFull::kDeny : shmlimit::OnFull::kAllow;
+  shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, false));
+  try {
+    limiter.add_policy(spec, a.replace);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kPolicyConflict) throw;
+    // The library's advice names its API; name the flag instead.
+    std::string what = e.what();
+    const std::string api_hint = " (ask for replacement explicitly to change it)";
+    if (what.size() > api_hint.size() && what.ends_with(api_hint))
+      what.resize(what.size() - api_hint.size());
+    throw Error(e.code(), what + " (pass --replace to change it)");
+  }
+  return kExitOk;
+}
+
+struct AcquireArgs {
+  std::string name;
+  std::string policy;
+  std::string key;
+  std::uint64_t cost = 1;
+  bool peek = false;
+  bool json = false;
+};
+
+int run_acquire(const AcquireArgs& a) {
+  shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, a.peek));
+  const std::optional<shmlimit::PolicyId> id = limiter.find_policy(a.policy);
+  if (!id) {
+    throw Error(ErrorCode::kInvalidArgument, "unknown policy \"" + tools::escape_bytes(a.policy) +
+                                                 "\" in " + a.name + " (see `shmlimit policy " +
+                                                 a.name + " list`)");
+  }
+  const shmlimit::Decision d =
+      a.peek ? limiter.peek(*id, a.key, a.cost) : limiter.acquire(*id, a.key, a.cost);
+  if (a.json) {
+    tools::write_stdout(tools::to_text(tools::decision_json(d, a.policy, a.key, a.cost), -1) +
+                        "\n");
+  } else {
+    tools::write_stdout(tools::render_decision(d));
+  }
+  return d.allowed ? kExitOk : kExitLimited;
+}
+
+int run_rm(const std::string& name) {
+  if (!shmlimit::Limiter::remove(name)) {
+    throw Error(ErrorCode::kNotFound, "shared-memory segment " + name + " does not exist");
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+
+/// The subcommand the user named, for "see `shmlimit SUB --help`".
+std::string help_hint(const CLI::App& app) {
+  const auto subs = app.get_subcommands();
+  return subs.empty() ? "shmlimit --help" : "shmlimit " + subs.front()->get_name() + " --help";
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{
+      "shmlimit: create, configure, drive and inspect a rate limiter shared by processes "
+      "through a named POSIX shared-memory segment.",
+      "shmlimit"};
+  app.require_subcommand(1);
+  app.footer("Exit status: 0 ok (acquire: allowed), 1 acquire: limited, 2 error.\nSee doc/cli.md.");
+  const char* name_help = "segment name: '/' then 1..200 of A-Z a-z 0-9 _ . -";
+
+  CreateArgs create_args;
+  CLI::App* create =
+      app.add_subcommand("create", "Create a new segment (fails if the name exists).");
+  create->add_option("NAME", create_args.name, name_help)->required();
+  create
+      ->add_option("--capacity", create_args.capacity, "bucket slots, rounded up to a power of two")
+      ->capture_default_str();
+  create->add_option("--mode", create_args.mode, "octal permission bits, applied despite the umask")
+      ->capture_default_str();
+  create
+      ->add_option("--slot-bytes", create_args.slot_bytes,
+                   "bytes per slot: 64, 128 or 256 (keys up to N-40)")
+      ->capture_default_str();
+  create
+      ->add_option("--max-probe", create_args.max_probe,
+                   "longest probe sequence, in slots (1..1024)")
+      ->capture_default_str();
+
+  PolicyArgs policy_args;
+  CLI::App* policy = app.add_subcommand(
+      "policy", "Register a policy (NAME POLICY RATE) or list the policies (NAME list).");
+  policy->add_option("NAME", policy_args.name, name_help)->required();
+  policy
+      ->add_option("POLICY", policy_args.policy,
+                   "policy name (1..31 of A-Z a-z 0-9 _ . : -), or `list`")
+      ->required();
+  policy->add_option("RATE", policy_args.rate, R"("5/day", "10/5m", "10 per minute" ...)");
+  CLI::Option* burst = policy->add_option("--burst", policy_args.burst,
+                                          "bucket capacity (default: the rate's count)");
+  CLI::Option* on_full =
+      policy
+          ->add_option("--on-full", policy_args.on_full,
+                       "when a key cannot be served: open = admit, closed = deny")
+          ->check(CLI::IsMember({"open", "closed"}))
+          ->capture_default_str();
+  policy->add_flag("--replace", policy_args.replace, "change the parameters of an existing policy");
+  policy->add_flag("--json", policy_args.json, "with `list`: print a JSON array");
+
+  AcquireArgs acquire_args;
+  CLI::App* acquire = app.add_subcommand(
+      "acquire", "Charge a request to (POLICY, KEY): exit 0 if allowed, 1 if limited.");
+  acquire->add_option("NAME", acquire_args.name, name_help)->required();
+  acquire->add_option("POLICY", acquire_args.policy, "a registered policy")->required();
+  acquire
+      ->add_option("KEY", acquire_args.key,
+                   "the client's key (put `--` before a key that starts with -)")
+      ->required();
+  acquire->add_option("--cost", acquire_args.cost, "cost units to charge (0 = peek)")
+      ->capture_default_str();
+  acquire->add_flag("--peek", acquire_args.peek, "say what acquire would decide, without charging");
+  acquire->add_flag("--json", acquire_args.json, "print the decision as one JSON object");
+
+  std::string stat_name;
+  bool stat_json = false;
+  CLI::App* stat =
+      app.add_subcommand("stat", "Show the segment's geometry, occupancy, counters and policies.");
+  stat->add_option("NAME", stat_name, name_help)->required();
+  stat->add_flag("--json", stat_json, "print one JSON object");
+
+  std::string dump_name;
+  bool dump_json = false;
+  CLI::App* dump = app.add_subcommand("dump", "List every live bucket, sorted by policy and key.");
+  dump->add_option("NAME", dump_name, name_help)->required();
+  dump->add_flag("--json", dump_json, "print a JSON array");
+
+  std::string rm_name;
+  CLI::App* rm = app.add_subcommand(
+      "rm", "Remove the segment's name (processes that have it mapped keep it).");
+  rm->add_option("NAME", rm_name, name_help)->required();
+
+  // CLI11 reports an unknown subcommand as "A subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string first = argv[1];
+    const auto subs = std::as_const(app).get_subcommands([](const CLI::App*) { return true; });
+    const bool known = std::any_of(subs.begin(), subs.end(),
+                                   [&](const CLI::App* s) { return s->check_name(first); });
+    if (!known) {
+      fail_line("unknown subcommand \"" + tools::escape_bytes(first) +
+                "\" (expected create, policy, acquire, stat, dump or rm; see `shmlimit --help`)");
+      return kExitError;
+    }
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help exits 0 (CLI11's own code); every other parse error is a usage
+    // error, exit 2 (CLI11 would use its own error numbers).
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    fail_line(fmt::format("{} (see `{}`)", e.what(), help_hint(app)));
+    return kExitError;
+  }
+
+  if (*create) return run_create(create_args);
+  if (*policy) {
+    policy_args.burst_given = burst->count() > 0;
+    policy_args.on_full_given = on_full->count() > 0;
+    return run_policy(policy_args);
+  }
+  if (*acquire) return run_acquire(acquire_args);
+  if (*stat) {
+    tools::print_stat(tools::open_for_inspection(stat_name), stat_json);
+    return kExitOk;
+  }
+  if (*dump) {
+    tools::print_dump(tools::open_for_inspection(dump_name), dump_json);
+    return kExitOk;
+  }
+  if (*rm) return run_rm(rm_name);
+  fail_line("no subcommand (see `shmlimit --help`)");
+  return kExitError;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const int rc = run(argc, argv);
+    if (std::fflush(stdout) != 0 && rc != kExitError) {
+      fail_line("cannot write the output");
+      return kExitError;
+    }
+    return rc;
+  } catch (const shmlimit::Error& e) {
+    fail_line(e.what());
+  } catch (const std::exception& e) {
+    fail_line(e.what());
+  }
+  return kExitError;
+}
