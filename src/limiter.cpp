@@ -7,6 +7,7 @@
 #include <thread>
 #include <tuple>
 
+#include "algorithms.hpp"
 #include "gcra.hpp"
 #include "hash.hpp"
 #include "layout.hpp"
@@ -38,13 +39,36 @@ namespace {
 
 // A consistent copy of one policy entry's active parameters.
 struct PolicySnapshot {
-  Algorithm algorithm = Algorithm::kGcra;
+  detail::AlgoParams algo;
   OnFull on_full = OnFull::kAllow;
-  u64 count = 0;
-  u64 period_ns = 0;
-  detail::GcraParams gcra;
   bool valid = false;  // false: the entry is corrupt (hostile or buggy writer)
+
+  // The bucket's capacity in cost units: what a fresh key admits at once.
+  u64 capacity() const noexcept {
+    switch (algo.algorithm) {
+      case Algorithm::kFixedWindow:
+      case Algorithm::kSlidingWindow:
+      case Algorithm::kQuietPeriod: return algo.count;
+      default: return algo.burst;
+    }
+  }
+  // The state of a key that is absent: a full bucket. GCRA and the leaky
+  // bucket use "full as of now", so that a reader whose clock is behind
+  // ours sees it slightly drained rather than fuller than it was.
+  u64 fresh_state(std::int64_t now) const noexcept {
+    const bool tat = algo.algorithm == Algorithm::kGcra || algo.algorithm == Algorithm::kLeakyBucket;
+    return tat ? static_cast<u64>(std::max<std::int64_t>(now, 0)) : 0;
+  }
 };
+
+// One decision on a state; GCRA, the hot default, is inlined.
+inline detail::AlgoOutcome decide_state(const detail::AlgoParams& p, u64 state, std::int64_t now, u64 cost) noexcept {
+  if (p.algorithm == Algorithm::kGcra) {
+    const detail::GcraOutcome g = detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst});
+    return detail::AlgoOutcome{g.decision, g.store, g.new_state};
+  }
+  return detail::algo_decide(p, state, now, cost);
+}
 
 void check_policy_name(const std::string& name) {
   const auto bad = [&](const std::string& why) {
@@ -103,14 +127,12 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       // an unchanged state proves they saw one parameter set.
       std::atomic_thread_fence(std::memory_order_acquire);
       if (e.state.load(std::memory_order_relaxed) != s1) continue;
-      out->algorithm = static_cast<Algorithm>(kind & 0xFF);
+      out->algo = detail::AlgoParams{static_cast<Algorithm>(kind & 0xFF), count, period, burst, emission};
       out->on_full = ((kind >> 8) & 0xFF) == 1 ? OnFull::kDeny : OnFull::kAllow;
-      out->count = count;
-      out->period_ns = period;
-      out->gcra = detail::GcraParams{emission, burst};
       // A hostile segment may hold anything: never divide by it unchecked.
-      out->valid = out->algorithm == Algorithm::kGcra && ((kind >> 8) & 0xFF) <= 1 &&
-                   detail::gcra_params_valid(out->gcra) && emission == detail::gcra_emission(count, period);
+      // algo_params_valid rejects unknown algorithms and unrepresentable values.
+      out->valid = ((kind >> 8) & 0xFF) <= 1 && (kind >> 16) == 0 && detail::algo_params_valid(out->algo) &&
+                   emission == detail::gcra_emission(count, period);
       return true;
     }
     out->valid = false;
@@ -143,11 +165,12 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     return std::nullopt;
   }
 
-  // ReclaimPolicy: a bucket is full when its state is at or before now.
+  // ReclaimPolicy: a bucket may be reclaimed when its algorithm says it is
+  // indistinguishable from an absent key.
   bool is_full(std::uint32_t policy, u64 payload, std::int64_t now) const noexcept override {
     PolicySnapshot p;
     if (!load_policy(policy, &p) || !p.valid) return true;  // unusable entry: nothing to keep
-    return detail::gcra_is_full(payload, now);
+    return detail::algo_is_full(p.algo, payload, now);
   }
 
   // ---- per-process event counters -----------------------------------------
@@ -187,44 +210,63 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   Decision fallback(const PolicySnapshot& p, Reason reason) const noexcept {
     Decision d;
     d.allowed = p.on_full == OnFull::kAllow;
-    d.limit = p.valid ? p.gcra.burst : 0;
+    d.limit = p.valid ? p.capacity() : 0;
     d.remaining = 0;
     // Fail-closed: suggest one emission interval, the soonest one unit
     // would refill.
-    d.retry_after = d.allowed || !p.valid ? Nanos(0) : Nanos(static_cast<std::int64_t>(p.gcra.emission_ns));
+    d.retry_after = d.allowed || !p.valid ? Nanos(0) : Nanos(static_cast<std::int64_t>(p.algo.emission_ns));
     d.reset_after = Nanos(0);
     d.reason = reason;
     return d;
   }
 
-  Decision decide(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, bool charge) noexcept {
-    PolicySnapshot p;
-    if (!load_policy(policy, &p)) return unknown_policy();
-    if (!p.valid) {
+  enum class Op { kAcquire, kPeek, kRefund };
+
+  // Where an acquire was charged: enough to give it back to the same
+  // bucket (and to nobody else's) if a multi-limit decision rolls back.
+  struct Charge {
+    bool charged = false;
+    std::uint32_t slot = 0;
+    u64 version = 0;
+  };
+
+  // Checks shared by every operation; on failure returns the decision.
+  std::optional<Decision> precheck(std::uint32_t policy, std::string_view key, std::int64_t now,
+                                   PolicySnapshot* p) const noexcept {
+    if (!load_policy(policy, p)) return unknown_policy();
+    if (!p->valid) {
       count(&detail::ProcessEntry::other_events);
-      return fallback(p, Reason::kCorrupt);
+      return fallback(*p, Reason::kCorrupt);
     }
     if (key.size() > table.key_capacity()) {
       count(&detail::ProcessEntry::other_events);
-      return fallback(p, Reason::kKeyTooLong);
+      return fallback(*p, Reason::kKeyTooLong);
     }
-    now = std::max<std::int64_t>(now, 0);
-    const auto tau = static_cast<std::int64_t>(p.gcra.burst * p.gcra.emission_ns);
-    if (now > detail::kClockHorizonNs - tau) {
+    if (now > detail::kClockHorizonNs - detail::algo_horizon_margin(p->algo)) {
       count(&detail::ProcessEntry::other_events);
-      return fallback(p, Reason::kClockHorizon);
+      return fallback(*p, Reason::kClockHorizon);
     }
-    if (seg->read_only()) charge = false;
+    return std::nullopt;
+  }
+
+  Decision apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
+                 Charge* charge = nullptr) noexcept {
+    now = std::max<std::int64_t>(now, 0);
+    PolicySnapshot p;
+    if (auto early = precheck(policy, key, now, &p)) return *early;
+    if (seg->read_only() && op == Op::kAcquire) op = Op::kPeek;
     const detail::PackedKey pk(seed, policy, key);
     detail::SlotRef ref;
     for (;;) {
       if (!table.find(pk, &ref)) {
         // Absent = full bucket (invariant: indistinguishable).
-        const detail::GcraOutcome fresh = detail::gcra_decide(0, now, cost, p.gcra);
-        // A peek, cost 0 or a cost that can never fit never takes a slot.
-        if (!charge || !fresh.store) return fresh.decision;
+        const u64 fresh_state = p.fresh_state(now);
+        const detail::AlgoOutcome fresh = decide_state(p.algo, fresh_state, now, op == Op::kRefund ? 0 : cost);
+        // A peek, a refund, cost 0 or a cost that can never fit never
+        // takes a slot: there is nothing to store.
+        if (op != Op::kAcquire || !fresh.store) return fresh.decision;
         detail::ClaimEvents ev;
-        const auto r = table.claim(pk, now, *this, claim_timeout_ns, &ref, &ev);
+        const auto r = table.claim(pk, now, fresh_state, *this, claim_timeout_ns, &ref, &ev);
         count(&detail::ProcessEntry::repairs, ev.repairs);
         if (r == detail::Table::ClaimResult::kFull) {
           count(&detail::ProcessEntry::full_events);
@@ -238,10 +280,12 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       detail::SlotHead& h = table.head(ref.index);
       u64 w = ref.word;
       for (;;) {
-        const detail::GcraOutcome out = detail::gcra_decide(detail::Word::payload(w), now, cost, p.gcra);
-        if (!charge || !out.store) {
+        const u64 state = detail::Word::payload(w);
+        const detail::AlgoOutcome out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost)
+                                                          : decide_state(p.algo, state, now, cost);
+        if (op == Op::kPeek || !out.store) {
           // Relaxed: a statistic.
-          if (charge && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
+          if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
           return out.decision;
         }
         // The one write of a decision. Relaxed suffices: the bucket's whole
@@ -250,7 +294,11 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         // that was reclaimed for another key since `w` was read (ABA).
         if (h.word.compare_exchange_weak(w, detail::Word::make(detail::Word::version(w), out.new_state),
                                          std::memory_order_relaxed, std::memory_order_relaxed)) {
-          h.admitted.fetch_add(1, std::memory_order_relaxed);  // a statistic
+          if (op == Op::kAcquire) {
+            // Relaxed: statistics.
+            (out.decision.allowed ? h.admitted : h.denied).fetch_add(1, std::memory_order_relaxed);
+            if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, detail::Word::version(w)};
+          }
           return out.decision;
         }
         // Lost a race: `w` now holds the current word. Another generation
@@ -259,6 +307,84 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         if (detail::Word::version(w) != detail::Word::version(ref.word)) break;
       }
     }
+  }
+
+  // Gives `cost` back to the bucket an acquire charged, if that bucket
+  // still holds the same generation (otherwise it refilled and was
+  // reclaimed: nothing is owed).
+  void undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept {
+    detail::SlotHead& h = table.head(c.slot);
+    u64 w = h.word.load(std::memory_order_relaxed);
+    while (detail::Word::version(w) == c.version) {
+      const detail::AlgoOutcome out = detail::algo_refund(p.algo, detail::Word::payload(w), now, cost);
+      if (!out.store) return;
+      // Relaxed: as in apply(); the version guards against another key.
+      if (h.word.compare_exchange_weak(w, detail::Word::make(c.version, out.new_state), std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        h.admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
+        return;
+      }
+    }
+  }
+
+  Decision acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {
+    now = std::max<std::int64_t>(now, 0);
+    Decision combined;
+    combined.allowed = true;
+    combined.remaining = ~u64{0};
+    if (requests.empty()) {
+      combined.remaining = 0;
+      return combined;
+    }
+    // Fold one decision into the combined answer: denied if any denies,
+    // retry-after the largest of the denials, remaining and limit from the
+    // tightest limit, reset-after the longest.
+    const auto fold = [&](const Decision& d) {
+      if (!d.allowed) {
+        if (combined.allowed || d.retry_after > combined.retry_after) {
+          combined.retry_after = d.retry_after;
+          combined.reason = d.reason;
+        }
+        combined.allowed = false;
+      }
+      if (d.remaining < combined.remaining) {
+        combined.remaining = d.remaining;
+        combined.limit = d.limit;
+      }
+      combined.reset_after = std::max(combined.reset_after, d.reset_after);
+    };
+    // Phase 1: peek at every limit; if any denies, charge none and report
+    // every denial (the largest retry-after wins).
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+      if (i < each.size()) each[i] = d;
+      fold(d);
+    }
+    if (!combined.allowed) return combined;
+    // Phase 2: charge one by one. A limit that another process filled in
+    // the meantime denies: give back what this request already took, so
+    // none is charged. Each charge is checked against its own limit, so no
+    // limit is ever exceeded; a rollback only makes others wait briefly.
+    combined = Decision{};
+    combined.allowed = true;
+    combined.remaining = ~u64{0};
+    std::vector<Charge> charges(requests.size());
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const Decision d =
+          apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kAcquire, &charges[i]);
+      if (i < each.size()) each[i] = d;
+      fold(d);
+      if (!d.allowed) {
+        for (std::size_t j = 0; j < i; ++j) {
+          PolicySnapshot p;
+          if (charges[j].charged && load_policy(requests[j].policy.index, &p) && p.valid) {
+            undo(p, charges[j], requests[j].cost, now);
+          }
+        }
+        return combined;
+      }
+    }
+    return combined;
   }
 
   std::int64_t now() const noexcept { return detail::monotonic_ns() - epoch; }
@@ -308,9 +434,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   PolicySpec spec_of(std::uint32_t index, const PolicySnapshot& p) const {
     PolicySpec s;
     s.name = policy_name(index);
-    s.algorithm = p.algorithm;
-    s.rate = Rate{p.count, Nanos(static_cast<std::int64_t>(p.period_ns))};
-    s.burst = p.gcra.burst;
+    s.algorithm = p.algo.algorithm;
+    s.rate = Rate{p.algo.count, Nanos(static_cast<std::int64_t>(p.algo.period_ns))};
+    s.burst = p.algo.burst;
     s.on_full = p.on_full;
     return s;
   }
@@ -318,19 +444,25 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   PolicyId add_policy(PolicySpec spec, bool replace) {
     check_policy_name(spec.name);
     if (seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot add a policy through a read-only handle");
-    if (spec.algorithm != Algorithm::kGcra) throw Error(ErrorCode::kInvalidArgument, "unknown algorithm");
     if (spec.on_full != OnFull::kAllow && spec.on_full != OnFull::kDeny) {
       throw Error(ErrorCode::kInvalidArgument, "on_full must be allow or deny");
     }
     if (spec.rate.count == 0 || spec.rate.period.count() <= 0) {
       throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\": the rate needs a count >= 1 and a period > 0");
     }
-    if (spec.burst == 0) spec.burst = spec.rate.count;
+    // Window algorithms have no separate burst: their capacity is the count.
+    const bool windowed = spec.algorithm == Algorithm::kFixedWindow || spec.algorithm == Algorithm::kSlidingWindow ||
+                          spec.algorithm == Algorithm::kQuietPeriod;
+    if (spec.burst == 0 || windowed) spec.burst = spec.rate.count;
     const u64 emission = detail::gcra_emission(spec.rate.count, static_cast<u64>(spec.rate.period.count()));
-    if (!detail::gcra_params_valid({emission, spec.burst})) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "policy \"" + spec.name + "\": burst " + std::to_string(spec.burst) + " at " + format_rate(spec.rate) +
-                      " takes longer than 417 days to refill (burst x period / count must be under 2^55 ns)");
+    const char* why = "unknown algorithm";
+    if (!detail::algo_params_valid(
+            detail::AlgoParams{spec.algorithm, spec.rate.count, static_cast<u64>(spec.rate.period.count()), spec.burst,
+                               emission},
+            &why)) {
+      throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\" (" + std::string(to_string(spec.algorithm)) +
+                                                   ", " + format_rate(spec.rate) + ", burst " +
+                                                   std::to_string(spec.burst) + "): " + why);
     }
     AdminGuard guard(*this);
     for (std::uint32_t i = 0; i < detail::kMaxPolicies; ++i) {
@@ -404,21 +536,72 @@ std::vector<PolicyView> Limiter::policies() const {
 }
 
 Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  return impl_->decide(policy.index, key, cost, impl_->now(), true);
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kAcquire);
 }
 
 Decision Limiter::acquire(std::string_view policy, std::string_view key, std::uint64_t cost) noexcept {
   const auto i = impl_->find_policy(policy);
   if (!i) return Impl::unknown_policy();
-  return impl_->decide(*i, key, cost, impl_->now(), true);
+  return impl_->apply(*i, key, cost, impl_->now(), Impl::Op::kAcquire);
 }
 
 Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept {
-  return impl_->decide(policy.index, key, cost, now.count(), true);
+  return impl_->apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
 }
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  return impl_->decide(policy.index, key, cost, impl_->now(), false);
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kPeek);
+}
+
+Decision Limiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kRefund);
+}
+
+Decision Limiter::acquire_many(std::span<const Request> requests, std::span<Decision> each) noexcept {
+  return impl_->acquire_many(requests, each, impl_->now());
+}
+
+Decision Limiter::acquire_many_at(std::span<const Request> requests, Nanos now, std::span<Decision> each) noexcept {
+  return impl_->acquire_many(requests, each, now.count());
+}
+
+std::uint64_t Limiter::reset(std::optional<PolicyId> policy, std::optional<std::string_view> key) {
+  Impl& m = *impl_;
+  if (m.seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot reset buckets through a read-only handle");
+  if (key && !policy) throw Error(ErrorCode::kInvalidArgument, "reset of a key needs its policy");
+  std::uint64_t forgotten = 0;
+  detail::ClaimEvents ev;
+  if (policy && key) {
+    PolicySnapshot p;
+    if (!m.load_policy(policy->index, &p)) throw Error(ErrorCode::kInvalidArgument, "no such policy");
+    if (key->size() > m.table.key_capacity()) return 0;
+    const detail::PackedKey pk(m.seed, policy->index, *key);
+    detail::SlotRef ref;
+    // Retry while another process holds the slot's token for a moment.
+    for (int attempt = 0; attempt < 1000 && m.table.find(pk, &ref); ++attempt) {
+      if (m.table.release(ref.index, ref.meta, &ev)) {
+        forgotten = 1;
+        break;
+      }
+      std::this_thread::yield();
+    }
+  } else {
+    const detail::Geometry& g = m.seg->geometry();
+    for (std::uint32_t i = 0; i < g.capacity; ++i) {
+      for (int attempt = 0; attempt < 1000; ++attempt) {
+        const u64 meta = m.table.head(i).meta.load(std::memory_order_acquire);
+        if (detail::Meta::state(meta) != detail::kLive) break;
+        if (policy && detail::Meta::policy(meta) != policy->index) break;
+        if (m.table.release(i, meta, &ev)) {
+          ++forgotten;
+          break;
+        }
+        std::this_thread::yield();
+      }
+    }
+  }
+  m.count(&detail::ProcessEntry::repairs, ev.repairs);
+  return forgotten;
 }
 
 Nanos Limiter::now() const noexcept { return Nanos(impl_->now()); }
@@ -504,8 +687,8 @@ std::vector<BucketView> Limiter::dump() const {
     if (p.valid) {
       // The state as it is: cost 0 charges nothing; cost 1 says when one
       // more unit would fit.
-      const Decision as_is = detail::gcra_decide(b.state, now, 0, p.gcra).decision;
-      const Decision one = detail::gcra_decide(b.state, now, 1, p.gcra).decision;
+      const Decision as_is = decide_state(p.algo, b.state, now, 0).decision;
+      const Decision one = decide_state(p.algo, b.state, now, 1).decision;
       b.now = as_is;
       b.now.allowed = one.allowed;
       b.now.retry_after = one.allowed ? Nanos(0) : one.retry_after;

@@ -155,8 +155,9 @@ void Table::withdraw(std::uint32_t index, std::uint64_t gen) noexcept {
   h.owner.store(0, std::memory_order_release);
 }
 
-Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, const ReclaimPolicy& reclaim,
-                                std::int64_t timeout_ns, SlotRef* out, ClaimEvents* events) noexcept {
+Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uint64_t fresh_payload,
+                                const ReclaimPolicy& reclaim, std::int64_t timeout_ns, SlotRef* out,
+                                ClaimEvents* events) noexcept {
   const ProcessToken me = self_token();
   const std::int64_t deadline = monotonic_ns() + timeout_ns;
   const std::uint32_t home_index = home(key.hash);
@@ -235,12 +236,12 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, const Re
       continue;
     }
     // Commit point (invariant 2): the word moves to generation + 1. Any CAS
-    // prepared against the old generation now fails. The new key starts as
-    // a bucket that was full at `now` (payload = now): a process whose clock
-    // reading is older than ours sees it as slightly drained, never as
-    // fuller than it was. The payload never decreases across keys.
+    // prepared against the old generation now fails. The new key starts
+    // from `fresh_payload`, a full bucket in its own algorithm (for GCRA:
+    // full as of `now`, so a process whose clock reading is older than ours
+    // sees it slightly drained, never fuller than it was).
     const u64 gen = Meta::gen(m) + 1;
-    const u64 payload = std::max<u64>(Word::payload(w), static_cast<u64>(std::max<std::int64_t>(now, 0)));
+    const u64 payload = fresh_payload & Word::kPayloadMask;
     // acq_rel: nothing this claim writes may move before the commit, and
     // the old key's last state is acquired.
     if (!h.word.compare_exchange_strong(w, Word::make(gen & 0xFF, payload), std::memory_order_acq_rel,
@@ -330,6 +331,29 @@ bool Table::read_consistent(std::uint32_t index, std::uint64_t* meta, std::uint6
     return true;
   }
   return false;
+}
+
+}  // namespace shmlimit::detail
+
+namespace shmlimit::detail {
+
+bool Table::release(std::uint32_t index, std::uint64_t meta, ClaimEvents* events) noexcept {
+  SlotHead& h = head(index);
+  if (!take_token(index, self_token(), events)) return false;
+  bool done = false;
+  // Acquire: meta and word as the last writer left them.
+  if (h.meta.load(std::memory_order_acquire) == meta && Meta::state(meta) == kLive) {
+    u64 w = h.word.load(std::memory_order_acquire);
+    // Commit as a reclaim does: every CAS prepared for this generation fails.
+    if (Word::version(w) == Meta::version(meta) &&
+        h.word.compare_exchange_strong(w, Word::make((Meta::version(meta) + 1) & 0xFF, 0), std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+      h.meta.store(Meta::make(kDead, 0, 0, 0, Meta::gen(meta) + 1), std::memory_order_release);
+      done = true;
+    }
+  }
+  h.owner.store(0, std::memory_order_release);  // Release: the DEAD state is visible first
+  return done;
 }
 
 }  // namespace shmlimit::detail

@@ -24,8 +24,8 @@
 //       that word no longer exists (version g+1), so the stale CAS fails and
 //       never lands on the new key. It could only succeed again after 256
 //       further reclaims of this same slot during one updater's
-//       read-to-CAS window AND with the payload back at the same
-//       nanosecond, which acquires (that only raise the payload) cannot do.
+//       read-to-CAS window AND with the payload back at the exact value the
+//       updater read (for GCRA a nanosecond time that only grows).
 //   (3) EMPTY ends a probe sequence; DEAD does not. A slot never returns
 //       to EMPTY, so a key can never hide behind a hole.
 //   (4) No duplicates: a claimer publishes only after re-scanning the probe
@@ -108,9 +108,15 @@ class Table {
     kFull,       // no EMPTY, DEAD or reclaimable slot in the probe window
     kContended,  // a live process stalled mid-claim for longer than the timeout
   };
-  /// Finds or inserts `key`. `now` decides which buckets are full.
-  ClaimResult claim(const PackedKey& key, std::int64_t now, const ReclaimPolicy& reclaim, std::int64_t timeout_ns,
-                    SlotRef* out, ClaimEvents* events) noexcept;
+  /// Finds or inserts `key`. `now` decides which buckets are full; a new
+  /// key's bucket starts at `fresh_payload` (a full bucket of its policy).
+  ClaimResult claim(const PackedKey& key, std::int64_t now, std::uint64_t fresh_payload, const ReclaimPolicy& reclaim,
+                    std::int64_t timeout_ns, SlotRef* out, ClaimEvents* events) noexcept;
+
+  /// Frees the slot of a live key (its bucket is forgotten: `reset`) if it
+  /// still shows `meta`. Commits like a reclaim, so stale updates fail.
+  /// Returns false if the slot changed or its token was busy.
+  bool release(std::uint32_t index, std::uint64_t meta, ClaimEvents* events) noexcept;
 
   /// Repairs `index` if its owner token names a dead process. Returns true
   /// if a repair was made. Used by claim() and by `shmlimit check`.

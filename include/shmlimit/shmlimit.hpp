@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -67,9 +68,21 @@ class Error : public std::runtime_error {
 };
 
 /// Limiting algorithm of a policy. Values are stored in the segment.
+/// doc/algorithms.md gives each one's formula, state layout and limits.
 enum class Algorithm : std::uint8_t {
-  kGcra = 1,  ///< GCRA: continuous-refill token bucket, state = one 64-bit word
+  kGcra = 1,           ///< continuous-refill token bucket: rate.count per rate.period, capacity burst
+  kTokenBucket = 2,    ///< discrete refill: rate.count tokens at each rate.period boundary, capacity burst
+  kFixedWindow = 3,    ///< at most rate.count per window of rate.period (windows aligned to the epoch)
+  kSlidingWindow = 4,  ///< approximate sliding window: two fixed windows weighted (Python `limits`)
+  kQuietPeriod = 5,    ///< rate.count per rate.period; once exceeded, every attempt restarts the period
+  kLeakyBucket = 6,    ///< meter that drains rate.count per rate.period, capacity burst (= GCRA)
 };
+
+/// "gcra", "token_bucket", "fixed_window", "sliding_window", "quiet_period", "leaky_bucket".
+std::string_view to_string(Algorithm algorithm) noexcept;
+/// The inverse of to_string(Algorithm); also accepts '-' for '_'. Throws
+/// Error(kInvalidArgument) listing the known names.
+Algorithm parse_algorithm(std::string_view name);
 
 /// What a decision does when the table has no slot for a new key (or the
 /// key cannot be served: too long, segment past its clock horizon, a
@@ -215,6 +228,13 @@ struct CheckReport {
   bool clean() const noexcept { return problems.empty(); }
 };
 
+/// One limit of a multi-limit decision.
+struct Request {
+  PolicyId policy;
+  std::string_view key;
+  std::uint64_t cost = 1;
+};
+
 struct PolicyView {
   PolicyId id;
   PolicySpec spec;
@@ -261,6 +281,31 @@ class Limiter {
   Decision acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept;
   /// What acquire() would say for `cost`, without charging. Never claims a slot.
   Decision peek(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+
+  /// All-or-nothing over several limits (DRF's burst + sustained, per-user
+  /// + global): admitted only if every limit admits, and then charged to
+  /// every one; when any denies, none is charged. The combined decision
+  /// has the largest retry_after of the denials, and remaining/limit of
+  /// the tightest limit. `each`, if given (same length as `requests`),
+  /// receives every limit's own decision. Lock-free: limits are charged
+  /// one by one, each against its own bound (so none is ever exceeded),
+  /// and a limit that another process filled meanwhile rolls the earlier
+  /// charges back. A process killed mid-way may leave earlier limits
+  /// charged (never over-admitting). Process-safe, noexcept.
+  Decision acquire_many(std::span<const Request> requests, std::span<Decision> each = {}) noexcept;
+  Decision acquire_many_at(std::span<const Request> requests, Nanos now, std::span<Decision> each = {}) noexcept;
+
+  /// Gives back `cost` already taken (a request that failed before doing
+  /// work), never beyond the bucket's capacity. Returns the bucket after
+  /// the refund. Process-safe, lock-free, noexcept.
+  Decision refund(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+
+  /// Forgets buckets, as if their keys had never been seen: one key of a
+  /// policy, every key of a policy, or (no arguments) everything. Returns
+  /// how many buckets were forgotten. Process-safe; a concurrent decision
+  /// on a forgotten key starts from a full bucket.
+  std::uint64_t reset(std::optional<PolicyId> policy = std::nullopt,
+                      std::optional<std::string_view> key = std::nullopt);
 
   /// Current time in ns since the segment's epoch (CLOCK_MONOTONIC based).
   Nanos now() const noexcept;

@@ -67,7 +67,7 @@ TEST(TableProtocol, StaleUpdateNeverLandsOnTheReclaimedSlotsNewKey) {
   ClaimEvents ev;
   const PackedKey k1(kSeed, 0, "first");
   SlotRef ref1;
-  ASSERT_EQ(t.claim(k1, 100, full, kTimeout, &ref1, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(k1, 100, 100, full, kTimeout, &ref1, &ev), Table::ClaimResult::kClaimed);
   ASSERT_TRUE(charge(t, ref1, 200));
   SlotRef stale;
   ASSERT_TRUE(t.find(k1, &stale));  // a process reads the word (payload 200) ...
@@ -76,7 +76,7 @@ TEST(TableProtocol, StaleUpdateNeverLandsOnTheReclaimedSlotsNewKey) {
   // ... and stalls while the bucket refills and the slot goes to another key.
   const PackedKey k2 = same_home_as(t, k1, "second-");
   SlotRef ref2;
-  ASSERT_EQ(t.claim(k2, 300, full, kTimeout, &ref2, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(k2, 300, 300, full, kTimeout, &ref2, &ev), Table::ClaimResult::kClaimed);
   ASSERT_EQ(ref2.index, stale.index);
   EXPECT_FALSE(charge(t, stale, 250)) << "a CAS prepared for the old key landed on the new one";
   SlotRef probe;
@@ -89,7 +89,7 @@ TEST(TableProtocol, StaleUpdateNeverLandsOnTheReclaimedSlotsNewKey) {
   for (int i = 0; i < 300; ++i) {
     const PackedKey k = same_home_as(t, k1, "cycle-" + std::to_string(i) + "-");
     SlotRef r;
-    ASSERT_EQ(t.claim(k, now, full, kTimeout, &r, &ev), Table::ClaimResult::kClaimed);
+    ASSERT_EQ(t.claim(k, now, now, full, kTimeout, &r, &ev), Table::ClaimResult::kClaimed);
     ASSERT_TRUE(charge(t, r, static_cast<std::uint64_t>(now + 10)));
     now += 20;
   }
@@ -103,13 +103,13 @@ TEST(TableProtocol, PenalisedBucketIsNeverReclaimed) {
   ClaimEvents ev;
   const PackedKey k1(kSeed, 0, "held");
   SlotRef ref;
-  ASSERT_EQ(t.claim(k1, 100, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(k1, 100, 100, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
   ASSERT_TRUE(charge(t, ref, 1000));  // not full until t = 1000
   const PackedKey k2 = same_home_as(t, k1, "intruder-");
   SlotRef other;
-  EXPECT_EQ(t.claim(k2, 999, full, kTimeout, &other, &ev), Table::ClaimResult::kFull);
+  EXPECT_EQ(t.claim(k2, 999, 999, full, kTimeout, &other, &ev), Table::ClaimResult::kFull);
   EXPECT_TRUE(t.find(k1, &other));
-  EXPECT_EQ(t.claim(k2, 1000, full, kTimeout, &other, &ev), Table::ClaimResult::kClaimed);
+  EXPECT_EQ(t.claim(k2, 1000, 1000, full, kTimeout, &other, &ev), Table::ClaimResult::kClaimed);
 }
 
 // Runs `fn` in a child process that then exits at once, leaving whatever
@@ -151,7 +151,7 @@ TEST_P(DeadClaimer, ClaimLeftHalfWrittenIsRepairedByTheNextClaimer) {
       GetParam());
   ClaimEvents ev;
   SlotRef ref;
-  ASSERT_EQ(t.claim(key, 10, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(key, 10, 10, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
   EXPECT_EQ(ev.repairs, 1u);
   EXPECT_EQ(t.head(home).owner.load(), 0u);
   SlotRef found;
@@ -167,7 +167,7 @@ TEST_P(DeadClaimer, ReclaimCommittedByADeadProcessFreesTheSlot) {
   ClaimEvents ev;
   const PackedKey old_key(kSeed, 0, "old");
   SlotRef ref;
-  ASSERT_EQ(t.claim(old_key, 5, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(old_key, 5, 5, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
   const pid_t child = die_after(
       [&] {
         SlotHead& h = t.head(ref.index);
@@ -180,7 +180,7 @@ TEST_P(DeadClaimer, ReclaimCommittedByADeadProcessFreesTheSlot) {
   SlotRef probe;
   EXPECT_FALSE(t.find(old_key, &probe)) << "a committed reclaim must hide the old key";
   const PackedKey new_key = same_home_as(t, old_key, "new-");
-  ASSERT_EQ(t.claim(new_key, 50, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(new_key, 50, 50, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
   EXPECT_EQ(ev.repairs, 1u);
   EXPECT_TRUE(t.find(new_key, &probe));
   if (!GetParam()) ::waitpid(child, nullptr, 0);
@@ -193,7 +193,7 @@ TEST_P(DeadClaimer, TokenLeftOnAPublishedSlotKeepsTheKey) {
   ClaimEvents ev;
   const PackedKey key(kSeed, 0, "published");
   SlotRef ref;
-  ASSERT_EQ(t.claim(key, 5, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(t.claim(key, 5, 5, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
   const pid_t child = die_after(
       [&] {
         std::uint64_t zero = 0;
@@ -221,7 +221,7 @@ TEST(TableProtocol, LiveClaimerIsWaitedForThenContended) {
   t.head(home).meta.store(Meta::make(kClaiming, key.len, key.policy, key.fp, 0));
   ClaimEvents ev;
   SlotRef ref;
-  EXPECT_EQ(t.claim(key, 10, full, 20'000'000, &ref, &ev), Table::ClaimResult::kContended);
+  EXPECT_EQ(t.claim(key, 10, 10, full, 20'000'000, &ref, &ev), Table::ClaimResult::kContended);
   EXPECT_EQ(ev.repairs, 0u);
 }
 

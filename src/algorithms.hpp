@@ -1,0 +1,71 @@
+// Every limiting algorithm as a pure function of (params, state, now, cost).
+//
+// A bucket's whole state is the 56-bit payload of its slot's word (see
+// layout.hpp), so every algorithm packs its state into 56 bits and is
+// updated by one CAS. Conventions shared by all of them:
+//   * `now` is ns since the segment epoch; a negative reading counts as 0.
+//   * state 0 is a full bucket (an absent key) for every algorithm, and
+//     is_full(state, now) says when a stored state is again equivalent to
+//     an absent key, so its slot may be reclaimed.
+//   * Readings that arrive out of order never underflow and never refund:
+//     an older `now` than the one that wrote the state is treated as that
+//     state's own time (the answer is only more conservative).
+//   * cost 0 reports without charging (store = false).
+//   * cost > capacity is denied with Reason::kCostTooHigh and
+//     retry_after = Nanos::max(), without a store.
+//   * Decision.limit is the capacity; remaining is what could be taken
+//     right after this decision; retry_after (when denied) is the exact
+//     wait until the same cost would be admitted if nothing else happens;
+//     reset_after is the wait until the bucket is full again.
+#pragma once
+
+#include <cstdint>
+
+#include "gcra.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::detail {
+
+/// A policy's parameters as the algorithms see them (validated copies of
+/// the segment's policy entry). For each algorithm:
+///   kGcra          count per period, capacity = burst; emission = ceil(period / count)
+///   kLeakyBucket   drains `count` per `period`, capacity = burst (GCRA by another name)
+///   kTokenBucket   `count` tokens added at every multiple of `period`, capacity = burst
+///   kFixedWindow   at most `count` per window of `period` aligned to the epoch (burst = count)
+///   kSlidingWindow at most `count` per sliding `period`, estimated from two fixed windows
+///   kQuietPeriod   at most `count` per `period`; once exceeded, every attempt restarts the
+///                  period, so the key stays denied until quiet for a whole period
+struct AlgoParams {
+  Algorithm algorithm = Algorithm::kGcra;
+  std::uint64_t count = 0;
+  std::uint64_t period_ns = 0;
+  std::uint64_t burst = 0;
+  std::uint64_t emission_ns = 0;  // GCRA / leaky bucket: ceil(period / count)
+};
+
+struct AlgoOutcome {
+  Decision decision;
+  bool store = false;          // CAS the state to new_state (also on some denials)
+  std::uint64_t new_state = 0; // < 2^56
+};
+
+/// Whether the parameters can be represented (state fits in 56 bits).
+/// Fills `why` with a sentence when not.
+bool algo_params_valid(const AlgoParams& p, const char** why = nullptr) noexcept;
+
+/// One decision.
+AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now, std::uint64_t cost) noexcept;
+
+/// Gives back `cost` already taken, never beyond the capacity: the state
+/// after the refund (store = false when nothing changes). decision reports
+/// the bucket after the refund.
+AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t now, std::uint64_t cost) noexcept;
+
+/// True when `state` at `now` is indistinguishable from an absent key.
+bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now) noexcept;
+
+/// The largest `now` + span the state may need: decisions past
+/// kClockHorizonNs - algo_horizon_margin(p) are refused (clock horizon).
+std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept;
+
+}  // namespace shmlimit::detail
