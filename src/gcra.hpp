@@ -7,9 +7,10 @@
 //   new_TAT  = base + cost * T
 //   admitted iff new_TAT - now <= B * T
 // A fresh bucket (TAT <= now) therefore takes B at once, then one more
-// every T. Rounding T up never over-admits; over a run of length D it
-// under-admits by at most D * count / period^2 requests (below one request
-// for any D shorter than period^2 / count ns).
+// every T. Rounding T up (by less than 1 ns) never over-admits; over a run
+// of length D it admits D/T instead of D*count/period, short by less than
+// D*count^2/period^2 requests: a relative shortfall below count/period_ns
+// (1e-6 at 1000/s, 1e-3 at 1,000,000/s).
 //
 // Pure: a function of (state, now, cost, params). No clock, no memory.
 #pragma once

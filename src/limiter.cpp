@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <tuple>
 
@@ -392,7 +393,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // ---- admin token --------------------------------------------------------
   class AdminGuard {
    public:
-    explicit AdminGuard(const Impl& impl) : owner_(impl.seg->header().admin_owner) {
+    explicit AdminGuard(const Impl& impl) : lock_(process_mutex()), owner_(impl.seg->header().admin_owner) {
       const detail::ProcessToken me = detail::self_token();
       const auto deadline = std::chrono::steady_clock::now() + impl.options.open_timeout;
       for (int spin = 0;; ++spin) {
@@ -419,6 +420,13 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     AdminGuard& operator=(const AdminGuard&) = delete;
 
    private:
+    // The token tells processes apart, not threads: threads of this
+    // process (on one handle or several) take turns here first.
+    static std::mutex& process_mutex() {
+      static std::mutex m;
+      return m;
+    }
+    std::lock_guard<std::mutex> lock_;
     AtomicU64& owner_;
   };
 

@@ -23,8 +23,24 @@ class Parser {
 
   [[noreturn]] void fail(std::size_t pos, const std::string& what) const {
     throw Error(ErrorCode::kInvalidArgument,
-                "invalid rate \"" + std::string(text_) + "\": " + what + " at column " +
-                    std::to_string(pos + 1));
+                "invalid rate \"" + printable(text_) + "\": " + what + " at column " + std::to_string(pos + 1));
+  }
+
+  // The input as it may be shown in a message: other bytes as \xNN.
+  static std::string printable(std::string_view s) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (const char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u >= 0x20 && u < 0x7f && c != '\\') {
+        out += c;
+      } else {
+        out += "\\x";
+        out += kHex[u >> 4];
+        out += kHex[u & 15];
+      }
+    }
+    return out;
   }
 
   // Skips white space; tells whether there was any.
@@ -40,13 +56,15 @@ class Parser {
   }
   bool at_end() const { return pos_ >= text_.size(); }
   char peek() const { return at_end() ? '\0' : text_[pos_]; }
+  // The next character as a message may show it.
+  std::string shown() const { return printable(text_.substr(pos_, 1)); }
   std::size_t pos() const { return pos_; }
 
   // Reads a decimal integer >= 1 and <= max; `what` names it in errors.
   std::uint64_t number(const char* what, std::uint64_t max) {
     const std::size_t start = pos_;
     if (!std::isdigit(static_cast<unsigned char>(peek()))) {
-      fail(pos_, std::string("expected ") + what + (at_end() ? ", found the end" : ", found '" + std::string(1, peek()) + "'"));
+      fail(pos_, std::string("expected ") + what + (at_end() ? ", found the end" : ", found '" + shown() + "'"));
     }
     std::uint64_t value = 0;
     while (std::isdigit(static_cast<unsigned char>(peek()))) {
@@ -121,7 +139,7 @@ Rate parse_rate(std::string_view text) {
     if (lower(w) != "per") {
       if (!w.empty()) p.fail(sep_at, "expected '/' or \"per\" after the count, found \"" + std::string(w) + "\"");
       if (p.at_end()) p.fail(sep_at, "expected '/' or \"per\" after the count, found the end");
-      p.fail(sep_at, "expected '/' or \"per\" after the count, found '" + std::string(1, p.peek()) + "'");
+      p.fail(sep_at, "expected '/' or \"per\" after the count, found '" + p.shown() + "'");
     }
     if (!p.skip_space()) p.fail(p.pos(), "expected a space after \"per\"");
   } else {
@@ -138,11 +156,11 @@ Rate parse_rate(std::string_view text) {
   const std::string_view unit = p.word();
   if (unit.empty()) {
     p.fail(unit_at, p.at_end() ? std::string("expected a unit, found the end")
-                               : "expected a unit, found '" + std::string(1, p.peek()) + "'");
+                               : "expected a unit, found '" + p.shown() + "'");
   }
   const std::int64_t unit_ns = drf_form ? drf_unit_ns(p, unit_at, unit) : word_unit_ns(p, unit_at, unit);
   p.skip_space();
-  if (!p.at_end()) p.fail(p.pos(), "unexpected '" + std::string(1, p.peek()) + "' after the unit");
+  if (!p.at_end()) p.fail(p.pos(), "unexpected '" + p.shown() + "' after the unit");
   if (multiple > static_cast<std::uint64_t>(kMaxPeriodNs / unit_ns)) {
     p.fail(unit_at, "the period is longer than 10 years");
   }

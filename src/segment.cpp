@@ -128,13 +128,13 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
     return "its layout fingerprint differs from this build's (built with other struct sizes)";
   }
   if (h.capacity < kMinCapacity || h.capacity > kMaxCapacity || (h.capacity & (h.capacity - 1)) != 0) {
-    return "its capacity " + std::to_string(h.capacity) + " is not a power of two in range";
+    return "corrupt header: its capacity " + std::to_string(h.capacity) + " is not a power of two in range";
   }
   if (h.slot_bytes != 64 && h.slot_bytes != 128 && h.slot_bytes != 256) {
-    return "its slot size " + std::to_string(h.slot_bytes) + " is not 64, 128 or 256";
+    return "corrupt header: its slot size " + std::to_string(h.slot_bytes) + " is not 64, 128 or 256";
   }
   if (h.max_probe < 1 || h.max_probe > 1024 || h.max_probe > h.capacity) {
-    return "its max_probe " + std::to_string(h.max_probe) + " is out of range";
+    return "corrupt header: its max_probe " + std::to_string(h.max_probe) + " is out of range";
   }
   if (h.max_policies != kMaxPolicies || h.max_processes != kMaxProcesses) return "its table sizes differ from this build's";
   const Geometry g = Geometry::compute(h.capacity, h.slot_bytes, h.max_probe);
