@@ -30,20 +30,26 @@ namespace shmlimit {
 
 std::string_view to_string(Algorithm algorithm) noexcept {
   switch (algorithm) {
-    case Algorithm::kGcra: return "gcra";
-    case Algorithm::kTokenBucket: return "token_bucket";
-    case Algorithm::kFixedWindow: return "fixed_window";
-    case Algorithm::kSlidingWindow: return "sliding_window";
-    case Algorithm::kQuietPeriod: return "quiet_period";
-    case Algorithm::kLeakyBucket: return "leaky_bucket";
+    case Algorithm::kGcra:
+      return "gcra";
+    case Algorithm::kTokenBucket:
+      return "token_bucket";
+    case Algorithm::kFixedWindow:
+      return "fixed_window";
+    case Algorithm::kSlidingWindow:
+      return "sliding_window";
+    case Algorithm::kQuietPeriod:
+      return "quiet_period";
+    case Algorithm::kLeakyBucket:
+      return "leaky_bucket";
   }
   return "unknown";
 }
 
 Algorithm parse_algorithm(std::string_view name) {
-  static constexpr Algorithm kAll[] = {Algorithm::kGcra,          Algorithm::kTokenBucket,
-                                       Algorithm::kFixedWindow,   Algorithm::kSlidingWindow,
-                                       Algorithm::kQuietPeriod,   Algorithm::kLeakyBucket};
+  static constexpr Algorithm kAll[] = {Algorithm::kGcra,        Algorithm::kTokenBucket,
+                                       Algorithm::kFixedWindow, Algorithm::kSlidingWindow,
+                                       Algorithm::kQuietPeriod, Algorithm::kLeakyBucket};
   for (Algorithm a : kAll) {
     const std::string_view known = to_string(a);
     if (known.size() != name.size()) continue;
@@ -82,7 +88,9 @@ constexpr u64 kMaxSpanNs = kMaxTauNs;
 constexpr u64 mask(unsigned bits) { return (u64{1} << bits) - 1; }
 
 /// ns as a Nanos; a wait beyond int64 (only with absurd parameters) is "never".
-Nanos sat_ns(u128 ns) { return ns > static_cast<u128>(kI64Max) ? Nanos::max() : Nanos(static_cast<i64>(ns)); }
+Nanos sat_ns(u128 ns) {
+  return ns > static_cast<u128>(kI64Max) ? Nanos::max() : Nanos(static_cast<i64>(ns));
+}
 
 /// floor((a + b - 1) / b), b != 0.
 u128 ceil_div(u128 a, u128 b) { return a / b + (a % b != 0 ? 1 : 0); }
@@ -173,10 +181,12 @@ AlgoOutcome leaky_decide(const AlgoParams& p, u64 empty_at, i64 now_in, u64 cost
   if (cost > m.units) return too_high(m.units, m.room(level), Nanos(static_cast<i64>(level)));
   const u64 poured = level + cost * m.drain;  // each term < 2^57 here
   if (poured <= m.capacity) {
-    return outcome(make_decision(true, m.units, m.room(poured), Nanos(0), Nanos(static_cast<i64>(poured))),
-                   cost > 0, now + poured);
+    return outcome(
+        make_decision(true, m.units, m.room(poured), Nanos(0), Nanos(static_cast<i64>(poured))),
+        cost > 0, now + poured);
   }
-  return outcome(make_decision(false, m.units, m.room(level), Nanos(static_cast<i64>(poured - m.capacity)),
+  return outcome(make_decision(false, m.units, m.room(level),
+                               Nanos(static_cast<i64>(poured - m.capacity)),
                                Nanos(static_cast<i64>(level))));
 }
 
@@ -202,7 +212,8 @@ bool leaky_is_full(u64 empty_at, i64 now) { return empty_at <= static_cast<u64>(
 // State 0: index 0, nothing missing: full.
 constexpr unsigned kTbMissingBits = 20;
 constexpr unsigned kTbIndexBits = 36;
-static_assert(kTbMissingBits + kTbIndexBits == Word::kPayloadBits, "token bucket state fills the payload");
+static_assert(kTbMissingBits + kTbIndexBits == Word::kPayloadBits,
+              "token bucket state fills the payload");
 constexpr u64 kTbMinPeriodNs = 2 * kMs;  // 2^36 periods of 2 ms outlast the clock horizon
 
 struct TbState {
@@ -226,7 +237,9 @@ TbState tb_at(const AlgoParams& p, u64 state, i64 now) {
   return s;
 }
 
-u64 tb_tokens(const AlgoParams& p, const TbState& s) { return p.burst > s.missing ? p.burst - s.missing : 0; }
+u64 tb_tokens(const AlgoParams& p, const TbState& s) {
+  return p.burst > s.missing ? p.burst - s.missing : 0;
+}
 
 // Time from now to the refill boundary that brings `need` more tokens.
 Nanos tb_wait(const AlgoParams& p, const TbState& s, u64 need, i64 now) {
@@ -241,10 +254,13 @@ Decision tb_report(const AlgoParams& p, const TbState& s, i64 now, bool allowed,
 
 AlgoOutcome tb_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   TbState s = tb_at(p, state, now);
-  const u64 tokens = tb_tokens(p, s);
-  if (cost > p.burst) return too_high(p.burst, tokens, tb_wait(p, s, s.missing, now));
-  if (cost > tokens) return outcome(tb_report(p, s, now, false, tb_wait(p, s, cost - tokens, now)));
-  s.missing += cost;  // <= burst < 2^20
+  if (cost > p.burst) return too_high(p.burst, tb_tokens(p, s), tb_wait(p, s, s.missing, now));
+  // Admitted iff missing + cost <= burst. (missing > burst only after the
+  // policy's burst shrank: then even a peek waits, as GCRA's does.)
+  const u64 after = s.missing + cost;  // both < 2^20 here
+  if (after > p.burst)
+    return outcome(tb_report(p, s, now, false, tb_wait(p, s, after - p.burst, now)));
+  s.missing = after;
   return outcome(tb_report(p, s, now, true, Nanos(0)), cost > 0,
                  (s.index << kTbMissingBits) | s.missing);
 }
@@ -256,7 +272,9 @@ AlgoOutcome tb_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   return refunded(tb_decide, p, (s.index << kTbMissingBits) | s.missing, now, s.missing != before);
 }
 
-bool tb_is_full(const AlgoParams& p, u64 state, i64 now) { return tb_at(p, state, now).missing == 0; }
+bool tb_is_full(const AlgoParams& p, u64 state, i64 now) {
+  return tb_at(p, state, now).missing == 0;
+}
 
 // ===========================================================================
 // Fixed window: at most `count` per window [k*period, (k+1)*period).
@@ -264,7 +282,8 @@ bool tb_is_full(const AlgoParams& p, u64 state, i64 now) { return tb_at(p, state
 //   state bits 0-23   used in window k (24 bits)
 constexpr unsigned kFwUsedBits = 24;
 constexpr unsigned kFwIndexBits = 32;
-static_assert(kFwUsedBits + kFwIndexBits == Word::kPayloadBits, "fixed window state fills the payload");
+static_assert(kFwUsedBits + kFwIndexBits == Word::kPayloadBits,
+              "fixed window state fills the payload");
 constexpr u64 kFwMinPeriodNs = 20 * kMs;  // 2^32 windows of 20 ms outlast the clock horizon
 
 struct FwState {
@@ -293,10 +312,11 @@ Decision fw_report(const AlgoParams& p, const FwState& s, i64 now, bool allowed,
 AlgoOutcome fw_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   FwState s = fw_at(p, state, now);
   if (cost > p.count) {
-    return too_high(p.count, p.count > s.used ? p.count - s.used : 0,
-                    s.used > 0 ? fw_until_next(p, s, now) : Nanos(0));
+    const Decision d = fw_report(p, s, now, false, Nanos::max());
+    return too_high(p.count, d.remaining, d.reset_after);
   }
-  if (s.used + cost > p.count) return outcome(fw_report(p, s, now, false, fw_until_next(p, s, now)));
+  if (s.used + cost > p.count)
+    return outcome(fw_report(p, s, now, false, fw_until_next(p, s, now)));
   s.used += cost;  // <= count < 2^24
   return outcome(fw_report(p, s, now, true, Nanos(0)), cost > 0, (s.index << kFwUsedBits) | s.used);
 }
@@ -322,7 +342,8 @@ bool fw_is_full(const AlgoParams& p, u64 state, i64 now) { return fw_at(p, state
 //   state bits 0-15   cur: used in window k (16 bits)
 constexpr unsigned kSwCountBits = 16;
 constexpr unsigned kSwIndexBits = 24;
-static_assert(2 * kSwCountBits + kSwIndexBits == Word::kPayloadBits, "sliding window state fills the payload");
+static_assert(2 * kSwCountBits + kSwIndexBits == Word::kPayloadBits,
+              "sliding window state fills the payload");
 constexpr u64 kSwIndexMask = mask(kSwIndexBits);
 constexpr u64 kSwMinPeriodNs = kMs;
 
@@ -358,7 +379,8 @@ SwState sw_at(const AlgoParams& p, u64 state, i64 now_in) {
   const auto now = static_cast<u64>(now_in);
   const u64 W = p.period_ns;
   const u64 k = now / W;  // W >= 1 ms (valid)
-  SwState s{k, now - k * W, (state >> kSwCountBits) & mask(kSwCountBits), state & mask(kSwCountBits)};
+  SwState s{k, now - k * W, (state >> kSwCountBits) & mask(kSwCountBits),
+            state & mask(kSwCountBits)};
   if (s.prev == 0 && s.cur == 0) return s;
   const u64 stored = state >> (2 * kSwCountBits);
   const u64 ahead = (stored - k) & kSwIndexMask;  // windows from k forward to the stored index
@@ -424,7 +446,8 @@ Nanos sw_retry(const AlgoParams& p, const SwState& s, u64 cost, i64 now) {
   const u128 W = p.period_ns;
   if (s.cur + cost <= p.count) {
     const u128 slack = (p.count - s.cur - cost) * W;
-    const u128 fit = s.prev == 0 ? 0 : std::min<u128>(slack / s.prev, W);  // prev > 0 here: see above
+    const u128 fit =
+        s.prev == 0 ? 0 : std::min<u128>(slack / s.prev, W);  // prev > 0 here: see above
     return sw_until(p, s, 0, W - fit, now);
   }
   const u128 slack = (p.count - cost) * W;
@@ -440,11 +463,12 @@ AlgoOutcome sw_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   SwState s = sw_at(p, state, now);
   if (cost > p.count) return too_high(p.count, sw_remaining(p, s), sw_reset(p, s, now));
   if (!sw_fits(p, s, cost)) {
-    return outcome(make_decision(false, p.count, sw_remaining(p, s), sw_retry(p, s, cost, now), sw_reset(p, s, now)));
+    return outcome(make_decision(false, p.count, sw_remaining(p, s), sw_retry(p, s, cost, now),
+                                 sw_reset(p, s, now)));
   }
   s.cur += cost;  // <= count < 2^16 (it fit)
-  return outcome(make_decision(true, p.count, sw_remaining(p, s), Nanos(0), sw_reset(p, s, now)), cost > 0,
-                 sw_pack(s));
+  return outcome(make_decision(true, p.count, sw_remaining(p, s), Nanos(0), sw_reset(p, s, now)),
+                 cost > 0, sw_pack(s));
 }
 
 AlgoOutcome sw_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
@@ -470,7 +494,8 @@ bool sw_is_full(const AlgoParams& p, u64 state, i64 now) {
 // period is never shorter than asked (at most 1 ms longer).
 constexpr unsigned kQpUsedBits = 19;
 constexpr unsigned kQpExpiryBits = 37;
-static_assert(kQpUsedBits + kQpExpiryBits == Word::kPayloadBits, "quiet period state fills the payload");
+static_assert(kQpUsedBits + kQpExpiryBits == Word::kPayloadBits,
+              "quiet period state fills the payload");
 static_assert((kHorizon / kMs) < (u64{1} << kQpExpiryBits), "ms expiries of the whole horizon fit");
 constexpr u64 kQuietBlocked = mask(kQpUsedBits);  // denied since the period (re)started
 constexpr u64 kQpMaxCount = kQuietBlocked - 1;
@@ -478,8 +503,8 @@ constexpr u64 kQpMinPeriodNs = kMs;
 
 struct QpState {
   u64 expires_ms = 0;
-  u64 used = 0;        // or kQuietBlocked
-  bool open = false;   // a period is running (not expired, something used)
+  u64 used = 0;       // or kQuietBlocked
+  bool open = false;  // a period is running (not expired, something used)
   u64 expires_ns() const { return expires_ms * kMs; }  // < 2^37 * 10^6 < 2^63
 };
 
@@ -509,12 +534,15 @@ AlgoOutcome qp_decide(const AlgoParams& p, u64 state, i64 now_in, u64 cost) {
   const auto now = static_cast<u64>(now_in);
   if (cost > p.count) return too_high(p.count, qp_remaining(p, s), qp_reset(s, now_in));
   if (s.used != kQuietBlocked && s.used + cost <= p.count) {
-    if (cost == 0) return outcome(make_decision(true, p.count, qp_remaining(p, s), Nanos(0), qp_reset(s, now_in)));
-    if (!s.open) s.expires_ms = ceil_ms(now + p.period_ns);  // < 2^37: now + period <= horizon - 1 ms
+    if (cost == 0)
+      return outcome(
+          make_decision(true, p.count, qp_remaining(p, s), Nanos(0), qp_reset(s, now_in)));
+    if (!s.open)
+      s.expires_ms = ceil_ms(now + p.period_ns);  // < 2^37: now + period <= horizon - 1 ms
     s.used += cost;
     s.open = true;
-    return outcome(make_decision(true, p.count, qp_remaining(p, s), Nanos(0), qp_reset(s, now_in)), true,
-                   qp_pack(s));
+    return outcome(make_decision(true, p.count, qp_remaining(p, s), Nanos(0), qp_reset(s, now_in)),
+                   true, qp_pack(s));
   }
   // Denied (s.open: cost <= count always fits a fresh period). A real
   // attempt restarts the period and blocks the key; a peek changes nothing.
@@ -552,7 +580,8 @@ bool indices_fit(u64 period, unsigned bits) {
 }
 
 bool gcra_like_valid(const AlgoParams& p, const char** why) {
-  if (p.emission_ns == 0) return fail(why, "the emission interval (period / count) must be at least 1 ns");
+  if (p.emission_ns == 0)
+    return fail(why, "the emission interval (period / count) must be at least 1 ns");
   if (p.burst == 0) return fail(why, "the burst must be at least 1");
   if (static_cast<u128>(p.burst) * p.emission_ns > kMaxTauNs) {
     return fail(why, "burst * (period / count) must be at most 2^55 ns (about 417 days)");
@@ -565,7 +594,8 @@ bool window_valid(const AlgoParams& p, const char** why, u64 max_count, u64 min_
   if (p.count == 0) return fail(why, "the count must be at least 1");
   if (p.count > max_count) return fail(why, count_sentence);
   if (p.period_ns < min_period) return fail(why, period_sentence);
-  if (p.period_ns > kMaxSpanNs) return fail(why, "the period must be at most 2^55 ns (about 417 days)");
+  if (p.period_ns > kMaxSpanNs)
+    return fail(why, "the period must be at most 2^55 ns (about 417 days)");
   return true;
 }
 
@@ -574,7 +604,8 @@ bool window_valid(const AlgoParams& p, const char** why, u64 max_count, u64 min_
 bool algo_params_valid(const AlgoParams& p, const char** why) noexcept {
   switch (p.algorithm) {
     case Algorithm::kGcra:
-    case Algorithm::kLeakyBucket: return gcra_like_valid(p, why);
+    case Algorithm::kLeakyBucket:
+      return gcra_like_valid(p, why);
     case Algorithm::kTokenBucket:
       if (p.burst == 0) return fail(why, "the burst (bucket size) must be at least 1");
       if (p.burst > mask(kTbMissingBits)) {
@@ -622,7 +653,8 @@ std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept {
     // validity checks make every index of the horizon fit its field.
     case Algorithm::kTokenBucket:
     case Algorithm::kFixedWindow:
-    case Algorithm::kSlidingWindow: return 0;
+    case Algorithm::kSlidingWindow:
+      return 0;
     case Algorithm::kQuietPeriod: {
       // expires_at = ceil_ms(now + period) < now + period + 1 ms.
       const u128 span = static_cast<u128>(p.period_ns) + kMs;
@@ -632,7 +664,8 @@ std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept {
   return kClockHorizonNs;  // unknown: refuse every time
 }
 
-AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now_in, std::uint64_t cost) noexcept {
+AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now_in,
+                        std::uint64_t cost) noexcept {
   if (!algo_params_valid(p)) return corrupt_outcome();
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
   state &= Word::kPayloadMask;
@@ -641,26 +674,38 @@ AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t n
       const GcraOutcome g = gcra_decide(state, now, cost, GcraParams{p.emission_ns, p.burst});
       return outcome(g.decision, g.store, g.new_state);
     }
-    case Algorithm::kLeakyBucket: return leaky_decide(p, state, now, cost);
-    case Algorithm::kTokenBucket: return tb_decide(p, state, now, cost);
-    case Algorithm::kFixedWindow: return fw_decide(p, state, now, cost);
-    case Algorithm::kSlidingWindow: return sw_decide(p, state, now, cost);
-    case Algorithm::kQuietPeriod: return qp_decide(p, state, now, cost);
+    case Algorithm::kLeakyBucket:
+      return leaky_decide(p, state, now, cost);
+    case Algorithm::kTokenBucket:
+      return tb_decide(p, state, now, cost);
+    case Algorithm::kFixedWindow:
+      return fw_decide(p, state, now, cost);
+    case Algorithm::kSlidingWindow:
+      return sw_decide(p, state, now, cost);
+    case Algorithm::kQuietPeriod:
+      return qp_decide(p, state, now, cost);
   }
   return corrupt_outcome();
 }
 
-AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t now_in, std::uint64_t cost) noexcept {
+AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t now_in,
+                        std::uint64_t cost) noexcept {
   if (!algo_params_valid(p)) return corrupt_outcome();
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
   state &= Word::kPayloadMask;
   switch (p.algorithm) {
-    case Algorithm::kGcra: return gcra_refund(p, state, now, cost);
-    case Algorithm::kLeakyBucket: return leaky_refund(p, state, now, cost);
-    case Algorithm::kTokenBucket: return tb_refund(p, state, now, cost);
-    case Algorithm::kFixedWindow: return fw_refund(p, state, now, cost);
-    case Algorithm::kSlidingWindow: return sw_refund(p, state, now, cost);
-    case Algorithm::kQuietPeriod: return qp_refund(p, state, now, cost);
+    case Algorithm::kGcra:
+      return gcra_refund(p, state, now, cost);
+    case Algorithm::kLeakyBucket:
+      return leaky_refund(p, state, now, cost);
+    case Algorithm::kTokenBucket:
+      return tb_refund(p, state, now, cost);
+    case Algorithm::kFixedWindow:
+      return fw_refund(p, state, now, cost);
+    case Algorithm::kSlidingWindow:
+      return sw_refund(p, state, now, cost);
+    case Algorithm::kQuietPeriod:
+      return qp_refund(p, state, now, cost);
   }
   return corrupt_outcome();
 }
@@ -670,12 +715,18 @@ bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now_in)
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
   state &= Word::kPayloadMask;
   switch (p.algorithm) {
-    case Algorithm::kGcra: return gcra_is_full(state, now);
-    case Algorithm::kLeakyBucket: return leaky_is_full(state, now);
-    case Algorithm::kTokenBucket: return tb_is_full(p, state, now);
-    case Algorithm::kFixedWindow: return fw_is_full(p, state, now);
-    case Algorithm::kSlidingWindow: return sw_is_full(p, state, now);
-    case Algorithm::kQuietPeriod: return qp_is_full(state, now);
+    case Algorithm::kGcra:
+      return gcra_is_full(state, now);
+    case Algorithm::kLeakyBucket:
+      return leaky_is_full(state, now);
+    case Algorithm::kTokenBucket:
+      return tb_is_full(p, state, now);
+    case Algorithm::kFixedWindow:
+      return fw_is_full(p, state, now);
+    case Algorithm::kSlidingWindow:
+      return sw_is_full(p, state, now);
+    case Algorithm::kQuietPeriod:
+      return qp_is_full(state, now);
   }
   return true;
 }

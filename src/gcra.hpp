@@ -28,7 +28,23 @@ namespace shmlimit::detail {
 struct GcraParams {
   std::uint64_t emission_ns = 0;  // T >= 1
   std::uint64_t burst = 0;        // B >= 1, B * T <= kMaxTauNs
+  std::uint64_t reciprocal = 0;   // gcra_reciprocal(T), or 0 to divide plainly
 };
+
+/// floor(2^64 / T) for T >= 2 (0 for T < 2): lets the hot path replace its
+/// one 64-bit division by a multiplication (see gcra_div).
+inline std::uint64_t gcra_reciprocal(std::uint64_t t) {
+  return t < 2 ? 0 : static_cast<std::uint64_t>((static_cast<__uint128_t>(1) << 64) / t);
+}
+
+/// n / T. With m = floor(2^64 / T), q = floor(n * m / 2^64) is n / T or one
+/// less (the error is below n / 2^64 < 1): one correction makes it exact.
+inline std::uint64_t gcra_div(std::uint64_t n, const GcraParams& p) {
+  if (p.reciprocal == 0) return n / p.emission_ns;
+  std::uint64_t q = static_cast<std::uint64_t>((static_cast<__uint128_t>(n) * p.reciprocal) >> 64);
+  if ((q + 1) * p.emission_ns <= n) ++q;
+  return q;
+}
 
 /// Largest B * T a policy may have: keeps every TAT (< now + B*T) inside
 /// the 56-bit payload for half of the clock horizon.
@@ -67,7 +83,7 @@ inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in, std::uint
   // when another process's later clock reading set TAT.
   const std::int64_t debt = base - now;
   const auto remaining_with = [&](std::int64_t debt_ns) -> std::uint64_t {
-    return debt_ns >= tau ? 0 : static_cast<std::uint64_t>((tau - debt_ns) / T);
+    return debt_ns >= tau ? 0 : gcra_div(static_cast<std::uint64_t>(tau - debt_ns), p);
   };
   d.limit = p.burst;
   if (cost > p.burst) {

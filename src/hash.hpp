@@ -4,6 +4,7 @@
 // per-segment random seed keeps an outsider from choosing keys that collide.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
@@ -15,26 +16,26 @@ inline std::uint64_t mum(std::uint64_t a, std::uint64_t b) {
   return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
 }
 
-/// Hash of (policy index, key bytes) under `seed`.
-inline std::uint64_t hash_key(std::uint64_t seed, std::uint32_t policy, std::string_view key) {
+/// Hash of a key already packed into little-endian 64-bit words (the last
+/// one zero-padded), as the table stores it: one multiply-mix per word.
+inline std::uint64_t hash_words(std::uint64_t seed, std::uint32_t policy, const std::uint64_t* words,
+                                std::size_t nwords, std::size_t len) {
   constexpr std::uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL,
                           k2 = 0x8ebc6af09c88c6e3ULL, k3 = 0x589965cc75374cc3ULL;
-  std::uint64_t h = mum(seed ^ k0, (static_cast<std::uint64_t>(policy) << 32 | key.size()) ^ k1);
-  const char* p = key.data();
-  std::size_t n = key.size();
-  while (n >= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = mum(h ^ w ^ k2, k3 ^ (h >> 29));
-    p += 8;
-    n -= 8;
-  }
-  if (n > 0) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, p, n);
-    h = mum(h ^ w ^ k1, k2 ^ n);
-  }
+  std::uint64_t h = mum(seed ^ k0, (static_cast<std::uint64_t>(policy) << 32 | len) ^ k1);
+  for (std::size_t i = 0; i < nwords; ++i) h = mum(h ^ words[i] ^ k2, k3 ^ (h >> 29));
   return mum(h ^ k3, k0 ^ (h >> 31));
+}
+
+/// Hash of (policy index, key bytes) under `seed`: hash_words of the key
+/// packed into zero-padded words.
+inline std::uint64_t hash_key(std::uint64_t seed, std::uint32_t policy, std::string_view key) {
+  std::uint64_t h_words[32];
+  const std::size_t n = key.size() < sizeof h_words ? key.size() : sizeof h_words;
+  const std::size_t nwords = (n + 7) / 8;
+  if (nwords > 0) h_words[nwords - 1] = 0;
+  std::memcpy(h_words, key.data(), n);
+  return hash_words(seed, policy, h_words, nwords, key.size());
 }
 
 }  // namespace shmlimit::detail

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -43,6 +44,15 @@ struct PolicySnapshot {
   detail::AlgoParams algo;
   OnFull on_full = OnFull::kAllow;
   bool valid = false;  // false: the entry is corrupt (hostile or buggy writer)
+  // Derived once per parameter change (valid entries only):
+  u64 extra = 0;             // kind bits outside algorithm and on_full: must be 0
+  u64 reciprocal = 0;        // gcra_reciprocal(emission): the hot path's division
+  std::int64_t margin = 0;   // algo_horizon_margin(algo)
+
+  void derive() noexcept {
+    reciprocal = valid ? detail::gcra_reciprocal(algo.emission_ns) : 0;
+    margin = valid ? detail::algo_horizon_margin(algo) : detail::kClockHorizonNs;
+  }
 
   // The bucket's capacity in cost units: what a fresh key admits at once.
   u64 capacity() const noexcept {
@@ -63,9 +73,11 @@ struct PolicySnapshot {
 };
 
 // One decision on a state; GCRA, the hot default, is inlined.
-inline detail::AlgoOutcome decide_state(const detail::AlgoParams& p, u64 state, std::int64_t now, u64 cost) noexcept {
+inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state, std::int64_t now, u64 cost) noexcept {
+  const detail::AlgoParams& p = s.algo;
   if (p.algorithm == Algorithm::kGcra) {
-    const detail::GcraOutcome g = detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst});
+    const detail::GcraOutcome g =
+        detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
     return detail::AlgoOutcome{g.decision, g.store, g.new_state};
   }
   return detail::algo_decide(p, state, now, cost);
@@ -110,9 +122,22 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()) {}
 
   // ---- policies -----------------------------------------------------------
-  bool load_policy(std::uint32_t index, PolicySnapshot* out) const noexcept {
-    if (index >= detail::kMaxPolicies) return false;
-    const detail::PolicyEntry& e = policy_table[index];
+  // Process-local cache of validated policy snapshots, keyed by the raw
+  // parameter words, so the divisions of validation run once per
+  // parameter change rather than once per decision. Filled under
+  // cache_mutex; read without locking (a seqlock: seq is odd while a fill
+  // is under way). Every field is an atomic so threads may read while
+  // another fills.
+  struct CacheEntry {
+    std::atomic<u64> seq{0};
+    std::atomic<u64> kind{0}, count{0}, period{0}, burst{0}, emission{0}, valid{0}, reciprocal{0}, margin{0};
+  };
+  mutable std::array<CacheEntry, detail::kMaxPolicies> cache{};
+  mutable std::mutex cache_mutex;
+
+  // Reads one policy entry's active parameter set from the segment,
+  // consistently (a seqlock read); validates it when asked.
+  bool read_policy(const detail::PolicyEntry& e, PolicySnapshot* out, u64* state, bool validate_now) const noexcept {
     for (int attempt = 0; attempt < 64; ++attempt) {
       // Acquire: pairs with the writer's release store of state, so the
       // parameter set it names is complete.
@@ -130,13 +155,67 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       if (e.state.load(std::memory_order_relaxed) != s1) continue;
       out->algo = detail::AlgoParams{static_cast<Algorithm>(kind & 0xFF), count, period, burst, emission};
       out->on_full = ((kind >> 8) & 0xFF) == 1 ? OnFull::kDeny : OnFull::kAllow;
-      // A hostile segment may hold anything: never divide by it unchecked.
-      // algo_params_valid rejects unknown algorithms and unrepresentable values.
-      out->valid = ((kind >> 8) & 0xFF) <= 1 && (kind >> 16) == 0 && detail::algo_params_valid(out->algo) &&
-                   emission == detail::gcra_emission(count, period);
+      out->extra = kind & ~u64{0x1FF};  // bits no valid entry sets
+      if (((kind >> 8) & 0xFF) > 1) out->extra |= u64{1} << 63;
+      if (validate_now) validate(out);
+      *state = s1;
       return true;
     }
     out->valid = false;
+    out->derive();
+    *state = 0;  // kept changing: do not cache
+    return true;
+  }
+
+  // A hostile segment may hold anything: never divide by it unchecked.
+  // algo_params_valid rejects unknown algorithms and unrepresentable values.
+  static void validate(PolicySnapshot* out) noexcept {
+    out->valid = out->extra == 0 && detail::algo_params_valid(out->algo) &&
+                 out->algo.emission_ns == detail::gcra_emission(out->algo.count, out->algo.period_ns);
+    out->derive();
+  }
+
+  bool load_policy(std::uint32_t index, PolicySnapshot* out) const noexcept {
+    if (index >= detail::kMaxPolicies) return false;
+    const detail::PolicyEntry& e = policy_table[index];
+    u64 raw_state = 0;
+    if (!read_policy(e, out, &raw_state, /*validate=*/false)) return false;
+    // The raw words just read are compared with the cached ones: a hit
+    // reuses the derived values; any change (a replacement, or bytes
+    // written by a buggy or hostile process) is validated afresh.
+    CacheEntry& c = cache[index];
+    // Acquire: the fields below were stored before seq became even.
+    const u64 q = c.seq.load(std::memory_order_acquire);
+    const u64 kind = static_cast<u64>(out->algo.algorithm) | (u64{out->on_full == OnFull::kDeny} << 8) | out->extra;
+    if ((q & 1) == 0 && c.kind.load(std::memory_order_relaxed) == kind &&
+        c.count.load(std::memory_order_relaxed) == out->algo.count &&
+        c.period.load(std::memory_order_relaxed) == out->algo.period_ns &&
+        c.burst.load(std::memory_order_relaxed) == out->algo.burst &&
+        c.emission.load(std::memory_order_relaxed) == out->algo.emission_ns) {
+      out->valid = c.valid.load(std::memory_order_relaxed) != 0;
+      out->reciprocal = c.reciprocal.load(std::memory_order_relaxed);
+      out->margin = static_cast<std::int64_t>(c.margin.load(std::memory_order_relaxed));
+      // Acquire fence: the field loads complete before seq is re-read.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (c.seq.load(std::memory_order_relaxed) == q) return true;
+    }
+    validate(out);
+    if (raw_state != 0) {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      // Relaxed stores inside the seqlock: seq is odd around them, and the
+      // release increment publishes them to readers.
+      c.seq.fetch_add(1, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_release);
+      c.kind.store(kind, std::memory_order_relaxed);
+      c.count.store(out->algo.count, std::memory_order_relaxed);
+      c.period.store(out->algo.period_ns, std::memory_order_relaxed);
+      c.burst.store(out->algo.burst, std::memory_order_relaxed);
+      c.emission.store(out->algo.emission_ns, std::memory_order_relaxed);
+      c.valid.store(out->valid ? 1 : 0, std::memory_order_relaxed);
+      c.reciprocal.store(out->reciprocal, std::memory_order_relaxed);
+      c.margin.store(static_cast<u64>(out->margin), std::memory_order_relaxed);
+      c.seq.fetch_add(1, std::memory_order_release);
+    }
     return true;
   }
 
@@ -243,7 +322,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       count(&detail::ProcessEntry::other_events);
       return fallback(*p, Reason::kKeyTooLong);
     }
-    if (now > detail::kClockHorizonNs - detail::algo_horizon_margin(p->algo)) {
+    if (now > detail::kClockHorizonNs - p->margin) {
       count(&detail::ProcessEntry::other_events);
       return fallback(*p, Reason::kClockHorizon);
     }
@@ -262,7 +341,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       if (!table.find(pk, &ref)) {
         // Absent = full bucket (invariant: indistinguishable).
         const u64 fresh_state = p.fresh_state(now);
-        const detail::AlgoOutcome fresh = decide_state(p.algo, fresh_state, now, op == Op::kRefund ? 0 : cost);
+        const detail::AlgoOutcome fresh = decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
         // A peek, a refund, cost 0 or a cost that can never fit never
         // takes a slot: there is nothing to store.
         if (op != Op::kAcquire || !fresh.store) return fresh.decision;
@@ -283,7 +362,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       for (;;) {
         const u64 state = detail::Word::payload(w);
         const detail::AlgoOutcome out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost)
-                                                          : decide_state(p.algo, state, now, cost);
+                                                          : decide_state(p, state, now, cost);
         if (op == Op::kPeek || !out.store) {
           // Relaxed: a statistic.
           if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
@@ -695,8 +774,8 @@ std::vector<BucketView> Limiter::dump() const {
     if (p.valid) {
       // The state as it is: cost 0 charges nothing; cost 1 says when one
       // more unit would fit.
-      const Decision as_is = decide_state(p.algo, b.state, now, 0).decision;
-      const Decision one = decide_state(p.algo, b.state, now, 1).decision;
+      const Decision as_is = decide_state(p, b.state, now, 0).decision;
+      const Decision one = decide_state(p, b.state, now, 1).decision;
       b.now = as_is;
       b.now.allowed = one.allowed;
       b.now.retry_after = one.allowed ? Nanos(0) : one.retry_after;

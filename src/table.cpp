@@ -26,11 +26,12 @@ inline void cpu_relax() noexcept {
 PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std::string_view key) noexcept
     : len(static_cast<std::uint32_t>(std::min<std::size_t>(key.size(), kMaxWords * 8))),
       nwords((len + 7) / 8),
-      policy(policy_index),
-      hash(hash_key(seed, policy_index, key)),
-      fp((hash >> 48) & 0xFFFF) {
-  for (std::uint32_t i = 0; i < nwords; ++i) words[i] = 0;
+      policy(policy_index) {
+  // Only the last word needs zero padding; the copy fills the rest.
+  if (nwords > 0) words[nwords - 1] = 0;
   std::memcpy(words, key.data(), len);
+  hash = hash_words(seed, policy_index, words, nwords, len);
+  fp = (hash >> 48) & 0xFFFF;
 }
 
 Table::Table(std::byte* slots, const Geometry& g) noexcept
