@@ -188,8 +188,8 @@ inline const char* on_full_name(OnFull on_full) {
   return on_full == OnFull::kDeny ? "closed" : "open";
 }
 
-inline const char* algorithm_name(Algorithm algorithm) {
-  return algorithm == Algorithm::kGcra ? "gcra" : "unknown";
+inline std::string algorithm_name(Algorithm algorithm) {
+  return std::string(shmlimit::to_string(algorithm));
 }
 
 /// GCRA's emission interval T = ceil(period / count): one unit refills every

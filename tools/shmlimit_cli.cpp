@@ -3,18 +3,26 @@
 // JSON schemas.
 //
 //   shmlimit create  /NAME [--capacity N] [--mode 0600] [--slot-bytes 64|128|256] [--max-probe N]
+//   shmlimit create  [/NAME] --config FILE [--replace]
 //   shmlimit policy  /NAME POLICY RATE [--burst B] [--on-full open|closed] [--replace]
 //   shmlimit policy  /NAME list [--json]
 //   shmlimit acquire /NAME POLICY KEY [--cost N] [--peek] [--json]
 //   shmlimit stat    /NAME [--json]
-//   shmlimit dump    /NAME [--json]
+//   shmlimit dump    /NAME [--json|--csv] [--policy P] [--key-prefix S] [--limited-only]
+//                          [--top N [--by usage|denials]]
+//   shmlimit check   /NAME [--json] [--no-repair]
+//   shmlimit reset   /NAME [POLICY [KEY]]
+//   shmlimit metrics /NAME
+//   shmlimit watch   /NAME [--interval SECONDS] [--count N]
 //   shmlimit rm      /NAME
 //
-// Exit status: 0 success (acquire: allowed), 1 acquire: limited, 2 any error
-// (bad arguments included), with one line "shmlimit: ..." on stderr.
+// Exit status: 0 success (acquire: allowed), 1 acquire: limited or check: not
+// clean, 2 any error (bad arguments included), with one line "shmlimit: ..."
+// on stderr.
 //
-// Inspection (stat, dump, policy list, acquire --peek) maps the segment
-// read-only; everything else maps it read-write. Neither checks the
+// Inspection (stat, dump, metrics, watch, policy list, acquire --peek,
+// check --no-repair) maps the segment read-only; everything else maps it
+// read-write. Neither checks the
 // capacity (Options::capacity = 0): the tool works on any segment.
 #include <fmt/format.h>
 #include <sys/types.h>
@@ -30,6 +38,8 @@
 #include <utility>
 
 #include "format.hpp"
+#include "inspect.hpp"
+#include "shmlimit/config.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace {
@@ -87,14 +97,46 @@ mode_t parse_mode(const std::string& text) {
 // Subcommands
 
 struct CreateArgs {
-  std::string name;
+  std::string name;  // empty: from --config
   std::uint32_t capacity = 65536;
   std::string mode = "0600";
   std::uint32_t slot_bytes = 128;
   std::uint32_t max_probe = 32;
+  std::string config;  // --config FILE
+  bool replace = false;
 };
 
+/// `create --config FILE`: opens or creates the config's segment and
+/// registers its policies, all or nothing (shmlimit::open_config).
+int run_create_from_config(const CreateArgs& a) {
+  const shmlimit::Config config = shmlimit::load_config(a.config);
+  if (!a.name.empty() && a.name != config.segment.name) {
+    throw Error(ErrorCode::kInvalidArgument, "segment " + a.name + " does not match the name \"" +
+                                                 config.segment.name + "\" in [segment] of " +
+                                                 a.config + " (give the config's name, or none)");
+  }
+  try {
+    shmlimit::open_config(config, a.replace);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kPolicyConflict) throw;
+    // The library's advice names its API; name the flag instead.
+    std::string what = e.what();
+    const std::string api_hint = " (ask for replacement explicitly to change it)";
+    if (what.ends_with(api_hint)) {
+      what.resize(what.size() - api_hint.size());
+      what += " (pass --replace to change it)";
+    }
+    throw Error(e.code(), what);
+  }
+  return kExitOk;
+}
+
 int run_create(const CreateArgs& a) {
+  if (!a.config.empty()) return run_create_from_config(a);
+  if (a.name.empty()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "create needs a segment NAME, or --config FILE (see `shmlimit create --help`)");
+  }
   shmlimit::Options o;
   o.name = a.name;
   o.capacity = a.capacity;
@@ -219,26 +261,45 @@ int run(int argc, char** argv) {
       "through a named POSIX shared-memory segment.",
       "shmlimit"};
   app.require_subcommand(1);
-  app.footer("Exit status: 0 ok (acquire: allowed), 1 acquire: limited, 2 error.\nSee doc/cli.md.");
+  app.footer(
+      "Exit status: 0 ok (acquire: allowed), 1 acquire: limited or check: not clean, 2 error.\n"
+      "See doc/cli.md.");
   const char* name_help = "segment name: '/' then 1..200 of A-Z a-z 0-9 _ . -";
 
   CreateArgs create_args;
-  CLI::App* create =
-      app.add_subcommand("create", "Create a new segment (fails if the name exists).");
-  create->add_option("NAME", create_args.name, name_help)->required();
+  CLI::App* create = app.add_subcommand(
+      "create",
+      "Create a new segment (fails if the name exists), or with --config open or create the "
+      "config's segment and register its policies.");
+  create->add_option(
+      "NAME", create_args.name,
+      std::string(name_help) + " (with --config: optional, must match the config's)");
+  CLI::Option* config_file =
+      create
+          ->add_option("--config", create_args.config,
+                       "TOML file with [segment] and [policies.NAME] tables (doc/config.md)")
+          ->type_name("FILE");
+  create
+      ->add_flag("--replace", create_args.replace,
+                 "with --config: change the parameters of policies that exist")
+      ->needs(config_file);
   create
       ->add_option("--capacity", create_args.capacity, "bucket slots, rounded up to a power of two")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(config_file);
   create->add_option("--mode", create_args.mode, "octal permission bits, applied despite the umask")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(config_file);
   create
       ->add_option("--slot-bytes", create_args.slot_bytes,
                    "bytes per slot: 64, 128 or 256 (keys up to N-40)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(config_file);
   create
       ->add_option("--max-probe", create_args.max_probe,
                    "longest probe sequence, in slots (1..1024)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(config_file);
 
   PolicyArgs policy_args;
   CLI::App* policy = app.add_subcommand(
@@ -283,9 +344,57 @@ int run(int argc, char** argv) {
 
   std::string dump_name;
   bool dump_json = false;
+  bool dump_csv = false;
+  tools::DumpFilter dump_filter;
   CLI::App* dump = app.add_subcommand("dump", "List every live bucket, sorted by policy and key.");
   dump->add_option("NAME", dump_name, name_help)->required();
-  dump->add_flag("--json", dump_json, "print a JSON array");
+  CLI::Option* dump_json_flag = dump->add_flag("--json", dump_json, "print a JSON array");
+  dump->add_flag("--csv", dump_csv, "print CSV with a header row")->excludes(dump_json_flag);
+  dump->add_option("--policy", dump_filter.policy, "only the buckets of this policy");
+  dump->add_option("--key-prefix", dump_filter.key_prefix, "only keys that start with these bytes");
+  dump->add_flag("--limited-only", dump_filter.limited_only, "only buckets whose state is limited");
+  CLI::Option* dump_top = dump->add_option(
+      "--top", dump_filter.top, "keep the N buckets with the most --by, most first");
+  dump->add_option("--by", dump_filter.by, "--top's order: usage (admitted + denied) or denials")
+      ->check(CLI::IsMember({"usage", "denials"}))
+      ->capture_default_str()
+      ->needs(dump_top);
+
+  std::string check_name;
+  bool check_json = false;
+  bool check_no_repair = false;
+  CLI::App* check = app.add_subcommand(
+      "check", "Verify the segment's invariants, repairing dead claims first: exit 0 clean, 1 not.");
+  check->add_option("NAME", check_name, name_help)->required();
+  check->add_flag("--json", check_json, "print one JSON object");
+  check->add_flag("--no-repair", check_no_repair, "only report (maps the segment read-only)");
+
+  std::string reset_name;
+  std::optional<std::string> reset_policy;
+  std::optional<std::string> reset_key;
+  CLI::App* reset = app.add_subcommand(
+      "reset", "Forget one key of a policy, every key of a policy, or (no POLICY) every bucket.");
+  reset->add_option("NAME", reset_name, name_help)->required();
+  reset->add_option("POLICY", reset_policy, "a registered policy (omit: every policy)");
+  reset->add_option("KEY", reset_key,
+                    "the key to forget (omit: every key; put `--` before a key that starts with -)");
+
+  std::string metrics_name;
+  CLI::App* metrics = app.add_subcommand(
+      "metrics", "Print the segment's metrics in the Prometheus text exposition format.");
+  metrics->add_option("NAME", metrics_name, name_help)->required();
+
+  std::string watch_name;
+  double watch_interval = 1.0;
+  std::uint64_t watch_count = 0;
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Live view: decisions/s and denials/s per policy, and the most denied keys.");
+  watch->add_option("NAME", watch_name, name_help)->required();
+  watch->add_option("--interval", watch_interval, "seconds between refreshes")
+      ->check(CLI::Range(0.01, 86400.0))
+      ->capture_default_str();
+  watch->add_option("--count", watch_count, "stop after N refreshes (0 = until interrupted)")
+      ->capture_default_str();
 
   std::string rm_name;
   CLI::App* rm = app.add_subcommand(
@@ -300,7 +409,7 @@ int run(int argc, char** argv) {
                                    [&](const CLI::App* s) { return s->check_name(first); });
     if (!known) {
       fail_line("unknown subcommand \"" + tools::escape_bytes(first) +
-                "\" (expected create, policy, acquire, stat, dump or rm; see `shmlimit --help`)");
+                "\" (expected create, policy, acquire, stat, dump, check, reset, metrics, watch or rm; see `shmlimit --help`)");
       return kExitError;
     }
   }
@@ -327,7 +436,25 @@ int run(int argc, char** argv) {
     return kExitOk;
   }
   if (*dump) {
-    tools::print_dump(tools::open_for_inspection(dump_name), dump_json);
+    tools::print_dump_filtered(tools::open_for_inspection(dump_name), dump_filter, dump_json,
+                               dump_csv);
+    return kExitOk;
+  }
+  if (*check) {
+    shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(check_name, check_no_repair));
+    return tools::print_check(limiter, !check_no_repair, check_json);
+  }
+  if (*reset) {
+    shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(reset_name, false));
+    tools::print_reset(limiter, reset_policy, reset_key);
+    return kExitOk;
+  }
+  if (*metrics) {
+    tools::print_metrics(tools::open_for_inspection(metrics_name));
+    return kExitOk;
+  }
+  if (*watch) {
+    tools::run_watch(tools::open_for_inspection(watch_name), watch_interval, watch_count);
     return kExitOk;
   }
   if (*rm) return run_rm(rm_name);

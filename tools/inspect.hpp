@@ -1,0 +1,372 @@
+// The maintenance and monitoring subcommands of `shmlimit` (issue #5):
+// check, reset, dump's filters, metrics and watch. doc/cli.md documents
+// their output; this header holds the work, tools/shmlimit_cli.cpp only
+// parses arguments, opens the segment and calls in here.
+//
+// Every function takes an opened Limiter, so the caller decides how the
+// segment is mapped: read-only for dump, metrics and watch (and check
+// --no-repair), read-write for check with repair and reset.
+//
+// Thread safety: the functions only read their arguments and write stdout;
+// watch() also sleeps. All of them are safe against concurrent writers in
+// other processes (they use Limiter::dump()/stats()/check(), which are).
+#pragma once
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "format.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::tools {
+
+// ---------------------------------------------------------------------------
+// `shmlimit check`
+
+/// Prints the report; returns 0 when clean, 1 when there are problems.
+inline int print_check(Limiter& limiter, bool repair, bool json) {
+  const CheckReport report = limiter.check(repair);
+  if (json) {
+    Json j;
+    j["clean"] = report.clean();
+    j["problems"] = Json::array();
+    for (const auto& p : report.problems) j["problems"].push_back(escape_bytes(p, true));
+    j["repaired"] = report.repaired;
+    j["live"] = report.live;
+    j["in_progress"] = report.in_progress;
+    write_stdout(to_text(j, 2) + "\n");
+  } else {
+    // One problem per line; escaping keeps each one on its line whatever
+    // bytes a hostile segment made the library quote.
+    for (const auto& p : report.problems) write_stdout(escape_bytes(p, true) + "\n");
+    write_stdout(fmt::format("{}: {} problem{}, {} live bucket{}, {} repaired, {} in progress\n",
+                             report.clean() ? "clean" : "NOT CLEAN", report.problems.size(),
+                             report.problems.size() == 1 ? "" : "s", report.live,
+                             report.live == 1 ? "" : "s", report.repaired, report.in_progress));
+  }
+  return report.clean() ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------
+// `shmlimit reset`
+
+/// The id of a registered policy, or Error(kInvalidArgument) naming it.
+inline PolicyId require_policy(const Limiter& limiter, const std::string& policy) {
+  const std::optional<PolicyId> id = limiter.find_policy(policy);
+  if (!id) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "unknown policy \"" + escape_bytes(policy) + "\" in " + limiter.name() +
+                    " (see `shmlimit policy " + limiter.name() + " list`)");
+  }
+  return *id;
+}
+
+inline void print_reset(Limiter& limiter, const std::optional<std::string>& policy,
+                        const std::optional<std::string>& key) {
+  std::optional<PolicyId> id;
+  if (policy) id = require_policy(limiter, *policy);
+  std::optional<std::string_view> k;
+  if (key) k = *key;
+  const std::uint64_t n = limiter.reset(id, k);
+  write_stdout(fmt::format("forgot {} bucket{}\n", n, n == 1 ? "" : "s"));
+}
+
+// ---------------------------------------------------------------------------
+// `shmlimit dump` filters
+
+struct DumpFilter {
+  std::optional<std::string> policy;      // --policy: only this policy
+  std::string key_prefix;                 // --key-prefix: raw bytes
+  bool limited_only = false;              // --limited-only: state "limited"
+  std::size_t top = 0;                    // --top N (0 = every row)
+  std::string by = "usage";               // --by denials|usage
+};
+
+inline std::vector<BucketRow> filter_rows(std::vector<BucketRow> rows, const DumpFilter& f) {
+  std::erase_if(rows, [&](const BucketRow& r) {
+    return (f.policy && r.policy != *f.policy) || !r.key.starts_with(f.key_prefix) ||
+           (f.limited_only && r.state != "limited");
+  });
+  if (f.top > 0) {
+    const auto metric = [&](const BucketRow& r) {
+      return f.by == "denials" ? r.denied : r.admitted + r.denied;
+    };
+    // Stable: ties keep the policy/key order of bucket_rows().
+    std::stable_sort(rows.begin(), rows.end(), [&](const BucketRow& a, const BucketRow& b) {
+      return metric(a) > metric(b);
+    });
+    if (rows.size() > f.top) rows.resize(f.top);
+  }
+  return rows;
+}
+
+/// RFC 4180 field: quoted when it holds a comma, a quote or a line break.
+inline std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+inline std::string dump_csv(const std::vector<BucketRow>& rows) {
+  // A duration that never ends (Nanos::max()) is an empty field.
+  const auto ns = [](Nanos d) { return d == Nanos::max() ? std::string() : std::to_string(d.count()); };
+  std::string out =
+      "slot,policy,key,key_hex,remaining,limit,retry_after_ns,reset_after_ns,admitted,denied,"
+      "state\n";
+  for (const auto& r : rows) {
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{}\n", r.slot, csv_field(escape_bytes(r.policy)),
+                       csv_field(escape_bytes(r.key)), hex_bytes(r.key), r.remaining, r.limit,
+                       ns(r.retry_after), ns(r.reset_after), r.admitted, r.denied, r.state);
+  }
+  return out;
+}
+
+/// `shmlimit dump NAME [filters] [--json|--csv]`.
+inline void print_dump_filtered(const Limiter& limiter, const DumpFilter& filter, bool json,
+                                bool csv) {
+  if (filter.policy) require_policy(limiter, *filter.policy);
+  const std::vector<BucketRow> rows = filter_rows(bucket_rows(limiter.dump()), filter);
+  if (json) {
+    write_stdout(to_text(dump_json(rows), 2) + "\n");
+  } else if (csv) {
+    write_stdout(dump_csv(rows));
+  } else {
+    write_stdout(render_dump(rows, use_color()));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// `shmlimit metrics`: Prometheus text exposition format 0.0.4
+
+/// A label value: printable (escape_bytes keeps valid UTF-8), then the
+/// format's own escapes for backslash, double quote and line feed.
+inline std::string prom_label(std::string_view raw) {
+  std::string out;
+  for (const char c : escape_bytes(raw, true)) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+inline std::string prom_number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", v);
+}
+
+struct PolicyTotals {
+  std::uint64_t buckets = 0;
+  std::uint64_t admitted = 0;
+  std::uint64_t denied = 0;
+  std::uint64_t limited = 0;
+};
+
+/// Per policy name, from one dump; every registered policy appears, even
+/// with no buckets, so its series exist from the first scrape.
+inline std::map<std::string, PolicyTotals> policy_totals(const std::vector<PolicyView>& policies,
+                                                         const std::vector<BucketRow>& rows) {
+  std::map<std::string, PolicyTotals> totals;
+  for (const auto& p : policies) totals[p.spec.name];
+  for (const auto& r : rows) {
+    PolicyTotals& t = totals[r.policy];
+    ++t.buckets;
+    t.admitted += r.admitted;
+    t.denied += r.denied;
+    if (r.state == "limited") ++t.limited;
+  }
+  return totals;
+}
+
+inline std::string render_metrics(std::string_view segment, const Stats& s,
+                                  const std::vector<PolicyView>& policies,
+                                  const std::vector<BucketRow>& rows) {
+  const std::string seg = fmt::format("segment=\"{}\"", prom_label(segment));
+  std::string out;
+  const auto family = [&](std::string_view name, std::string_view type, std::string_view help) {
+    out += fmt::format("# HELP shmlimit_{} {}\n# TYPE shmlimit_{} {}\n", name, help, name, type);
+  };
+  const auto one = [&](std::string_view name, std::string_view type, std::string_view help,
+                       double value) {
+    family(name, type, help);
+    out += fmt::format("shmlimit_{}{{{}}} {}\n", name, seg, prom_number(value));
+  };
+  const auto d = [](auto v) { return static_cast<double>(v); };
+  const auto secs = [](Nanos n) { return static_cast<double>(n.count()) / 1e9; };
+
+  one("capacity_slots", "gauge", "Bucket slots in the segment.", d(s.capacity));
+  one("used_slots", "gauge", "Live buckets.", d(s.used));
+  one("free_slots", "gauge", "Empty and dead slots.", d(s.empty + s.dead));
+  one("reclaimable_slots", "gauge", "Live buckets that have refilled completely.",
+      d(s.reclaimable));
+  one("dead_slots", "gauge", "Freed slots, reusable.", d(s.dead));
+  one("claiming_slots", "gauge", "Slots being claimed at the time of the scrape.", d(s.claiming));
+  one("max_probe_length", "gauge", "Longest distance of a live key from its home slot, in slots.",
+      d(s.max_probe_length));
+  one("mean_probe_length", "gauge", "Mean distance of live keys from their home slot, in slots.",
+      s.mean_probe_length);
+  one("segment_age_seconds", "gauge", "Time since the segment was created.", secs(s.age));
+  one("clock_horizon_left_seconds", "gauge",
+      "Time until the segment's clock horizon; re-create the segment before it.",
+      secs(s.clock_horizon_left));
+  one("full_table_events_total", "counter", "Decisions that found no slot and applied on_full.",
+      d(s.full_events));
+  one("contended_events_total", "counter",
+      "Decisions that waited too long for a claimer and applied on_full.", d(s.contended_events));
+  one("repairs_total", "counter", "Half-done claims of dead processes repaired.", d(s.repairs));
+
+  const auto totals = policy_totals(policies, rows);
+  const auto per_policy = [&](std::string_view name, std::string_view type, std::string_view help,
+                              auto field) {
+    family(name, type, help);
+    for (const auto& [policy, t] : totals) {
+      out += fmt::format("shmlimit_{}{{{},policy=\"{}\"}} {}\n", name, seg, prom_label(policy),
+                         field(t));
+    }
+  };
+  per_policy("policy_buckets", "gauge", "Live buckets of the policy.",
+             [](const PolicyTotals& t) { return t.buckets; });
+  per_policy("policy_admitted_total", "counter",
+             "Admitted decisions, summed over the policy's live buckets.",
+             [](const PolicyTotals& t) { return t.admitted; });
+  per_policy("policy_denied_total", "counter",
+             "Denied decisions, summed over the policy's live buckets.",
+             [](const PolicyTotals& t) { return t.denied; });
+  per_policy("policy_limited_buckets", "gauge", "Live buckets of the policy that are limited now.",
+             [](const PolicyTotals& t) { return t.limited; });
+  return out;
+}
+
+/// `shmlimit metrics NAME`.
+inline void print_metrics(const Limiter& limiter) {
+  const Stats s = limiter.stats();
+  const std::vector<PolicyView> policies = limiter.policies();
+  const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
+  write_stdout(render_metrics(limiter.name(), s, policies, rows));
+}
+
+// ---------------------------------------------------------------------------
+// `shmlimit watch`
+
+/// Per-(policy, key) counters of one dump.
+struct WatchSnapshot {
+  std::map<std::pair<std::string, std::string>, std::pair<std::uint64_t, std::uint64_t>> counters;
+  std::map<std::string, PolicyTotals> policies;
+  std::chrono::steady_clock::time_point taken;
+};
+
+inline WatchSnapshot watch_snapshot(const Limiter& limiter) {
+  WatchSnapshot s;
+  const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
+  s.taken = std::chrono::steady_clock::now();
+  s.policies = policy_totals(limiter.policies(), rows);
+  for (const auto& r : rows) {
+    auto& c = s.counters[{r.policy, r.key}];
+    c.first += r.admitted;
+    c.second += r.denied;
+  }
+  return s;
+}
+
+/// Growth of a counter between snapshots. A counter that went down was
+/// reset or its slot reclaimed and reused: count it from zero.
+inline std::uint64_t counter_growth(std::uint64_t before, std::uint64_t now) {
+  return now >= before ? now - before : now;
+}
+
+inline std::string render_watch(std::string_view segment, const WatchSnapshot& prev,
+                                const WatchSnapshot& cur, bool color) {
+  const double secs =
+      std::max(1e-9, std::chrono::duration<double>(cur.taken - prev.taken).count());
+  struct Delta {
+    std::uint64_t decisions = 0;
+    std::uint64_t denials = 0;
+  };
+  std::map<std::string, Delta> per_policy;
+  struct Denied {
+    std::string policy;
+    std::string key;
+    std::uint64_t grew = 0;
+  };
+  std::vector<Denied> denied;
+  for (const auto& [id, c] : cur.counters) {
+    std::pair<std::uint64_t, std::uint64_t> before{0, 0};
+    if (const auto it = prev.counters.find(id); it != prev.counters.end()) before = it->second;
+    const std::uint64_t a = counter_growth(before.first, c.first);
+    const std::uint64_t dn = counter_growth(before.second, c.second);
+    Delta& d = per_policy[id.first];
+    d.decisions += a + dn;
+    d.denials += dn;
+    if (dn > 0) denied.push_back({id.first, id.second, dn});
+  }
+
+  std::string out = fmt::format("{}  interval {}\n", segment,
+                                format_duration(Nanos(static_cast<std::int64_t>(secs * 1e9))));
+  Table t;
+  t.headers = {"POLICY", "BUCKETS", "LIMITED", "DECISIONS/S", "DENIALS/S"};
+  t.right = {false, true, true, true, true};
+  for (const auto& [policy, totals] : cur.policies) {
+    const Delta d = per_policy[policy];
+    t.rows.push_back({escape_bytes(policy), std::to_string(totals.buckets),
+                      std::to_string(totals.limited),
+                      fmt::format("{:.1f}", static_cast<double>(d.decisions) / secs),
+                      fmt::format("{:.1f}", static_cast<double>(d.denials) / secs)});
+  }
+  out += t.rows.empty() ? std::string("no policies\n") : render_table(t, color);
+
+  std::stable_sort(denied.begin(), denied.end(),
+                   [](const Denied& a, const Denied& b) { return a.grew > b.grew; });
+  if (denied.size() > 10) denied.resize(10);
+  if (denied.empty()) {
+    out += "recent denied keys: none\n";
+  } else {
+    out += "recent denied keys:\n";
+    Table k;
+    k.headers = {"POLICY", "KEY", "DENIED"};
+    k.right = {false, false, true};
+    for (const auto& d : denied) {
+      k.rows.push_back({escape_bytes(d.policy), escape_bytes(d.key), std::to_string(d.grew)});
+    }
+    out += render_table(k, color, "  ");
+  }
+  return out;
+}
+
+/// `shmlimit watch NAME [--interval S] [--count N]`: count 0 = until killed.
+inline void run_watch(const Limiter& limiter, double interval_s, std::uint64_t count) {
+  const bool tty = isatty(STDOUT_FILENO) != 0;
+  const bool color = use_color();
+  const auto interval = std::chrono::duration<double>(interval_s);
+  WatchSnapshot prev = watch_snapshot(limiter);
+  for (std::uint64_t n = 0; count == 0 || n < count; ++n) {
+    std::this_thread::sleep_for(interval);
+    WatchSnapshot cur = watch_snapshot(limiter);
+    std::string block = render_watch(limiter.name(), prev, cur, color);
+    // On a terminal, redraw in place: cursor home, clear the screen.
+    write_stdout(tty ? "\x1b[H\x1b[2J" + block : (n > 0 ? "\n" : "") + block);
+    std::fflush(stdout);
+    prev = std::move(cur);
+  }
+}
+
+}  // namespace shmlimit::tools
