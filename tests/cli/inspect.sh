@@ -16,7 +16,7 @@ fi
 expect 0 policy "$NAME" web 10/m
 expect 0 policy "$NAME" web 10/m
 expect 0 policy "$NAME" api 5/day --burst 2 --on-full closed
-expect 0 policy "$NAME" web "20 per 2 minutes" --replace
+expect 0 policy "$NAME" web "20 per 2 days" --replace
 expect 0 policy "$NAME" list --json
 py '
 import json, sys
@@ -24,8 +24,8 @@ ps = json.load(sys.stdin)
 assert [p["name"] for p in ps] == ["web", "api"], ps
 web, api = ps
 assert (web["rate"], web["count"], web["period_ns"], web["burst"], web["on_full"]) == \
-    ("20/2m", 20, 120 * 10**9, 20, "open"), web
-assert web["emission_interval_ns"] == 6 * 10**9 and web["algorithm"] == "gcra", web
+    ("20/2d", 20, 2 * 86400 * 10**9, 20, "open"), web
+assert web["emission_interval_ns"] == 8640 * 10**9 and web["algorithm"] == "gcra", web
 assert (api["rate"], api["burst"], api["on_full"]) == ("5/d", 2, "closed"), api
 '
 expect 0 policy "$NAME" list
