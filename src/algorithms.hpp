@@ -43,11 +43,10 @@ struct AlgoParams {
   std::uint64_t emission_ns = 0;  // GCRA / leaky bucket: ceil(period / count)
 };
 
-struct AlgoOutcome {
-  Decision decision;
-  bool store = false;          // CAS the state to new_state (also on some denials)
-  std::uint64_t new_state = 0; // < 2^56
-};
+/// decision; store: CAS the state to new_state (also on some denials);
+/// new_state < 2^56. The same type as GCRA's, so the hot path returns
+/// GCRA's outcome without copying it.
+using AlgoOutcome = GcraOutcome;
 
 /// Whether the parameters can be represented (state fits in 56 bits).
 /// Fills `why` with a sentence when not.

@@ -73,12 +73,11 @@ struct PolicySnapshot {
 };
 
 // One decision on a state; GCRA, the hot default, is inlined.
-inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state, std::int64_t now, u64 cost) noexcept {
+[[gnu::always_inline]] inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state, std::int64_t now,
+                                                               u64 cost) noexcept {
   const detail::AlgoParams& p = s.algo;
   if (p.algorithm == Algorithm::kGcra) {
-    const detail::GcraOutcome g =
-        detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
-    return detail::AlgoOutcome{g.decision, g.store, g.new_state};
+    return detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
   }
   return detail::algo_decide(p, state, now, cost);
 }

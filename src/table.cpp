@@ -27,9 +27,16 @@ PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std::string
     : len(static_cast<std::uint32_t>(std::min<std::size_t>(key.size(), kMaxWords * 8))),
       nwords((len + 7) / 8),
       policy(policy_index) {
-  // Only the last word needs zero padding; the copy fills the rest.
-  if (nwords > 0) words[nwords - 1] = 0;
-  std::memcpy(words, key.data(), len);
+  // Whole words by 8-byte loads, the tail assembled in a register: the
+  // words are then hashed at once, without re-reading a partly written one.
+  const char* p = key.data();
+  const std::uint32_t full = len / 8;
+  for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
+  if (const std::uint32_t rest = len % 8; rest != 0) {
+    std::uint64_t w = 0;
+    for (std::uint32_t j = 0; j < rest; ++j) w |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[8 * full + j])) << (8 * j);
+    words[full] = w;
+  }
   hash = hash_words(seed, policy_index, words, nwords, len);
   fp = (hash >> 48) & 0xFFFF;
 }
