@@ -25,6 +25,8 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   clang
+  libclang-rt-14-dev
+  spin
   python3
 )
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds and runs shmlimit's test suite in three configurations:
+# Builds and runs shmlimit's test suite in three configurations, then the
+# model check and a bounded fuzz run:
 #   ci    RelWithDebInfo, -Werror; every test (unit, multiprocess, stress, consumer)
 #   asan  AddressSanitizer + UBSan; labels unit|multiprocess
 #   tsan  ThreadSanitizer;           labels unit|multiprocess (under setarch -R)
+#   model SPIN model check of the slot protocol (scripts/model.sh, doc/model.md)
+#   fuzz  each libFuzzer target for SHMLIMIT_FUZZ_SECONDS (default 20) with ASan+UBSan
+#         (scripts/fuzz.sh, doc/fuzzing.md)
 #
-#   bash scripts/test.sh              all three stages
+#   bash scripts/test.sh              all five stages
 #   bash scripts/test.sh ci asan      only the named stages (also SHMLIMIT_TEST_STAGES="ci asan")
 #
 # Every stage runs even if an earlier one failed; the exit status is non-zero
@@ -17,10 +21,10 @@ jobs="${SHMLIMIT_JOBS:-2}"
 if [[ $# -gt 0 ]]; then
   stages=("$@")
 else
-  read -r -a stages <<<"${SHMLIMIT_TEST_STAGES:-ci asan tsan}"
+  read -r -a stages <<<"${SHMLIMIT_TEST_STAGES:-ci asan tsan model fuzz}"
 fi
 for s in "${stages[@]}"; do
-  case "$s" in ci|asan|tsan) ;; *) echo "test.sh: unknown stage: $s (ci, asan, tsan)" >&2; exit 2 ;; esac
+  case "$s" in ci|asan|tsan|model|fuzz) ;; *) echo "test.sh: unknown stage: $s (ci, asan, tsan, model, fuzz)" >&2; exit 2 ;; esac
 done
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
@@ -95,8 +99,30 @@ run_stage() {
   stage_detail[$stage]="$total passed, 0 failed in ${elapsed}s"
 }
 
+# A stage that is a script (model, fuzz): one check, passed or failed.
+run_script_stage() {
+  local stage="$1"
+  shift
+  local start=$SECONDS rc=0
+  say "[$stage] $*"
+  run "$@" 2>&1 | tee "$log_dir/$stage.log" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    stage_result[$stage]=FAILED
+    stage_detail[$stage]="$* exited $rc after $((SECONDS - start))s"
+    total_failed=$((total_failed + 1))
+    return 1
+  fi
+  stage_result[$stage]=passed
+  stage_detail[$stage]="$* passed in $((SECONDS - start))s"
+  total_passed=$((total_passed + 1))
+}
+
 for stage in "${stages[@]}"; do
-  run_stage "$stage" || overall=1
+  case "$stage" in
+    model) run_script_stage model bash scripts/model.sh || overall=1 ;;
+    fuzz) SHMLIMIT_FUZZ_SECONDS="${SHMLIMIT_FUZZ_SECONDS:-20}" run_script_stage fuzz bash scripts/fuzz.sh || overall=1 ;;
+    *) run_stage "$stage" || overall=1 ;;
+  esac
 done
 
 say "summary"

@@ -328,8 +328,10 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     return std::nullopt;
   }
 
+  // `live_clock`: `now` was just read from the clock (not given by the
+  // caller), so it may be read again.
   Decision apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
-                 Charge* charge = nullptr) noexcept {
+                 Charge* charge = nullptr, bool live_clock = false) noexcept {
     now = std::max<std::int64_t>(now, 0);
     PolicySnapshot p;
     if (auto early = precheck(policy, key, now, &p)) return *early;
@@ -338,7 +340,11 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     detail::SlotRef ref;
     for (;;) {
       if (!table.find(pk, &ref)) {
-        // Absent = full bucket (invariant: indistinguishable).
+        // Absent = full bucket (invariant: indistinguishable). If the key
+        // was reclaimed by a process whose clock reading is later than ours,
+        // our older reading would start the new bucket in its past and give
+        // time back: read the clock again, after the failed lookup.
+        if (live_clock) now = std::max(now, this->now());
         const u64 fresh_state = p.fresh_state(now);
         const detail::AlgoOutcome fresh = decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
         // A peek, a refund, cost 0 or a cost that can never fit never
@@ -622,13 +628,13 @@ std::vector<PolicyView> Limiter::policies() const {
 }
 
 Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kAcquire);
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kAcquire, nullptr, true);
 }
 
 Decision Limiter::acquire(std::string_view policy, std::string_view key, std::uint64_t cost) noexcept {
   const auto i = impl_->find_policy(policy);
   if (!i) return Impl::unknown_policy();
-  return impl_->apply(*i, key, cost, impl_->now(), Impl::Op::kAcquire);
+  return impl_->apply(*i, key, cost, impl_->now(), Impl::Op::kAcquire, nullptr, true);
 }
 
 Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept {
@@ -636,7 +642,7 @@ Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_
 }
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kPeek);
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kPeek, nullptr, true);
 }
 
 Decision Limiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
@@ -836,6 +842,7 @@ CheckReport Limiter::check(bool repair) {
     const u64 state = detail::Meta::state(meta);
     if (state == detail::kEmpty) {
       if (meta != 0) r.problems.push_back(where + "empty slot with non-zero fields");
+      else if (word != 0) r.problems.push_back(where + "empty slot whose state word was committed (no owner)");
       continue;
     }
     if (state == detail::kDead) continue;

@@ -1,6 +1,7 @@
 #include "process.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -57,16 +58,21 @@ ProcessToken make_token(pid_t pid) {
 
 std::atomic<std::uint64_t> g_cached{0};
 
+// fork() (and everything built on it: Python's os.fork, posix_spawn's
+// fallback) runs this in the child, so the child computes its own token.
+void forget_token_after_fork() { g_cached.store(0, std::memory_order_relaxed); }
+
 }  // namespace
 
 ProcessToken self_token() {
-  // getpid() is a system call; this runs on slow paths only (claims,
-  // repairs, admin). Relaxed: the cache is per process, a stale read after
-  // fork is caught by the pid comparison.
-  const pid_t pid = ::getpid();
+  // Computed once per process: getpid() is a system call (about 1 us in a
+  // VM) and claims are frequent when keys churn. Relaxed: a process-local
+  // cache; the atfork handler clears it in every forked child.
+  static const int registered = ::pthread_atfork(nullptr, nullptr, &forget_token_after_fork);
+  (void)registered;
   std::uint64_t cached = g_cached.load(std::memory_order_relaxed);
-  if (cached != 0 && token_pid(cached) == static_cast<std::uint32_t>(pid)) return cached;
-  cached = make_token(pid);
+  if (cached != 0) return cached;
+  cached = make_token(::getpid());
   g_cached.store(cached, std::memory_order_relaxed);
   return cached;
 }

@@ -127,9 +127,10 @@ bool Table::repair_if_dead(std::uint32_t index, ClaimEvents* events) noexcept {
     // Died writing the key: the claim never became visible as a bucket.
     // The word's version already equals the claim's generation.
     h.meta.store(Meta::make(kDead, 0, 0, 0, Meta::gen(m)), std::memory_order_release);
-  } else if (Meta::state(m) != kEmpty && Word::version(w) == ((Meta::version(m) + 1) & 0xFF)) {
-    // Died after committing a reclaim (word moved to generation + 1) but
-    // before writing CLAIMING: the old key is gone (its bucket was full).
+  } else if (Word::version(w) == ((Meta::version(m) + 1) & 0xFF)) {
+    // Died after committing (word moved to generation + 1) but before
+    // writing CLAIMING: a reclaimed key is gone (its bucket was full); an
+    // EMPTY or DEAD slot was never visible. Either way the slot is free.
     h.meta.store(Meta::make(kDead, 0, 0, 0, Meta::gen(m) + 1), std::memory_order_release);
   }
   // Otherwise it died before committing or after publishing: the slot is
@@ -310,8 +311,11 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uin
     // ---- 4. publish. Release: the key bytes are visible with LIVE.
     const u64 live = Meta::make(kLive, key.len, key.policy, key.fp, gen);
     h.meta.store(live, std::memory_order_release);
-    h.owner.store(0, std::memory_order_release);
+    // Read the word while still holding the token: once it is free, the
+    // fresh (full) bucket may be reclaimed for another key at once, and a
+    // word read then could belong to that key's generation.
     *out = SlotRef{cand, live, h.word.load(std::memory_order_acquire)};
+    h.owner.store(0, std::memory_order_release);
     return ClaimResult::kClaimed;
   }
 }

@@ -1,0 +1,90 @@
+// Reproducers of library bugs found by the stress/model/fuzz work (issue #6).
+// Built as `shmlimit_repro_tests` (EXCLUDE_FROM_ALL, not run by ctest): each
+// test FAILS while its bug is present. Once a bug is fixed, move its test to
+// tests/unit/ under the same name, so that it guards the fix.
+//
+//   cmake --build --preset ci --target shmlimit_repro_tests
+//   build/ci/tests/stress-tool/repro/shmlimit_repro_tests
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "layout.hpp"
+#include "process.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Segment {
+  std::string name;
+  explicit Segment(const std::string& tag) : name("/shmlimit-regress-" + tag + "-" + std::to_string(::getpid())) {
+    Limiter::remove(name);
+  }
+  ~Segment() { Limiter::remove(name); }
+};
+
+// Found by the model (doc/model.md, check as-is-empty-repair): a claimer killed
+// between its commit CAS and its CLAIMING store on an EMPTY slot leaves
+// meta EMPTY with word version 1. repair_if_dead skips EMPTY slots, so the
+// token is cleared but the slot stays EMPTY with a mismatched word: every
+// later claim of it fails its version check and spins until claim_timeout
+// (Reason::kContended), check() calls the segment clean, and the slot is
+// lost for good (and as EMPTY it still ends probe sequences).
+TEST(Regression, ClaimerKilledAfterCommittingAnEmptySlotLeavesItUsable) {
+  Segment seg("empty");
+  Options o;
+  o.name = seg.name;
+  o.capacity = 16;
+  o.max_probe = 16;
+  o.claim_timeout = 20ms;
+  Limiter l = Limiter::create(o);
+  const PolicyId p = l.add_policy({"p", Algorithm::kGcra, parse_rate("10/s"), 5, OnFull::kDeny});
+
+  // A dead process's token: a child reports its own and exits.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const detail::ProcessToken t = detail::self_token();
+    (void)!::write(fds[1], &t, sizeof t);
+    ::_exit(0);
+  }
+  detail::ProcessToken dead = 0;
+  ASSERT_EQ(::read(fds[0], &dead, sizeof dead), static_cast<ssize_t>(sizeof dead));
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(detail::token_is_dead(dead));
+
+  // The state such a kill leaves (table.cpp, claim(): the word CAS to
+  // (generation 1, payload) done, meta.store(CLAIMING) not done), in every
+  // slot, so whichever is the key's home is one.
+  {
+    std::fstream f("/dev/shm" + seg.name, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f);
+    detail::Header h;
+    f.read(reinterpret_cast<char*>(&h), sizeof h);
+    const std::uint64_t word = detail::Word::make(1, 1'000'000'000);
+    for (std::uint32_t i = 0; i < h.capacity; ++i) {
+      f.seekp(static_cast<std::streamoff>(h.slot_offset + std::uint64_t{i} * h.slot_bytes + 8));
+      f.write(reinterpret_cast<const char*>(&word), 8);  // word
+      f.write(reinterpret_cast<const char*>(&dead), 8);  // owner
+    }
+  }
+  const CheckReport r = l.check(true);  // what `shmlimit check` does
+  EXPECT_TRUE(r.clean());
+  const Decision d = l.acquire_at(p, "victim", 1, 2s);
+  EXPECT_EQ(d.reason, Reason::kOk) << "the slot of the killed claimer is still unusable: " << to_string(d.reason);
+  EXPECT_TRUE(d.allowed);
+}
+
+}  // namespace
+}  // namespace shmlimit
