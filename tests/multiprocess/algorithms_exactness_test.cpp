@@ -24,12 +24,6 @@ struct Case {
 
 std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.label; }
 
-struct Phases {
-  std::atomic<std::uint64_t> phase{0};
-  std::atomic<std::uint64_t> done{0};
-  std::atomic<std::int64_t> now_ns{0};
-};
-
 constexpr int kProcs = 3;
 constexpr int kPhases = 10;
 constexpr int kKeys = 8;
@@ -70,14 +64,13 @@ TEST_P(AlgorithmExactness, ForkedProcessesAdmitExactlyWhatOneProcessWould) {
   o.claim_timeout = std::chrono::seconds(30);
   Limiter parent = Limiter::create(o);
   const PolicyId id = parent.add_policy({"p", c.algorithm, parse_rate(c.rate), c.burst, OnFull::kDeny});
-  Shared<Phases> clock;
+  Shared<PhaseClock> clock;
   Shared<std::atomic<std::uint64_t>> admitted(kPhases);
   Shared<std::atomic<std::uint64_t>> not_ok;
   const auto pids = fork_workers(kProcs, [&](int i) {
     Limiter l = Limiter::open(o);
     for (int p = 0; p < kPhases; ++p) {
-      wait_for(clock->phase, static_cast<std::uint64_t>(p) + 1);
-      const Nanos now(clock->now_ns.load(std::memory_order_acquire));
+      const Nanos now = clock->enter(p);
       for (int n = 0; n < kAttempts * kKeys; ++n) {
         // Every process walks the keys from a different start, so new keys
         // are claimed by several processes at once.
@@ -86,14 +79,12 @@ TEST_P(AlgorithmExactness, ForkedProcessesAdmitExactlyWhatOneProcessWould) {
         if (d.reason != Reason::kOk) not_ok->fetch_add(1);
         if (d.allowed) admitted[p].fetch_add(1);
       }
-      clock->done.fetch_add(1, std::memory_order_acq_rel);
+      clock->leave();
     }
     return 0;
   });
   for (int p = 0; p < kPhases; ++p) {
-    clock->now_ns.store(times[static_cast<std::size_t>(p)], std::memory_order_release);
-    clock->phase.store(static_cast<std::uint64_t>(p) + 1, std::memory_order_release);
-    wait_for(clock->done, static_cast<std::uint64_t>(kProcs) * (p + 1));
+    clock->run(p, times[static_cast<std::size_t>(p)], kProcs);
   }
   ASSERT_EQ(wait_all(pids), 0);
   EXPECT_EQ(not_ok->load(), 0u);

@@ -115,15 +115,6 @@ TEST(Exactness, ManyKeysClaimedAtOnceAdmitTheBurstEach) {
   EXPECT_EQ(parent.stats().used, static_cast<std::uint64_t>(kKeys));
 }
 
-// A virtual clock shared by the parent and the workers: the parent moves
-// time forward only while every worker waits, so no reading is stale and
-// the allowance of every phase is exact.
-struct PhaseClock {
-  std::atomic<std::uint64_t> phase{0};
-  std::atomic<std::uint64_t> done{0};
-  std::atomic<std::int64_t> now_ns{0};
-};
-
 TEST(Exactness, RefillsAdmitExactlyWhatRefilledInEveryPhase) {
   constexpr int kPhases = 12;
   ScopedName name("refill");
@@ -135,20 +126,17 @@ TEST(Exactness, RefillsAdmitExactlyWhatRefilledInEveryPhase) {
   const auto pids = fork_workers(kProcs, [&](int) {
     Limiter l = Limiter::open(options_for(name, 1024));
     for (int p = 0; p < kPhases; ++p) {
-      wait_for(clock->phase, static_cast<std::uint64_t>(p) + 1);
-      const Nanos now(clock->now_ns.load(std::memory_order_acquire));
+      const Nanos now = clock->enter(p);
       for (int n = 0; n < 40; ++n) {
         if (l.acquire_at(api, "k", 1, now).allowed) admitted[p].fetch_add(1);
       }
-      clock->done.fetch_add(1, std::memory_order_acq_rel);
+      clock->leave();
     }
     return 0;
   });
   // Phase 0 at t = 1 s: the burst. Phase p: 3 emission intervals later.
   for (int p = 0; p < kPhases; ++p) {
-    clock->now_ns.store(1'000'000'000 + p * 300'000'000LL, std::memory_order_release);
-    clock->phase.store(static_cast<std::uint64_t>(p) + 1, std::memory_order_release);
-    wait_for(clock->done, static_cast<std::uint64_t>(kProcs) * (p + 1));
+    clock->run(p, 1'000'000'000 + p * 300'000'000LL, kProcs);
   }
   ASSERT_EQ(wait_all(pids), 0);
   EXPECT_EQ(admitted[0].load(), 5u);
@@ -172,23 +160,20 @@ TEST(Exactness, ReclaimChurnOnASmallTableKeepsEveryKeyExact) {
   const auto pids = fork_workers(kProcs, [&](int i) {
     Limiter l = Limiter::open(o);
     for (int p = 0; p < kPhases; ++p) {
-      wait_for(clock->phase, static_cast<std::uint64_t>(p) + 1);
-      const Nanos now(clock->now_ns.load(std::memory_order_acquire));
+      const Nanos now = clock->enter(p);
       for (int n = 0; n < kKeysPerPhase * 5; ++n) {
         const int k = p * kKeysPerPhase + (n * 7 + i * 13) % kKeysPerPhase;
         const Decision d = l.acquire_at(api, "churn-" + std::to_string(k), 1, now);
         if (d.reason != Reason::kOk) not_ok->fetch_add(1);
         if (d.allowed) per_key[k].fetch_add(1);
       }
-      clock->done.fetch_add(1, std::memory_order_acq_rel);
+      clock->leave();
     }
     return 0;
   });
   for (int p = 0; p < kPhases; ++p) {
     // 10 s apart: every bucket of the previous phase is full again.
-    clock->now_ns.store(1'000'000'000 + p * 10'000'000'000LL, std::memory_order_release);
-    clock->phase.store(static_cast<std::uint64_t>(p) + 1, std::memory_order_release);
-    wait_for(clock->done, static_cast<std::uint64_t>(kProcs) * (p + 1));
+    clock->run(p, 1'000'000'000 + p * 10'000'000'000LL, kProcs);
   }
   ASSERT_EQ(wait_all(pids), 0);
   EXPECT_EQ(not_ok->load(), 0u);

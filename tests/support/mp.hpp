@@ -73,6 +73,29 @@ inline void wait_for(const std::atomic<std::uint64_t>& flag, std::uint64_t value
   while (flag.load(std::memory_order_acquire) < value) ::sched_yield();
 }
 
+/// A virtual clock shared by a parent and its workers (place it in a
+/// Shared<PhaseClock>): the parent moves time forward only while every
+/// worker waits, so no reading is stale and each phase's allowance is exact.
+struct PhaseClock {
+  std::atomic<std::uint64_t> phase{0};
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<std::int64_t> now_ns{0};
+
+  /// Worker: waits for phase `p` (0-based) and returns its time.
+  std::chrono::nanoseconds enter(int p) {
+    wait_for(phase, static_cast<std::uint64_t>(p) + 1);
+    return std::chrono::nanoseconds(now_ns.load(std::memory_order_acquire));
+  }
+  /// Worker: reports phase done.
+  void leave() { done.fetch_add(1, std::memory_order_acq_rel); }
+  /// Parent: runs phase `p` at `t_ns` and waits for all `workers`.
+  void run(int p, std::int64_t t_ns, int workers) {
+    now_ns.store(t_ns, std::memory_order_release);
+    phase.store(static_cast<std::uint64_t>(p) + 1, std::memory_order_release);
+    wait_for(done, static_cast<std::uint64_t>(workers) * (static_cast<std::uint64_t>(p) + 1));
+  }
+};
+
 /// Forks `n` children running fn(i); each child exits with fn's return
 /// value (an exception exits 100). Returns the pids.
 inline std::vector<pid_t> fork_workers(int n, const std::function<int(int)>& fn) {
