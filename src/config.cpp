@@ -46,8 +46,28 @@ constexpr u64 kMaxCount = u64{1} << 40;
 // Config files are small; a larger one is a mistake (or /dev/zero).
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
 
+// A message is one line: control bytes that came from the file (through a
+// quoted key, a value or the TOML parser's own description) are shown as
+// \xNN.
+std::string one_line(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 [[noreturn]] void invalid(const std::string& what) {
-  throw Error(ErrorCode::kInvalidArgument, what);
+  throw Error(ErrorCode::kInvalidArgument, one_line(what));
 }
 
 // ---------------------------------------------------------------------------
@@ -601,7 +621,7 @@ class Parser {
 
 // An Error from the library, prefixed with the config's source.
 [[noreturn]] void rethrow_with(const std::string& source, const Error& e) {
-  throw Error(e.code(), source + ": " + e.what());
+  throw Error(e.code(), one_line(source + ": " + e.what()));
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include "layout.hpp"
 #include "process.hpp"
+#include "shmlimit/config.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit {
@@ -84,6 +85,21 @@ TEST(Regression, ClaimerKilledAfterCommittingAnEmptySlotLeavesItUsable) {
   const Decision d = l.acquire_at(p, "victim", 1, 2s);
   EXPECT_EQ(d.reason, Reason::kOk) << "the slot of the killed claimer is still unusable: " << to_string(d.reason);
   EXPECT_TRUE(d.allowed);
+}
+
+// Found by the config fuzzer (fuzz/regressions/config/crash-085d...): the
+// TOML parser's description quoted the input, newline included, so the
+// error spanned two lines. Every config error is one line.
+TEST(Regression, ConfigErrorStaysOneLineWhenTheParserEchoesANewline) {
+  const std::string text = "[segment]\nname = \"/x\"\n[policies.a]\nrate = \"5/m\"\non_full = t\n";
+  try {
+    (void)parse_config(text, "t.toml");
+    FAIL() << "a broken boolean was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    EXPECT_EQ(what.rfind("t.toml:", 0), 0u) << what;
+  }
 }
 
 }  // namespace
