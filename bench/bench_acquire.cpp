@@ -14,6 +14,8 @@
 //                                   burst 1): no state CAS (the denied counter still
 //                                   takes a fetch_add)
 //   BM_Peek_HotKey                  peek(PolicyId, "hot-key"): lookup + GCRA, no write
+//   BM_Acquire_<Algorithm>          acquire on one hot key under each algorithm (always admitted)
+//   BM_AcquireMany_BurstSustained   acquire_many over two GCRA limits (peek both, charge both)
 //   BM_Acquire_ByName               acquire("hot", "hot-key"): the name is the 8th of
 //                                   8 registered policies
 //   BM_Floor_ClockPlusCas_ColdSlot  the floor on a cold line: clock + CAS of the word of
@@ -72,7 +74,18 @@
 #include <string_view>
 #include <vector>
 
+#include "mutex_map.hpp"
 #include "shmlimit/shmlimit.hpp"
+
+// bench_remote.cpp: Redis and memcached alternatives, compiled in only when
+// their client libraries were found (bench/CMakeLists.txt).
+#ifdef SHMLIMIT_BENCH_HAVE_REDIS
+void BM_Alt_Redis_HotKey(benchmark::State& state);
+#endif
+#ifdef SHMLIMIT_BENCH_HAVE_MEMCACHED
+void BM_Alt_Memcached_HotKey(benchmark::State& state);
+#endif
+void release_remote_servers();
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23  // Linux 5.14
@@ -312,6 +325,38 @@ class HotEnv final : public Env {
   }
   Limiter& limiter() { return seg_.limiter(); }
   PolicyId hot, deny;
+
+ private:
+  OwnedSegment seg_;
+};
+
+// One policy per algorithm, each with room for every decision of a run,
+// so each case measures lookup + that algorithm's decision + the CAS; and
+// a burst + sustained pair for the multi-limit case.
+class AlgoEnv final : public Env {
+ public:
+  AlgoEnv() : seg_("algo", 1024) {
+    Limiter& l = seg_.limiter();
+    const auto add = [&](const char* name, shmlimit::Algorithm a, std::uint64_t count, shmlimit::Nanos period,
+                         std::uint64_t burst) {
+      PolicySpec spec = policy(name, count, period, burst);
+      spec.algorithm = a;
+      return l.add_policy(spec);
+    };
+    // Largest counts each state layout holds (doc/algorithms.md), per the
+    // shortest period it allows: far above what one core can ask for.
+    ids[0] = add("gcra", shmlimit::Algorithm::kGcra, 1'000'000'000, 1s, 1'000'000'000);
+    ids[1] = add("token_bucket", shmlimit::Algorithm::kTokenBucket, 1'000'000, 2ms, 1'000'000);
+    ids[2] = add("fixed_window", shmlimit::Algorithm::kFixedWindow, 16'000'000, 20ms, 0);
+    ids[3] = add("sliding_window", shmlimit::Algorithm::kSlidingWindow, 65'000, 1ms, 0);
+    ids[4] = add("quiet_period", shmlimit::Algorithm::kQuietPeriod, 500'000, 1ms, 0);
+    ids[5] = add("leaky_bucket", shmlimit::Algorithm::kLeakyBucket, 1'000'000'000, 1s, 1'000'000'000);
+    burst = add("burst", shmlimit::Algorithm::kGcra, 1'000'000'000, 1s, 1'000'000'000);
+    sustained = add("sustained", shmlimit::Algorithm::kGcra, 1'000'000'000, 1s, 1'000'000'000);
+  }
+  Limiter& limiter() { return seg_.limiter(); }
+  PolicyId ids[6];
+  PolicyId burst, sustained;
 
  private:
   OwnedSegment seg_;
@@ -615,6 +660,30 @@ void BM_Acquire_ByName(benchmark::State& state) {
   });
 }
 
+// Every algorithm on one hot key (AlgoEnv::ids order).
+template <int I>
+void BM_Acquire_Algorithm(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<AlgoEnv>("algo");
+    Limiter& l = e.limiter();
+    std::uint64_t bad = 0;
+    for (auto _ : state) bad += !admitted_ok(l.acquire(e.ids[I], "hot-key"));
+    check(state, bad, "admitted");
+  });
+}
+
+// DRF's burst + sustained: two limits, all or nothing (peek both, charge both).
+void BM_AcquireMany_BurstSustained(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<AlgoEnv>("algo");
+    Limiter& l = e.limiter();
+    const shmlimit::Request req[2] = {{e.burst, "hot-key", 1}, {e.sustained, "hot-key", 1}};
+    std::uint64_t bad = 0;
+    for (auto _ : state) bad += !admitted_ok(l.acquire_many(req));
+    check(state, bad, "admitted");
+  });
+}
+
 // ---------------------------------------------------------------------------
 // Many keys
 
@@ -712,6 +781,46 @@ void BM_Acquire_HotKey_2Proc(benchmark::State& state) {
   });
 }
 
+// ---------------------------------------------------------------------------
+// Alternatives (issue #7): what a user would write instead of shmlimit.
+//
+// MutexMap (mutex_map.hpp): one Boost.Interprocess interprocess_mutex over a
+// fixed open-addressing table of GCRA states in a POSIX shm segment, same
+// GCRA step inline, same parameters as the hot policy (T = 1 ns, burst 1e9:
+// always admitted). Compare with BM_Acquire_HotKey / _2Proc.
+
+class MutexEnv final : public Env {
+ public:
+  MutexEnv() : map(segment_name("mutexmap"), 1024) {}
+  shmlimit_bench::MutexMap map;
+};
+
+constexpr std::uint64_t kAltT = 1;              // ns: 1e9/s
+constexpr std::uint64_t kAltBurst = 1'000'000'000;
+
+void BM_Alt_MutexMap_HotKey(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& m = env<MutexEnv>("mutexmap").map;
+    std::uint64_t bad = 0;
+    for (auto _ : state) bad += !m.acquire("hot-key", kAltT, kAltBurst);
+    check(state, bad, "admitted");
+  });
+}
+
+void BM_Alt_MutexMap_HotKey_2Proc(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& m = env<MutexEnv>("mutexmap").map;
+    m.acquire("hot-key", kAltT, kAltBurst);  // the entry exists before the child starts
+    std::uint64_t bad = 0;
+    contended(
+        state, [&] { benchmark::DoNotOptimize(m.acquire("hot-key", kAltT, kAltBurst)); },
+        [&] {
+          for (auto _ : state) bad += !m.acquire("hot-key", kAltT, kAltBurst);
+        });
+    check(state, bad, "admitted");
+  });
+}
+
 // The fastest repetition, reported next to mean / median / stddev: on a
 // shared machine it is the one least disturbed by other processes.
 double min_of(const std::vector<double>& v) {
@@ -733,12 +842,27 @@ constexpr Case kCases[] = {
     {"BM_Acquire_HotKey_Denied", BM_Acquire_HotKey_Denied},
     {"BM_Peek_HotKey", BM_Peek_HotKey},
     {"BM_Acquire_ByName", BM_Acquire_ByName},
+    {"BM_Acquire_Gcra", BM_Acquire_Algorithm<0>},
+    {"BM_Acquire_TokenBucket", BM_Acquire_Algorithm<1>},
+    {"BM_Acquire_FixedWindow", BM_Acquire_Algorithm<2>},
+    {"BM_Acquire_SlidingWindow", BM_Acquire_Algorithm<3>},
+    {"BM_Acquire_QuietPeriod", BM_Acquire_Algorithm<4>},
+    {"BM_Acquire_LeakyBucket", BM_Acquire_Algorithm<5>},
+    {"BM_AcquireMany_BurstSustained", BM_AcquireMany_BurstSustained},
     {"BM_Floor_ClockPlusCas_ColdSlot", BM_Floor_ClockPlusCas_ColdSlot},
     {"BM_Acquire_ManyKeys", BM_Acquire_ManyKeys},
     {"BM_Acquire_NewKeys", BM_Acquire_NewKeys},
     {"BM_Floor_CasSharedWord_2Proc", BM_Floor_CasSharedWord_2Proc},
     {"BM_Floor_ClockPlusCas_2Proc", BM_Floor_ClockPlusCas_2Proc},
     {"BM_Acquire_HotKey_2Proc", BM_Acquire_HotKey_2Proc},
+    {"BM_Alt_MutexMap_HotKey", BM_Alt_MutexMap_HotKey},
+    {"BM_Alt_MutexMap_HotKey_2Proc", BM_Alt_MutexMap_HotKey_2Proc},
+#ifdef SHMLIMIT_BENCH_HAVE_REDIS
+    {"BM_Alt_Redis_HotKey", BM_Alt_Redis_HotKey},
+#endif
+#ifdef SHMLIMIT_BENCH_HAVE_MEMCACHED
+    {"BM_Alt_Memcached_HotKey", BM_Alt_Memcached_HotKey},
+#endif
 };
 
 void register_cases() {
@@ -805,6 +929,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
        << rule;
     bool any2 = false;
     for (const std::string& name : order) {
+      if (name.starts_with("BM_Alt_")) continue;  // their own table below
       if (name.ends_with("_2Proc")) {
         any2 = true;
         continue;
@@ -817,7 +942,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
          << head << "/ clock+CAS (2 proc) | / clock+CAS (1 proc) |\n"
          << rule;
       for (const std::string& name : order) {
-        if (name.ends_with("_2Proc")) row(name, floor2, floor1);
+        if (name.ends_with("_2Proc") && !name.starts_with("BM_Alt_")) row(name, floor2, floor1);
       }
     }
     const auto cold = cpu_of("BM_Floor_ClockPlusCas_ColdSlot");
@@ -830,6 +955,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
         if (times_.count(name)) row(name, cold, floor1);
       }
     }
+    print_alternatives(os, ratio, ns);
     const auto hot = cpu_of("BM_Acquire_HotKey");
     if (hot && floor1 && *floor1 > 0) {
       const double r = *hot / *floor1;
@@ -847,6 +973,49 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
         busy("BM_Acquire_HotKey")) {
       os << "\nWARNING: real time exceeds CPU time by more than 20% on single-process cases: "
             "other processes were using the CPUs during this run; treat the numbers with care.\n";
+    }
+  }
+
+  // Issue #7: each alternative against shmlimit on the same workload and
+  // number of processes. A mutex that is contended blocks in the kernel
+  // (futex) without using CPU, so under contention CPU time flatters it:
+  // the real-time ratio is given as well and is the one to read for _2Proc.
+  // Redis and memcached spend their time in another process (the server)
+  // and in the network stack: only the real-time ratio means anything there.
+  template <class Ratio, class Ns>
+  void print_alternatives(std::ostream& os, const Ratio& ratio, const Ns& ns) const {
+    struct Pair {
+      const char* alt;
+      const char* ours;
+    };
+    constexpr Pair kPairs[] = {
+        {"BM_Alt_MutexMap_HotKey", "BM_Acquire_HotKey"},
+        {"BM_Alt_MutexMap_HotKey_2Proc", "BM_Acquire_HotKey_2Proc"},
+        {"BM_Alt_Redis_HotKey", "BM_Acquire_HotKey"},
+        {"BM_Alt_Memcached_HotKey", "BM_Acquire_HotKey"},
+    };
+    bool any = false;
+    for (const Pair& p : kPairs) any = any || times_.count(p.alt) != 0;
+    if (!any) return;
+    os << "\n## Alternatives (issue #7): the same decision implemented as a user would\n\n"
+       << "| case | CPU ns/op (min) | real ns/op (median) | shmlimit case | alt / shmlimit (CPU, "
+          "min) | alt / shmlimit (real, median) |\n"
+       << "|---|---:|---:|---|---:|---:|\n";
+    for (const Pair& p : kPairs) {
+      if (!times_.count(p.alt)) continue;
+      os << "| " << p.alt << " | " << ns(cpu_of(p.alt)) << " | " << ns(real_of(p.alt)) << " | "
+         << p.ours << " | " << ratio(cpu_of(p.alt), cpu_of(p.ours)) << " | "
+         << ratio(real_of(p.alt), real_of(p.ours)) << " |\n";
+    }
+    const auto a = real_of("BM_Alt_MutexMap_HotKey_2Proc");
+    const auto b = real_of("BM_Acquire_HotKey_2Proc");
+    if (a && b && *b > 0) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf,
+                    "\nHot key, 2 processes: mutex map / shmlimit = %.2fx (real time, median); "
+                    "target >= 5x: %s\n",
+                    *a / *b, *a / *b >= 5.0 ? "MET" : "NOT MET");
+      os << buf;
     }
   }
 
@@ -947,6 +1116,7 @@ int main(int argc, char** argv) {
   RatioReporter reporter(display);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   release_envs();
+  release_remote_servers();
   reporter.print(console ? std::cout : std::cerr);
   benchmark::Shutdown();
   return 0;

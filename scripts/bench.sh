@@ -58,7 +58,7 @@ build_gxx() {
   local root="${1:-.}"
   mkdir -p build/bench
   local flags=(-std=c++20 -O2 -g -DNDEBUG)
-  run g++ "${flags[@]}" -I"$root/include" -I"$root/src" "$root"/src/*.cpp bench/*.cpp \
+  run g++ "${flags[@]}" -I"$root/include" -I"$root/src" "$root"/src/*.cpp bench/bench_*.cpp \
     -o build/bench/shmlimit_bench -lbenchmark -lpthread -lrt >&2 || return 1
   bin=build/bench/shmlimit_bench
   compiler="$(command -v g++)"

@@ -453,7 +453,12 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     combined = Decision{};
     combined.allowed = true;
     combined.remaining = ~u64{0};
-    std::vector<Charge> charges(requests.size());
+    // Where each limit was charged, for a rollback: on the stack for the
+    // usual handful of limits.
+    Charge small[8];
+    std::vector<Charge> large;
+    if (requests.size() > std::size(small)) large.resize(requests.size());
+    Charge* charges = large.empty() ? small : large.data();
     for (std::size_t i = 0; i < requests.size(); ++i) {
       const Decision d =
           apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kAcquire, &charges[i]);
