@@ -15,6 +15,7 @@
 #   SHMLIMIT_THROUGHPUT_ARGS="..."      arguments for shmlimit_throughput
 #                                       (default "--duration=2 --procs=1,2,4")
 #   SHMLIMIT_REPORT=path                report path (default bench/report.md)
+#   SHMLIMIT_REPORT_NO_APT=1            do not apt-get install the report's packages
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,6 +28,22 @@ plot="$(dirname "$report")/throughput.png"
 
 say() { printf '==> %s\n' "$*" >&2; }
 run() { printf '+ %s\n' "$*" >&2; "$@"; }
+
+# The report's own dependencies (not the build's, which scripts/setup.sh
+# installs): the two servers and client libraries the alternatives need,
+# and matplotlib for the plot. Installed with apt-get when missing and root.
+report_packages=(redis-server libhiredis-dev memcached libmemcached-dev python3-matplotlib)
+missing=()
+for p in "${report_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -gt 0 && ${SHMLIMIT_REPORT_NO_APT:-0} != 1 && $(id -u) == 0 ]]; then
+  say "installing ${missing[*]}"
+  run apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive run apt-get install -y --no-install-recommends "${missing[@]}"
+  # A fresh configure finds the client libraries.
+  rm -f "build/${SHMLIMIT_BENCH_PRESET:-dev}/CMakeCache.txt"
+fi
 
 # ---- build ------------------------------------------------------------------
 run cmake --preset "$preset" >&2
