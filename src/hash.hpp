@@ -6,8 +6,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <string_view>
 
 namespace shmlimit::detail {
 
@@ -18,6 +16,7 @@ inline std::uint64_t mum(std::uint64_t a, std::uint64_t b) {
 
 /// Hash of a key already packed into little-endian 64-bit words (the last
 /// one zero-padded), as the table stores it: one multiply-mix per word.
+/// PackedKey (table.hpp) is the one place keys are packed and hashed.
 inline std::uint64_t hash_words(std::uint64_t seed, std::uint32_t policy, const std::uint64_t* words,
                                 std::size_t nwords, std::size_t len) {
   constexpr std::uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL,
@@ -25,17 +24,6 @@ inline std::uint64_t hash_words(std::uint64_t seed, std::uint32_t policy, const 
   std::uint64_t h = mum(seed ^ k0, (static_cast<std::uint64_t>(policy) << 32 | len) ^ k1);
   for (std::size_t i = 0; i < nwords; ++i) h = mum(h ^ words[i] ^ k2, k3 ^ (h >> 29));
   return mum(h ^ k3, k0 ^ (h >> 31));
-}
-
-/// Hash of (policy index, key bytes) under `seed`: hash_words of the key
-/// packed into zero-padded words.
-inline std::uint64_t hash_key(std::uint64_t seed, std::uint32_t policy, std::string_view key) {
-  std::uint64_t h_words[32];
-  const std::size_t n = key.size() < sizeof h_words ? key.size() : sizeof h_words;
-  const std::size_t nwords = (n + 7) / 8;
-  if (nwords > 0) h_words[nwords - 1] = 0;
-  std::memcpy(h_words, key.data(), n);
-  return hash_words(seed, policy, h_words, nwords, key.size());
 }
 
 }  // namespace shmlimit::detail

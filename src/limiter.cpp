@@ -11,7 +11,6 @@
 
 #include "algorithms.hpp"
 #include "gcra.hpp"
-#include "hash.hpp"
 #include "layout.hpp"
 #include "process.hpp"
 #include "segment.hpp"
@@ -744,7 +743,7 @@ Stats Limiter::stats() const {
         const auto policy = static_cast<std::uint32_t>(detail::Meta::policy(meta));
         if (m.is_full(policy, detail::Word::payload(word), now)) ++s.reclaimable;
         const auto len = std::min<std::uint32_t>(static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
-        const std::uint32_t home = m.table.home(detail::hash_key(m.seed, policy, std::string_view(key, len)));
+        const std::uint32_t home = m.table.home(detail::PackedKey(m.seed, policy, std::string_view(key, len)).hash);
         const std::uint32_t dist = (i - home) & (g.capacity - 1);
         s.max_probe_length = std::max(s.max_probe_length, dist);
         probe_sum += dist;
@@ -876,7 +875,7 @@ CheckReport Limiter::check(bool repair) {
     }
     ++r.live;
     const std::string_view k(key, len);
-    const u64 hash = detail::hash_key(m.seed, policy, k);
+    const u64 hash = detail::PackedKey(m.seed, policy, k).hash;
     if (((hash >> 48) & 0xFFFF) != detail::Meta::fp(meta)) r.problems.push_back(where + "fingerprint does not match its key");
     const std::uint32_t home = m.table.home(hash);
     const std::uint32_t dist = (i - home) & mask;
