@@ -413,9 +413,14 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   Decision acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {
     now = std::max<std::int64_t>(now, 0);
-    Decision combined;
-    combined.allowed = true;
-    combined.remaining = ~u64{0};
+    // The identity of fold(): allowed, with no limit yet binding.
+    const auto neutral = [] {
+      Decision d;
+      d.allowed = true;
+      d.remaining = ~u64{0};
+      return d;
+    };
+    Decision combined = neutral();
     if (requests.empty()) {
       combined.remaining = 0;
       return combined;
@@ -449,9 +454,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     // the meantime denies: give back what this request already took, so
     // none is charged. Each charge is checked against its own limit, so no
     // limit is ever exceeded; a rollback only makes others wait briefly.
-    combined = Decision{};
-    combined.allowed = true;
-    combined.remaining = ~u64{0};
+    combined = neutral();
     // Where each limit was charged, for a rollback: on the stack for the
     // usual handful of limits.
     Charge small[8];
