@@ -15,6 +15,9 @@
 //                                   takes a fetch_add)
 //   BM_Peek_HotKey                  peek(PolicyId, "hot-key"): lookup + GCRA, no write
 //   BM_Acquire_<Algorithm>          acquire on one hot key under each algorithm (always admitted)
+//   BM_Acquire_SlidingLog[_Denied]  the exact sliding log (64 entries): admitted, and denied
+//                                   with a full log (a flood's path: the whole log scanned)
+//   BM_Lease_AcquireRelease         a concurrency lease taken and released (RAII)
 //   BM_AcquireMany_BurstSustained   acquire_many over two GCRA limits (peek both, charge both)
 //   BM_Acquire_ByName               acquire("hot", "hot-key"): the name is the 8th of
 //                                   8 registered policies
@@ -196,11 +199,13 @@ class ShmRegion {
 // removed first, and the name is removed again on destruction.
 class OwnedSegment {
  public:
-  OwnedSegment(std::string_view tag, std::uint32_t capacity) : name_(segment_name(tag)) {
+  OwnedSegment(std::string_view tag, std::uint32_t capacity, std::uint32_t log_entries = 0)
+      : name_(segment_name(tag)) {
     Limiter::remove(name_);
     shmlimit::Options o;
     o.name = name_;
     o.capacity = capacity;
+    o.log_entries = log_entries;
     limiter_.emplace(Limiter::open_or_create(o));
   }
   ~OwnedSegment() {
@@ -335,7 +340,7 @@ class HotEnv final : public Env {
 // a burst + sustained pair for the multi-limit case.
 class AlgoEnv final : public Env {
  public:
-  AlgoEnv() : seg_("algo", 1024) {
+  AlgoEnv() : seg_("algo", 1024, kLogEntries) {
     Limiter& l = seg_.limiter();
     const auto add = [&](const char* name, shmlimit::Algorithm a, std::uint64_t count, shmlimit::Nanos period,
                          std::uint64_t burst) {
@@ -351,11 +356,20 @@ class AlgoEnv final : public Env {
     ids[3] = add("sliding_window", shmlimit::Algorithm::kSlidingWindow, 65'000, 1ms, 0);
     ids[4] = add("quiet_period", shmlimit::Algorithm::kQuietPeriod, 500'000, 1ms, 0);
     ids[5] = add("leaky_bucket", shmlimit::Algorithm::kLeakyBucket, 1'000'000'000, 1s, 1'000'000'000);
+    // sliding_log: 64 entries per 2 us always admits at one decision per
+    // 30+ ns (each admission finds an expired entry: the admitted path);
+    // 16 per hour admits 16 times and then always denies (the scan of a
+    // full log: the path a flood takes).
+    sliding_log = add("sliding_log", shmlimit::Algorithm::kSlidingLog, kLogEntries, 2us, 0);
+    sliding_log_full = add("sliding_log_full", shmlimit::Algorithm::kSlidingLog, 16, 1h, 0);
+    concurrency = add("concurrency", shmlimit::Algorithm::kConcurrency, 1, 0s, 0);
     burst = add("burst", shmlimit::Algorithm::kGcra, 1'000'000'000, 1s, 1'000'000'000);
     sustained = add("sustained", shmlimit::Algorithm::kGcra, 1'000'000'000, 1s, 1'000'000'000);
   }
   Limiter& limiter() { return seg_.limiter(); }
+  static constexpr std::uint32_t kLogEntries = 64;
   PolicyId ids[6];
+  PolicyId sliding_log, sliding_log_full, concurrency;
   PolicyId burst, sustained;
 
  private:
@@ -672,6 +686,47 @@ void BM_Acquire_Algorithm(benchmark::State& state) {
   });
 }
 
+// The exact sliding log, admitted (an expired entry found and replaced)
+// and denied (a full log scanned: what a flood costs).
+void BM_Acquire_SlidingLog(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<AlgoEnv>("algo");
+    Limiter& l = e.limiter();
+    std::uint64_t bad = 0;
+    for (auto _ : state) bad += !admitted_ok(l.acquire(e.sliding_log, "hot-key"));
+    check(state, bad, "admitted");
+  });
+}
+void BM_Acquire_SlidingLog_Denied(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<AlgoEnv>("algo");
+    Limiter& l = e.limiter();
+    while (l.acquire(e.sliding_log_full, "hot-key").allowed) {
+    }
+    std::uint64_t bad = 0;
+    for (auto _ : state) {
+      const Decision d = l.acquire(e.sliding_log_full, "hot-key");
+      bad += d.allowed || d.reason != Reason::kOk;
+    }
+    check(state, bad, "denied");
+  });
+}
+
+// A concurrency lease taken and released (nginx limit_conn): two word
+// updates and the process's lease record.
+void BM_Lease_AcquireRelease(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<AlgoEnv>("algo");
+    Limiter& l = e.limiter();
+    std::uint64_t bad = 0;
+    for (auto _ : state) {
+      shmlimit::Lease lease = l.lease(e.concurrency, "hot-key");
+      bad += !lease.held();
+    }
+    check(state, bad, "held");
+  });
+}
+
 // DRF's burst + sustained: two limits, all or nothing (peek both, charge both).
 void BM_AcquireMany_BurstSustained(benchmark::State& state) {
   guarded(state, [&] {
@@ -848,6 +903,9 @@ constexpr Case kCases[] = {
     {"BM_Acquire_SlidingWindow", BM_Acquire_Algorithm<3>},
     {"BM_Acquire_QuietPeriod", BM_Acquire_Algorithm<4>},
     {"BM_Acquire_LeakyBucket", BM_Acquire_Algorithm<5>},
+    {"BM_Acquire_SlidingLog", BM_Acquire_SlidingLog},
+    {"BM_Acquire_SlidingLog_Denied", BM_Acquire_SlidingLog_Denied},
+    {"BM_Lease_AcquireRelease", BM_Lease_AcquireRelease},
     {"BM_AcquireMany_BurstSustained", BM_AcquireMany_BurstSustained},
     {"BM_Floor_ClockPlusCas_ColdSlot", BM_Floor_ClockPlusCas_ColdSlot},
     {"BM_Acquire_ManyKeys", BM_Acquire_ManyKeys},

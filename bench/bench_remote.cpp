@@ -12,24 +12,17 @@
 
 #if defined(SHMLIMIT_BENCH_HAVE_REDIS) || defined(SHMLIMIT_BENCH_HAVE_MEMCACHED)
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "redis_server.hpp"  // tests/redis: the server launcher
 
 #ifdef SHMLIMIT_BENCH_HAVE_REDIS
 #include <hiredis/hiredis.h>
@@ -40,121 +33,8 @@
 
 namespace {
 
-std::int64_t now_ns() noexcept {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-// A free TCP port on 127.0.0.1 (the kernel picks it; a race with another
-// process binding it meanwhile is possible but unlikely).
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) throw std::runtime_error("socket failed");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(s);
-    throw std::runtime_error("bind to a free port failed");
-  }
-  ::close(s);
-  return ntohs(a.sin_port);
-}
-
-bool can_connect(int port) {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool ok = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(s);
-  return ok;
-}
-
-bool on_path(const std::string& prog) {
-  const char* path = std::getenv("PATH");
-  std::string p = path != nullptr ? path : "/usr/bin:/bin";
-  std::size_t start = 0;
-  while (start <= p.size()) {
-    const std::size_t end = p.find(':', start);
-    const std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return false;
-}
-
-// A server process of our own: started on construction, SIGTERM + waitpid
-// on destruction (SIGKILL after 5 s).
-class Server {
- public:
-  explicit Server(std::vector<std::string> argv, int port) : port_(port) {
-    if (!on_path(argv[0])) throw std::runtime_error(argv[0] + " not found on PATH");
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (::getppid() != parent) ::_exit(1);
-      const int devnull = ::open("/dev/null", O_RDWR);
-      if (devnull >= 0) {
-        ::dup2(devnull, 0);
-        ::dup2(devnull, 1);
-        ::dup2(devnull, 2);
-      }
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execvp(args[0], args.data());
-      ::_exit(127);
-    }
-    const std::int64_t deadline = now_ns() + 10'000'000'000;
-    while (!can_connect(port_)) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        throw std::runtime_error(argv[0] + " exited at start");
-      }
-      if (now_ns() > deadline) {
-        stop();
-        throw std::runtime_error(argv[0] + " did not accept connections within 10 s");
-      }
-      ::usleep(10'000);
-    }
-  }
-  ~Server() { stop(); }
-  Server(const Server&) = delete;
-  Server& operator=(const Server&) = delete;
-  int port() const { return port_; }
-
- private:
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    const std::int64_t deadline = now_ns() + 5'000'000'000;
-    int status = 0;
-    for (;;) {
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_ || (r < 0 && errno != EINTR)) break;
-      if (now_ns() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      ::usleep(1000);
-    }
-    pid_ = 0;
-  }
-  pid_t pid_ = 0;
-  int port_;
-};
+using shmlimit::test::RedisServer;
+using shmlimit::test::ServerProcess;
 
 #ifdef SHMLIMIT_BENCH_HAVE_REDIS
 // GCRA in Lua, on the server's clock (TIME, microseconds): the usual
@@ -174,13 +54,11 @@ return 1
 
 struct RedisEnv {
   RedisEnv() {
-    const int port = free_port();
-    server = std::make_unique<Server>(
-        std::vector<std::string>{"redis-server", "--port", std::to_string(port), "--bind",
-                                 "127.0.0.1", "--save", "", "--appendonly", "no",
-                                 "--protected-mode", "no", "--daemonize", "no"},
-        port);
-    ctx = ::redisConnect("127.0.0.1", port);
+    if (!ServerProcess::on_path("redis-server")) {
+      throw std::runtime_error("redis-server not found on PATH");
+    }
+    server = std::make_unique<RedisServer>();
+    ctx = ::redisConnect("127.0.0.1", server->port());
     if (ctx == nullptr || ctx->err != 0) throw std::runtime_error("redisConnect failed");
     auto* r = static_cast<redisReply*>(::redisCommand(ctx, "SCRIPT LOAD %s", kGcraLua));
     if (r == nullptr || r->type != REDIS_REPLY_STRING) {
@@ -204,7 +82,7 @@ struct RedisEnv {
     ::freeReplyObject(r);
     return v;
   }
-  std::unique_ptr<Server> server;
+  std::unique_ptr<RedisServer> server;
   redisContext* ctx = nullptr;
   std::string sha;
 };
@@ -216,14 +94,17 @@ std::unique_ptr<RedisEnv> g_redis;
 // and a 2 s expiry (binary protocol); admitted while the count <= limit.
 struct MemcachedEnv {
   MemcachedEnv() {
-    const int port = free_port();
+    if (!ServerProcess::on_path("memcached")) {
+      throw std::runtime_error("memcached not found on PATH");
+    }
+    const int port = ServerProcess::free_port();
     std::vector<std::string> argv{"memcached", "-p", std::to_string(port), "-l", "127.0.0.1",
                                   "-U", "0", "-m", "64"};
     if (::geteuid() == 0) {
       argv.emplace_back("-u");
       argv.emplace_back("root");
     }
-    server = std::make_unique<Server>(argv, port);
+    server.start(std::move(argv), [port] { return ServerProcess::can_connect_tcp(port); });
     memc = ::memcached_create(nullptr);
     if (memc == nullptr) throw std::runtime_error("memcached_create failed");
     ::memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
@@ -248,7 +129,7 @@ struct MemcachedEnv {
     if (rc != MEMCACHED_SUCCESS) return -1;
     return value <= limit ? 1 : 0;
   }
-  std::unique_ptr<Server> server;
+  ServerProcess server;
   memcached_st* memc = nullptr;
 };
 std::unique_ptr<MemcachedEnv> g_memcached;

@@ -7,19 +7,9 @@
 #   (space-separated, e.g. the sanitizer flags of the build under test).
 cmake_minimum_required(VERSION 3.25)
 
-foreach(var SHMLIMIT_BUILD_DIR SHMLIMIT_CONSUMER_SOURCE_DIR SHMLIMIT_WORK_DIR)
-  if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
-    message(FATAL_ERROR "RunConsumerTest.cmake: ${var} is not set")
-  endif()
-endforeach()
-if(NOT SHMLIMIT_CONFIG)
-  set(SHMLIMIT_CONFIG RelWithDebInfo)
-endif()
-
-set(prefix "${SHMLIMIT_WORK_DIR}/prefix")
+include("${CMAKE_CURRENT_LIST_DIR}/InstallForTest.cmake")
+shmlimit_install_for_test(consumer SHMLIMIT_CONSUMER_SOURCE_DIR)
 set(build "${SHMLIMIT_WORK_DIR}/build")
-file(REMOVE_RECURSE "${SHMLIMIT_WORK_DIR}")
-file(MAKE_DIRECTORY "${SHMLIMIT_WORK_DIR}")
 
 function(run_step name)
   list(JOIN ARGN " " shown)
@@ -29,10 +19,6 @@ function(run_step name)
     message(FATAL_ERROR "consumer: ${name} failed (${rc})")
   endif()
 endfunction()
-
-run_step(install
-  "${CMAKE_COMMAND}" --install "${SHMLIMIT_BUILD_DIR}" --prefix "${prefix}"
-  --config "${SHMLIMIT_CONFIG}")
 
 set(cxx_flags "${SHMLIMIT_CXX_FLAGS}")
 set(configure_args

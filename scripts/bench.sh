@@ -30,6 +30,8 @@ wait_idle="${SHMLIMIT_BENCH_WAIT_IDLE:-0}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 run() { printf '+ %s\n' "$*" >&2; "$@"; }
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
 # What is measured, named before the build (HEAD may move during a long run).
 revision="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
@@ -58,7 +60,7 @@ build_gxx() {
   local root="${1:-.}"
   mkdir -p build/bench
   local flags=(-std=c++20 -O2 -g -DNDEBUG)
-  run g++ "${flags[@]}" -I"$root/include" -I"$root/src" "$root"/src/*.cpp bench/bench_*.cpp \
+  run g++ "${flags[@]}" -I"$root/include" -I"$root/src" "$root"/src/*.cpp bench/bench_acquire.cpp bench/bench_remote.cpp \
     -o build/bench/shmlimit_bench -lbenchmark -lpthread -lrt >&2 || return 1
   bin=build/bench/shmlimit_bench
   compiler="$(command -v g++)"
@@ -90,15 +92,7 @@ case "$build_mode" in
 esac
 
 # ---- segments left by a killed run --------------------------------------------
-for f in /dev/shm/shmlimit-bench-*; do
-  [[ -e "$f" ]] || continue
-  pid="${f#/dev/shm/shmlimit-bench-}"
-  pid="${pid%%-*}"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
-    say "removing $f (its process $pid is gone)"
-    rm -f -- "$f"
-  fi
-done
+remove_stale_bench_segments
 
 # ---- machine -------------------------------------------------------------------
 # Percentage of CPU time idle over the next 2 seconds, from /proc/stat.
@@ -121,36 +115,21 @@ if ((wait_idle > 0)); then
   done
 fi
 
-cpu_model="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
-cpu_family="$(lscpu 2>/dev/null | sed -n 's/^CPU family:[[:space:]]*//p' | head -n1)"
-cpu_model_number="$(lscpu 2>/dev/null | sed -n 's/^Model:[[:space:]]*//p' | head -n1)"
-cpus="$(nproc)"
-cores_per_socket="$(lscpu 2>/dev/null | sed -n 's/^Core(s) per socket:[[:space:]]*//p' | head -n1)"
-hypervisor="$(lscpu 2>/dev/null | sed -n 's/^Hypervisor vendor:[[:space:]]*//p' | head -n1)"
-clocksource="$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)"
-kernel="$(uname -srm)"
+machine_facts
 compiler_version="$("${compiler:-c++}" --version 2>/dev/null | head -n1)"
 benchmark_version="$(dpkg-query -W -f='${Version}' libbenchmark-dev 2>/dev/null || echo unknown)"
 if [[ -n "$bench_rev" ]]; then
   revision="src/ and include/ of $(git rev-parse --short "$bench_rev"), bench/ of the working tree"
 fi
-load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-started="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 
 # ---- run -----------------------------------------------------------------------
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
-say "running $bin ($repetitions repetitions per case)"
-# Random interleaving spreads each case's repetitions over the whole run, so
-# a burst of load from other processes does not land on all of them.
-"$bin" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
-  --benchmark_enable_random_interleaving=true --benchmark_color=false "$@" 2>&1 | tee "$out"
+run_bench "$bin" "$repetitions" "$out" "$@"
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 [[ "$results" == "-" ]] && exit 0
 
-# The bench prints Google Benchmark's context (stderr) and console output,
-# then the ratio tables (markdown, from the first line that starts with "## ").
 {
   echo "# shmlimit benchmark results"
   echo
@@ -172,12 +151,12 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "| CPU idle before the run | ${idle}% (over 2 s) |"
   echo "| Load average before / after | $load_before / $load_after |"
   echo
-  awk '/^## /{found=1} found' "$out"
+  bench_tables "$out"
   echo
   echo "## Console output"
   echo
   echo '```'
-  awk '/^## /{exit} {print}' "$out" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
+  bench_console "$out"
   echo '```'
 } >"$results"
 say "wrote $results"

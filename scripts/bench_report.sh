@@ -28,6 +28,8 @@ plot="$(dirname "$report")/throughput.png"
 
 say() { printf '==> %s\n' "$*" >&2; }
 run() { printf '+ %s\n' "$*" >&2; "$@"; }
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
 # The report's own dependencies (not the build's, which scripts/setup.sh
 # installs): the two servers and client libraries the alternatives need,
@@ -53,23 +55,10 @@ bench="$bindir/shmlimit_bench"
 throughput="$bindir/shmlimit_throughput"
 
 # ---- segments left by a killed run --------------------------------------------
-for f in /dev/shm/shmlimit-bench-*; do
-  [[ -e "$f" ]] || continue
-  pid="${f#/dev/shm/shmlimit-bench-}"
-  pid="${pid%%-*}"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
-    say "removing $f (its process $pid is gone)"
-    rm -f -- "$f"
-  fi
-done
+remove_stale_bench_segments
 
 # ---- machine -------------------------------------------------------------------
-cpu_model="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
-cores_per_socket="$(lscpu 2>/dev/null | sed -n 's/^Core(s) per socket:[[:space:]]*//p' | head -n1)"
-hypervisor="$(lscpu 2>/dev/null | sed -n 's/^Hypervisor vendor:[[:space:]]*//p' | head -n1)"
-cpus="$(nproc)"
-kernel="$(uname -srm)"
-clocksource="$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)"
+machine_facts
 compiler="$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "build/$preset/CMakeCache.txt")"
 compiler_version="$("${compiler:-c++}" --version 2>/dev/null | head -n1)"
 boost_version="$(sed -n 's/^#define BOOST_LIB_VERSION "\(.*\)"/\1/p' /usr/include/boost/version.hpp 2>/dev/null | tr _ .)"
@@ -79,8 +68,6 @@ revision="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
 if [[ -n "$(git status --porcelain -- src include bench 2>/dev/null)" ]]; then
   revision="$revision + uncommitted changes in src/, include/ or bench/"
 fi
-load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-started="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 
 # ---- run -----------------------------------------------------------------------
 bench_out="$(mktemp)"
@@ -88,9 +75,7 @@ tp_out="$(mktemp)"
 tp_csv="$(mktemp)"
 trap 'rm -f "$bench_out" "$tp_out" "$tp_csv"' EXIT
 
-say "running $bench ($repetitions repetitions per case)"
-"$bench" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
-  --benchmark_enable_random_interleaving=true --benchmark_color=false "$@" 2>&1 | tee "$bench_out"
+run_bench "$bench" "$repetitions" "$bench_out" "$@"
 
 say "running $throughput $tp_args"
 # shellcheck disable=SC2086  # word splitting of the argument list is intended
@@ -155,7 +140,7 @@ fi
   echo "the fastest repetition's CPU time; for contended cases and for Redis / memcached read"
   echo "the real-time ratio (a blocked mutex waiter or a client waiting on a socket uses no CPU)."
   echo
-  awk '/^## /{found=1} found' "$bench_out"
+  bench_tables "$bench_out"
   echo
   cat "$tp_out"
   echo
@@ -166,7 +151,7 @@ fi
   echo "## Google Benchmark console output"
   echo
   echo '```'
-  awk '/^## /{exit} {print}' "$bench_out" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
+  bench_console "$bench_out"
   echo '```'
 } >"$report"
 say "wrote $report"

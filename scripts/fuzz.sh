@@ -16,8 +16,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TARGETS=(rate config segment segment_tail)
-declare -A MAX_LEN=([rate]=256 [config]=4096 [segment]=65536 [segment_tail]=20000)
+TARGETS=(rate config segment segment_tail identity http state_import)
+declare -A MAX_LEN=([rate]=256 [config]=4096 [segment]=65536 [segment_tail]=20000 [identity]=4096 [http]=512 [state_import]=8192)
 
 seconds="${SHMLIMIT_FUZZ_SECONDS:-25}"
 build=1 make_seeds=0

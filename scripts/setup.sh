@@ -21,6 +21,7 @@ PACKAGES=(
   libfmt-dev
   nlohmann-json3-dev
   libtomlplusplus-dev
+  libxxhash-dev
   libgtest-dev
   libgmock-dev
   libbenchmark-dev
@@ -28,6 +29,16 @@ PACKAGES=(
   libclang-rt-14-dev
   spin
   python3
+  python3-dev
+  pybind11-dev
+  python3-pytest
+  mypy
+  python3-django
+  python3-djangorestframework
+  gunicorn
+  pkg-config
+  libhiredis-dev
+  redis-server
 )
 
 no_build="${SHMLIMIT_SETUP_NO_BUILD:-0}"

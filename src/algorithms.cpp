@@ -42,6 +42,10 @@ std::string_view to_string(Algorithm algorithm) noexcept {
       return "quiet_period";
     case Algorithm::kLeakyBucket:
       return "leaky_bucket";
+    case Algorithm::kConcurrency:
+      return "concurrency";
+    case Algorithm::kSlidingLog:
+      return "sliding_log";
   }
   return "unknown";
 }
@@ -49,7 +53,8 @@ std::string_view to_string(Algorithm algorithm) noexcept {
 Algorithm parse_algorithm(std::string_view name) {
   static constexpr Algorithm kAll[] = {Algorithm::kGcra,        Algorithm::kTokenBucket,
                                        Algorithm::kFixedWindow, Algorithm::kSlidingWindow,
-                                       Algorithm::kQuietPeriod, Algorithm::kLeakyBucket};
+                                       Algorithm::kQuietPeriod, Algorithm::kLeakyBucket,
+                                       Algorithm::kConcurrency, Algorithm::kSlidingLog};
   for (Algorithm a : kAll) {
     const std::string_view known = to_string(a);
     if (known.size() != name.size()) continue;
@@ -567,6 +572,25 @@ AlgoOutcome qp_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
 bool qp_is_full(u64 state, i64 now) { return !qp_at(state, now).open; }
 
 // ===========================================================================
+// Concurrency (lease.hpp): the word's payload is the in-flight count (bits
+// 0-23) and a pending-operation descriptor (bits 24-53). Only leases change
+// it; here it is only reported. Full: nothing in flight and nothing pending.
+AlgoOutcome conc_report(const AlgoParams& p, u64 state) {
+  const u64 in_flight = state & kMaxConcurrency;
+  return outcome(make_decision(in_flight < p.count, p.count, in_flight < p.count ? p.count - in_flight : 0,
+                               Nanos(0), Nanos(0)));
+}
+
+// Sliding log (sliding_log.hpp): the word's payload is when the log is
+// empty (the largest t + D of its admissions). From the word alone only
+// "empty" is known: reported as a peek, never stored.
+AlgoOutcome log_report(const AlgoParams& p, u64 empty_at, i64 now) {
+  const bool empty = empty_at <= static_cast<u64>(now);
+  return outcome(make_decision(true, p.count, empty ? p.count : 0, Nanos(0),
+                               Nanos(empty ? 0 : static_cast<i64>(empty_at - static_cast<u64>(now)))));
+}
+
+// ===========================================================================
 // Validity, without dividing by anything the segment supplied.
 
 bool fail(const char** why, const char* sentence) {
@@ -637,6 +661,16 @@ bool algo_params_valid(const AlgoParams& p, const char** why) noexcept {
       return window_valid(p, why, kQpMaxCount, kQpMinPeriodNs,
                           "a quiet period allows at most 524286 per period (count < 2^19 - 1)",
                           "a quiet period must be at least 1 ms long");
+    case Algorithm::kConcurrency:
+      if (p.count == 0) return fail(why, "the concurrency limit must be at least 1");
+      if (p.count > kMaxConcurrency) return fail(why, "the concurrency limit must be below 2^24 (16777216)");
+      if (p.period_ns != 0) return fail(why, "a concurrency limit has no period (it must be 0)");
+      return true;
+    case Algorithm::kSlidingLog:
+      if (p.wait != LogWait::kExact && p.wait != LogWait::kDrf) return fail(why, "unknown sliding-log wait mode");
+      return window_valid(p, why, kMaxLogEntries, 1,
+                          "a sliding log keeps at most 4096 admissions per window (count <= 4096)",
+                          "a sliding log's window must be at least 1 ns long");
   }
   return fail(why, "unknown algorithm");
 }
@@ -655,6 +689,11 @@ std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept {
     case Algorithm::kFixedWindow:
     case Algorithm::kSlidingWindow:
       return 0;
+    case Algorithm::kConcurrency:
+      return 0;  // no time in the state
+    case Algorithm::kSlidingLog:
+      // The word holds t + D, the entries t + 1.
+      return static_cast<i64>(p.period_ns) + 1;
     case Algorithm::kQuietPeriod: {
       // expires_at = ceil_ms(now + period) < now + period + 1 ms.
       const u128 span = static_cast<u128>(p.period_ns) + kMs;
@@ -684,6 +723,10 @@ AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t n
       return sw_decide(p, state, now, cost);
     case Algorithm::kQuietPeriod:
       return qp_decide(p, state, now, cost);
+    case Algorithm::kConcurrency:
+      return conc_report(p, state);
+    case Algorithm::kSlidingLog:
+      return log_report(p, state, now);
   }
   return corrupt_outcome();
 }
@@ -706,6 +749,10 @@ AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t n
       return sw_refund(p, state, now, cost);
     case Algorithm::kQuietPeriod:
       return qp_refund(p, state, now, cost);
+    case Algorithm::kConcurrency:
+      return conc_report(p, state);
+    case Algorithm::kSlidingLog:
+      return log_report(p, state, now);
   }
   return corrupt_outcome();
 }
@@ -727,6 +774,10 @@ bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now_in)
       return sw_is_full(p, state, now);
     case Algorithm::kQuietPeriod:
       return qp_is_full(state, now);
+    case Algorithm::kConcurrency:
+      return state == 0;  // nothing in flight, no operation pending
+    case Algorithm::kSlidingLog:
+      return state <= static_cast<u64>(now);  // every admission has left the window
   }
   return true;
 }

@@ -35,13 +35,20 @@ namespace shmlimit::detail {
 ///   kSlidingWindow at most `count` per sliding `period`, estimated from two fixed windows
 ///   kQuietPeriod   at most `count` per `period`; once exceeded, every attempt restarts the
 ///                  period, so the key stays denied until quiet for a whole period
+///   kConcurrency   at most `count` in flight (lease.hpp); period 0; state = count | pending
+///   kSlidingLog    at most `count` in any window of `period` (sliding_log.hpp); the state
+///                  word holds when the log is empty, the admissions are in the log region
 struct AlgoParams {
   Algorithm algorithm = Algorithm::kGcra;
   std::uint64_t count = 0;
   std::uint64_t period_ns = 0;
   std::uint64_t burst = 0;
   std::uint64_t emission_ns = 0;  // GCRA / leaky bucket: ceil(period / count)
+  LogWait wait = LogWait::kExact;  // kSlidingLog: which retry_after (policy kind bits 16-23)
 };
+
+/// Largest concurrency limit: the in-flight count has 24 bits (lease.hpp).
+inline constexpr std::uint64_t kMaxConcurrency = (std::uint64_t{1} << 24) - 1;
 
 /// decision; store: CAS the state to new_state (also on some denials);
 /// new_state < 2^56. The same type as GCRA's, so the hot path returns
@@ -52,7 +59,9 @@ using AlgoOutcome = GcraOutcome;
 /// Fills `why` with a sentence when not.
 bool algo_params_valid(const AlgoParams& p, const char** why = nullptr) noexcept;
 
-/// One decision.
+/// One decision. Concurrency and sliding-log states are not decided from
+/// the word alone (lease.hpp, sliding_log.hpp): for them this reports the
+/// word (concurrency: in flight; sliding log: empty or not) without a store.
 AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now, std::uint64_t cost) noexcept;
 
 /// Gives back `cost` already taken, never beyond the capacity: the state

@@ -103,7 +103,7 @@ bool is_blank(std::string_view s) {
 
 bool windowed(Algorithm a) {
   return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow ||
-         a == Algorithm::kQuietPeriod;
+         a == Algorithm::kQuietPeriod || a == Algorithm::kSlidingLog || a == Algorithm::kConcurrency;
 }
 
 // Why `name` is not a valid policy name (empty when it is). The same rule
@@ -123,6 +123,8 @@ std::string policy_name_problem(std::string_view name) {
 // means the rate's count, and window algorithms have no separate burst.
 // Keep in step with Limiter::Impl::add_policy.
 PolicySpec normalized(PolicySpec spec) {
+  if (spec.algorithm == Algorithm::kConcurrency) spec.rate.period = Nanos(0);
+  if (spec.algorithm != Algorithm::kSlidingLog) spec.wait = LogWait::kExact;
   if (spec.burst == 0 || windowed(spec.algorithm)) spec.burst = spec.rate.count;
   return spec;
 }
@@ -135,7 +137,7 @@ std::string spec_problem(const PolicySpec& raw) {
   if (raw.on_full != OnFull::kAllow && raw.on_full != OnFull::kDeny) {
     return "policy \"" + raw.name + "\": on_full must be allow or deny";
   }
-  if (raw.rate.count == 0 || raw.rate.period.count() <= 0) {
+  if (raw.rate.count == 0 || (raw.rate.period.count() <= 0 && raw.algorithm != Algorithm::kConcurrency)) {
     return "policy \"" + raw.name + "\": the rate needs a count >= 1 and a period > 0";
   }
   const PolicySpec spec = normalized(raw);
@@ -143,7 +145,7 @@ std::string spec_problem(const PolicySpec& raw) {
   const char* why = "unknown algorithm";
   if (!detail::algo_params_valid(
           detail::AlgoParams{spec.algorithm, spec.rate.count, period, spec.burst,
-                             detail::gcra_emission(spec.rate.count, period)},
+                             detail::gcra_emission(spec.rate.count, period), spec.wait},
           &why)) {
     return "policy \"" + spec.name + "\" (" + std::string(to_string(spec.algorithm)) + ", " +
            format_rate(spec.rate) + ", burst " + std::to_string(spec.burst) + "): " + why;
@@ -283,6 +285,7 @@ class Parser {
           "no [segment] table: the config must name the segment, e.g. [segment] name = \"/myapp\"");
     }
     config.segment = parse_segment(*segment);
+    log_entries_ = config.segment.log_entries;
     if (policies != nullptr) config.policies = parse_policies(*policies, policies_key);
     return config;
   }
@@ -387,6 +390,8 @@ class Parser {
         o.slot_bytes = static_cast<std::uint32_t>(v);
       } else if (k == "max_probe") {
         o.max_probe = static_cast<std::uint32_t>(integer_of(value, what, 1, 1024));
+      } else if (k == "log_entries") {
+        o.log_entries = static_cast<std::uint32_t>(integer_of(value, what, 0, detail::kMaxLogEntries));
       } else if (k == "open_timeout" || k == "claim_timeout") {
         const Nanos d = duration_of(value, what);
         if (d < std::chrono::milliseconds(1) || d > std::chrono::hours(1)) {
@@ -396,8 +401,8 @@ class Parser {
         (k == "open_timeout" ? o.open_timeout : o.claim_timeout) = ms;
       } else {
         unknown_key(key, "[segment]",
-                    {"name", "capacity", "mode", "slot_bytes", "max_probe", "open_timeout",
-                     "claim_timeout"});
+                    {"name", "capacity", "mode", "slot_bytes", "max_probe", "log_entries",
+                     "open_timeout", "claim_timeout"});
       }
     }
     if (!named) fail(t.source(), "[segment] needs a name, e.g. name = \"/myapp\"");
@@ -490,6 +495,8 @@ class Parser {
     const toml::node* on_full = nullptr;
     const toml::node* refill_period = nullptr;
     const toml::node* refill_amount = nullptr;
+    const toml::node* limit = nullptr;
+    const toml::node* wait = nullptr;
     for (auto&& [k, value] : t) {
       const std::string_view s = k.str();
       const toml::node** slot = s == "algorithm"       ? &algorithm
@@ -499,11 +506,13 @@ class Parser {
                                 : s == "on_full"       ? &on_full
                                 : s == "refill_period" ? &refill_period
                                 : s == "refill_amount" ? &refill_amount
+                                : s == "limit"         ? &limit
+                                : s == "wait"          ? &wait
                                                        : nullptr;
       if (slot == nullptr) {
         unknown_key(k, "[policies." + toml_key(name) + "]",
                     {"algorithm", "rate", "burst", "max_tokens", "on_full", "refill_period",
-                     "refill_amount"});
+                     "refill_amount", "limit", "wait"});
       }
       *slot = &value;
     }
@@ -520,6 +529,38 @@ class Parser {
     }
     const std::string algo_name(to_string(base.algorithm));
     const bool token_bucket = base.algorithm == Algorithm::kTokenBucket;
+    const bool concurrency = base.algorithm == Algorithm::kConcurrency;
+
+    // concurrency: `limit = N` in flight, and no rate.
+    if (limit != nullptr && !concurrency) {
+      fail(limit->source(), label + ": limit applies to algorithm = \"concurrency\" only (this policy is " +
+                                algo_name + "; use rate = \"10/1m\")");
+    }
+    if (concurrency) {
+      if (rate != nullptr || refill_period != nullptr || refill_amount != nullptr) {
+        const toml::node* given = rate != nullptr ? rate : refill_period != nullptr ? refill_period : refill_amount;
+        fail(given->source(), label + ": a concurrency policy has a limit (in flight), not a rate");
+      }
+      if (limit == nullptr) {
+        fail(t.source().begin.line != 0 ? t.source() : key.source(),
+             label + ": algorithm = \"concurrency\" needs a limit, e.g. limit = 10 (at most 10 in flight)");
+      }
+    }
+    // sliding_log: `wait = "exact" | "drf"`.
+    if (wait != nullptr) {
+      if (base.algorithm != Algorithm::kSlidingLog) {
+        fail(wait->source(), label + ": wait applies to algorithm = \"sliding_log\" only (this policy is " +
+                                 algo_name + ")");
+      }
+      const std::string_view v = string_of(*wait, label + ": wait");
+      if (v == "exact") {
+        base.wait = LogWait::kExact;
+      } else if (v == "drf") {
+        base.wait = LogWait::kDrf;
+      } else {
+        fail(wait->source(), label + ": wait must be \"exact\" or \"drf\", found \"" + std::string(v) + "\"");
+      }
+    }
 
     // The rates: `rate` (one, a ';' list or an array), or for a token
     // bucket refill_amount per refill_period.
@@ -545,6 +586,9 @@ class Parser {
       const u64 amount = integer_of(*refill_amount, label + ": refill_amount", 1, kMaxCount);
       rates.push_back(Rate{amount, duration_of(*refill_period, label + ": refill_period")});
       rate_node = refill_amount;
+    } else if (concurrency) {
+      rates.push_back(Rate{integer_of(*limit, label + ": limit", 1, detail::kMaxConcurrency), Nanos(0)});
+      rate_node = limit;
     } else if (rate == nullptr) {
       fail(t.source().begin.line != 0 ? t.source() : key.source(),
            label + " needs a rate, e.g. rate = \"100/day\"" +
@@ -611,12 +655,19 @@ class Parser {
                                s.name + "\": " + why);
       }
       if (const std::string why = spec_problem(s); !why.empty()) fail(rate_node->source(), why);
+      if (s.algorithm == Algorithm::kSlidingLog && s.rate.count > log_entries_) {
+        fail(rate_node->source(), label + ": sliding_log keeps " + std::to_string(s.rate.count) +
+                                      " admissions per key but [segment] log_entries is " +
+                                      std::to_string(log_entries_) + "; set [segment] log_entries >= " +
+                                      std::to_string(s.rate.count));
+      }
       p.specs.push_back(std::move(s));
     }
     return p;
   }
 
   std::string source_;
+  std::uint32_t log_entries_ = 0;  // [segment] log_entries, for sliding_log policies
 };
 
 // An Error from the library, prefixed with the config's source.

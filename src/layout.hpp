@@ -30,13 +30,15 @@ static_assert(sizeof(AtomicU64) == 8 && alignof(AtomicU64) == 8, "a shared atomi
 static_assert(sizeof(AtomicU32) == 4, "a shared atomic is exactly its value");
 
 inline constexpr u64 kMagic = 0x54494d494c4d4853ULL;  // "SHMLIMIT" read as little-endian bytes
-inline constexpr u32 kLayoutVersion = 1;
+inline constexpr u32 kLayoutVersion = 2;  // 2: lease records, sliding-log region
 inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
 inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)
 inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
 inline constexpr u32 kSlotHeadBytes = 40;    // meta, word, owner, admitted, denied
 inline constexpr u32 kMinCapacity = 16;
 inline constexpr u32 kMaxCapacity = 1u << 28;
+inline constexpr u32 kLeaseRecords = 64;     // lease records per process registry entry (bits of LeaseArea::used)
+inline constexpr u32 kMaxLogEntries = 4096;  // sliding-log entries per slot (Options::log_entries)
 
 /// Init states of Header::init_state.
 inline constexpr u32 kInitZero = 0;   // freshly truncated, creator still writing
@@ -64,7 +66,9 @@ struct alignas(64) Header {
   std::int64_t created_unix_ns;   // CLOCK_REALTIME at creation (display only)
   u64 hash_seed;                  // random, per segment: keys hash differently per segment
   AtomicU32 init_state;           // kInitZero -> kInitReady (release)
-  u32 reserved0;
+  u32 log_entries;                // sliding-log entries per slot, 0 .. kMaxLogEntries (0: no log region)
+  u64 lease_offset;               // byte offset of LeaseArea[max_processes]
+  u64 log_offset;                 // byte offset of the sliding-log region (capacity * log_entries words)
   // Serialises policy-table writers. 0 = free, else a ProcessToken; a dead
   // holder is detected and replaced (no lock a dead process can keep).
   alignas(64) AtomicU64 admin_owner;
@@ -72,7 +76,9 @@ struct alignas(64) Header {
 static_assert(std::is_standard_layout_v<Header>, "the header is read as bytes by other processes");
 static_assert(sizeof(Header) == 192, "header layout is part of the segment format");
 static_assert(offsetof(Header, total_bytes) == 48 && offsetof(Header, epoch_mono_ns) == 80 &&
-                  offsetof(Header, init_state) == 104 && offsetof(Header, admin_owner) == 128,
+                  offsetof(Header, init_state) == 104 && offsetof(Header, admin_owner) == 128 &&
+                  offsetof(Header, log_entries) == 108 && offsetof(Header, lease_offset) == 112 &&
+                  offsetof(Header, log_offset) == 120,
               "offsets documented in doc/segment-format.md");
 
 // ---------------------------------------------------------------------------
@@ -174,6 +180,83 @@ struct Word {
 /// the segment's clock horizon.
 inline constexpr std::int64_t kClockHorizonNs = static_cast<std::int64_t>(Word::kPayloadMask);
 
+// ---------------------------------------------------------------------------
+// Concurrency leases (src/lease.hpp has the protocol). Registry entry p owns
+// LeaseArea p: `used` has bit r set while record r is allocated (taken by
+// CAS, only by the entry's owner or by the process recovering a dead
+// owner's entry). A record names the slot whose count it holds:
+//   ctl  bits 0-2   state: 0 FREE, 2 INTENT (acquire under way), 3 HELD,
+//                   4 RELEASING (release under way)
+//        bits 3-16  seq: +1 at every allocation; the word's pending
+//                   descriptor names (entry, record, seq), so a helper
+//                   never applies an old descriptor to a reused record
+//        bits 17-35 low 19 bits of the slot generation the count was added to
+//        bits 36-63 slot index
+//   cost the cost units held (written before ctl leaves FREE)
+struct LeaseRecord {
+  AtomicU64 ctl;
+  AtomicU64 cost;
+};
+struct alignas(64) LeaseArea {
+  AtomicU64 used;  // bit r: record r allocated
+  AtomicU64 reserved[7];
+  LeaseRecord records[kLeaseRecords];
+};
+static_assert(sizeof(LeaseRecord) == 16 && sizeof(LeaseArea) == 64 + 16 * kLeaseRecords,
+              "lease layout is part of the segment format");
+static_assert(kLeaseRecords == 64, "LeaseArea::used is one 64-bit mask");
+
+// Sliding log: slot i owns log_entries words at log_offset + i * log_entries
+// * 8. An entry is version(8) << 56 | (t + 1): one admission at t ns since
+// the epoch, made while the slot's word had `version`; 0 = never written.
+// An entry whose version differs from the slot's is not this key's.
+
+// ---------------------------------------------------------------------------
+// Recent-denials ring: kDenialRingEntries entries after everything else, at
+// Geometry::denials_offset. Written only on denied decisions (never on the
+// admit path); readers copy entries without blocking writers. src/denials.hpp
+// holds the protocol; doc/segment-format.md the bytes.
+inline constexpr u32 kDenialRingEntries = 1024;  // a power of two
+inline constexpr u32 kDenialKeyBytes = 80;       // key bytes kept per entry (the rest is cut)
+static_assert((kDenialRingEntries & (kDenialRingEntries - 1)) == 0, "ring index is ticket & (entries - 1)");
+struct alignas(64) DenialRingHead {
+  AtomicU64 next;  // tickets handed out so far; entry of ticket t: t & (entries - 1)
+  AtomicU64 reserved[7];
+};
+// An entry's seq: 0 never written; 2t+2 (even) once ticket t is complete;
+// while ticket t is written, odd and naming its writer:
+//   pid << 42 | (t mod 2^41) << 1 | 1
+// so a writer that meets an unfinished entry can tell a live writer (whose
+// fields it must not mix with its own, however long it was preempted) from
+// a dead one (whose entry it takes over). Linux pids are below 2^22.
+inline constexpr u64 kDenialSeqTicketBits = 41;
+inline constexpr u64 kDenialSeqTicketMask = (u64{1} << kDenialSeqTicketBits) - 1;
+inline constexpr u64 kDenialSeqPidShift = kDenialSeqTicketBits + 1;
+inline constexpr u64 denial_seq_complete(u64 ticket) { return 2 * ticket + 2; }
+inline constexpr u64 denial_seq_writing(u64 ticket, u32 pid) {
+  return (u64{pid} << kDenialSeqPidShift) | ((ticket & kDenialSeqTicketMask) << 1) | 1;
+}
+inline constexpr bool denial_seq_is_writing(u64 seq) { return (seq & 1) != 0; }
+inline constexpr u64 denial_seq_ticket(u64 seq) {  // a writing seq keeps t mod 2^41 only
+  return denial_seq_is_writing(seq) ? (seq >> 1) & kDenialSeqTicketMask : seq / 2 - 1;
+}
+inline constexpr u32 denial_seq_writer(u64 seq) { return static_cast<u32>(seq >> kDenialSeqPidShift); }
+static_assert(denial_seq_writer(denial_seq_writing(123, (1u << 22) - 1)) == (1u << 22) - 1 &&
+                  denial_seq_ticket(denial_seq_writing(123, 77)) == 123 &&
+                  denial_seq_ticket(denial_seq_complete(123)) == 123,
+              "the largest Linux pid and the ticket survive the packing");
+struct alignas(64) DenialEntry {
+  AtomicU64 seq;  // see denial_seq_* above
+  AtomicU64 time_ns;         // ns since the segment epoch (the decision's `now`)
+  AtomicU64 info;            // bits 0-7 policy index, 8-15 Reason, 16-31 key length, 32-63 pid
+  AtomicU64 cost;            // cost units asked for
+  AtomicU64 retry_after_ns;  // the decision's retry_after, ns (saturated)
+  AtomicU64 reserved;
+  AtomicU64 key[kDenialKeyBytes / 8];  // the first kDenialKeyBytes key bytes, NUL-padded
+};
+static_assert(sizeof(DenialRingHead) == 64 && sizeof(DenialEntry) == 128, "ring layout is part of the segment format");
+inline constexpr u64 kDenialRingBytes = sizeof(DenialRingHead) + u64{kDenialRingEntries} * sizeof(DenialEntry);
+
 /// A fingerprint of every size, alignment and offset above. Two builds that
 /// disagree on any of them refuse each other's segments.
 constexpr u64 layout_fingerprint() {
@@ -183,6 +266,9 @@ constexpr u64 layout_fingerprint() {
       alignof(PolicyEntry), offsetof(PolicyEntry, params), sizeof(PolicyParams),
       sizeof(ProcessEntry), sizeof(SlotHead), offsetof(SlotHead, word), offsetof(SlotHead, owner),
       kMaxPolicies, kMaxProcesses, kPolicyNameBytes, Word::kPayloadBits,
+      offsetof(Header, log_entries), offsetof(Header, log_offset), sizeof(LeaseRecord), sizeof(LeaseArea),
+      kLeaseRecords, kMaxLogEntries,
+      kDenialRingEntries, kDenialKeyBytes, sizeof(DenialRingHead), sizeof(DenialEntry), offsetof(DenialEntry, key),
   };
   u64 h = 0xcbf29ce484222325ULL;  // FNV-1a over the facts
   for (u64 f : facts) {
@@ -204,8 +290,12 @@ struct Geometry {
   u64 process_offset = 0;
   u64 slot_offset = 0;
   u64 total_bytes = 0;
+  u64 denials_offset = 0;  // DenialRingHead, then DenialEntry[kDenialRingEntries]
+  u32 log_entries = 0;     // sliding-log entries per slot
+  u64 lease_offset = 0;    // LeaseArea[kMaxProcesses]
+  u64 log_offset = 0;      // u64[capacity * log_entries]
 
-  static Geometry compute(u32 capacity, u32 slot_bytes, u32 max_probe) {
+  static Geometry compute(u32 capacity, u32 slot_bytes, u32 max_probe, u32 log_entries = 0) {
     Geometry g;
     g.capacity = capacity;
     g.slot_bytes = slot_bytes;
@@ -214,6 +304,14 @@ struct Geometry {
     g.process_offset = g.policy_offset + u64{kMaxPolicies} * sizeof(PolicyEntry);
     g.slot_offset = g.process_offset + u64{kMaxProcesses} * sizeof(ProcessEntry);
     g.total_bytes = g.slot_offset + u64{capacity} * slot_bytes;
+    // Lease records, then the sliding-log region, after the slots.
+    g.log_entries = log_entries;
+    g.lease_offset = g.total_bytes;
+    g.log_offset = g.lease_offset + u64{kMaxProcesses} * sizeof(LeaseArea);
+    g.total_bytes = g.log_offset + u64{capacity} * log_entries * 8;
+    // The denials ring goes last, after every other region.
+    g.denials_offset = g.total_bytes;
+    g.total_bytes += kDenialRingBytes;
     return g;
   }
   u32 key_capacity() const { return slot_bytes - kSlotHeadBytes; }

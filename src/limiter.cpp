@@ -5,16 +5,24 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "algorithms.hpp"
+#include "decision_fold.hpp"
+#include "denials.hpp"
 #include "gcra.hpp"
 #include "layout.hpp"
+#include "lease.hpp"
 #include "process.hpp"
 #include "segment.hpp"
 #include "shmlimit/shmlimit.hpp"
+#include "sliding_log.hpp"
 #include "table.hpp"
 
 namespace shmlimit {
@@ -32,6 +40,7 @@ std::string_view to_string(Reason reason) noexcept {
     case Reason::kContended: return "contended";
     case Reason::kClockHorizon: return "clock_horizon";
     case Reason::kCorrupt: return "corrupt";
+    case Reason::kNeedsLease: return "needs_lease";
   }
   return "unknown";
 }
@@ -52,6 +61,8 @@ struct PolicySnapshot {
     reciprocal = valid ? detail::gcra_reciprocal(algo.emission_ns) : 0;
     margin = valid ? detail::algo_horizon_margin(algo) : detail::kClockHorizonNs;
   }
+
+  bool algorithm_is_lease() const noexcept { return algo.algorithm == Algorithm::kConcurrency; }
 
   // The bucket's capacity in cost units: what a fresh key admits at once.
   u64 capacity() const noexcept {
@@ -108,6 +119,15 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // pid (high 32) | registry index (low 32) of this process's entry;
   // refreshed after fork. Relaxed: process-local cache.
   mutable std::atomic<u64> process_slot{0};
+  // Concurrency leases (lease.hpp) and the sliding-log region (sliding_log.hpp).
+  mutable detail::Leases leases;  // mutable: process_entry() (const) recovers a dead owner's records
+  AtomicU64* log_base;
+  std::uint32_t log_entries;
+  // When this handle last scanned the registry for dead lease holders
+  // (ns since the epoch); at most one scan per kLeaseScanNs. Relaxed: a
+  // process-local throttle.
+  mutable std::atomic<std::int64_t> last_lease_scan{-kLeaseScanNs};
+  static constexpr std::int64_t kLeaseScanNs = 1'000'000;
 
   explicit Impl(std::unique_ptr<detail::Segment> s, const Options& o)
       : seg(std::move(s)),
@@ -117,7 +137,10 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         options(o),
         epoch(seg->epoch_mono_ns()),
         seed(seg->hash_seed()),
-        claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()) {}
+        claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()),
+        leases(&table, reinterpret_cast<detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset)),
+        log_base(reinterpret_cast<AtomicU64*>(seg->base() + seg->geometry().log_offset)),
+        log_entries(seg->geometry().log_entries) {}
 
   // ---- policies -----------------------------------------------------------
   // Process-local cache of validated policy snapshots, keyed by the raw
@@ -151,10 +174,13 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       // an unchanged state proves they saw one parameter set.
       std::atomic_thread_fence(std::memory_order_acquire);
       if (e.state.load(std::memory_order_relaxed) != s1) continue;
-      out->algo = detail::AlgoParams{static_cast<Algorithm>(kind & 0xFF), count, period, burst, emission};
+      out->algo = detail::AlgoParams{static_cast<Algorithm>(kind & 0xFF), count, period, burst, emission,
+                                     static_cast<LogWait>((kind >> 16) & 0xFF)};
       out->on_full = ((kind >> 8) & 0xFF) == 1 ? OnFull::kDeny : OnFull::kAllow;
-      out->extra = kind & ~u64{0x1FF};  // bits no valid entry sets
+      out->extra = kind & ~u64{0xFF01FF};  // bits no valid entry sets
       if (((kind >> 8) & 0xFF) > 1) out->extra |= u64{1} << 63;
+      // bits 16-23: the sliding log's wait mode, 0 for every other algorithm
+      if (((kind >> 16) & 0xFF) != 0 && out->algo.algorithm != Algorithm::kSlidingLog) out->extra |= u64{1} << 62;
       if (validate_now) validate(out);
       *state = s1;
       return true;
@@ -184,7 +210,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     CacheEntry& c = cache[index];
     // Acquire: the fields below were stored before seq became even.
     const u64 q = c.seq.load(std::memory_order_acquire);
-    const u64 kind = static_cast<u64>(out->algo.algorithm) | (u64{out->on_full == OnFull::kDeny} << 8) | out->extra;
+    const u64 kind = static_cast<u64>(out->algo.algorithm) | (u64{out->on_full == OnFull::kDeny} << 8) |
+                     (static_cast<u64>(out->algo.wait) << 16) | out->extra;
     if ((q & 1) == 0 && c.kind.load(std::memory_order_relaxed) == kind &&
         c.count.load(std::memory_order_relaxed) == out->algo.count &&
         c.period.load(std::memory_order_relaxed) == out->algo.period_ns &&
@@ -253,7 +280,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   // ---- per-process event counters -----------------------------------------
   detail::ProcessEntry& process_entry() const noexcept {
-    const auto pid = static_cast<std::uint32_t>(::getpid());
+    // The pid from the cached token (recomputed after fork): getpid() is a
+    // system call, and every lease looks its process entry up.
+    const auto pid = detail::token_pid(detail::self_token());
     const u64 cached = process_slot.load(std::memory_order_relaxed);
     if (cached != 0 && (cached >> 32) == pid) return process_table[cached & 0xFFFFFFFF];
     const detail::ProcessToken me = detail::self_token();
@@ -261,9 +290,20 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     for (std::uint32_t i = 1; i < detail::kMaxProcesses && chosen == 0; ++i) {
       u64 owner = process_table[i].owner.load(std::memory_order_relaxed);
       if (owner == me) { chosen = i; break; }
-      if (owner == 0 || detail::token_is_dead(owner)) {
-        // Relaxed: the entry holds only counters, each updated atomically.
-        if (process_table[i].owner.compare_exchange_strong(owner, me, std::memory_order_relaxed)) chosen = i;
+      if (owner == 0 || detail::token_is_dead(owner & ~detail::kRecoveringBit)) {
+        // A dead owner's lease records are recovered before the entry is
+        // used (marked as recovering meanwhile, so that other handles of
+        // this process do not take it as theirs yet). Acquire: the records
+        // are read as their last owner left them.
+        const u64 mark = owner == 0 ? me : (me | detail::kRecoveringBit);
+        if (process_table[i].owner.compare_exchange_strong(owner, mark, std::memory_order_acquire)) {
+          if (mark != me) {
+            // Relaxed: a statistic (stat's repairs).
+            process_table[i].repairs.fetch_add(leases.recover(i), std::memory_order_relaxed);
+            process_table[i].owner.store(me, std::memory_order_release);  // Release: the records are recovered
+          }
+          chosen = i;
+        }
       }
     }
     process_slot.store((u64{pid} << 32) | chosen, std::memory_order_relaxed);
@@ -274,6 +314,18 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     if (seg->read_only() || n == 0) return;
     // Relaxed: a statistic; no other memory depends on it.
     (process_entry().*field).fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // ---- recent denials ------------------------------------------------------
+  detail::DenialRing denial_ring() const noexcept { return detail::DenialRing::at(seg->base(), seg->geometry()); }
+
+  // Records a denied acquire in the ring (denials.hpp); the admit path
+  // never gets here. Returns `d`.
+  Decision noted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, const Decision& d) const noexcept {
+    if (!d.allowed && !seg->read_only() && d.reason != Reason::kUnknownPolicy) {
+      denial_ring().record(now, policy, d.reason, key, cost, d.retry_after);
+    }
+    return d;
   }
 
   // ---- decisions ----------------------------------------------------------
@@ -327,6 +379,25 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     return std::nullopt;
   }
 
+  // Claims a slot for an absent key, starting at `state`; `ref` then names
+  // it (claimed here, or by another process meanwhile). A table that is
+  // full or contended gives the documented fallback, counted.
+  std::optional<Decision> claim(const PolicySnapshot& p, const detail::PackedKey& pk, std::int64_t now, u64 state,
+                                detail::SlotRef* ref) noexcept {
+    detail::ClaimEvents ev;
+    const auto r = table.claim(pk, now, state, *this, claim_timeout_ns, ref, &ev);
+    count(&detail::ProcessEntry::repairs, ev.repairs);
+    if (r == detail::Table::ClaimResult::kFull) {
+      count(&detail::ProcessEntry::full_events);
+      return fallback(p, Reason::kTableFull);
+    }
+    if (r == detail::Table::ClaimResult::kContended) {
+      count(&detail::ProcessEntry::contended_events);
+      return fallback(p, Reason::kContended);
+    }
+    return std::nullopt;
+  }
+
   // `live_clock`: `now` was just read from the clock (not given by the
   // caller), so it may be read again.
   Decision apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
@@ -336,6 +407,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     if (auto early = precheck(policy, key, now, &p)) return *early;
     if (seg->read_only() && op == Op::kAcquire) op = Op::kPeek;
     const detail::PackedKey pk(seed, policy, key);
+    if (p.algo.algorithm == Algorithm::kSlidingLog) return log_apply(p, pk, cost, now, op, charge, live_clock);
+    if (p.algorithm_is_lease() && op == Op::kAcquire) return needs_lease(p);
     detail::SlotRef ref;
     for (;;) {
       if (!table.find(pk, &ref)) {
@@ -349,17 +422,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         // A peek, a refund, cost 0 or a cost that can never fit never
         // takes a slot: there is nothing to store.
         if (op != Op::kAcquire || !fresh.store) return fresh.decision;
-        detail::ClaimEvents ev;
-        const auto r = table.claim(pk, now, fresh_state, *this, claim_timeout_ns, &ref, &ev);
-        count(&detail::ProcessEntry::repairs, ev.repairs);
-        if (r == detail::Table::ClaimResult::kFull) {
-          count(&detail::ProcessEntry::full_events);
-          return fallback(p, Reason::kTableFull);
-        }
-        if (r == detail::Table::ClaimResult::kContended) {
-          count(&detail::ProcessEntry::contended_events);
-          return fallback(p, Reason::kContended);
-        }
+        if (auto failed = claim(p, pk, now, fresh_state, &ref)) return *failed;
       }
       detail::SlotHead& h = table.head(ref.index);
       u64 w = ref.word;
@@ -393,10 +456,379 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     }
   }
 
+  // ---- sliding log (sliding_log.hpp) ----------------------------------------
+  AtomicU64* log_of(std::uint32_t index) const noexcept {
+    return log_base + static_cast<std::size_t>(index & (table.capacity() - 1)) * log_entries;
+  }
+
+  // Working memory of one decision: on the stack, sized for the policy.
+  template <std::size_t N>
+  struct LogBuffers {
+    u64 snap[N];
+    std::uint32_t pick[N];
+    std::int64_t scratch[N];
+  };
+
+  Decision log_apply(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now, Op op,
+                     Charge* charge, bool live_clock) noexcept {
+    // A policy whose count exceeds the segment's log (a hostile or buggy
+    // writer; add_policy refuses it) would index past the slot's entries.
+    if (p.algo.count > log_entries) {
+      count(&detail::ProcessEntry::other_events);
+      return fallback(p, Reason::kCorrupt);
+    }
+    if (p.algo.count <= 64) {
+      LogBuffers<64> b;
+      return log_run(p, pk, cost, now, op, charge, live_clock, b.snap, b.pick, b.scratch);
+    }
+    return log_apply_large(p, pk, cost, now, op, charge, live_clock);
+  }
+
+  // Counts above 64: 80 KiB of stack, in a frame of its own so that the
+  // common small logs do not reserve it.
+  [[gnu::noinline]] Decision log_apply_large(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost,
+                                             std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept {
+    LogBuffers<detail::kMaxLogEntries> b;
+    return log_run(p, pk, cost, now, op, charge, live_clock, b.snap, b.pick, b.scratch);
+  }
+
+  Decision log_run(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now, Op op,
+                   Charge* charge, bool live_clock, u64* snap, std::uint32_t* pick, std::int64_t* scratch) noexcept {
+    const detail::LogParams lp{p.algo.count, p.algo.period_ns, p.algo.wait};
+    const auto n = static_cast<std::uint32_t>(lp.count);
+    const std::span<u64> entries(snap, n);
+    const std::span<std::uint32_t> picks(pick, n);
+    const std::span<std::int64_t> work(scratch, n);
+    detail::SlotRef ref;
+    for (;;) {
+      if (!table.find(pk, &ref)) {
+        if (live_clock) now = std::max(now, this->now());  // as in apply(): never start in the past
+        std::fill(entries.begin(), entries.end(), u64{0});
+        const detail::LogOutcome fresh = detail::log_decide(lp, entries, 0, now, op == Op::kRefund ? 0 : cost, picks, work);
+        if (op != Op::kAcquire || fresh.chosen == 0) return fresh.decision;
+        if (auto failed = claim(p, pk, now, 0, &ref)) return *failed;
+      }
+      const u64 v = detail::Word::version(ref.word);
+      AtomicU64* log = log_of(ref.index);
+      detail::SlotHead& h = table.head(ref.index);
+      // Relaxed loads and CASes on the entries: the bound "at most N in
+      // any window" is argued entry by entry (sliding_log.hpp), from each
+      // entry's own modification order; the word's CAS below (an RMW, so
+      // it reads the latest word) is what tells a stale view of the slot.
+      for (std::uint32_t i = 0; i < n; ++i) entries[i] = log[i].load(std::memory_order_relaxed);
+      if (op == Op::kRefund) return log_refund(lp, log, entries, v, now, cost, picks, work);
+      const detail::LogOutcome out = detail::log_decide(lp, entries, v, now, cost, picks, work);
+      if (op == Op::kPeek || out.chosen == 0) {
+        if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);  // a statistic
+        return out.decision;
+      }
+      // Claim the chosen entries; a lost CAS (another admission took the
+      // entry) gives back what this one took and decides again.
+      const u64 mine = detail::log_entry(v, now);
+      std::uint32_t taken = 0;
+      for (; taken < out.chosen; ++taken) {
+        u64 expected = entries[picks[taken]];
+        if (!log[picks[taken]].compare_exchange_strong(expected, mine, std::memory_order_relaxed)) break;
+      }
+      if (taken < out.chosen) {
+        log_give_back(log, picks, taken, mine);
+        continue;
+      }
+      // Record the admission in the word: the log is empty no sooner than
+      // now + D. A reclaim or reset (version moved) since our lookup makes
+      // this fail: the entries were written for a key that is gone.
+      u64 w = h.word.load(std::memory_order_relaxed);
+      bool landed = false;
+      while (detail::Word::version(w) == v) {
+        const u64 next = detail::Word::make(v, detail::log_word_after(detail::Word::payload(w), now, lp.window_ns));
+        // Relaxed: as the entries; the word's version is the guard (ABA).
+        if (h.word.compare_exchange_weak(w, next, std::memory_order_relaxed, std::memory_order_relaxed)) {
+          landed = true;
+          break;
+        }
+      }
+      if (!landed) {
+        log_give_back(log, picks, out.chosen, mine);
+        continue;  // look the key up again
+      }
+      if (op == Op::kAcquire) {
+        h.admitted.fetch_add(1, std::memory_order_relaxed);  // a statistic
+        if (charge != nullptr) *charge = Charge{true, ref.index, v};
+      }
+      return out.decision;
+    }
+  }
+
+  // Frees the first `n` entries of `picks` that still hold `mine`.
+  static void log_give_back(AtomicU64* log, const std::span<std::uint32_t> picks, std::uint32_t n, u64 mine) noexcept {
+    for (std::uint32_t k = 0; k < n; ++k) {
+      u64 expected = mine;
+      log[picks[k]].compare_exchange_strong(expected, 0, std::memory_order_relaxed);  // Relaxed: as in log_run
+    }
+  }
+
+  // refund(): forgets the `cost` newest live admissions (DRF has no refund;
+  // this gives back the most recent ones).
+  Decision log_refund(const detail::LogParams& lp, AtomicU64* log, std::span<u64> entries, u64 v, std::int64_t now,
+                      u64 cost, std::span<std::uint32_t> picks, std::span<std::int64_t> work) noexcept {
+    std::uint32_t live = 0;
+    for (std::uint32_t i = 0; i < entries.size(); ++i) {
+      if (detail::log_classify(entries[i], v, now, lp.window_ns) == detail::LogEntryKind::kLive) picks[live++] = i;
+    }
+    std::sort(picks.begin(), picks.begin() + live,
+              [&](std::uint32_t a, std::uint32_t b) { return entries[a] > entries[b]; });
+    for (std::uint32_t k = 0; k < live && k < cost; ++k) {
+      u64 expected = entries[picks[k]];
+      if (log[picks[k]].compare_exchange_strong(expected, 0, std::memory_order_relaxed)) entries[picks[k]] = 0;
+    }
+    return detail::log_decide(lp, entries, v, now, 0, picks, work).decision;
+  }
+
+  // acquire_many's rollback: the admission wrote `cost` entries equal to
+  // log_entry(version, now); any `cost` of them are equivalent.
+  void log_undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept {
+    if (p.algo.count > log_entries) return;
+    AtomicU64* log = log_of(c.slot);
+    const u64 mine = detail::log_entry(c.version, now);
+    u64 left = cost;
+    for (std::uint32_t i = 0; i < p.algo.count && left > 0; ++i) {
+      u64 expected = mine;
+      if (log[i].compare_exchange_strong(expected, 0, std::memory_order_relaxed)) --left;  // Relaxed: as in log_run
+    }
+    if (left < cost) table.head(c.slot).admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
+  }
+
+  // reset(): the slot's key (generation of `meta`) is gone; clear its
+  // entries so that they are not left as garbage until they expire.
+  void log_forget(std::uint32_t index, u64 meta) noexcept {
+    if (log_entries == 0) return;
+    AtomicU64* log = log_of(index);
+    const u64 v = detail::Meta::version(meta);
+    for (std::uint32_t i = 0; i < log_entries; ++i) {
+      u64 e = log[i].load(std::memory_order_relaxed);
+      if (e != 0 && detail::log_entry_version(e) == v) log[i].compare_exchange_strong(e, 0, std::memory_order_relaxed);
+    }
+  }
+
+  // import_state(): the key in slot `index` (version `v`) of a sliding-log
+  // policy gets exactly the admissions `times` (its other entries are
+  // freed). Relaxed stores, as log_run's entries: the word (already
+  // stored) says when the log is empty; a decision racing with the import
+  // of its own key sees either entry value, each a valid admission or none.
+  void log_store(std::uint32_t policy, std::uint32_t index, u64 v, std::span<const std::int64_t> times) noexcept {
+    PolicySnapshot p;
+    if (!load_policy(policy, &p) || !p.valid || p.algo.algorithm != Algorithm::kSlidingLog ||
+        p.algo.count > log_entries) {
+      return;
+    }
+    AtomicU64* log = log_of(index);
+    for (std::uint32_t i = 0; i < p.algo.count; ++i) {
+      log[i].store(i < times.size() ? detail::log_entry(v, std::max<std::int64_t>(times[i], 0)) : 0,
+                   std::memory_order_relaxed);
+    }
+  }
+
+  // The bucket of a live sliding-log slot as it is (dump): cost 0 and 1.
+  std::pair<Decision, Decision> log_view(const PolicySnapshot& p, std::uint32_t index, u64 word, std::int64_t now) const {
+    const detail::LogParams lp{p.algo.count, p.algo.period_ns, p.algo.wait};
+    std::vector<u64> entries(lp.count <= log_entries ? lp.count : 0);
+    std::vector<std::uint32_t> picks(entries.size());
+    std::vector<std::int64_t> work(entries.size());
+    const AtomicU64* log = log_of(index);
+    for (std::size_t i = 0; i < entries.size(); ++i) entries[i] = log[i].load(std::memory_order_relaxed);
+    const u64 v = detail::Word::version(word);
+    return {detail::log_decide(lp, entries, v, now, 0, picks, work).decision,
+            detail::log_decide(lp, entries, v, now, 1, picks, work).decision};
+  }
+
+  // ---- concurrency leases (lease.hpp) ---------------------------------------
+  Decision needs_lease(const PolicySnapshot& p) const noexcept {
+    Decision d;
+    d.limit = p.capacity();
+    d.reason = Reason::kNeedsLease;
+    return d;
+  }
+
+  static constexpr std::uint32_t kNoRecord = ~std::uint32_t{0};
+
+  // Recovers the lease records of registry entries whose owner died
+  // (serialised by taking the entry: owner -> our token | kRecoveringBit,
+  // then 0). `slot` limits the scan to holders of that slot (a denied
+  // lease); kNoRecord scans every holder (check). Returns records recovered.
+  std::uint32_t reclaim_dead_leases(std::uint32_t slot, std::vector<std::string>* dead = nullptr) noexcept {
+    std::uint32_t n = 0;
+    const detail::ProcessToken me = detail::self_token();
+    for (std::uint32_t i = 1; i < detail::kMaxProcesses; ++i) {
+      detail::ProcessEntry& e = process_table[i];
+      u64 owner = e.owner.load(std::memory_order_relaxed);
+      if (owner == 0 || owner == me) continue;
+      if (slot == kNoRecord ? !leases.holds_any(i) : !leases.holds_slot(i, slot)) continue;
+      if (!detail::token_is_dead(owner & ~detail::kRecoveringBit)) continue;
+      if (dead != nullptr) {
+        dead->push_back("process " + std::to_string(detail::token_pid(owner & ~detail::kRecoveringBit)) +
+                        " died holding leases (registry entry " + std::to_string(i) + ")");
+        continue;
+      }
+      // Acquire: the records as the dead owner left them.
+      if (!e.owner.compare_exchange_strong(owner, me | detail::kRecoveringBit, std::memory_order_acquire)) continue;
+      n += leases.recover(i);
+      e.owner.store(0, std::memory_order_release);  // Release: the recovered records are visible first
+    }
+    return n;
+  }
+
+  // Cost units the lease records hold on slot `index` of generation `meta`
+  // (HELD, or RELEASING whose decrement has not landed).
+  u64 lease_records_cost(std::uint32_t index, u64 meta) const noexcept {
+    u64 sum = 0;
+    const auto* areas = reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
+    for (std::uint32_t e = 0; e < detail::kMaxProcesses; ++e) {
+      for (std::uint32_t r = 0; r < detail::kLeaseRecords; ++r) {
+        // Acquire: the cost was written before the state.
+        const u64 c = areas[e].records[r].ctl.load(std::memory_order_acquire);
+        const u64 st = detail::LeaseCtl::state(c);
+        if ((st == detail::kLeaseHeld || st == detail::kLeaseReleasing) && detail::LeaseCtl::slot(c) == index &&
+            detail::LeaseCtl::gen(c) == (detail::Meta::gen(meta) & detail::kLeaseGenMask)) {
+          sum += areas[e].records[r].cost.load(std::memory_order_relaxed);
+        }
+      }
+    }
+    return sum;
+  }
+
+  // Cost units held per (slot, generation) by every lease record: one pass
+  // over the lease areas for check(). Key: slot << 19 | generation bits.
+  std::unordered_map<u64, u64> lease_costs() const {
+    std::unordered_map<u64, u64> out;
+    const auto* areas = reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
+    for (std::uint32_t e = 0; e < detail::kMaxProcesses; ++e) {
+      // Relaxed: a hint; a slot whose sum disagrees is re-read on its own.
+      if (areas[e].used.load(std::memory_order_relaxed) == 0) continue;
+      for (std::uint32_t r = 0; r < detail::kLeaseRecords; ++r) {
+        // Acquire: the cost was written before the state.
+        const u64 c = areas[e].records[r].ctl.load(std::memory_order_acquire);
+        const u64 st = detail::LeaseCtl::state(c);
+        if (st == detail::kLeaseHeld || st == detail::kLeaseReleasing) {
+          out[(u64{detail::LeaseCtl::slot(c)} << 19) | detail::LeaseCtl::gen(c)] +=
+              areas[e].records[r].cost.load(std::memory_order_relaxed);
+        }
+      }
+    }
+    return out;
+  }
+
+  // check(): a concurrency slot's in-flight count equals what its lease
+  // records hold (when no operation is pending; read twice, as leases may
+  // be taken and released meanwhile). Empty when consistent.
+  std::string check_lease_count(std::uint32_t index, u64 meta, u64 word, const std::unordered_map<u64, u64>& costs) const {
+    PolicySnapshot p;
+    if (!load_policy(static_cast<std::uint32_t>(detail::Meta::policy(meta)), &p) || !p.valid || !p.algorithm_is_lease()) {
+      return {};
+    }
+    for (int attempt = 0;; ++attempt) {
+      const u64 payload = detail::Word::payload(word);
+      u64 held = 0;
+      if (attempt == 0) {
+        const auto it = costs.find((u64{index} << 19) | (detail::Meta::gen(meta) & detail::kLeaseGenMask));
+        held = it == costs.end() ? 0 : it->second;
+      } else {
+        held = lease_records_cost(index, meta);
+      }
+      if (detail::lease_pending(payload).op != detail::LeaseOp::kNone || held == detail::lease_count(payload)) return {};
+      if (attempt == 1) {
+        return "in-flight count " + std::to_string(detail::lease_count(payload)) + " but lease records hold " +
+               std::to_string(held);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      word = table.head(index).word.load(std::memory_order_acquire);
+      if (detail::Word::version(word) != detail::Meta::version(meta)) return {};
+    }
+  }
+
+  std::uint32_t own_entry_index() const noexcept {
+    return static_cast<std::uint32_t>(&process_entry() - process_table);
+  }
+
+  Lease lease(std::uint32_t policy, std::string_view key, u64 cost) noexcept {
+    Lease out;
+    const std::int64_t now = this->now();
+    PolicySnapshot p;
+    if (auto early = precheck(policy, key, now, &p)) {
+      out.decision_ = *early;
+    } else if (!p.algorithm_is_lease()) {
+      out.decision_ = unknown_policy();
+    } else {
+      out.decision_ = lease_decide(p, policy, key, cost, &out);
+      if (out.held()) return out;
+    }
+    // A denied lease goes to the recent-denials ring, as a denied acquire.
+    noted(policy, key, cost, now, out.decision_);
+    // Fail open (on_full = allow): granted without a record; releasing it gives nothing back.
+    if (out.decision_.allowed && out.decision_.reason != Reason::kOk && cost > 0) {
+      out.impl_ = this;
+      out.entry_ = kNoRecord;
+      out.pid_ = static_cast<std::int32_t>(detail::token_pid(detail::self_token()));
+    }
+    return out;
+  }
+
+  Decision lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
+                        Lease* out) noexcept {
+    const u64 limit = p.algo.count;
+    const detail::PackedKey pk(seed, policy, key);
+    detail::SlotRef ref;
+    const bool peek = seg->read_only() || cost == 0;
+    if (!peek && cost > limit) return detail::lease_acquire_step(0, limit, cost, {}).decision;  // never fits
+    const std::uint32_t entry = peek ? 0 : own_entry_index();
+    if (!peek && entry == 0) {  // the registry is full: no records of our own
+      count(&detail::ProcessEntry::full_events);
+      return fallback(p, Reason::kTableFull);
+    }
+    for (int reclaims = 0;;) {
+      if (!table.find(pk, &ref)) {
+        if (peek) return detail::lease_report(0, limit);
+        if (auto failed = claim(p, pk, now(), 0, &ref)) return *failed;
+      }
+      if (peek) return detail::lease_report(detail::Word::payload(ref.word), limit);
+      detail::SlotHead& h = table.head(ref.index);
+      Decision d;
+      std::uint32_t record = 0;
+      u64 ctl = 0;
+      switch (leases.acquire(ref, entry, limit, cost, &record, &ctl, &d)) {
+        case detail::Leases::Result::kGranted:
+          h.admitted.fetch_add(1, std::memory_order_relaxed);  // a statistic
+          out->impl_ = this;
+          out->entry_ = entry;
+          out->record_ = record;
+          out->ctl_ = ctl;
+          out->pid_ = static_cast<std::int32_t>(detail::token_pid(detail::self_token()));
+          return d;
+        case detail::Leases::Result::kRelookup:
+          continue;
+        case detail::Leases::Result::kNoRecord:
+          count(&detail::ProcessEntry::full_events);
+          return fallback(p, Reason::kTableFull);
+        case detail::Leases::Result::kDenied:
+          break;
+      }
+      // Denied: leases held by dead processes on this key are reclaimed
+      // first (at most one registry scan per kLeaseScanNs per handle).
+      const std::int64_t t = now();
+      if (reclaims < 2 && t - last_lease_scan.load(std::memory_order_relaxed) >= kLeaseScanNs) {
+        last_lease_scan.store(t, std::memory_order_relaxed);
+        ++reclaims;
+        if (reclaim_dead_leases(ref.index) > 0) continue;
+      }
+      h.denied.fetch_add(1, std::memory_order_relaxed);  // a statistic
+      return d;
+    }
+  }
+
   // Gives `cost` back to the bucket an acquire charged, if that bucket
   // still holds the same generation (otherwise it refilled and was
   // reclaimed: nothing is owed).
   void undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept {
+    if (p.algo.algorithm == Algorithm::kSlidingLog) return log_undo(p, c, cost, now);
     detail::SlotHead& h = table.head(c.slot);
     u64 w = h.word.load(std::memory_order_relaxed);
     while (detail::Word::version(w) == c.version) {
@@ -413,48 +845,25 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   Decision acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {
     now = std::max<std::int64_t>(now, 0);
-    // The identity of fold(): allowed, with no limit yet binding.
-    const auto neutral = [] {
-      Decision d;
-      d.allowed = true;
-      d.remaining = ~u64{0};
-      return d;
-    };
-    Decision combined = neutral();
+    detail::DecisionFold fold;  // decision_fold.hpp
     if (requests.empty()) {
-      combined.remaining = 0;
-      return combined;
+      fold.combined.remaining = 0;
+      return fold.combined;
     }
-    // Fold one decision into the combined answer: denied if any denies,
-    // retry-after the largest of the denials, remaining and limit from the
-    // tightest limit, reset-after the longest.
-    const auto fold = [&](const Decision& d) {
-      if (!d.allowed) {
-        if (combined.allowed || d.retry_after > combined.retry_after) {
-          combined.retry_after = d.retry_after;
-          combined.reason = d.reason;
-        }
-        combined.allowed = false;
-      }
-      if (d.remaining < combined.remaining) {
-        combined.remaining = d.remaining;
-        combined.limit = d.limit;
-      }
-      combined.reset_after = std::max(combined.reset_after, d.reset_after);
-    };
     // Phase 1: peek at every limit; if any denies, charge none and report
     // every denial (the largest retry-after wins).
     for (std::size_t i = 0; i < requests.size(); ++i) {
       const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+      if (!d.allowed) noted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
       if (i < each.size()) each[i] = d;
-      fold(d);
+      fold.add(d);
     }
-    if (!combined.allowed) return combined;
+    if (!fold.combined.allowed) return uncharged(requests, each, now, fold.combined);
     // Phase 2: charge one by one. A limit that another process filled in
     // the meantime denies: give back what this request already took, so
     // none is charged. Each charge is checked against its own limit, so no
     // limit is ever exceeded; a rollback only makes others wait briefly.
-    combined = neutral();
+    fold = detail::DecisionFold();
     // Where each limit was charged, for a rollback: on the stack for the
     // usual handful of limits.
     Charge small[8];
@@ -464,8 +873,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     for (std::size_t i = 0; i < requests.size(); ++i) {
       const Decision d =
           apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kAcquire, &charges[i]);
+      if (!d.allowed) noted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
       if (i < each.size()) each[i] = d;
-      fold(d);
+      fold.add(d);
       if (!d.allowed) {
         for (std::size_t j = 0; j < i; ++j) {
           PolicySnapshot p;
@@ -473,10 +883,38 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
             undo(p, charges[j], requests[j].cost, now);
           }
         }
-        return combined;
+        return uncharged(requests, each, now, fold.combined);
       }
     }
-    return combined;
+    return fold.combined;
+  }
+
+  // A refused multi-limit request charged nothing: each limit that admitted
+  // (or would have) reports its bucket as it is (a cost-0 peek: remaining
+  // and reset-after uncharged), not as after a charge that did not happen
+  // or was given back. The combined answer stays denied.
+  Decision uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
+                     Decision combined) noexcept {
+    detail::DecisionFold fold;
+    fold.combined.allowed = false;
+    fold.combined.retry_after = combined.retry_after;
+    fold.combined.reason = combined.reason;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      Decision d;
+      if (i < each.size()) {
+        d = each[i];
+      } else {
+        d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+      }
+      if (d.allowed) {
+        const Decision as_is = apply(requests[i].policy.index, requests[i].key, 0, now, Op::kPeek);
+        d.remaining = as_is.remaining;
+        d.reset_after = as_is.reset_after;
+        if (i < each.size()) each[i] = d;
+      }
+      fold.add(d);
+    }
+    return fold.combined;
   }
 
   std::int64_t now() const noexcept { return detail::monotonic_ns() - epoch; }
@@ -523,7 +961,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   static void write_params(detail::PolicyParams& p, const PolicySpec& s, u64 burst, u64 emission) {
     // Relaxed: published by the release store of the entry's state.
-    p.kind.store(static_cast<u64>(s.algorithm) | (static_cast<u64>(s.on_full) << 8), std::memory_order_relaxed);
+    p.kind.store(static_cast<u64>(s.algorithm) | (static_cast<u64>(s.on_full) << 8) | (static_cast<u64>(s.wait) << 16),
+                 std::memory_order_relaxed);
     p.count.store(s.rate.count, std::memory_order_relaxed);
     p.period_ns.store(static_cast<u64>(s.rate.period.count()), std::memory_order_relaxed);
     p.burst.store(burst, std::memory_order_relaxed);
@@ -537,6 +976,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     s.rate = Rate{p.algo.count, Nanos(static_cast<std::int64_t>(p.algo.period_ns))};
     s.burst = p.algo.burst;
     s.on_full = p.on_full;
+    s.wait = p.algo.wait;
     return s;
   }
 
@@ -546,18 +986,29 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     if (spec.on_full != OnFull::kAllow && spec.on_full != OnFull::kDeny) {
       throw Error(ErrorCode::kInvalidArgument, "on_full must be allow or deny");
     }
-    if (spec.rate.count == 0 || spec.rate.period.count() <= 0) {
+    // A concurrency limit has no period: only rate.count (the limit) counts.
+    if (spec.algorithm == Algorithm::kConcurrency) spec.rate.period = Nanos(0);
+    if (spec.algorithm != Algorithm::kSlidingLog) spec.wait = LogWait::kExact;
+    if (spec.rate.count == 0 || (spec.rate.period.count() <= 0 && spec.algorithm != Algorithm::kConcurrency)) {
       throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\": the rate needs a count >= 1 and a period > 0");
+    }
+    if (spec.algorithm == Algorithm::kSlidingLog && spec.rate.count > log_entries) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "policy \"" + spec.name + "\" (sliding_log, " + format_rate(spec.rate) + ") keeps " +
+                      std::to_string(spec.rate.count) + " admissions per key but " + seg->name() + " has log_entries = " +
+                      std::to_string(log_entries) + ": create the segment with log_entries >= " +
+                      std::to_string(spec.rate.count) + " (Options::log_entries, or [segment] log_entries in the config)");
     }
     // Window algorithms have no separate burst: their capacity is the count.
     const bool windowed = spec.algorithm == Algorithm::kFixedWindow || spec.algorithm == Algorithm::kSlidingWindow ||
-                          spec.algorithm == Algorithm::kQuietPeriod;
+                          spec.algorithm == Algorithm::kQuietPeriod || spec.algorithm == Algorithm::kSlidingLog ||
+                          spec.algorithm == Algorithm::kConcurrency;
     if (spec.burst == 0 || windowed) spec.burst = spec.rate.count;
     const u64 emission = detail::gcra_emission(spec.rate.count, static_cast<u64>(spec.rate.period.count()));
     const char* why = "unknown algorithm";
     if (!detail::algo_params_valid(
             detail::AlgoParams{spec.algorithm, spec.rate.count, static_cast<u64>(spec.rate.period.count()), spec.burst,
-                               emission},
+                               emission, spec.wait},
             &why)) {
       throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\" (" + std::string(to_string(spec.algorithm)) +
                                                    ", " + format_rate(spec.rate) + ", burst " +
@@ -635,17 +1086,57 @@ std::vector<PolicyView> Limiter::policies() const {
 }
 
 Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kAcquire, nullptr, true);
+  const std::int64_t now = impl_->now();
+  return impl_->noted(policy.index, key, cost, now,
+                      impl_->apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true));
 }
 
 Decision Limiter::acquire(std::string_view policy, std::string_view key, std::uint64_t cost) noexcept {
   const auto i = impl_->find_policy(policy);
   if (!i) return Impl::unknown_policy();
-  return impl_->apply(*i, key, cost, impl_->now(), Impl::Op::kAcquire, nullptr, true);
+  const std::int64_t now = impl_->now();
+  return impl_->noted(*i, key, cost, now, impl_->apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true));
 }
 
 Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept {
-  return impl_->apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
+  return impl_->noted(policy.index, key, cost, now.count(),
+                      impl_->apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire));
+}
+
+Lease Limiter::lease(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  return impl_->lease(policy.index, key, cost);
+}
+
+Lease::Lease(Lease&& other) noexcept
+    : impl_(std::exchange(other.impl_, nullptr)),
+      entry_(other.entry_),
+      record_(other.record_),
+      ctl_(other.ctl_),
+      pid_(other.pid_),
+      decision_(other.decision_) {}
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    release();
+    impl_ = std::exchange(other.impl_, nullptr);
+    entry_ = other.entry_;
+    record_ = other.record_;
+    ctl_ = other.ctl_;
+    pid_ = other.pid_;
+    decision_ = other.decision_;
+  }
+  return *this;
+}
+
+Lease::~Lease() { release(); }
+
+bool Lease::release() noexcept {
+  Limiter::Impl* impl = std::exchange(impl_, nullptr);
+  if (impl == nullptr) return false;
+  // A fork()ed child's copy: the record belongs to the parent.
+  if (static_cast<std::int32_t>(detail::token_pid(detail::self_token())) != pid_) return false;
+  if (entry_ == Limiter::Impl::kNoRecord) return true;  // granted by on_full = allow: nothing taken
+  return impl->leases.release(entry_, record_, ctl_);
 }
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
@@ -679,6 +1170,7 @@ std::uint64_t Limiter::reset(std::optional<PolicyId> policy, std::optional<std::
     // Retry while another process holds the slot's token for a moment.
     for (int attempt = 0; attempt < 1000 && m.table.find(pk, &ref); ++attempt) {
       if (m.table.release(ref.index, ref.meta, &ev)) {
+        m.log_forget(ref.index, ref.meta);
         forgotten = 1;
         break;
       }
@@ -692,6 +1184,7 @@ std::uint64_t Limiter::reset(std::optional<PolicyId> policy, std::optional<std::
         if (detail::Meta::state(meta) != detail::kLive) break;
         if (policy && detail::Meta::policy(meta) != policy->index) break;
         if (m.table.release(i, meta, &ev)) {
+          m.log_forget(i, meta);
           ++forgotten;
           break;
         }
@@ -786,8 +1279,11 @@ std::vector<BucketView> Limiter::dump() const {
     if (p.valid) {
       // The state as it is: cost 0 charges nothing; cost 1 says when one
       // more unit would fit.
-      const Decision as_is = decide_state(p, b.state, now, 0).decision;
-      const Decision one = decide_state(p, b.state, now, 1).decision;
+      // A sliding log's state is its entries, not the word alone.
+      const auto [as_is, one] = p.algo.algorithm == Algorithm::kSlidingLog
+                                    ? m.log_view(p, i, word, now)
+                                    : std::pair{decide_state(p, b.state, now, 0).decision,
+                                                decide_state(p, b.state, now, 1).decision};
       b.now = as_is;
       b.now.allowed = one.allowed;
       b.now.retry_after = one.allowed ? Nanos(0) : one.retry_after;
@@ -819,6 +1315,16 @@ CheckReport Limiter::check(bool repair) {
     if (!p.valid) r.problems.push_back("policy " + std::to_string(i) + " (\"" + m.policy_name(i) + "\"): corrupt parameters");
   }
   const bool may_repair = repair && !m.seg->read_only();
+  // Leases held by dead processes: recovered (repair) or reported.
+  if (may_repair) {
+    (void)m.own_entry_index();  // our own entry first: recovery never takes it as ours
+    const std::uint32_t n = m.reclaim_dead_leases(Impl::kNoRecord);
+    r.repaired += n;
+    m.count(&detail::ProcessEntry::repairs, n);
+  } else {
+    m.reclaim_dead_leases(Impl::kNoRecord, &r.problems);
+  }
+  const std::unordered_map<u64, u64> lease_costs = m.lease_costs();
   const std::uint32_t mask = g.capacity - 1;
   struct Seen { std::uint32_t slot; std::uint32_t policy; std::string key; };
   std::vector<Seen> live;
@@ -877,6 +1383,9 @@ CheckReport Limiter::check(bool repair) {
       continue;
     }
     ++r.live;
+    if (const std::string lease_problem = m.check_lease_count(i, meta, word, lease_costs); !lease_problem.empty()) {
+      r.problems.push_back(where + lease_problem);
+    }
     const std::string_view k(key, len);
     const u64 hash = detail::PackedKey(m.seed, policy, k).hash;
     if (((hash >> 48) & 0xFFFF) != detail::Meta::fp(meta)) r.problems.push_back(where + "fingerprint does not match its key");
@@ -906,6 +1415,117 @@ CheckReport Limiter::check(bool repair) {
     }
   }
   return r;
+}
+
+}  // namespace shmlimit
+
+namespace shmlimit {
+
+RecentDenials Limiter::recent_denials(std::uint64_t since_cursor) const {
+  const Impl& m = *impl_;
+  const detail::DenialRead raw = m.denial_ring().read(since_cursor);
+  // Wall clock of the segment's time 0, as of this read.
+  const std::int64_t now = m.now();
+  const std::int64_t unix_offset = detail::realtime_ns() - now;
+  std::vector<std::string> names;
+  for (std::uint32_t i = 0; i < detail::kMaxPolicies; ++i) {
+    // Acquire: the name was written before the entry's state was published.
+    if (m.policy_table[i].state.load(std::memory_order_acquire) == 0) break;
+    names.push_back(m.policy_name(i));
+  }
+  RecentDenials out;
+  out.next_cursor = raw.next;
+  out.lost = raw.lost;
+  out.denials.reserve(raw.records.size());
+  for (const detail::DenialRecord& r : raw.records) {
+    DenialView v;
+    v.cursor = r.ticket;
+    v.at = Nanos(r.time_ns);
+    v.unix_ns = unix_offset + r.time_ns;
+    v.policy_index = r.policy;
+    if (r.policy < names.size()) v.policy = names[r.policy];
+    v.key.assign(r.key, std::min<std::size_t>(r.key_len, detail::kDenialKeyBytes));
+    v.key_length = r.key_len;
+    v.cost = r.cost;
+    v.retry_after = Nanos(static_cast<Nanos::rep>(r.retry_after_ns));
+    v.reason = r.reason;
+    v.pid = static_cast<std::int32_t>(r.pid);
+    out.denials.push_back(std::move(v));
+  }
+  return out;
+}
+
+std::vector<std::int64_t> Limiter::log_admissions(std::uint32_t slot) const {
+  const Impl& m = *impl_;
+  std::vector<std::int64_t> out;
+  if (slot >= m.table.capacity()) return out;
+  // Acquire: as read_consistent; the version names the key's entries.
+  const u64 meta = m.table.head(slot).meta.load(std::memory_order_acquire);
+  if (detail::Meta::state(meta) != detail::kLive) return out;
+  PolicySnapshot p;
+  if (!m.load_policy(static_cast<std::uint32_t>(detail::Meta::policy(meta)), &p) || !p.valid ||
+      p.algo.algorithm != Algorithm::kSlidingLog || p.algo.count > m.log_entries) {
+    return out;
+  }
+  const u64 v = detail::Meta::version(meta);
+  const std::int64_t now = m.now();
+  const AtomicU64* log = m.log_of(slot);
+  for (std::uint32_t i = 0; i < p.algo.count; ++i) {
+    const u64 e = log[i].load(std::memory_order_relaxed);  // Relaxed: as log_view (a snapshot, entry by entry)
+    if (detail::log_classify(e, v, now, p.algo.period_ns) == detail::LogEntryKind::kLive) {
+      out.push_back(detail::log_entry_time(e));
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+int Limiter::store_bucket(std::uint32_t policy, std::string_view key, std::uint64_t state, std::uint64_t admitted,
+                          std::uint64_t denied, bool replace, std::span<const std::int64_t> log) {
+  Impl& m = *impl_;
+  if (m.seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
+  if (key.size() > m.table.key_capacity() || policy >= detail::kMaxPolicies) return 2;
+  const detail::PackedKey pk(m.seed, policy, key);
+  detail::ClaimEvents ev;
+  int result = 2;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    detail::SlotRef ref;
+    if (!m.table.find(pk, &ref)) {
+      const auto r = m.table.claim(pk, m.now(), state, m, m.claim_timeout_ns, &ref, &ev);
+      if (r == detail::Table::ClaimResult::kFull || r == detail::Table::ClaimResult::kContended) break;
+      if (r == detail::Table::ClaimResult::kClaimed) {
+        detail::SlotHead& h = m.table.head(ref.index);
+        // Relaxed: statistics.
+        h.admitted.store(admitted, std::memory_order_relaxed);
+        h.denied.store(denied, std::memory_order_relaxed);
+        m.log_store(policy, ref.index, detail::Word::version(ref.word), log);
+        result = 0;
+        break;
+      }
+    }
+    if (!replace) {
+      result = 1;
+      break;
+    }
+    detail::SlotHead& h = m.table.head(ref.index);
+    u64 w = ref.word;
+    // Relaxed, as every decision's CAS: the word is the bucket's whole
+    // state, and its version makes the CAS fail on a reclaimed slot.
+    while (detail::Word::version(w) == detail::Word::version(ref.word)) {
+      if (h.word.compare_exchange_weak(w, detail::Word::make(detail::Word::version(w), state), std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        h.admitted.store(admitted, std::memory_order_relaxed);
+        h.denied.store(denied, std::memory_order_relaxed);
+        m.log_store(policy, ref.index, detail::Word::version(w), log);
+        result = 0;
+        break;
+      }
+    }
+    if (result == 0) break;
+    // The slot was reclaimed for another key meanwhile: look again.
+  }
+  m.count(&detail::ProcessEntry::repairs, ev.repairs);
+  return result;
 }
 
 }  // namespace shmlimit

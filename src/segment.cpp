@@ -86,6 +86,10 @@ void check_options(const Options& o) {
   if (o.slot_bytes != 64 && o.slot_bytes != 128 && o.slot_bytes != 256) {
     throw Error(ErrorCode::kInvalidArgument, "slot_bytes must be 64, 128 or 256, not " + std::to_string(o.slot_bytes));
   }
+  if (o.log_entries > kMaxLogEntries) {
+    throw Error(ErrorCode::kInvalidArgument, "log_entries must be at most " + std::to_string(kMaxLogEntries) + ", not " +
+                                                 std::to_string(o.log_entries));
+  }
   if (o.max_probe < 1 || o.max_probe > 1024) {
     throw Error(ErrorCode::kInvalidArgument, "max_probe must be between 1 and 1024, not " + std::to_string(o.max_probe));
   }
@@ -137,9 +141,12 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
     return "corrupt header: its max_probe " + std::to_string(h.max_probe) + " is out of range";
   }
   if (h.max_policies != kMaxPolicies || h.max_processes != kMaxProcesses) return "its table sizes differ from this build's";
-  const Geometry g = Geometry::compute(h.capacity, h.slot_bytes, h.max_probe);
+  if (h.log_entries > kMaxLogEntries) {
+    return "corrupt header: its log_entries " + std::to_string(h.log_entries) + " is out of range";
+  }
+  const Geometry g = Geometry::compute(h.capacity, h.slot_bytes, h.max_probe, h.log_entries);
   if (h.policy_offset != g.policy_offset || h.process_offset != g.process_offset || h.slot_offset != g.slot_offset ||
-      h.total_bytes != g.total_bytes) {
+      h.total_bytes != g.total_bytes || h.lease_offset != g.lease_offset || h.log_offset != g.log_offset) {
     return "its offsets contradict its capacity (corrupt header)";
   }
   if (size != g.total_bytes) {
@@ -183,7 +190,8 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode) {
       }
       if (we_create) {
         const std::uint32_t capacity = round_up_pow2(options.capacity == 0 ? 65536 : options.capacity);
-        const Geometry g = Geometry::compute(capacity, options.slot_bytes, std::min(options.max_probe, capacity));
+        const Geometry g =
+            Geometry::compute(capacity, options.slot_bytes, std::min(options.max_probe, capacity), options.log_entries);
         try {
           m->shm.truncate(static_cast<bip::offset_t>(g.total_bytes));
           m->region = bip::mapped_region(m->shm, bip::read_write);
@@ -210,6 +218,9 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode) {
         h->policy_offset = g.policy_offset;
         h->process_offset = g.process_offset;
         h->slot_offset = g.slot_offset;
+        h->log_entries = g.log_entries;
+        h->lease_offset = g.lease_offset;
+        h->log_offset = g.log_offset;
         h->epoch_mono_ns = monotonic_ns();
         h->created_unix_ns = realtime_ns();
         h->hash_seed = random_seed();

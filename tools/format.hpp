@@ -299,6 +299,7 @@ inline Json policy_json(const PolicyView& p) {
   j["emission_interval_ns"] = emission_interval_ns(p.spec.rate);
   j["burst"] = p.spec.burst;
   j["on_full"] = on_full_name(p.spec.on_full);
+  if (p.spec.algorithm == Algorithm::kSlidingLog) j["wait"] = p.spec.wait == LogWait::kDrf ? "drf" : "exact";
   return j;
 }
 
@@ -442,7 +443,7 @@ struct BucketRow {
   std::uint64_t admitted = 0;
   std::uint64_t denied = 0;
   std::uint64_t tat_ns = 0;  // GCRA state: theoretical arrival time since the epoch
-  std::string state;         // "limited", "refilling", "full" or "corrupt"
+  std::string state;         // "limited", "refilling", "in-use", "full" or "corrupt"
 };
 
 inline BucketRow bucket_row(const BucketView& b) {
@@ -461,7 +462,12 @@ inline BucketRow bucket_row(const BucketView& b) {
   r.remaining = b.now.remaining;
   r.retry_after = b.now.retry_after;
   r.reset_after = b.now.reset_after;
-  r.state = !b.now.allowed ? "limited" : r.reset_after.count() == 0 ? "full" : "refilling";
+  // A concurrency key has no time to reset: with some (not all) of its
+  // leases held it is "in-use", neither full nor refilling.
+  r.state = !b.now.allowed                ? "limited"
+            : r.reset_after.count() != 0  ? "refilling"
+            : r.remaining < r.limit       ? "in-use"
+                                          : "full";
   return r;
 }
 

@@ -35,9 +35,8 @@ namespace shmlimit::tools {
 // ---------------------------------------------------------------------------
 // `shmlimit check`
 
-/// Prints the report; returns 0 when clean, 1 when there are problems.
-inline int print_check(Limiter& limiter, bool repair, bool json) {
-  const CheckReport report = limiter.check(repair);
+/// Prints a report; returns 0 when clean, 1 when there are problems.
+inline int print_check_report(const CheckReport& report, bool json) {
   if (json) {
     Json j;
     j["clean"] = report.clean();
@@ -57,6 +56,77 @@ inline int print_check(Limiter& limiter, bool repair, bool json) {
                              report.live == 1 ? "" : "s", report.repaired, report.in_progress));
   }
   return report.clean() ? 0 : 1;
+}
+
+/// Checks an opened segment (repairing dead claims first when asked).
+inline int print_check(Limiter& limiter, bool repair, bool json) {
+  return print_check_report(limiter.check(repair), json);
+}
+
+/// Checks a segment that does not open (`open_error` says why): a
+/// field-by-field audit of its raw bytes, never a crash on garbage.
+inline int print_raw_check(const std::string& name, const std::string& open_error, bool json) {
+  CheckReport report = Limiter::check_segment(name);
+  if (report.problems.empty()) report.problems.push_back(open_error);  // it changed since the open
+  return print_check_report(report, json);
+}
+
+// ---------------------------------------------------------------------------
+// `shmlimit denials`
+
+inline Json denial_json(const DenialView& d) {
+  Json o;
+  o["cursor"] = d.cursor;
+  o["time"] = format_utc(d.unix_ns);
+  o["unix_ns"] = d.unix_ns;
+  o["at_ns"] = d.at.count();
+  o["policy"] = escape_bytes(d.policy, true);
+  o["policy_index"] = d.policy_index;
+  o["key"] = escape_bytes(d.key, true);
+  o["key_hex"] = hex_bytes(d.key);
+  o["key_length"] = d.key_length;
+  o["truncated"] = d.key_length > d.key.size();
+  o["cost"] = d.cost;
+  o["retry_after_ns"] = duration_ns_json(d.retry_after);
+  o["reason"] = std::string(to_string(d.reason));
+  o["pid"] = d.pid;
+  return o;
+}
+
+inline Json denials_json(const RecentDenials& r) {
+  Json j;
+  j["next_cursor"] = r.next_cursor;
+  j["lost"] = r.lost;
+  j["denials"] = Json::array();
+  for (const auto& d : r.denials) j["denials"].push_back(denial_json(d));
+  return j;
+}
+
+/// "N denials not shown (ring overflowed)", or nothing.
+inline std::string lost_line(std::uint64_t lost) {
+  if (lost == 0) return {};
+  return fmt::format("{} denial{} not shown (ring overflowed)\n", lost, lost == 1 ? "" : "s");
+}
+
+inline std::string render_denials(const RecentDenials& r, bool color) {
+  std::string out = lost_line(r.lost);
+  if (r.denials.empty()) return out + "no recent denials\n";
+  Table t;
+  t.headers = {"TIME", "POLICY", "KEY", "COST", "RETRY-AFTER", "REASON", "PID"};
+  t.right = {false, false, false, true, true, false, true};
+  for (const auto& d : r.denials) {
+    std::string key = escape_bytes(d.key);
+    if (d.key_length > d.key.size()) key += fmt::format("... ({} bytes)", d.key_length);
+    t.rows.push_back({format_utc(d.unix_ns), escape_bytes(d.policy), key, std::to_string(d.cost),
+                      format_duration(d.retry_after), std::string(to_string(d.reason)), std::to_string(d.pid)});
+  }
+  return out + render_table(t, color);
+}
+
+/// `shmlimit denials NAME [--since CURSOR] [--json]`.
+inline void print_denials(const Limiter& limiter, std::uint64_t since, bool json) {
+  const RecentDenials r = limiter.recent_denials(since);
+  write_stdout(json ? to_text(denials_json(r), 2) + "\n" : render_denials(r, use_color()));
 }
 
 // ---------------------------------------------------------------------------
@@ -268,15 +338,20 @@ inline void print_metrics(const Limiter& limiter) {
 // ---------------------------------------------------------------------------
 // `shmlimit watch`
 
-/// Per-(policy, key) counters of one dump.
+/// Per-(policy, key) counters of one dump, and the denials recorded in the
+/// ring since the previous snapshot.
 struct WatchSnapshot {
   std::map<std::pair<std::string, std::string>, std::pair<std::uint64_t, std::uint64_t>> counters;
   std::map<std::string, PolicyTotals> policies;
   std::chrono::steady_clock::time_point taken;
+  RecentDenials denials;  // since the previous snapshot's cursor
 };
 
-inline WatchSnapshot watch_snapshot(const Limiter& limiter) {
+/// `cursor`: the previous snapshot's denials.next_cursor (the first
+/// snapshot passes UINT64_MAX: only what comes after it).
+inline WatchSnapshot watch_snapshot(const Limiter& limiter, std::uint64_t cursor) {
   WatchSnapshot s;
+  s.denials = limiter.recent_denials(cursor);
   const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
   s.taken = std::chrono::steady_clock::now();
   s.policies = policy_totals(limiter.policies(), rows);
@@ -303,12 +378,6 @@ inline std::string render_watch(std::string_view segment, const WatchSnapshot& p
     std::uint64_t denials = 0;
   };
   std::map<std::string, Delta> per_policy;
-  struct Denied {
-    std::string policy;
-    std::string key;
-    std::uint64_t grew = 0;
-  };
-  std::vector<Denied> denied;
   for (const auto& [id, c] : cur.counters) {
     std::pair<std::uint64_t, std::uint64_t> before{0, 0};
     if (const auto it = prev.counters.find(id); it != prev.counters.end()) before = it->second;
@@ -317,7 +386,6 @@ inline std::string render_watch(std::string_view segment, const WatchSnapshot& p
     Delta& d = per_policy[id.first];
     d.decisions += a + dn;
     d.denials += dn;
-    if (dn > 0) denied.push_back({id.first, id.second, dn});
   }
 
   std::string out = fmt::format("{}  interval {}\n", segment,
@@ -334,11 +402,22 @@ inline std::string render_watch(std::string_view segment, const WatchSnapshot& p
   }
   out += t.rows.empty() ? std::string("no policies\n") : render_table(t, color);
 
+  // The most denied keys of the interval, from the recent-denials ring.
+  struct Denied {
+    std::string policy;
+    std::string key;
+    std::uint64_t grew = 0;
+  };
+  std::map<std::pair<std::string, std::string>, std::uint64_t> by_key;
+  for (const auto& d : cur.denials.denials) ++by_key[{d.policy, d.key}];
+  std::vector<Denied> denied;
+  for (const auto& [id, n] : by_key) denied.push_back({id.first, id.second, n});
   std::stable_sort(denied.begin(), denied.end(),
                    [](const Denied& a, const Denied& b) { return a.grew > b.grew; });
   if (denied.size() > 10) denied.resize(10);
   if (denied.empty()) {
     out += "recent denied keys: none\n";
+    out += lost_line(cur.denials.lost);
   } else {
     out += "recent denied keys:\n";
     Table k;
@@ -348,6 +427,7 @@ inline std::string render_watch(std::string_view segment, const WatchSnapshot& p
       k.rows.push_back({escape_bytes(d.policy), escape_bytes(d.key), std::to_string(d.grew)});
     }
     out += render_table(k, color, "  ");
+    out += lost_line(cur.denials.lost);
   }
   return out;
 }
@@ -357,10 +437,10 @@ inline void run_watch(const Limiter& limiter, double interval_s, std::uint64_t c
   const bool tty = isatty(STDOUT_FILENO) != 0;
   const bool color = use_color();
   const auto interval = std::chrono::duration<double>(interval_s);
-  WatchSnapshot prev = watch_snapshot(limiter);
+  WatchSnapshot prev = watch_snapshot(limiter, UINT64_MAX);
   for (std::uint64_t n = 0; count == 0 || n < count; ++n) {
     std::this_thread::sleep_for(interval);
-    WatchSnapshot cur = watch_snapshot(limiter);
+    WatchSnapshot cur = watch_snapshot(limiter, prev.denials.next_cursor);
     std::string block = render_watch(limiter.name(), prev, cur, color);
     // On a terminal, redraw in place: cursor home, clear the screen.
     write_stdout(tty ? "\x1b[H\x1b[2J" + block : (n > 0 ? "\n" : "") + block);

@@ -3,14 +3,19 @@
 // JSON schemas.
 //
 //   shmlimit create  /NAME [--capacity N] [--mode 0600] [--slot-bytes 64|128|256] [--max-probe N]
+//                          [--log-entries N]
 //   shmlimit create  [/NAME] --config FILE [--replace]
-//   shmlimit policy  /NAME POLICY RATE [--burst B] [--on-full open|closed] [--replace]
+//   shmlimit policy  /NAME POLICY RATE [--algorithm A] [--burst B] [--wait exact|drf]
+//                          [--on-full open|closed] [--replace]
 //   shmlimit policy  /NAME list [--json]
 //   shmlimit acquire /NAME POLICY KEY [--cost N] [--peek] [--json]
 //   shmlimit stat    /NAME [--json]
 //   shmlimit dump    /NAME [--json|--csv] [--policy P] [--key-prefix S] [--limited-only]
 //                          [--top N [--by usage|denials]]
 //   shmlimit check   /NAME [--json] [--no-repair]
+//   shmlimit denials /NAME [--since CURSOR] [--json]
+//   shmlimit export  /NAME [--policy P] [--key K]
+//   shmlimit import  /NAME FILE [--keep-existing]
 //   shmlimit reset   /NAME [POLICY [KEY]]
 //   shmlimit metrics /NAME
 //   shmlimit watch   /NAME [--interval SECONDS] [--count N]
@@ -20,8 +25,8 @@
 // clean, 2 any error (bad arguments included), with one line "shmlimit: ..."
 // on stderr.
 //
-// Inspection (stat, dump, metrics, watch, policy list, acquire --peek,
-// check --no-repair) maps the segment read-only; everything else maps it
+// Inspection (stat, dump, metrics, watch, denials, export, policy list,
+// acquire --peek, check --no-repair) maps the segment read-only; everything else maps it
 // read-write. Neither checks the
 // capacity (Options::capacity = 0): the tool works on any segment.
 #include <fmt/format.h>
@@ -33,6 +38,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <utility>
@@ -102,6 +110,7 @@ struct CreateArgs {
   std::string mode = "0600";
   std::uint32_t slot_bytes = 128;
   std::uint32_t max_probe = 32;
+  std::uint32_t log_entries = 0;  // sliding-log entries per slot (0: no sliding_log policies)
   std::string config;  // --config FILE
   bool replace = false;
 };
@@ -143,6 +152,7 @@ int run_create(const CreateArgs& a) {
   o.mode = parse_mode(a.mode);
   o.slot_bytes = a.slot_bytes;
   o.max_probe = a.max_probe;
+  o.log_entries = a.log_entries;
   shmlimit::Limiter::create(o);
   return kExitOk;
 }
@@ -151,20 +161,24 @@ struct PolicyArgs {
   std::string name;
   std::string policy;
   std::string rate;  // empty: `list`
+  std::string algorithm = "gcra";
   std::uint64_t burst = 0;
+  std::string wait = "exact";  // sliding_log only
   std::string on_full = "open";
   bool replace = false;
   bool json = false;
   // Set from CLI11 after parsing: which options were given.
   bool burst_given = false;
   bool on_full_given = false;
+  bool algorithm_given = false;
+  bool wait_given = false;
 };
 
 int run_policy_list(const PolicyArgs& a) {
-  if (a.burst_given || a.on_full_given || a.replace) {
+  if (a.burst_given || a.on_full_given || a.algorithm_given || a.wait_given || a.replace) {
     throw Error(
         ErrorCode::kInvalidArgument,
-        "--burst, --on-full and --replace apply when registering a policy, not to `policy " +
+        "--algorithm, --burst, --wait, --on-full and --replace apply when registering a policy, not to `policy " +
             a.name + " list`");
   }
   const shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, true));
@@ -194,7 +208,18 @@ int run_policy(const PolicyArgs& a) {
   }
   shmlimit::PolicySpec spec;
   spec.name = a.policy;
-  spec.rate = shmlimit::parse_rate(a.rate);
+  spec.algorithm = shmlimit::parse_algorithm(a.algorithm);
+  if (a.wait_given && spec.algorithm != shmlimit::Algorithm::kSlidingLog) {
+    throw Error(ErrorCode::kInvalidArgument, "--wait applies to --algorithm sliding_log only");
+  }
+  if (spec.algorithm == shmlimit::Algorithm::kConcurrency &&
+      a.rate.find_first_not_of("0123456789") == std::string::npos) {
+    // A concurrency limit is a count of leases held at once: no period.
+    spec.rate = shmlimit::Rate{std::stoull(a.rate.substr(0, 19)), shmlimit::Nanos(0)};
+  } else {
+    spec.rate = shmlimit::parse_rate(a.rate);
+  }
+  spec.wait = a.wait == "drf" ? shmlimit::LogWait::kDrf : shmlimit::LogWait::kExact;
   spec.burst = a.burst;
   spec.on_full = a.on_full == "closed" ? shmlimit::OnFull::kDeny : shmlimit::OnFull::kAllow;
   shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, false));
@@ -238,6 +263,57 @@ int run_acquire(const AcquireArgs& a) {
     tools::write_stdout(tools::render_decision(d));
   }
   return d.allowed ? kExitOk : kExitLimited;
+}
+
+struct ExportArgs {
+  std::string name;
+  std::optional<std::string> policy;
+  std::optional<std::string> key;
+};
+
+int run_export(const ExportArgs& a) {
+  const shmlimit::Limiter limiter = tools::open_for_inspection(a.name);
+  std::optional<shmlimit::PolicyId> id;
+  if (a.policy) id = tools::require_policy(limiter, *a.policy);
+  std::optional<std::string_view> key;
+  if (a.key) key = *a.key;
+  tools::write_stdout(limiter.export_state(id, key));
+  return kExitOk;
+}
+
+int run_import(const std::string& name, const std::string& file, bool keep_existing) {
+  std::string text;
+  if (file == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw Error(ErrorCode::kInvalidArgument, "cannot read " + file + " (give a file written by `shmlimit export`)");
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(name, false));
+  const shmlimit::ImportReport r = limiter.import_state(
+      text, keep_existing ? shmlimit::ImportMode::kKeepExisting : shmlimit::ImportMode::kReplace);
+  tools::write_stdout(fmt::format("imported {} bucket{}; skipped {} already full, {} existing; {} without room\n",
+                                  r.imported, r.imported == 1 ? "" : "s", r.skipped_full, r.skipped_existing,
+                                  r.no_room));
+  return r.no_room == 0 ? kExitOk : kExitLimited;
+}
+
+int run_check(const std::string& name, bool no_repair, bool json) {
+  shmlimit::Options o = open_options(name, no_repair);
+  o.open_timeout = std::chrono::milliseconds(500);  // a creator still initialising is unusual here
+  std::optional<shmlimit::Limiter> limiter;
+  try {
+    limiter.emplace(shmlimit::Limiter::open(o));
+  } catch (const Error& e) {
+    // Missing, permission: exit 2 with one line. Anything that exists but
+    // does not validate: the raw audit lists every problem, exit 1.
+    if (e.code() != ErrorCode::kIncompatible && e.code() != ErrorCode::kCorrupt && e.code() != ErrorCode::kTimeout) {
+      throw;
+    }
+    return tools::print_raw_check(name, e.what(), json);
+  }
+  return tools::print_check(*limiter, !no_repair, json);
 }
 
 int run_rm(const std::string& name) {
@@ -300,6 +376,11 @@ int run(int argc, char** argv) {
                    "longest probe sequence, in slots (1..1024)")
       ->capture_default_str()
       ->excludes(config_file);
+  create
+      ->add_option("--log-entries", create_args.log_entries,
+                   "admissions kept per key for sliding_log policies (their count at most; 0: none)")
+      ->capture_default_str()
+      ->excludes(config_file);
 
   PolicyArgs policy_args;
   CLI::App* policy = app.add_subcommand(
@@ -309,7 +390,19 @@ int run(int argc, char** argv) {
       ->add_option("POLICY", policy_args.policy,
                    "policy name (1..31 of A-Z a-z 0-9 _ . : -), or `list`")
       ->required();
-  policy->add_option("RATE", policy_args.rate, R"("5/day", "10/5m", "10 per minute" ...)");
+  policy->add_option("RATE", policy_args.rate,
+                     R"("5/day", "10/5m", "10 per minute" ...; for concurrency the limit, e.g. "8")");
+  CLI::Option* algorithm =
+      policy
+          ->add_option("--algorithm", policy_args.algorithm,
+                       "gcra, token_bucket, fixed_window, sliding_window, quiet_period, leaky_bucket, "
+                       "concurrency or sliding_log")
+          ->capture_default_str();
+  CLI::Option* wait = policy
+                          ->add_option("--wait", policy_args.wait,
+                                       "sliding_log: the retry-after reported, exact or drf (DRF's wait())")
+                          ->check(CLI::IsMember({"exact", "drf"}))
+                          ->capture_default_str();
   CLI::Option* burst = policy->add_option("--burst", policy_args.burst,
                                           "bucket capacity (default: the rate's count)");
   CLI::Option* on_full =
@@ -369,6 +462,32 @@ int run(int argc, char** argv) {
   check->add_flag("--json", check_json, "print one JSON object");
   check->add_flag("--no-repair", check_no_repair, "only report (maps the segment read-only)");
 
+  std::string denials_name;
+  std::uint64_t denials_since = 0;
+  bool denials_json = false;
+  CLI::App* denials = app.add_subcommand(
+      "denials", "List the most recent denied decisions (the segment's ring of the last 1024).");
+  denials->add_option("NAME", denials_name, name_help)->required();
+  denials->add_option("--since", denials_since, "only denials from this cursor on (a previous next_cursor)")
+      ->capture_default_str();
+  denials->add_flag("--json", denials_json, "print one JSON object");
+
+  ExportArgs export_args;
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "Print the live buckets as a JSON state document (doc/state-format.md).");
+  export_cmd->add_option("NAME", export_args.name, name_help)->required();
+  export_cmd->add_option("--policy", export_args.policy, "only the buckets of this policy");
+  export_cmd->add_option("--key", export_args.key, "only this key (raw bytes)");
+
+  std::string import_name;
+  std::string import_file;
+  bool import_keep = false;
+  CLI::App* import_cmd = app.add_subcommand(
+      "import", "Load a state document written by `shmlimit export` (all or nothing): exit 0, 1 if some had no room.");
+  import_cmd->add_option("NAME", import_name, name_help)->required();
+  import_cmd->add_option("FILE", import_file, "the JSON document, or - for stdin")->required();
+  import_cmd->add_flag("--keep-existing", import_keep, "leave keys that already have a bucket as they are");
+
   std::string reset_name;
   std::optional<std::string> reset_policy;
   std::optional<std::string> reset_key;
@@ -409,7 +528,7 @@ int run(int argc, char** argv) {
                                    [&](const CLI::App* s) { return s->check_name(first); });
     if (!known) {
       fail_line("unknown subcommand \"" + tools::escape_bytes(first) +
-                "\" (expected create, policy, acquire, stat, dump, check, reset, metrics, watch or rm; see `shmlimit --help`)");
+                "\" (expected create, policy, acquire, stat, dump, check, denials, export, import, reset, metrics, watch or rm; see `shmlimit --help`)");
       return kExitError;
     }
   }
@@ -428,6 +547,8 @@ int run(int argc, char** argv) {
   if (*policy) {
     policy_args.burst_given = burst->count() > 0;
     policy_args.on_full_given = on_full->count() > 0;
+    policy_args.algorithm_given = algorithm->count() > 0;
+    policy_args.wait_given = wait->count() > 0;
     return run_policy(policy_args);
   }
   if (*acquire) return run_acquire(acquire_args);
@@ -440,10 +561,13 @@ int run(int argc, char** argv) {
                                dump_csv);
     return kExitOk;
   }
-  if (*check) {
-    shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(check_name, check_no_repair));
-    return tools::print_check(limiter, !check_no_repair, check_json);
+  if (*check) return run_check(check_name, check_no_repair, check_json);
+  if (*denials) {
+    tools::print_denials(tools::open_for_inspection(denials_name), denials_since, denials_json);
+    return kExitOk;
   }
+  if (*export_cmd) return run_export(export_args);
+  if (*import_cmd) return run_import(import_name, import_file, import_keep);
   if (*reset) {
     shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(reset_name, false));
     tools::print_reset(limiter, reset_policy, reset_key);

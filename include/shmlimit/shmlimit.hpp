@@ -76,9 +76,12 @@ enum class Algorithm : std::uint8_t {
   kSlidingWindow = 4,  ///< approximate sliding window: two fixed windows weighted (Python `limits`)
   kQuietPeriod = 5,    ///< rate.count per rate.period; once exceeded, every attempt restarts the period
   kLeakyBucket = 6,    ///< meter that drains rate.count per rate.period, capacity burst (= GCRA)
+  kConcurrency = 7,    ///< at most rate.count in flight (Limiter::lease); no time, rate.period unused
+  kSlidingLog = 8,     ///< exact sliding window: never more than rate.count in any rate.period (DRF)
 };
 
-/// "gcra", "token_bucket", "fixed_window", "sliding_window", "quiet_period", "leaky_bucket".
+/// "gcra", "token_bucket", "fixed_window", "sliding_window", "quiet_period", "leaky_bucket",
+/// "concurrency", "sliding_log".
 std::string_view to_string(Algorithm algorithm) noexcept;
 /// The inverse of to_string(Algorithm); also accepts '-' for '_'. Throws
 /// Error(kInvalidArgument) listing the known names.
@@ -110,13 +113,25 @@ Rate parse_rate(std::string_view text);
 /// Formats a rate back in the canonical short form ("10/5m").
 std::string format_rate(const Rate& rate);
 
+/// What retry_after a denied Algorithm::kSlidingLog decision reports.
+enum class LogWait : std::uint8_t {
+  kExact = 0,  ///< the exact wait until `cost` fits: the cost-th oldest admission + period - now
+  kDrf = 1,    ///< DRF SimpleRateThrottle.wait(): (period - (now - oldest)) / (count - in_window + 1)
+};
+
 /// A named policy registered in the segment.
+///   kConcurrency: rate.count is the limit N (in flight); rate.period and
+///                 burst are ignored (stored as 0 and N).
+///   kSlidingLog:  rate.count per rate.period, exactly; burst is ignored
+///                 (= rate.count); needs a segment created with
+///                 Options::log_entries >= rate.count.
 struct PolicySpec {
   std::string name;                      ///< 1..31 bytes of [A-Za-z0-9_.:-]
   Algorithm algorithm = Algorithm::kGcra;
   Rate rate;                             ///< refill rate
   std::uint64_t burst = 0;               ///< bucket capacity; 0 = rate.count
   OnFull on_full = OnFull::kAllow;       ///< fail-open by default, like nginx
+  LogWait wait = LogWait::kExact;        ///< kSlidingLog only: which retry_after to report
   friend bool operator==(const PolicySpec&, const PolicySpec&) = default;
 };
 
@@ -135,6 +150,7 @@ enum class Reason : std::uint8_t {
   kContended = 5,      ///< another process stalled mid-claim: on_full applied
   kClockHorizon = 6,   ///< segment older than its clock horizon: on_full applied
   kCorrupt = 7,        ///< the policy entry or slot is corrupt: on_full applied
+  kNeedsLease = 8,     ///< acquire() on a concurrency policy: use Limiter::lease(); denied
 };
 
 /// Human-readable name of a Reason ("table_full", ...).
@@ -165,6 +181,11 @@ struct Options {
   std::uint32_t slot_bytes = 128;
   /// Longest probe sequence, in slots. Default 32. Only used when creating.
   std::uint32_t max_probe = 32;
+  /// Sliding-log entries per slot (Algorithm::kSlidingLog keeps one per
+  /// admission of the last period), 0 .. 4096. The log region takes
+  /// capacity * log_entries * 8 bytes. Default 0: no sliding-log policies.
+  /// Only used when creating.
+  std::uint32_t log_entries = 0;
   /// How long open() waits for a concurrent creator to finish. Default 2 s.
   std::chrono::milliseconds open_timeout{2000};
   /// How long a decision waits for a live process that is claiming the
@@ -240,6 +261,47 @@ struct PolicyView {
   PolicySpec spec;
 };
 
+/// One denied decision, read from the segment's recent-denials ring (the
+/// last 1024 denials of every process; doc/design.md).
+struct DenialView {
+  std::uint64_t cursor = 0;      ///< its position in the ring's sequence of denials
+  Nanos at{0};                   ///< when: ns since the segment's epoch (the decision's clock)
+  std::int64_t unix_ns = 0;      ///< the same instant on CLOCK_REALTIME, converted when read
+  std::uint32_t policy_index = 0;
+  std::string policy;            ///< the policy's name; empty if the index names none
+  std::string key;               ///< the key's first bytes (at most 80)
+  std::uint32_t key_length = 0;  ///< the key's real length (more than key.size() when cut)
+  std::uint64_t cost = 0;        ///< cost units asked for
+  Nanos retry_after{0};          ///< the decision's retry_after (Nanos::max(): never fits)
+  Reason reason = Reason::kOk;
+  std::int32_t pid = 0;          ///< the process that was denied
+};
+
+/// The result of Limiter::recent_denials().
+struct RecentDenials {
+  std::vector<DenialView> denials;  ///< oldest first
+  std::uint64_t next_cursor = 0;    ///< pass as since_cursor to read only newer denials
+  /// Denials at or after since_cursor that are not returned: overwritten
+  /// before this read (the ring overflowed), or still being written.
+  std::uint64_t lost = 0;
+};
+
+/// What import_state() does with a key that already has a bucket.
+enum class ImportMode : std::uint8_t {
+  kReplace = 0,       ///< the imported state and counters replace the bucket's
+  kKeepExisting = 1,  ///< the bucket that is there stays; the imported one is skipped
+};
+
+/// The result of Limiter::import_state().
+struct ImportReport {
+  std::uint64_t imported = 0;          ///< buckets written
+  std::uint64_t skipped_full = 0;      ///< states that had refilled by now (nothing to store)
+  std::uint64_t skipped_existing = 0;  ///< keys kept under ImportMode::kKeepExisting
+  std::uint64_t no_room = 0;           ///< keys the table had no slot for
+};
+
+class Lease;
+
 /// A move-only handle on a mapped segment.
 class Limiter {
  public:
@@ -282,12 +344,29 @@ class Limiter {
   /// What acquire() would say for `cost`, without charging. Never claims a slot.
   Decision peek(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
 
+  /// Takes `cost` units of a concurrency policy's limit for (policy, key)
+  /// until the returned Lease is released or destroyed. Lease::held() says
+  /// whether it was granted; Lease::decision() has limit = N, remaining =
+  /// N - in flight after the decision, retry_after = reset_after = 0 (a
+  /// lease ends when its holder releases it: there is no time to predict).
+  /// A refused lease is recorded in recent_denials(), as a denied acquire.
+  /// A process that dies holding leases has them reclaimed by the others
+  /// (when a lease on a key is denied, and by check()). A process holds at
+  /// most 64 leases at once (all its threads and handles together); past
+  /// that, and when the process registry is full, the decision is the
+  /// policy's on_full answer with reason kTableFull. On a policy of another
+  /// algorithm: denied, reason kUnknownPolicy. Process-safe, lock-free,
+  /// noexcept. The Lease must not outlive this Limiter.
+  Lease lease(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+
   /// All-or-nothing over several limits (DRF's burst + sustained, per-user
   /// + global): admitted only if every limit admits, and then charged to
   /// every one; when any denies, none is charged. The combined decision
   /// has the largest retry_after of the denials, and remaining/limit of
   /// the tightest limit. `each`, if given (same length as `requests`),
-  /// receives every limit's own decision. Lock-free: limits are charged
+  /// receives every limit's own decision; when the request is denied, a
+  /// limit that admitted reports its bucket as it is (nothing was
+  /// charged), not as after this request. Lock-free: limits are charged
   /// one by one, each against its own bound (so none is ever exceeded),
   /// and a limit that another process filled meanwhile rolls the earlier
   /// charges back. A process killed mid-way may leave earlier limits
@@ -325,10 +404,90 @@ class Limiter {
   /// Never crashes on garbage; O(capacity). Process-safe.
   CheckReport check(bool repair = true);
 
+  /// Checks the segment `name` without validating it first: maps it
+  /// read-only whatever its bytes and lists every problem found, field by
+  /// field (bad magic, version, fingerprint, geometry and offsets, a size
+  /// other than its header says, corrupt policy entries, slots with
+  /// impossible states, key lengths or policy indices, versions that do not
+  /// match, claims without a live owner). Never crashes on garbage and never
+  /// writes. Throws Error(kNotFound / kPermission / kSystem) only when the
+  /// object cannot be mapped at all.
+  static CheckReport check_segment(std::string_view name);
+
+  /// Denials recorded at or after `since_cursor` that are still in the ring,
+  /// oldest first. 0 reads everything still there; the returned
+  /// next_cursor reads only what came after. Never writes; lock-free for
+  /// the writers; O(entries). Process-safe.
+  RecentDenials recent_denials(std::uint64_t since_cursor = 0) const;
+
+  /// The live buckets as a JSON document (doc/state-format.md): every
+  /// bucket's policy and its spec, key, decoded state with times on the
+  /// wall clock (ISO 8601, ns), and counters; only one policy and/or one
+  /// key when given. Buckets that have refilled completely are left out.
+  /// Process-safe, never writes.
+  std::string export_state(std::optional<PolicyId> policy = std::nullopt,
+                           std::optional<std::string_view> key = std::nullopt) const;
+  /// Writes the buckets of a document made by export_state(), possibly on
+  /// another segment or host: validates the whole document first (JSON,
+  /// format and version, every policy registered here with the same spec,
+  /// every time representable) and throws Error(kInvalidArgument, or
+  /// kPolicyConflict for a spec that differs) naming the item, writing
+  /// nothing; then claims each key and stores its state. Wall-clock times
+  /// are converted to this segment's clock. Process-safe.
+  ImportReport import_state(std::string_view json, ImportMode mode = ImportMode::kReplace);
+
  private:
   struct Impl;
   explicit Limiter(std::unique_ptr<Impl> impl);
+  // import_state()'s one write: claims (policy, key) and stores `state`
+  // and the counters. 0 stored, 1 kept (existing key, !replace), 2 no room.
+  // A sliding-log key's admissions (`log`, segment times) are written into
+  // its slot's entries, tagged with the slot's version.
+  int store_bucket(std::uint32_t policy, std::string_view key, std::uint64_t state, std::uint64_t admitted,
+                   std::uint64_t denied, bool replace, std::span<const std::int64_t> log = {});
+  // export_state(): the admission times (segment clock) of the live entries
+  // of sliding-log slot `slot` as of now, oldest first; empty if the slot
+  // holds no live sliding-log key.
+  std::vector<std::int64_t> log_admissions(std::uint32_t slot) const;
   std::unique_ptr<Impl> impl_;
+  friend class Lease;
+};
+
+/// A held share of a concurrency limit (Limiter::lease). Move-only; releases
+/// on destruction. Belongs to the process that took it: in a fork()ed
+/// child, release() and the destructor of the copy do nothing. Not for
+/// concurrent use from several threads (like any object); different Leases
+/// may be used by different threads at once.
+class Lease {
+ public:
+  Lease() noexcept = default;  ///< holds nothing
+  Lease(Lease&& other) noexcept;
+  Lease& operator=(Lease&& other) noexcept;  ///< releases what this held first
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  ~Lease();
+
+  /// True while the lease is granted and not yet released. A lease granted
+  /// by the policy's on_full = allow (decision().reason is not kOk: table
+  /// full, registry full, ...) is held but takes nothing from the limit.
+  bool held() const noexcept { return impl_ != nullptr; }
+  explicit operator bool() const noexcept { return held(); }
+  /// The decision that granted or refused it.
+  const Decision& decision() const noexcept { return decision_; }
+  /// Gives the units back now. Returns true if this call released them;
+  /// false when nothing was held (refused, moved from, already released,
+  /// or a copy in a forked child). Lock-free, noexcept.
+  bool release() noexcept;
+
+ private:
+  friend class Limiter;
+  friend struct Limiter::Impl;
+  Limiter::Impl* impl_ = nullptr;  // null: holds nothing
+  std::uint32_t entry_ = 0;        // process registry entry of the record
+  std::uint32_t record_ = 0;       // record index in that entry's LeaseArea
+  std::uint64_t ctl_ = 0;          // the record's HELD control word, checked before release
+  std::int32_t pid_ = 0;           // the process that took it
+  Decision decision_;
 };
 
 }  // namespace shmlimit

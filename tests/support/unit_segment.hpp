@@ -1,7 +1,8 @@
 // Helpers for the unit tests (tests/unit): unique segment names removed at
 // scope exit, raw access to a segment's bytes in /dev/shm, exact-size
-// aligned buffers (so ASan sees every out-of-bounds read), and a printer
-// for Decision so that failed expectations show all five values.
+// aligned buffers (so ASan sees every out-of-bounds read), a policy spec of
+// one algorithm, and a printer for Decision so that failed expectations
+// show all five values.
 //
 // Not for the multiprocess tests (tests/support/mp.hpp has their helpers);
 // everything here is in namespace shmlimit::unit.
@@ -95,6 +96,16 @@ inline Options small_options(const std::string& name, std::uint32_t capacity = 1
   o.name = name;
   o.capacity = capacity;
   return o;
+}
+
+/// A policy "p" of algorithm `a`: count per period, burst (0 = count).
+inline PolicySpec spec(Algorithm a, std::uint64_t count, Nanos period, std::uint64_t burst = 0) {
+  PolicySpec s;
+  s.name = "p";
+  s.algorithm = a;
+  s.rate = Rate{count, period};
+  s.burst = burst;
+  return s;
 }
 
 /// Runs `fn`, which must throw shmlimit::Error; returns it (nullopt and a

@@ -1,10 +1,5 @@
-// Reproducers of library bugs found by the stress/model/fuzz work (issue #6).
-// Built as `shmlimit_repro_tests` (EXCLUDE_FROM_ALL, not run by ctest): each
-// test FAILS while its bug is present. Once a bug is fixed, move its test to
-// tests/unit/ under the same name, so that it guards the fix.
-//
-//   cmake --build --preset ci --target shmlimit_repro_tests
-//   build/ci/tests/stress-tool/repro/shmlimit_repro_tests
+// Regression tests: each is named after the bug it guards and fails if the
+// bug comes back. Part of the unit test executable (label unit).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,6 +95,41 @@ TEST(Regression, ConfigErrorStaysOneLineWhenTheParserEchoesANewline) {
     EXPECT_EQ(what.find('\n'), std::string::npos) << what;
     EXPECT_EQ(what.rfind("t.toml:", 0), 0u) << what;
   }
+}
+
+// A refused multi-limit request charges nothing, so a limit in it that
+// would have admitted must report its bucket as it is: a 5/hour limit with
+// 3 used reports 2 left, not the 1 a charge that never happened would leave.
+TEST(Regression, RefusedMultiLimitReportsUnchargedRemainingOfTheLimitsThatAdmit) {
+  Segment seg("many-remaining");
+  Options o;
+  o.name = seg.name;
+  o.capacity = 64;
+  Limiter limiter = Limiter::create(o);
+  PolicySpec burst;
+  burst.name = "burst";
+  burst.algorithm = Algorithm::kFixedWindow;
+  burst.rate = Rate{3, std::chrono::hours(1)};
+  PolicySpec sustained = burst;
+  sustained.name = "sustained";
+  sustained.rate = Rate{5, std::chrono::hours(1)};
+  const PolicyId b = limiter.add_policy(burst);
+  const PolicyId s = limiter.add_policy(sustained);
+  const Request both[] = {{s, "k", 1}, {b, "k", 1}};
+  const Nanos t{1'000'000'000};
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(limiter.acquire_many_at(both, t).allowed);
+  for (int i = 0; i < 2; ++i) {  // the same answer every time: nothing is charged
+    Decision each[2];
+    const Decision combined = limiter.acquire_many_at(both, t, each);
+    EXPECT_FALSE(combined.allowed);
+    EXPECT_TRUE(each[0].allowed);
+    EXPECT_EQ(each[0].remaining, 2u);
+    EXPECT_EQ(each[0].limit, 5u);
+    EXPECT_FALSE(each[1].allowed);
+    EXPECT_EQ(each[1].remaining, 0u);
+    EXPECT_EQ(combined.remaining, 0u);
+  }
+  EXPECT_EQ(limiter.peek(s, "k", 0).remaining, 2u);
 }
 
 }  // namespace

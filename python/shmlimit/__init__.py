@@ -1,0 +1,128 @@
+"""shmlimit: one rate limiter shared by every worker process on a host.
+
+A :class:`Limiter` is a handle on a named POSIX shared-memory segment of
+buckets, one per (policy, key), updated with lock-free atomics, so every
+worker of a prefork server (gunicorn, uWSGI) sees one exact counter::
+
+    import shmlimit
+
+    lim = shmlimit.Limiter.open_or_create("/myapp", capacity=65536)
+    lim.add_policy("api", "gcra", "100/m", burst=20)
+    d = lim.acquire("api", client_ip)
+    if not d:
+        ...  # 429, Retry-After: math.ceil(d.retry_after)
+
+Decisions never raise; setup calls raise :class:`Error` subclasses. Client
+identity (``client_identity``, ``IdentityOptions``, ``AccessList``) and
+response headers (``rate_limit_headers``, ``http_verdict``) are the C++
+functions of identity.hpp and http.hpp. The Django / DRF integration is in
+:mod:`shmlimit.django`, the decorator in :mod:`shmlimit.decorators`, the
+error-mail filter in :mod:`shmlimit.logging`. doc/python.md has the whole API.
+"""
+from __future__ import annotations
+
+from ._shmlimit import (
+    HEADERS_ALL,
+    HEADERS_RATELIMIT,
+    HEADERS_RETRY_AFTER,
+    HEADERS_X_RATELIMIT,
+    AccessList,
+    Cidr,
+    Decision,
+    HttpOptions,
+    HttpVerdict,
+    Identity,
+    IdentityOptions,
+    IpAddress,
+    Lease,
+    Limiter,
+    PolicyId,
+    ceil_seconds,
+    client_identity,
+    drf_throttled_detail,
+    fit_key,
+    format_rate,
+    http_verdict,
+    parse_algorithm,
+    parse_cidrs,
+    parse_rate,
+    parse_rates,
+    policy_window,
+    rate_limit_headers,
+    throttle_key,
+)
+from .decorators import RateLimited, limit, set_default_limiter
+from .errors import (
+    AccessError,
+    CorruptError,
+    Error,
+    ErrorCode,
+    ExistsError,
+    IncompatibleError,
+    InvalidArgumentError,
+    NotFoundError,
+    OpenTimeoutError,
+    PolicyConflictError,
+    ReadOnlyError,
+    SystemFailureError,
+    TableFullError,
+)
+
+ALGORITHMS = (
+    "gcra",
+    "token_bucket",
+    "fixed_window",
+    "sliding_window",
+    "quiet_period",
+    "leaky_bucket",
+    "concurrency",
+    "sliding_log",
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "HEADERS_ALL",
+    "HEADERS_RATELIMIT",
+    "HEADERS_RETRY_AFTER",
+    "HEADERS_X_RATELIMIT",
+    "AccessError",
+    "AccessList",
+    "Cidr",
+    "HttpOptions",
+    "HttpVerdict",
+    "Identity",
+    "IdentityOptions",
+    "IpAddress",
+    "Lease",
+    "ceil_seconds",
+    "client_identity",
+    "drf_throttled_detail",
+    "fit_key",
+    "http_verdict",
+    "parse_cidrs",
+    "policy_window",
+    "rate_limit_headers",
+    "throttle_key",
+    "CorruptError",
+    "Decision",
+    "Error",
+    "ErrorCode",
+    "ExistsError",
+    "IncompatibleError",
+    "InvalidArgumentError",
+    "Limiter",
+    "NotFoundError",
+    "OpenTimeoutError",
+    "PolicyConflictError",
+    "PolicyId",
+    "RateLimited",
+    "ReadOnlyError",
+    "SystemFailureError",
+    "TableFullError",
+    "format_rate",
+    "limit",
+    "parse_algorithm",
+    "parse_rate",
+    "parse_rates",
+    "set_default_limiter",
+]

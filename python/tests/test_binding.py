@@ -1,0 +1,440 @@
+"""The binding itself: Limiter setup, decisions (at injected times), errors,
+identity and headers, all against a real segment."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+import shmlimit
+from shmlimit import Limiter
+
+S = 1_000_000_000  # ns per second
+
+
+# ---- setup and errors -------------------------------------------------------
+
+
+def test_create_open_and_open_or_create_share_one_segment(segment_name):
+    a = Limiter.create(segment_name, capacity=100)
+    b = Limiter.open(segment_name)
+    c = Limiter.open_or_create(segment_name, capacity=128)
+    a.add_policy("p", "gcra", "2/h")
+    assert [b.acquire("p", "k").allowed, c.acquire("p", "k").allowed, a.acquire("p", "k").allowed] == [
+        True,
+        True,
+        False,
+    ]
+    assert a.stats()["capacity"] == 128  # rounded up to a power of two
+    assert b.name == segment_name and not b.read_only and b.max_key_bytes == 88
+
+
+def test_errors_map_to_their_classes_and_builtin_bases(segment_name):
+    with pytest.raises(shmlimit.NotFoundError) as nf:
+        Limiter.open(segment_name)
+    assert isinstance(nf.value, FileNotFoundError) and nf.value.code == shmlimit.ErrorCode.NOT_FOUND
+    assert segment_name in str(nf.value)
+    Limiter.create(segment_name, capacity=64)
+    with pytest.raises(shmlimit.ExistsError) as ex:
+        Limiter.create(segment_name, capacity=64)
+    assert isinstance(ex.value, FileExistsError)
+    with pytest.raises(shmlimit.IncompatibleError):
+        Limiter.open(segment_name, capacity=4096)
+    with pytest.raises(shmlimit.InvalidArgumentError) as bad:
+        Limiter.create("no-slash", capacity=64)
+    assert isinstance(bad.value, ValueError)
+
+
+def test_policy_errors(limiter):
+    limiter.add_policy("api", "gcra", "3/h")
+    assert limiter.add_policy("api", "gcra", "3/h") == limiter.find_policy("api")
+    with pytest.raises(shmlimit.PolicyConflictError) as e:
+        limiter.add_policy("api", "gcra", "4/h")
+    assert "api" in str(e.value) and e.value.code == 8
+    pid = limiter.add_policy("api", "gcra", "4/h", replace=True)
+    assert [p["rate"] for p in limiter.policies() if p["id"] == pid] == ["4/h"]
+    with pytest.raises(shmlimit.InvalidArgumentError, match="fortnight"):
+        limiter.add_policy("x", "gcra", "5/fortnight")
+    with pytest.raises(shmlimit.InvalidArgumentError, match="known"):
+        limiter.add_policy("x", "no_such_algorithm", "5/m")
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        limiter.add_policy("bad name", "gcra", "5/m")
+    with pytest.raises(shmlimit.InvalidArgumentError, match="on_full"):
+        limiter.add_policy("x", "gcra", "5/m", on_full="maybe")
+    with pytest.raises(ValueError, match="cost"):
+        limiter.acquire("api", "k", -1)
+    with pytest.raises(TypeError):
+        limiter.add_policy("x", "gcra", 5)
+
+
+def test_a_closed_limiter_raises_instead_of_crashing(segment_name):
+    lim = Limiter.create(segment_name, capacity=64)
+    lim.add_policy("p", "gcra", "1/s")
+    with lim:
+        pass
+    assert lim.closed
+    with pytest.raises(ValueError, match="closed"):
+        lim.acquire("p", "k")
+
+
+def test_rates_parse_like_the_library():
+    assert shmlimit.parse_rate("100/m") == (100, 60.0)
+    assert shmlimit.parse_rate("10/5m") == (10, 300.0)
+    assert shmlimit.parse_rates("10/h;100/d") == [(10, 3600.0), (100, 86400.0)]
+    assert shmlimit.format_rate((10, 300)) == "10/5m"
+    assert shmlimit.parse_algorithm("sliding-window") == "sliding_window"
+    with pytest.raises(shmlimit.InvalidArgumentError, match="column"):
+        shmlimit.parse_rate("5/fortnight")
+
+
+# ---- decisions at injected times --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "algorithm,rate,burst,steps",
+    [
+        # (offset ns, cost, allowed, remaining, retry_after ns, reset_after ns)
+        (
+            "gcra",
+            "3/h",
+            0,
+            [
+                (0, 1, True, 2, 0, 1200 * S),
+                (0, 1, True, 1, 0, 2400 * S),
+                (0, 1, True, 0, 0, 3600 * S),
+                (0, 1, False, 0, 1200 * S, 3600 * S),
+                (1200 * S, 1, True, 0, 0, 3600 * S),
+                (1200 * S, 0, True, 0, 0, 3600 * S),  # a peek (cost 0) of a drained bucket
+            ],
+        ),
+        (
+            "fixed_window",
+            "2/m",
+            0,
+            [
+                (0, 1, True, 1, 0, 50 * S),
+                (0, 1, True, 0, 0, 50 * S),
+                (30 * S, 1, False, 0, 20 * S, 20 * S),
+                (50 * S, 2, True, 0, 0, 60 * S),
+            ],
+        ),
+        (
+            "token_bucket",
+            "1/m",
+            2,
+            [
+                (0, 2, True, 0, 0, 110 * S),  # refills at the next two minute boundaries
+                (0, 1, False, 0, 50 * S, 110 * S),
+                (50 * S, 1, True, 0, 0, 120 * S),
+            ],
+        ),
+    ],
+)
+def test_decisions_match_the_algorithm_tables(limiter, algorithm, rate, burst, steps):
+    pid = limiter.add_policy("p", algorithm, rate, burst=burst)
+    t0 = 10 * 60 * S + 10 * S  # 10 s into a minute window since the epoch
+    for offset, cost, allowed, remaining, retry_after, reset_after in steps:
+        d = limiter.acquire_at(pid, "k", cost, t0 + offset)
+        assert (d.allowed, d.remaining, d.retry_after_ns, d.reset_after_ns, d.reason) == (
+            allowed,
+            remaining,
+            retry_after,
+            reset_after,
+            "ok",
+        ), (offset, cost, d)
+        assert d.retry_after == retry_after / S and d.reset_after == reset_after / S
+        assert bool(d) == allowed
+
+
+def test_cost_above_the_capacity_never_fits(limiter):
+    limiter.add_policy("p", "gcra", "3/h")
+    d = limiter.acquire("p", "k", 4)
+    assert not d.allowed and d.reason == "cost_too_high"
+    assert math.isinf(d.retry_after) and d.retry_after_ns == 2**63 - 1
+
+
+def test_unknown_policy_is_denied_not_raised(limiter):
+    d = limiter.acquire("nope", "k")
+    assert not d.allowed and d.reason == "unknown_policy"
+    assert limiter.acquire_many([("nope", "k")]).reason == "unknown_policy"
+
+
+def test_key_too_long_follows_on_full(limiter):
+    limiter.add_policy("open", "gcra", "1/h")
+    limiter.add_policy("closed", "gcra", "1/h", on_full="deny")
+    long_key = "x" * (limiter.max_key_bytes + 1)
+    for _ in range(3):
+        assert limiter.acquire("open", long_key).allowed
+    d = limiter.acquire("closed", long_key)
+    assert (d.allowed, d.reason) == (False, "key_too_long")
+
+
+def test_str_and_bytes_keys_are_the_same_bucket(limiter):
+    limiter.add_policy("p", "gcra", "2/h")
+    assert limiter.acquire("p", "é").allowed
+    assert limiter.acquire("p", "é".encode()).allowed
+    assert not limiter.acquire("p", "é").allowed
+    assert [row["key"] for row in limiter.dump()] == ["é".encode()]
+
+
+def test_peek_refund_and_reset(limiter):
+    pid = limiter.add_policy("p", "gcra", "3/h")
+    # peek(cost) says what acquire(cost) would, remaining included; cost 0
+    # reports what is available
+    assert limiter.peek(pid, "k").remaining == 2
+    assert limiter.peek(pid, "k", 0).remaining == 3  # peeking charged nothing
+    limiter.acquire(pid, "k", 3)
+    assert not limiter.peek(pid, "k").allowed
+    assert limiter.refund(pid, "k", 2).remaining == 2
+    assert limiter.acquire(pid, "k", 2).allowed
+    limiter.acquire(pid, "other")
+    assert limiter.reset(pid, "k") == 1
+    assert limiter.peek(pid, "k", 0).remaining == 3
+    assert limiter.peek(pid, "other", 0).remaining == 2
+    assert limiter.reset() == 1
+    with pytest.raises(ValueError):
+        limiter.reset(key="k")
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        limiter.reset("nope")
+
+
+def test_acquire_many_charges_all_or_nothing(limiter):
+    burst = limiter.add_policy("burst", "gcra", "2/h")
+    sustained = limiter.add_policy("sustained", "gcra", "3/d")
+    reqs = [(burst, "k"), ("sustained", "k", 1)]
+    assert limiter.acquire_many(reqs).allowed
+    assert limiter.acquire_many(reqs).allowed
+    combined, each = limiter.acquire_many(reqs, each=True)
+    assert not combined.allowed and [d.allowed for d in each] == [False, True]
+    # the refusal charged neither limit: sustained still has its third unit
+    assert limiter.peek(sustained, "k", 0).remaining == 1
+    assert limiter.acquire(sustained, "k").allowed
+    with pytest.raises(ValueError):
+        limiter.acquire_many([("burst",)])
+
+
+def test_stats_dump_and_check(limiter):
+    limiter.add_policy("p", "gcra", "2/h")
+    for _ in range(3):
+        limiter.acquire("p", "a")
+    limiter.acquire("p", "b")
+    st = limiter.stats()
+    assert (st["used"], st["admitted"], st["denied"], st["capacity"]) == (2, 3, 1, 1024)
+    rows = {r["key"]: r for r in limiter.dump()}
+    assert rows[b"a"]["admitted"] == 2 and rows[b"a"]["denied"] == 1 and rows[b"a"]["policy"] == "p"
+    assert not rows[b"a"]["now"].allowed and rows[b"b"]["now"].remaining == 1
+    report = limiter.check()
+    assert report["clean"] and report["live"] == 2 and report["problems"] == []
+
+
+def test_open_config_registers_the_files_policies(segment_name, tmp_path):
+    path = tmp_path / "shmlimit.toml"
+    path.write_text(
+        '[segment]\nname = "%s"\ncapacity = 256\n\n'
+        '[policies.api]\nalgorithm = "gcra"\nrate = "2/h"\n' % segment_name
+    )
+    lim = Limiter.open_config(str(path))
+    assert [p["name"] for p in lim.policies()] == ["api"]
+    assert [lim.acquire("api", "k").allowed for _ in range(3)] == [True, True, False]
+    with pytest.raises(shmlimit.NotFoundError):
+        Limiter.open_config(str(tmp_path / "missing.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[segment]\nname = 5\n")
+    with pytest.raises(shmlimit.InvalidArgumentError, match="bad.toml:2"):
+        Limiter.open_config(str(bad))
+
+
+def test_threads_of_one_process_admit_exactly_the_burst(limiter):
+    pid = limiter.add_policy("p", "gcra", "500/h")
+    admitted = []
+
+    def worker():
+        n = 0
+        for _ in range(400):
+            n += limiter.acquire(pid, "hot").allowed
+        admitted.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(admitted) == 500
+
+
+# ---- identity and headers ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "num_proxies,remote,xff,expected",
+    [
+        # DRF's BaseThrottle.get_ident
+        (None, "10.0.0.1", None, "10.0.0.1"),
+        (None, "10.0.0.1", "1.1.1.1, 2.2.2.2", "1.1.1.1,2.2.2.2"),
+        (0, "10.0.0.1", "1.1.1.1, 2.2.2.2", "10.0.0.1"),
+        (1, "10.0.0.1", "1.1.1.1, 2.2.2.2", "2.2.2.2"),
+        (2, "10.0.0.1", "1.1.1.1, 2.2.2.2", "1.1.1.1"),
+        (5, "10.0.0.1", "1.1.1.1, 2.2.2.2", "1.1.1.1"),
+        (1, "10.0.0.1", None, "10.0.0.1"),
+    ],
+)
+def test_client_identity_is_drfs_get_ident(num_proxies, remote, xff, expected):
+    who = shmlimit.client_identity(remote, xff, None, shmlimit.IdentityOptions(num_proxies=num_proxies))
+    assert who.key == expected
+
+
+def test_identity_trusted_proxies_and_access_lists():
+    opts = shmlimit.IdentityOptions(trusted_proxies=["10.0.0.0/8"], ipv6_prefix=64)
+    assert shmlimit.client_identity("10.0.0.1", "2001:db8::1:2:3:4, 10.1.1.1", None, opts).key == "2001:db8::"
+    assert shmlimit.client_identity("192.0.2.9", "203.0.113.1", None, opts).key == "192.0.2.9"
+    with pytest.raises(shmlimit.InvalidArgumentError, match="10.0.0.1/8"):
+        shmlimit.IdentityOptions(trusted_proxies=["10.0.0.1/8"])
+    acl = shmlimit.AccessList(allow=["10.0.0.0/8"], deny=["10.6.6.6"])
+    assert [acl.classify_text(a) for a in ("10.1.2.3", "10.6.6.6", "192.0.2.1", "junk")] == [
+        "allow",
+        "deny",
+        "limit",
+        "limit",
+    ]
+    assert shmlimit.IpAddress("::ffff:192.0.2.1") == shmlimit.IpAddress("192.0.2.1")
+    assert shmlimit.IpAddress("192.0.2.1") in shmlimit.Cidr("192.0.2.0/24")
+    assert len(shmlimit.fit_key("x" * 200)) <= 88
+    assert shmlimit.throttle_key("anon", "1.2.3.4") == "throttle_anon_1.2.3.4"
+
+
+def test_headers_of_a_refusal(limiter):
+    limiter.add_policy("burst", "gcra", "2/m")
+    t0 = limiter.now_ns()
+    for _ in range(2):
+        limiter.acquire_at("burst", "k", 1, t0)
+    d = limiter.acquire_at("burst", "k", 1, t0)
+    assert d.retry_after_ns == 30 * S
+    window = shmlimit.policy_window("gcra", "2/m", 0)
+    assert window == 60.0
+    headers = dict(shmlimit.rate_limit_headers(d, [("burst", d, window)]))
+    assert headers == {
+        "Retry-After": "30",
+        "X-RateLimit-Limit": "2",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "60",
+        "RateLimit-Policy": '"burst";q=2;w=60',
+        "RateLimit": '"burst";r=0;t=60',
+    }
+    v = shmlimit.http_verdict(d, shmlimit.HttpOptions(refuse_status=503))
+    assert (v.refuse, v.status, v.retry_after_s) == (True, 503, 30)
+    dry = shmlimit.http_verdict(d, shmlimit.HttpOptions(dry_run=True))
+    assert (dry.refuse, dry.would_refuse) == (False, True)
+    assert shmlimit.drf_throttled_detail(29.2) == "Request was throttled. Expected available in 30 seconds."
+    assert shmlimit.drf_throttled_detail(0.5) == "Request was throttled. Expected available in 1 second."
+    assert shmlimit.ceil_seconds(S + 1) == 2
+
+
+# ---- leases, the sliding log, state export, recent denials ------------------
+
+
+def test_leases_cap_what_is_in_flight_and_release_on_exit(limiter):
+    limiter.add_policy("uploads", "concurrency", "2/s")
+    a = limiter.lease("uploads", "u")
+    b = limiter.lease("uploads", "u")
+    c = limiter.lease("uploads", "u")
+    assert (bool(a), bool(b), bool(c)) == (True, True, False)
+    assert c.decision.limit == 2 and c.decision.remaining == 0 and not c.decision.allowed
+    assert a.release() and not a.release()  # released once
+    with limiter.lease("uploads", "u") as d:
+        assert d.held and d.decision.remaining == 0
+    assert not d.held
+    assert limiter.lease("uploads", "u").held  # the with block gave its unit back
+    assert limiter.acquire("uploads", "u").reason == "needs_lease"
+    assert not limiter.lease("nope", "u").held
+
+
+def test_a_lease_keeps_the_mapping_alive_after_close(segment_name):
+    lim = Limiter.create(segment_name, capacity=64)
+    lim.add_policy("c", "concurrency", "1/s")
+    held = lim.lease("c", "k")
+    lim.close()
+    assert held.held and held.release()  # no crash: the lease owns the mapping too
+
+
+def test_sliding_log_wait_exact_and_drf(segment_name):
+    lim = Limiter.create(segment_name, capacity=64, log_entries=4)
+    exact = lim.add_policy("exact", "sliding_log", "3/m")
+    drf = lim.add_policy("drf", "sliding_log", "3/m", wait="drf")
+    assert [p["wait"] for p in lim.policies()] == ["exact", "drf"]
+    t0 = lim.now_ns()
+    for pid in (exact, drf):
+        for dt in (0, 10, 20):
+            assert lim.acquire_at(pid, "k", 1, t0 + dt * S).allowed
+    # DRF: (duration - (now - oldest)) / (num_requests - len(history) + 1) = (60 - 30) / 1
+    for pid in (exact, drf):
+        d = lim.acquire_at(pid, "k", 1, t0 + 30 * S)
+        assert not d.allowed and d.retry_after_ns == 30 * S
+    with pytest.raises(shmlimit.InvalidArgumentError, match="log_entries"):
+        lim.add_policy("big", "sliding_log", "5/m")
+    with pytest.raises(shmlimit.InvalidArgumentError, match="wait"):
+        lim.add_policy("x", "sliding_log", "3/m", wait="soon")
+
+
+def test_export_import_and_recent_denials(limiter, segment_name):
+    limiter.add_policy("p", "gcra", "2/h")
+    for _ in range(3):
+        limiter.acquire("p", "k")
+    doc = limiter.export_state()
+    buckets = json.loads(doc)["buckets"]
+    assert [(b["policy"], b["key"], b["admitted"], b["denied"]) for b in buckets] == [("p", "k", 2, 1)]
+    ring = limiter.recent_denials()
+    assert [(d["policy"], d["key"], d["reason"]) for d in ring["denials"]] == [("p", b"k", "ok")]
+    assert limiter.recent_denials(ring["next_cursor"])["denials"] == []
+    other = Limiter.create(segment_name + "-copy", capacity=64)
+    try:
+        other.add_policy("p", "gcra", "2/h")
+        assert other.import_state(doc)["imported"] == 1
+        assert not other.acquire("p", "k").allowed
+        with pytest.raises(shmlimit.InvalidArgumentError):
+            other.import_state("{not json")
+    finally:
+        Limiter.remove(segment_name + "-copy")
+    assert Limiter.check_segment(segment_name)["clean"]
+
+
+def test_type_stub_names_exactly_what_the_module_has():
+    import ast
+    import os
+
+    import shmlimit._shmlimit as ext
+
+    stub = os.path.join(os.path.dirname(shmlimit.__file__), "_shmlimit.pyi")
+    tree = ast.parse(open(stub).read())
+
+    def members(body):
+        names = {n.name for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+        return names | {n.target.id for n in body if isinstance(n, ast.AnnAssign)}
+
+    assert members(tree.body) == {n for n in dir(ext) if not n.startswith("_")}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        declared = {n for n in members(cls.body) if not n.startswith("__")}
+        assert declared == {n for n in dir(getattr(ext, cls.name)) if not n.startswith("__")}, cls.name
+
+
+def test_the_gil_is_released_while_open_waits_for_a_creator(segment_name):
+    # a segment whose creator never finishes: open() waits open_timeout
+    with open("/dev/shm" + segment_name, "wb") as f:
+        f.write(bytes(65536))
+    result = {}
+
+    def opener():
+        try:
+            Limiter.open(segment_name, open_timeout=3.0)
+        except shmlimit.OpenTimeoutError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=opener)
+    t.start()
+    ticks = 0
+    while t.is_alive():  # with the GIL held by open(), this loop could not run
+        ticks += 1
+        t.join(0.01)
+    assert isinstance(result.get("error"), shmlimit.OpenTimeoutError)
+    assert ticks >= 3

@@ -1,0 +1,368 @@
+// Field-by-field audit of a segment's raw bytes (check_segment.hpp), and
+// Limiter::check_segment(), which maps a named segment read-only for it.
+#include "check_segment.hpp"
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "algorithms.hpp"
+#include "denials.hpp"
+#include "gcra.hpp"
+#include "layout.hpp"
+#include "process.hpp"
+#include "segment.hpp"
+#include "table.hpp"
+
+namespace bip = boost::interprocess;
+
+namespace shmlimit::detail {
+namespace {
+
+std::string hex(u64 v) {
+  char buf[19];
+  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+class Problems {
+ public:
+  explicit Problems(CheckReport* r) : r_(r) {}
+  void add(std::string line) {
+    if (r_->problems.size() < kMaxProblems) {
+      r_->problems.push_back(std::move(line));
+    } else {
+      ++more_;
+    }
+  }
+  ~Problems() {
+    if (more_ > 0) r_->problems.push_back("... and " + std::to_string(more_) + " more problems not listed");
+  }
+  Problems(const Problems&) = delete;
+  Problems& operator=(const Problems&) = delete;
+
+ private:
+  CheckReport* r_;
+  std::uint64_t more_ = 0;
+};
+
+bool valid_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+         c == ':' || c == '-';
+}
+
+// The policy table: returns how many entries are in use (entries fill in order).
+std::uint32_t inspect_policies(const std::byte* base, const Geometry& g, Problems& out) {
+  const auto* table = reinterpret_cast<const PolicyEntry*>(base + g.policy_offset);
+  std::uint32_t registered = 0;
+  bool gap = false;
+  for (std::uint32_t i = 0; i < kMaxPolicies; ++i) {
+    const PolicyEntry& e = table[i];
+    const std::string where = "policy entry " + std::to_string(i) + ": ";
+    // Relaxed: a read-only audit of a quiet segment; a concurrent writer can
+    // only make the report inconsistent, and every value is range-checked.
+    const u64 state = e.state.load(std::memory_order_relaxed);
+    if (state == 0) {
+      gap = true;
+      continue;
+    }
+    if (gap) out.add(where + "in use after an unused entry (entries fill in order)");
+    else registered = i + 1;
+    char name[kPolicyNameBytes];
+    for (std::uint32_t w = 0; w < kPolicyNameBytes / 8; ++w) {
+      const u64 v = e.name[w].load(std::memory_order_relaxed);
+      std::memcpy(name + 8 * w, &v, 8);
+    }
+    std::size_t len = 0;
+    while (len < kPolicyNameBytes && name[len] != '\0') ++len;
+    bool name_ok = len > 0 && len < kPolicyNameBytes;
+    for (std::size_t k = 0; k < len && name_ok; ++k) name_ok = valid_name_char(name[k]);
+    for (std::size_t k = len; k < kPolicyNameBytes && name_ok; ++k) name_ok = name[k] == '\0';
+    const std::string label = name_ok ? where.substr(0, where.size() - 2) + " (\"" + std::string(name, len) + "\"): " : where;
+    if (!name_ok) out.add(where + "name is not 1..31 characters of A-Z a-z 0-9 _ . : - followed by NULs");
+    if ((state >> 1) == 0) out.add(label + "state " + hex(state) + " has no change count (impossible)");
+    const PolicyParams& p = e.params[state & 1];
+    const u64 kind = p.kind.load(std::memory_order_relaxed);
+    AlgoParams a{static_cast<Algorithm>(kind & 0xFF), p.count.load(std::memory_order_relaxed),
+                 p.period_ns.load(std::memory_order_relaxed), p.burst.load(std::memory_order_relaxed),
+                 p.emission_ns.load(std::memory_order_relaxed)};
+    const char* why = nullptr;
+    if (to_string(a.algorithm) == "unknown") {
+      out.add(label + "algorithm " + std::to_string(kind & 0xFF) + " is unknown");
+    } else if (!algo_params_valid(a, &why)) {
+      out.add(label + "impossible parameters (" + std::string(to_string(a.algorithm)) + "): " + why);
+    } else if (a.emission_ns != gcra_emission(a.count, a.period_ns)) {
+      out.add(label + "emission interval " + std::to_string(a.emission_ns) + " ns is not period / count rounded up (" +
+              std::to_string(gcra_emission(a.count, a.period_ns)) + ")");
+    }
+    if (((kind >> 8) & 0xFF) > 1) out.add(label + "on_full " + std::to_string((kind >> 8) & 0xFF) + " is not 0 (allow) or 1 (deny)");
+    if ((kind >> 16) != 0) out.add(label + "kind " + hex(kind) + " has bits set beyond algorithm and on_full");
+  }
+  return registered;
+}
+
+void inspect_slots(const std::byte* base, std::size_t size, const Geometry& g, u64 seed, std::uint32_t registered,
+                   Problems& out, CheckReport* report) {
+  const std::uint32_t mask = g.capacity - 1;
+  const std::uint32_t key_cap = g.key_capacity();
+  // Slots that fit the bytes we have (a truncated file has fewer).
+  const u64 fit = size > g.slot_offset ? (size - g.slot_offset) / g.slot_bytes : 0;
+  const auto scanned = static_cast<std::uint32_t>(std::min<u64>(fit, g.capacity));
+  if (scanned < g.capacity) {
+    out.add("slots " + std::to_string(scanned) + " to " + std::to_string(g.capacity - 1) +
+            " lie beyond the end of the object (not checked)");
+  }
+  const auto head = [&](std::uint32_t i) -> const SlotHead& {
+    return *reinterpret_cast<const SlotHead*>(base + g.slot_offset + u64{i} * g.slot_bytes);
+  };
+  struct Seen {
+    std::uint32_t policy;
+    std::string key;
+    std::uint32_t slot;
+  };
+  std::vector<Seen> live;
+  for (std::uint32_t i = 0; i < scanned; ++i) {
+    const SlotHead& h = head(i);
+    const std::string where = "slot " + std::to_string(i) + ": ";
+    // Relaxed: see inspect_policies.
+    const u64 meta = h.meta.load(std::memory_order_relaxed);
+    const u64 word = h.word.load(std::memory_order_relaxed);
+    const u64 owner = h.owner.load(std::memory_order_relaxed);
+    const u64 state = Meta::state(meta);
+    if (owner != 0) {
+      if (token_is_dead(owner)) {
+        out.add(where + "claim left by dead process " + std::to_string(token_pid(owner)));
+      } else {
+        ++report->in_progress;
+        continue;
+      }
+    }
+    if (state == kEmpty) {
+      if (meta != 0) out.add(where + "empty slot with non-zero fields (meta " + hex(meta) + ")");
+      else if (word != 0) out.add(where + "empty slot whose state word was committed (" + hex(word) + ")");
+      continue;
+    }
+    if (state == kDead) continue;
+    if (state == kClaiming) {
+      if (owner == 0) out.add(where + "orphaned claim (CLAIMING with no owner)");
+      continue;
+    }
+    const auto len = static_cast<std::uint32_t>(Meta::key_len(meta));
+    const auto policy = static_cast<std::uint32_t>(Meta::policy(meta));
+    bool ok = true;
+    if (len > key_cap) {
+      out.add(where + "key length " + std::to_string(len) + " exceeds the slot's " + std::to_string(key_cap) + " bytes");
+      ok = false;
+    }
+    if (policy >= registered) {
+      out.add(where + "names unregistered policy " + std::to_string(policy));
+      ok = false;
+    }
+    if (Word::version(word) != Meta::version(meta) && owner == 0) {
+      out.add(where + "state version " + std::to_string(Word::version(word)) + " does not match generation " +
+              std::to_string(Meta::gen(meta)));
+      ok = false;
+    }
+    if (!ok) continue;
+    ++report->live;
+    std::string key(len, '\0');
+    std::memcpy(key.data(), reinterpret_cast<const char*>(&h) + kSlotHeadBytes, len);
+    const PackedKey pk(seed, policy, key);
+    if (pk.fp != Meta::fp(meta)) {
+      out.add(where + "fingerprint does not match its key");
+      continue;
+    }
+    const std::uint32_t home = static_cast<std::uint32_t>(pk.hash) & mask;
+    const std::uint32_t dist = (i - home) & mask;
+    if (dist >= g.max_probe) {
+      out.add(where + "key is " + std::to_string(dist) + " slots from home, beyond max_probe");
+    } else {
+      for (std::uint32_t d = 0; d < dist; ++d) {
+        const std::uint32_t j = (home + d) & mask;
+        if (j < scanned && Meta::state(head(j).meta.load(std::memory_order_relaxed)) == kEmpty) {
+          out.add(where + "key is unreachable: slot " + std::to_string(j) + " before it is empty");
+          break;
+        }
+      }
+    }
+    live.push_back(Seen{policy, std::move(key), i});
+  }
+  std::sort(live.begin(), live.end(),
+            [](const Seen& a, const Seen& b) { return std::tie(a.policy, a.key, a.slot) < std::tie(b.policy, b.key, b.slot); });
+  for (std::size_t i = 1; i < live.size(); ++i) {
+    if (live[i].policy == live[i - 1].policy && live[i].key == live[i - 1].key) {
+      out.add("slots " + std::to_string(live[i - 1].slot) + " and " + std::to_string(live[i].slot) +
+              " hold the same key (policy " + std::to_string(live[i].policy) + ")");
+    }
+  }
+}
+
+void inspect_denials(const std::byte* base, std::size_t size, const Geometry& g, std::uint32_t registered,
+                     Problems& out) {
+  if (g.denials_offset + kDenialRingBytes > size) {
+    out.add("denials ring: lies beyond the end of the object (not checked)");
+    return;
+  }
+  const auto* head = reinterpret_cast<const DenialRingHead*>(base + g.denials_offset);
+  const auto* entries = reinterpret_cast<const DenialEntry*>(base + g.denials_offset + sizeof(DenialRingHead));
+  const u64 next = head->next.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < kDenialRingEntries; ++i) {
+    const u64 seq = entries[i].seq.load(std::memory_order_relaxed);
+    if (seq == 0) continue;
+    // An unfinished entry keeps its ticket mod 2^41 only: compare it
+    // against `next` while the count still fits in those bits.
+    const u64 ticket = denial_seq_ticket(seq);
+    const std::string where = "denials ring entry " + std::to_string(i) + ": ";
+    if ((ticket & (kDenialRingEntries - 1)) != i) {
+      out.add(where + "holds ticket " + std::to_string(ticket) + ", which belongs to entry " +
+              std::to_string(ticket & (kDenialRingEntries - 1)));
+    } else if (ticket >= next && (!denial_seq_is_writing(seq) || next <= kDenialSeqTicketMask)) {
+      out.add(where + "holds ticket " + std::to_string(ticket) + ", beyond the " + std::to_string(next) +
+              " handed out");
+    } else if (!denial_seq_is_writing(seq) && (entries[i].info.load(std::memory_order_relaxed) & 0xFF) >= registered) {
+      out.add(where + "names unregistered policy " +
+              std::to_string(entries[i].info.load(std::memory_order_relaxed) & 0xFF));
+    }
+  }
+}
+
+}  // namespace
+
+void inspect_segment_bytes(const std::byte* base, std::size_t size, CheckReport* report) {
+  Problems out(report);
+  if (size < sizeof(Header)) {
+    out.add("header: the object is " + std::to_string(size) + " bytes, smaller than a header (" +
+            std::to_string(sizeof(Header)) + "): truncated, or not a shmlimit segment");
+    return;
+  }
+  const auto& h = *reinterpret_cast<const Header*>(base);
+  // Relaxed: see inspect_policies.
+  const u64 magic = h.magic.load(std::memory_order_relaxed);
+  const bool magic_ok = magic == kMagic;
+  if (!magic_ok) out.add("header: bad magic " + hex(magic) + " (expected " + hex(kMagic) + ", \"SHMLIMIT\")");
+  const u32 init = h.init_state.load(std::memory_order_relaxed);
+  if (init != kInitReady) {
+    out.add("header: init_state is " + std::to_string(init) + ", not " + std::to_string(kInitReady) +
+            " (ready): its creator died while initialising it, or the header was overwritten");
+  }
+  const bool version_ok = h.layout_version == kLayoutVersion;
+  if (!version_ok) {
+    out.add("header: layout version " + std::to_string(h.layout_version) + ", this build reads version " +
+            std::to_string(kLayoutVersion));
+  }
+  const bool fingerprint_ok = h.fingerprint == layout_fingerprint();
+  if (!fingerprint_ok) {
+    out.add("header: layout fingerprint " + hex(h.fingerprint) + " differs from this build's " +
+            hex(layout_fingerprint()));
+  }
+  if (h.header_bytes != sizeof(Header)) {
+    out.add("header: header_bytes is " + std::to_string(h.header_bytes) + ", not " + std::to_string(sizeof(Header)));
+  }
+  bool geometry_ok = true;
+  if (h.capacity < kMinCapacity || h.capacity > kMaxCapacity || (h.capacity & (h.capacity - 1)) != 0) {
+    out.add("header: capacity " + std::to_string(h.capacity) + " is not a power of two from " +
+            std::to_string(kMinCapacity) + " to " + std::to_string(kMaxCapacity));
+    geometry_ok = false;
+  }
+  if (h.slot_bytes != 64 && h.slot_bytes != 128 && h.slot_bytes != 256) {
+    out.add("header: slot_bytes " + std::to_string(h.slot_bytes) + " is not 64, 128 or 256");
+    geometry_ok = false;
+  }
+  if (h.max_probe < 1 || h.max_probe > 1024 || (geometry_ok && h.max_probe > h.capacity)) {
+    out.add("header: max_probe " + std::to_string(h.max_probe) + " is out of range (1 .. min(1024, capacity))");
+    geometry_ok = false;
+  }
+  if (h.log_entries > kMaxLogEntries) {
+    out.add("header: log_entries " + std::to_string(h.log_entries) + " is above " + std::to_string(kMaxLogEntries));
+    geometry_ok = false;
+  }
+  if (h.max_policies != kMaxPolicies) {
+    out.add("header: max_policies " + std::to_string(h.max_policies) + ", this build has " + std::to_string(kMaxPolicies));
+  }
+  if (h.max_processes != kMaxProcesses) {
+    out.add("header: max_processes " + std::to_string(h.max_processes) + ", this build has " +
+            std::to_string(kMaxProcesses));
+  }
+  Geometry g;
+  if (geometry_ok) {
+    g = Geometry::compute(h.capacity, h.slot_bytes, h.max_probe, h.log_entries);
+    const std::tuple<const char*, u64, u64> offsets[] = {
+        {"policy_offset", h.policy_offset, g.policy_offset},   {"process_offset", h.process_offset, g.process_offset},
+        {"slot_offset", h.slot_offset, g.slot_offset},         {"lease_offset", h.lease_offset, g.lease_offset},
+        {"log_offset", h.log_offset, g.log_offset},            {"total_bytes", h.total_bytes, g.total_bytes},
+    };
+    for (const auto& [field, have, want] : offsets) {
+      if (have != want) {
+        out.add("header: " + std::string(field) + " is " + std::to_string(have) + ", expected " + std::to_string(want) +
+                " for capacity " + std::to_string(h.capacity) + " and slot size " + std::to_string(h.slot_bytes));
+      }
+    }
+    if (size < g.total_bytes) {
+      out.add("the object is " + std::to_string(size) + " bytes but its header describes " +
+              std::to_string(g.total_bytes) + " (truncated)");
+    } else if (size > g.total_bytes) {
+      out.add("the object is " + std::to_string(size) + " bytes but its header describes " +
+              std::to_string(g.total_bytes) + " (resized)");
+    }
+  }
+  // The table is read with this build's layout: only when the header says
+  // it is this layout and its geometry is usable.
+  if (!magic_ok || !version_ok || !fingerprint_ok || !geometry_ok) {
+    out.add("policies and slots not checked: the header does not describe a layout this build can read");
+    return;
+  }
+  if (g.process_offset > size) {
+    out.add("policies and slots not checked: the object ends inside the policy table");
+    return;
+  }
+  const std::uint32_t registered = inspect_policies(base, g, out);
+  inspect_slots(base, size, g, h.hash_seed, registered, out, report);
+  inspect_denials(base, size, g, registered, out);
+}
+
+}  // namespace shmlimit::detail
+
+namespace shmlimit {
+
+CheckReport Limiter::check_segment(std::string_view name_view) {
+  const std::string name(name_view);
+  detail::Segment::check_name(name);
+  const std::string what = "shared-memory segment " + name;
+  bip::shared_memory_object shm;
+  try {
+    shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_only);
+  } catch (const bip::interprocess_exception& e) {
+    const int err = e.get_native_error();
+    if (err == ENOENT || e.get_error_code() == bip::not_found_error) {
+      throw Error(ErrorCode::kNotFound, what + " does not exist (see `ls /dev/shm`)");
+    }
+    if (err == EACCES || err == EPERM || e.get_error_code() == bip::security_error) {
+      throw Error(ErrorCode::kPermission, "permission denied to read " + what + " (check its owner and mode in /dev/shm" +
+                                              name + ", or run as its owner)");
+    }
+    throw Error(ErrorCode::kSystem, "cannot open " + what + ": " + std::strerror(err != 0 ? err : EIO));
+  }
+  bip::offset_t size = 0;
+  if (!shm.get_size(size)) throw Error(ErrorCode::kSystem, "cannot read the size of " + what);
+  CheckReport report;
+  if (size <= 0) {
+    detail::inspect_segment_bytes(nullptr, 0, &report);
+    return report;
+  }
+  bip::mapped_region region;
+  try {
+    region = bip::mapped_region(shm, bip::read_only);
+  } catch (const bip::interprocess_exception& e) {
+    throw Error(ErrorCode::kSystem, "cannot map " + what + " read-only: " + e.what());
+  }
+  detail::inspect_segment_bytes(static_cast<const std::byte*>(region.get_address()), region.get_size(), &report);
+  return report;
+}
+
+}  // namespace shmlimit

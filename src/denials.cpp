@@ -1,0 +1,127 @@
+// The recent-denials ring (denials.hpp states the protocol and invariants).
+#include "denials.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <limits>
+
+#include "process.hpp"
+
+namespace shmlimit::detail {
+namespace {
+
+constexpr u64 kKeyWords = kDenialKeyBytes / 8;
+
+// True when `pid` names no live process (a zombie counts as dead: it can
+// no longer store). Without a start time a reused pid reads as alive, which
+// costs entries, never correctness.
+bool writer_is_dead(u32 pid) noexcept { return token_is_dead(ProcessToken{pid} << 32); }
+
+}  // namespace
+
+DenialRing DenialRing::at(std::byte* base, const Geometry& geometry) noexcept {
+  std::byte* p = base + geometry.denials_offset;
+  return DenialRing(reinterpret_cast<DenialRingHead*>(p), reinterpret_cast<DenialEntry*>(p + sizeof(DenialRingHead)));
+}
+
+std::uint64_t DenialRing::next_ticket() const noexcept {
+  // Acquire: not needed for the entries (each seq publishes its own), but
+  // a reader that saw a ticket handed out then sees at least that count.
+  return head_->next.load(std::memory_order_acquire);
+}
+
+void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reason, std::string_view key,
+                        std::uint64_t cost, Nanos retry_after) noexcept {
+  // Relaxed: the ticket only chooses the entry; the entry's seq publishes
+  // its content. This is the ring's one shared counter, touched on denials only.
+  const u64 t = head_->next.fetch_add(1, std::memory_order_relaxed);
+  DenialEntry& e = entry(t);
+  const u32 self = token_pid(self_token());
+  const u64 writing = denial_seq_writing(t, self);
+  u64 s = e.seq.load(std::memory_order_relaxed);
+  for (;;) {
+    if (!denial_seq_is_writing(s)) {
+      if (s != 0 && denial_seq_ticket(s) >= t) return;  // a newer ticket completed here: we were lapped
+    } else {
+      // How far our ticket is past the unfinished one (mod 2^41).
+      const u64 ahead = (t - denial_seq_ticket(s)) & kDenialSeqTicketMask;
+      if (ahead == 0 || ahead > (kDenialSeqTicketMask >> 1)) return;  // it is newer: we were lapped
+      // A live writer, however long preempted, will still store its
+      // fields: drop ours rather than mix the two. A dead one's entry is
+      // taken over.
+      const u32 writer = denial_seq_writer(s);
+      if (writer == self || !writer_is_dead(writer)) return;
+    }
+    // Relaxed: the release fence below orders this store before the fields.
+    if (e.seq.compare_exchange_weak(s, writing, std::memory_order_relaxed, std::memory_order_relaxed)) break;
+  }
+  // Release fence: a reader that sees any field below also sees seq odd
+  // (or newer) when it re-reads seq after its acquire fence.
+  std::atomic_thread_fence(std::memory_order_release);
+  const auto len = static_cast<u64>(std::min<std::size_t>(key.size(), 0xFFFF));
+  const u64 pid = self;
+  e.time_ns.store(static_cast<u64>(std::max<std::int64_t>(time_ns, 0)), std::memory_order_relaxed);
+  e.info.store(u64{policy & 0xFF} | (u64{static_cast<std::uint8_t>(reason)} << 8) | (len << 16) | (pid << 32),
+               std::memory_order_relaxed);
+  e.cost.store(cost, std::memory_order_relaxed);
+  e.retry_after_ns.store(static_cast<u64>(std::max<Nanos::rep>(retry_after.count(), 0)), std::memory_order_relaxed);
+  u64 words[kKeyWords] = {};
+  std::memcpy(words, key.data(), std::min<std::size_t>(key.size(), kDenialKeyBytes));
+  for (u64 i = 0; i < kKeyWords; ++i) e.key[i].store(words[i], std::memory_order_relaxed);
+  // Release: the fields are visible to whoever reads seq == 2t+2 with
+  // acquire. Only a writer that judged this process dead takes an entry
+  // over, so the CAS fails only when the segment's users do not share one
+  // pid namespace; the other record then stands.
+  u64 expected = writing;
+  e.seq.compare_exchange_strong(expected, denial_seq_complete(t), std::memory_order_release,
+                                std::memory_order_relaxed);
+}
+
+DenialRead DenialRing::read(std::uint64_t since) const {
+  DenialRead out;
+  const u64 head = next_ticket();
+  u64 c = std::min<u64>(since, head);
+  if (head - c > kDenialRingEntries) {
+    out.lost += head - kDenialRingEntries - c;  // overwritten for certain
+    c = head - kDenialRingEntries;
+  }
+  out.records.reserve(static_cast<std::size_t>(head - c));
+  for (u64 t = c; t < head; ++t) {
+    const DenialEntry& e = entry(t);
+    // Acquire: pairs with the writer's release of 2t+2; the fields read
+    // below are at least that complete write's.
+    const u64 s1 = e.seq.load(std::memory_order_acquire);
+    if (s1 != denial_seq_complete(t)) {  // overwritten by a newer ticket, or not complete yet
+      ++out.lost;
+      continue;
+    }
+    DenialRecord r;
+    r.ticket = t;
+    const u64 time = e.time_ns.load(std::memory_order_relaxed);
+    const u64 info = e.info.load(std::memory_order_relaxed);
+    r.cost = e.cost.load(std::memory_order_relaxed);
+    r.retry_after_ns = e.retry_after_ns.load(std::memory_order_relaxed);
+    u64 words[kKeyWords];
+    for (u64 i = 0; i < kKeyWords; ++i) words[i] = e.key[i].load(std::memory_order_relaxed);
+    // Acquire fence: the loads above complete before seq is read again; an
+    // unchanged seq proves no writer touched the entry in between.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (e.seq.load(std::memory_order_relaxed) != s1) {
+      ++out.lost;  // torn: a newer ticket started writing while we copied
+      continue;
+    }
+    r.time_ns = static_cast<std::int64_t>(std::min<u64>(time, static_cast<u64>(kClockHorizonNs)));
+    r.policy = static_cast<std::uint32_t>(info & 0xFF);
+    r.reason = static_cast<Reason>((info >> 8) & 0xFF);  // an unknown value prints as "unknown"
+    r.key_len = static_cast<std::uint32_t>((info >> 16) & 0xFFFF);
+    r.pid = static_cast<std::uint32_t>(info >> 32);
+    r.retry_after_ns = std::min<u64>(r.retry_after_ns, static_cast<u64>(std::numeric_limits<std::int64_t>::max()));
+    std::memcpy(r.key, words, kDenialKeyBytes);
+    out.records.push_back(r);
+  }
+  out.next = head;
+  return out;
+}
+
+}  // namespace shmlimit::detail

@@ -1,0 +1,231 @@
+// The hybrid tier with real processes: several "hosts" (each its own pair of
+// segments, each with forked workers) lease from one real redis-server. The
+// fleet never admits more than Redis admitted (the limit over the run), at
+// most H * (max_batch - 1) less (tokens stranded on hosts), and exactly the
+// limit with max_batch = 1. Redis killed and restarted mid-run: each
+// WhenDown mode answers as documented and the tier recovers by itself.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mp.hpp"
+#include "redis_server.hpp"
+#include "shmlimit/redis.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::test {
+namespace {
+
+using std::chrono::milliseconds;
+using u64 = std::uint64_t;
+
+// A host's two segments, removed at the end.
+class HostName {
+ public:
+  explicit HostName(const std::string& tag) : name_(tag) { HybridLimiter::remove(name_.str()); }
+  ~HostName() {
+    try {
+      HybridLimiter::remove(name_.str());
+    } catch (...) {
+    }
+  }
+  HostName(const HostName&) = delete;
+  HostName& operator=(const HostName&) = delete;
+  const std::string& str() const { return name_.str(); }
+
+ private:
+  ScopedName name_;
+};
+
+RedisOptions redis_options(const RedisServer& s) {
+  RedisOptions o;
+  if (s.socket().empty()) {
+    o.port = s.port();
+  } else {
+    o.unix_socket = s.socket();
+  }
+  o.connect_timeout = milliseconds(30000);
+  o.command_timeout = milliseconds(30000);
+  o.backoff_initial = milliseconds(10);
+  o.backoff_max = milliseconds(100);
+  return o;
+}
+
+struct FleetResult {
+  u64 admitted = 0;
+  u64 attempts = 0;
+  u64 redis_calls = 0;
+  u64 redis_admitted = 0;
+};
+
+// H hosts x W workers, each worker `attempts` acquires of cost 1 on one key
+// whose Redis bucket holds `limit` (GCRA, limit per day, burst limit: no
+// refill to speak of during the run).
+FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hosts, int workers, int attempts,
+                      u64 limit, std::uint32_t max_batch) {
+  std::vector<std::unique_ptr<HostName>> names;
+  for (int h = 0; h < hosts; ++h) names.push_back(std::make_unique<HostName>(tag + "-h" + std::to_string(h)));
+  const TierPolicy policy{{"fleet", Algorithm::kGcra, {limit, std::chrono::hours(24)}, limit, OnFull::kDeny}};
+  {
+    RedisLimiter admin(redis_options(server));
+    const PolicyId id = admin.add_policy(policy);
+    admin.reset(id, tag);
+  }
+  Shared<std::atomic<u64>> admitted;
+  Shared<std::atomic<u64>> calls;
+  Shared<std::atomic<u64>> start;
+  std::vector<pid_t> pids;
+  for (int h = 0; h < hosts; ++h) {
+    HybridOptions o;
+    o.redis = redis_options(server);
+    o.name = names[static_cast<std::size_t>(h)]->str();
+    o.lease_slots = 64;
+    o.max_batch = max_batch;
+    o.lease_ttl = std::chrono::seconds(600);  // nothing expires during the run
+    o.hosts = static_cast<std::uint32_t>(hosts);
+    // The host's segments exist before its workers fork, as in a prefork server.
+    HybridLimiter host = HybridLimiter::open_or_create(o);
+    const PolicyId id = host.add_policy(policy);
+    // The parent's connection is open when the workers fork: each must open
+    // its own rather than share the socket.
+    const TierDecision warm = host.acquire(id, tag + "-warm");
+    EXPECT_EQ(warm.source, Source::kRedis) << host.redis().last_error();
+    const auto more = fork_workers(workers, [&, id](int) {
+      // The inherited Redis connection is dropped and a new one opened.
+      wait_for(*start, 1);
+      u64 mine = 0;
+      for (int i = 0; i < attempts; ++i) {
+        const TierDecision d = host.acquire(id, tag);
+        if (d.source != Source::kRedis && d.source != Source::kLease) return 3;  // Redis is up throughout
+        if (d.decision.reason != Reason::kOk) return 4;
+        if (d.decision.allowed) ++mine;
+      }
+      admitted->fetch_add(mine);
+      calls->fetch_add(host.redis_calls());
+      return 0;
+    });
+    pids.insert(pids.end(), more.begin(), more.end());
+  }
+  start->store(1, std::memory_order_release);
+  EXPECT_EQ(wait_all(pids), 0) << "a worker saw a decision not from Redis or its lease";
+  FleetResult r;
+  r.admitted = admitted->load();
+  r.attempts = static_cast<u64>(hosts) * static_cast<u64>(workers) * static_cast<u64>(attempts);
+  r.redis_calls = calls->load();
+  RedisLimiter check(redis_options(server));
+  const PolicyId id = check.add_policy(policy);
+  const TierDecision peek = check.peek(id, tag, 1);
+  EXPECT_EQ(peek.source, Source::kRedis) << check.last_error();
+  r.redis_admitted = limit - peek.decision.remaining;  // day-long refill: at most 1 back per 86 s
+  return r;
+}
+
+class Hybrid : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!RedisServer::available()) GTEST_SKIP() << "redis-server is not installed";
+    server_ = std::make_unique<RedisServer>();
+  }
+  std::unique_ptr<RedisServer> server_;
+};
+
+// Bound: admitted <= limit + H * 2 * (max_batch - 1) over any interval
+// (doc/redis.md); over a whole run from a full bucket no more than Redis
+// admitted, and at most H * (max_batch - 1) tokens stay stranded on hosts.
+TEST_F(Hybrid, FleetOfHostsAdmitsAtMostTheLimitPlusTheBoundAndBatchesCutRedisCalls) {
+  const int hosts = 3, workers = 3, attempts = 400;
+  const u64 limit = 300;
+  const std::uint32_t max_batch = 16;
+  const FleetResult r = run_fleet(*server_, "fleet-batched", hosts, workers, attempts, limit, max_batch);
+  const u64 bound = static_cast<u64>(hosts) * 2 * (max_batch - 1);
+  EXPECT_LE(r.admitted, limit + bound);
+  EXPECT_LE(r.admitted, r.redis_admitted);  // every admission spent a token Redis admitted
+  EXPECT_LE(r.redis_admitted, limit);
+  EXPECT_GE(r.admitted + static_cast<u64>(hosts) * (max_batch - 1), r.redis_admitted);  // stranded <= H*(b-1)
+  EXPECT_LT(r.redis_calls, r.attempts);  // leases and cached denials answer without Redis
+  RecordProperty("admitted", static_cast<int>(r.admitted));
+  RecordProperty("redis_calls", static_cast<int>(r.redis_calls));
+  std::printf("hybrid fleet: %d hosts x %d workers, max_batch %u: admitted %llu of limit %llu, %llu Redis calls for %llu decisions\n",
+              hosts, workers, max_batch, static_cast<unsigned long long>(r.admitted),
+              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.redis_calls),
+              static_cast<unsigned long long>(r.attempts));
+}
+
+TEST_F(Hybrid, FleetAdmitsExactlyTheLimitWhenTheBatchIsOne) {
+  const FleetResult r = run_fleet(*server_, "fleet-exact", 3, 3, 150, 200, 1);
+  EXPECT_EQ(r.admitted, 200u);
+  EXPECT_EQ(r.redis_admitted, 200u);
+}
+
+// Redis killed mid-run and restarted on the same unix socket: fail-open
+// admits, fail-closed denies, local share admits exactly the host's share
+// from the local segment; once Redis is back every policy decides in Redis
+// again, with no call other than acquire().
+TEST(HybridRedisDown, EachModeAnswersWhileRedisIsDownAndRecoversWhenItReturns) {
+  if (!RedisServer::available()) GTEST_SKIP() << "redis-server is not installed";
+  RedisServer server(RedisServer::Transport::kUnix);
+  HostName name("down");
+  HybridOptions o;
+  o.redis = redis_options(server);
+  o.name = name.str();
+  o.lease_slots = 64;
+  o.max_batch = 4;
+  o.lease_ttl = milliseconds(1);  // leased tokens are dropped almost at once
+  HybridLimiter host = HybridLimiter::open_or_create(o);
+  const Rate rate = parse_rate("10/h");
+  const PolicyId open = host.add_policy({{"open", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kFailOpen});
+  const PolicyId closed = host.add_policy({{"closed", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kFailClosed});
+  const PolicyId share =
+      host.add_policy({{"share", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kLocalShare, 0.5});
+  for (const PolicyId id : {open, closed, share}) {
+    const TierDecision d = host.acquire(id, "k");
+    EXPECT_EQ(d.source, Source::kRedis) << host.redis().last_error();
+    EXPECT_TRUE(d.decision.allowed);
+  }
+
+  server.kill();
+  std::this_thread::sleep_for(milliseconds(5));  // past lease_ttl: no leased token is left
+  for (int i = 0; i < 3; ++i) {
+    const TierDecision d = host.acquire(open, "k");
+    EXPECT_EQ(d.source, Source::kFailOpen);
+    EXPECT_TRUE(d.decision.allowed);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const TierDecision d = host.acquire(closed, "k");
+    EXPECT_EQ(d.source, Source::kFailClosed);
+    EXPECT_FALSE(d.decision.allowed);
+    EXPECT_GT(d.decision.retry_after.count(), 0);
+  }
+  // Half of burst 10 on this host alone: exactly 5, from the local segment.
+  int share_admitted = 0;
+  for (int i = 0; i < 12; ++i) {
+    const TierDecision d = host.acquire(share, "k");
+    EXPECT_EQ(d.source, Source::kLocalShare);
+    share_admitted += d.decision.allowed ? 1 : 0;
+  }
+  EXPECT_EQ(share_admitted, 5);
+  EXPECT_FALSE(host.redis().available());
+
+  server.start();
+  // Recovery needs nothing but time: the backoff (capped at 100 ms) ends and
+  // the next call reconnects. A generous deadline for a loaded machine.
+  for (const PolicyId id : {open, closed, share}) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    TierDecision d;
+    do {
+      d = host.acquire(id, "k");
+      if (d.source == Source::kRedis || d.source == Source::kLease) break;
+      std::this_thread::sleep_for(milliseconds(10));
+    } while (std::chrono::steady_clock::now() < deadline);
+    EXPECT_TRUE(d.source == Source::kRedis || d.source == Source::kLease) << to_string(d.source);
+    EXPECT_TRUE(d.decision.allowed);  // the restarted server has no state: a full bucket
+  }
+  EXPECT_TRUE(host.redis().available());
+}
+
+}  // namespace
+}  // namespace shmlimit::test

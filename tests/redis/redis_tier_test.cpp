@@ -1,0 +1,422 @@
+// The Redis tier against the local algorithms: the same tables of (time,
+// cost) give identical five values in Redis (limiter.lua, injected time) and
+// in the pure functions of src/algorithms.cpp; multi-limit calls agree with
+// Limiter::acquire_many_at; keys expire when full; the script is reloaded
+// after SCRIPT FLUSH; AUTH; policies the script cannot represent are refused.
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "algorithms.hpp"
+#include "gcra.hpp"
+#include "mp.hpp"
+#include "redis_server.hpp"
+#include "redis/tier.hpp"
+#include "shmlimit/redis.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::test {
+namespace {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+using u64 = std::uint64_t;
+
+constexpr u64 kUsPerDay = 86'400'000'000ULL;
+
+// A raw connection for inspecting keys.
+class Raw {
+ public:
+  explicit Raw(const RedisServer& s) : ctx_(redisConnect("127.0.0.1", s.port())) {
+    if (ctx_ == nullptr || ctx_->err != 0) throw std::runtime_error("redisConnect failed");
+  }
+  ~Raw() { redisFree(ctx_); }
+  Raw(const Raw&) = delete;
+  Raw& operator=(const Raw&) = delete;
+  long long integer(const std::string& cmd, const std::string& key) {
+    auto* r = static_cast<redisReply*>(redisCommand(ctx_, (cmd + " %b").c_str(), key.data(), key.size()));
+    if (r == nullptr) throw std::runtime_error("redisCommand failed");
+    const long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1000;
+    freeReplyObject(r);
+    return v;
+  }
+  std::string status(const char* cmd) {
+    auto* r = static_cast<redisReply*>(redisCommand(ctx_, cmd));
+    if (r == nullptr) throw std::runtime_error("redisCommand failed");
+    std::string v(r->str != nullptr ? r->str : "", r->str != nullptr ? r->len : 0);
+    freeReplyObject(r);
+    return v;
+  }
+
+ private:
+  redisContext* ctx_;
+};
+
+RedisOptions options_for(const RedisServer& s, bool test_clock) {
+  RedisOptions o;
+  o.port = s.port();
+  o.test_clock = test_clock;
+  o.command_timeout = milliseconds(30000);  // a loaded machine: never a spurious timeout
+  o.connect_timeout = milliseconds(30000);
+  return o;
+}
+
+detail::AlgoParams params_of(const PolicySpec& spec) {
+  PolicySpec s = spec;
+  const bool windowed = s.algorithm == Algorithm::kFixedWindow || s.algorithm == Algorithm::kSlidingWindow ||
+                        s.algorithm == Algorithm::kQuietPeriod;
+  if (s.burst == 0 || windowed) s.burst = s.rate.count;
+  const auto period = static_cast<u64>(s.rate.period.count());
+  return detail::AlgoParams{s.algorithm, s.rate.count, period, s.burst, detail::gcra_emission(s.rate.count, period)};
+}
+
+void expect_same(const Decision& local, const Decision& redis, const std::string& where) {
+  EXPECT_EQ(local.allowed, redis.allowed) << where;
+  EXPECT_EQ(local.limit, redis.limit) << where;
+  EXPECT_EQ(local.remaining, redis.remaining) << where;
+  EXPECT_EQ(local.retry_after.count(), redis.retry_after.count()) << where;
+  EXPECT_EQ(local.reset_after.count(), redis.reset_after.count()) << where;
+  EXPECT_EQ(static_cast<int>(local.reason), static_cast<int>(redis.reason)) << where;
+}
+
+struct Case {
+  const char* name;
+  Algorithm algorithm;
+  u64 count;
+  Nanos period;
+  u64 burst;
+  u64 step_us;  // typical gap between calls
+};
+
+using std::chrono::days;
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+// Every algorithm, short and long periods (the long ones run for most of a
+// year, within the local clock horizon, so the script moves each key's time
+// origin several times).
+const Case kCases[] = {
+    {"gcra_5s", Algorithm::kGcra, 5, seconds(1), 5, 150'000},
+    {"gcra_3_7ms", Algorithm::kGcra, 3, milliseconds(7), 4, 2'000},
+    {"gcra_100m", Algorithm::kGcra, 100, minutes(1), 20, 500'000},
+    {"gcra_1_5d", Algorithm::kGcra, 1, days(5), 2, kUsPerDay},
+    {"leaky_5s", Algorithm::kLeakyBucket, 5, seconds(1), 8, 120'000},
+    {"leaky_1_5d", Algorithm::kLeakyBucket, 1, days(5), 2, kUsPerDay},
+    {"tb_3_250ms", Algorithm::kTokenBucket, 3, milliseconds(250), 10, 60'000},
+    {"tb_1d", Algorithm::kTokenBucket, 1, days(1), 5, kUsPerDay / 2},
+    {"fw_10s", Algorithm::kFixedWindow, 10, seconds(1), 0, 80'000},
+    {"fw_5_250ms", Algorithm::kFixedWindow, 5, milliseconds(250), 0, 40'000},
+    {"fw_3_5d", Algorithm::kFixedWindow, 3, days(5), 0, kUsPerDay / 2},
+    {"sw_10s", Algorithm::kSlidingWindow, 10, seconds(1), 0, 70'000},
+    {"sw_7_100ms", Algorithm::kSlidingWindow, 7, milliseconds(100), 0, 11'000},
+    {"sw_4_6d", Algorithm::kSlidingWindow, 4, days(6), 0, kUsPerDay / 2},
+    // prev * (W - e) passes 2^53 here: the script's exact muldiv path.
+    {"sw_50k_6d", Algorithm::kSlidingWindow, 50'000, days(6), 0, kUsPerDay / 2},
+    {"fw_50k_5d", Algorithm::kFixedWindow, 50'000, days(5), 0, kUsPerDay / 2},
+    {"gcra_50k_d", Algorithm::kGcra, 50'000, days(1), 40'000, kUsPerDay / 20},
+    {"qp_3s", Algorithm::kQuietPeriod, 3, seconds(1), 0, 250'000},
+    {"qp_5_200ms", Algorithm::kQuietPeriod, 5, milliseconds(200), 0, 60'000},
+    {"qp_2_12d", Algorithm::kQuietPeriod, 2, days(12), 0, 3 * kUsPerDay},
+};
+
+// Unix time (us) the tables start at: now-ish, a multiple of every period,
+// so the epoch-aligned windows of Redis and of the local functions (aligned
+// to their own epoch, 0) are the same windows.
+u64 table_origin_us() {
+  u64 l = 1;
+  for (const Case& c : kCases) l = std::lcm(l, static_cast<u64>(c.period.count()) / 1000);
+  const u64 now = 1'750'000'000'000'000ULL;
+  return now / l * l;
+}
+
+class RedisTier : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (RedisServer::available()) server_ = new RedisServer();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    if (server_ == nullptr) GTEST_SKIP() << "redis-server is not installed";
+  }
+  static RedisServer* server_;
+};
+RedisServer* RedisTier::server_ = nullptr;
+
+// The same random table of (time, cost, acquire or refund) through Redis and
+// through algo_decide / algo_refund: identical decisions, call by call.
+TEST_F(RedisTier, EveryAlgorithmDecidesAsTheLocalFunctionsOnTheSameTables) {
+  RedisLimiter redis(options_for(*server_, /*test_clock=*/true));
+  const u64 base = table_origin_us();
+  for (const Case& c : kCases) {
+    const PolicySpec spec{c.name, c.algorithm, Rate{c.count, c.period}, c.burst, OnFull::kDeny};
+    const PolicyId id = redis.add_policy(TierPolicy{spec});
+    const detail::AlgoParams p = params_of(spec);
+    std::mt19937_64 rng(std::hash<std::string>{}(c.name));
+    u64 state = 0;
+    u64 t_us = base + rng() % 1000;  // not on a window boundary
+    const std::string key = std::string("table-") + c.name;
+    redis.reset(id, key);
+    int compared = 0, allowed = 0, denied = 0;
+    for (int step = 0; step < 250; ++step) {
+      // Gaps: none, short, typical, long (a bucket that refills).
+      const unsigned kind = rng() % 8;
+      const u64 gap = kind == 0 ? 0 : kind <= 2 ? rng() % (c.step_us / 4 + 1) : kind <= 6 ? rng() % (2 * c.step_us + 1) : 6 * c.step_us;
+      t_us += gap;
+      if (t_us - base > 500 * kUsPerDay) break;  // well inside the local clock horizon (834 days)
+      const u64 costs[] = {0, 1, 1, 1, 1, 2, 3, p.burst / 3, p.burst / 2, p.burst, p.burst + 1};
+      const u64 cost = costs[rng() % std::size(costs)];
+      const bool refund = rng() % 10 == 0;
+      const auto now_ns = static_cast<std::int64_t>((t_us - base) * 1000);
+      const std::string where = std::string(c.name) + " step " + std::to_string(step) + " t+" +
+                                std::to_string(t_us - base) + "us cost " + std::to_string(cost) +
+                                (refund ? " refund" : "");
+      detail::AlgoOutcome local;
+      TierDecision remote;
+      if (refund) {
+        local = detail::algo_refund(p, state, now_ns, cost);
+        remote = redis.refund_at(id, key, cost, microseconds(t_us));
+      } else {
+        local = detail::algo_decide(p, state, now_ns, cost);
+        remote = redis.acquire_at(id, key, cost, microseconds(t_us));
+      }
+      if (local.store) state = local.new_state;
+      ASSERT_EQ(remote.source, Source::kRedis) << where << ": " << redis.last_error();
+      expect_same(local.decision, remote.decision, where);
+      ++compared;
+      (remote.decision.allowed ? allowed : denied) += refund || cost == 0 ? 0 : 1;
+      if (::testing::Test::HasFailure()) return;
+    }
+    EXPECT_GE(compared, 100) << c.name;
+    // The table reaches both answers, so it tests the limit, not a free pass.
+    EXPECT_GT(allowed, 15) << c.name;
+    EXPECT_GT(denied, 15) << c.name;
+    std::printf("%-12s %3d calls: %3d admitted, %3d denied\n", c.name, compared, allowed, denied);
+  }
+}
+
+// A key idle for a long time: the script rebases or restarts its origin and
+// still agrees (a quiet period that stays blocked for ten months).
+TEST_F(RedisTier, KeysLivingForMonthsKeepExactDecisionsAcrossOriginRebases) {
+  RedisLimiter redis(options_for(*server_, true));
+  const PolicySpec spec{"blocked", Algorithm::kQuietPeriod, parse_rate("2/12d"), 0, OnFull::kDeny};
+  const PolicyId id = redis.add_policy(TierPolicy{spec});
+  const detail::AlgoParams p = params_of(spec);
+  const u64 base = table_origin_us();
+  redis.reset(id, "k");
+  u64 state = 0;
+  for (int step = 0; step < 60; ++step) {
+    const u64 t_us = base + static_cast<u64>(step) * 5 * kUsPerDay + 17;  // every 5 days: never quiet for 12
+    const auto now_ns = static_cast<std::int64_t>((t_us - base) * 1000);
+    const detail::AlgoOutcome local = detail::algo_decide(p, state, now_ns, 1);
+    if (local.store) state = local.new_state;
+    const TierDecision remote = redis.acquire_at(id, "k", 1, microseconds(t_us));
+    ASSERT_EQ(remote.source, Source::kRedis) << redis.last_error();
+    expect_same(local.decision, remote.decision, "day " + std::to_string(step * 5));
+    if (step >= 2) {
+      EXPECT_FALSE(remote.decision.allowed) << "day " << step * 5;
+    }
+  }
+}
+
+// Several limits of one key (one script call) and of several keys (one call
+// per key, pipelined, refunded on a denial) against Limiter::acquire_many_at.
+TEST_F(RedisTier, AcquireManyIsAllOrNothingAsTheLocalLimiter) {
+  RedisLimiter redis(options_for(*server_, true));
+  ScopedName name("redis-many");
+  Options o;
+  o.name = name.str();
+  o.capacity = 64;
+  Limiter local = Limiter::create(o);
+  const std::vector<PolicySpec> specs = {
+      {"m-burst", Algorithm::kGcra, parse_rate("10/s"), 4, OnFull::kDeny},
+      {"m-sustained", Algorithm::kSlidingWindow, parse_rate("6/2s"), 0, OnFull::kDeny},
+      {"m-window", Algorithm::kFixedWindow, parse_rate("5/s"), 0, OnFull::kDeny},
+  };
+  std::vector<PolicyId> rid, lid;
+  for (const auto& s : specs) {
+    rid.push_back(redis.add_policy(TierPolicy{s}));
+    lid.push_back(local.add_policy(s));
+  }
+  const u64 base = table_origin_us();
+  for (const auto& k : {"user", "org", "ip"}) {
+    for (const PolicyId id : rid) {
+      redis.reset(id, k);
+    }
+  }
+  std::mt19937_64 rng(7);
+  u64 t_us = base + 333;
+  for (int step = 0; step < 200; ++step) {
+    t_us += rng() % 4 == 0 ? 300'000 : rng() % 40'000;
+    // One key with every limit, or the limits spread over several keys.
+    const bool spread = step % 2 == 1;
+    std::vector<Request> rr, lr;
+    const char* keys[] = {"user", "org", "ip"};
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const std::string_view key = spread ? keys[i] : keys[0];
+      const u64 cost = 1 + rng() % 2;
+      rr.push_back(Request{rid[i], key, cost});
+      lr.push_back(Request{lid[i], key, cost});
+    }
+    std::vector<Decision> re(rr.size()), le(lr.size());
+    const Decision l = local.acquire_many_at(lr, Nanos((t_us - base) * 1000), le);
+    const TierDecision r = redis.acquire_many_at(rr, microseconds(t_us), re);
+    ASSERT_EQ(r.source, Source::kRedis) << redis.last_error();
+    const std::string where = "step " + std::to_string(step) + (spread ? " (several keys)" : " (one key)");
+    expect_same(l, r.decision, where + " combined");
+    for (std::size_t i = 0; i < le.size(); ++i) expect_same(le[i], re[i], where + " limit " + std::to_string(i));
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+// Real time (Redis TIME): a charged key expires when its bucket is full
+// again; a refund to full deletes it; keys are hash-tagged per key.
+TEST_F(RedisTier, KeysExpireWhenTheBucketIsFullAgain) {
+  RedisLimiter redis(options_for(*server_, false));
+  Raw raw(*server_);
+  const PolicyId id = redis.add_policy(TierPolicy{{"per-min", Algorithm::kGcra, parse_rate("1/m"), 2, OnFull::kDeny}});
+  const std::string key = redis.redis_key(id, "exp");
+  EXPECT_EQ(key, "shmlimit:{exp}:per-min");
+  redis.reset(id, "exp");
+  const TierDecision d = redis.acquire(id, "exp", 2);
+  ASSERT_EQ(d.source, Source::kRedis) << redis.last_error();
+  ASSERT_TRUE(d.decision.allowed);
+  EXPECT_EQ(d.decision.reset_after, std::chrono::minutes(2));  // two emission intervals
+  const long long ttl = raw.integer("PTTL", key);
+  EXPECT_GT(ttl, 60'000);       // not before the bucket is full
+  EXPECT_LE(ttl, 120'000);      // and not after (ms, rounded up)
+  const TierDecision back = redis.refund(id, "exp", 2);
+  ASSERT_EQ(back.source, Source::kRedis);
+  EXPECT_EQ(back.decision.remaining, 2u);
+  EXPECT_EQ(raw.integer("EXISTS", key), 0);  // full: nothing stored
+  // A peek stores nothing either.
+  EXPECT_TRUE(redis.peek(id, "exp", 1).decision.allowed);
+  EXPECT_EQ(raw.integer("EXISTS", key), 0);
+}
+
+// SCRIPT FLUSH (or a restarted server): the next EVALSHA gets NOSCRIPT, the
+// client loads the script again and the decision still comes from Redis.
+TEST_F(RedisTier, ScriptIsReloadedAfterNoscript) {
+  RedisLimiter redis(options_for(*server_, false));
+  Raw raw(*server_);
+  const PolicyId id = redis.add_policy(TierPolicy{{"reload", Algorithm::kFixedWindow, parse_rate("3/m"), 0, OnFull::kDeny}});
+  redis.reset(id, "r");
+  ASSERT_TRUE(redis.acquire(id, "r").decision.allowed) << redis.last_error();
+  EXPECT_EQ(raw.status("SCRIPT FLUSH"), "OK");
+  const TierDecision d = redis.acquire(id, "r");
+  EXPECT_EQ(d.source, Source::kRedis) << redis.last_error();
+  EXPECT_TRUE(d.decision.allowed);
+  EXPECT_EQ(d.decision.remaining, 1u);  // the first charge survived the flush
+}
+
+TEST_F(RedisTier, PoliciesTheScriptCannotRepresentAreRefusedClearly) {
+  RedisLimiter redis(options_for(*server_, false));
+  const auto refused = [&](const TierPolicy& p, const std::string& words) {
+    try {
+      redis.add_policy(p);
+      ADD_FAILURE() << "accepted " << p.spec.name;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused(TierPolicy{{"long", Algorithm::kGcra, parse_rate("1/20d"), 1, OnFull::kDeny}}, "2^50");
+  refused(TierPolicy{{"win", Algorithm::kSlidingWindow, parse_rate("5/7d"), 0, OnFull::kDeny}}, "2^50");
+  refused(TierPolicy{{"share", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}, WhenDown::kLocalShare, 0.5},
+          "HybridLimiter");
+  refused(TierPolicy{{"bad name!", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}}, "policy name");
+  const PolicyId id = redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  EXPECT_EQ(redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}}).index, id.index);
+  EXPECT_THROW(redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("6/s"), 5, OnFull::kDeny}}), Error);
+}
+
+// The production script has no path for an injected time: an ARGV "now"
+// sent straight to it (bypassing the client) is ignored and TIME is used.
+TEST_F(RedisTier, ProductionScriptIgnoresAnInjectedTime) {
+  Raw raw(*server_);
+  const std::string script = detail::kRedisLimiterLua;
+  ASSERT_NE(script.find("local TEST_CLOCK = false"), std::string::npos);
+  const std::string key = "shmlimit:{injected}:p";
+  raw.integer("DEL", key);
+  // EVAL script 1 key acquire now=1000000us need=0 gcra count=1 period=60s burst=1 T=60s align=1 cost=1
+  redisContext* ctx = redisConnect("127.0.0.1", server_->port());
+  ASSERT_TRUE(ctx != nullptr && ctx->err == 0);
+  const char* argv[] = {"EVAL", script.c_str(), "1", key.c_str(), "acquire", "1000000", "0",
+                        "1", "1", "60000000000", "1", "60000000000", "1", "1"};
+  auto* r = static_cast<redisReply*>(redisCommandArgv(ctx, static_cast<int>(std::size(argv)), argv, nullptr));
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->type, REDIS_REPLY_ARRAY);
+  EXPECT_EQ(r->element[0]->integer, 1);  // admitted
+  freeReplyObject(r);
+  r = static_cast<redisReply*>(redisCommand(ctx, "HGET %s o", key.c_str()));
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->type, REDIS_REPLY_STRING);
+  const long long origin_us = std::stoll(std::string(r->str, r->len));
+  freeReplyObject(r);
+  redisFree(ctx);
+  EXPECT_GT(origin_us, 1'600'000'000'000'000LL);  // Redis's TIME (after 2020), not the injected 1 s
+}
+
+// Nothing listens: each policy's WhenDown answer, the reason in last_error,
+// and no network attempt until the backoff has passed (a server started
+// meanwhile is not seen before then).
+TEST(RedisTierDown, UnreachableServerGetsTheChosenAnswerAndCallsFailFastDuringTheBackoff) {
+  if (!RedisServer::available()) GTEST_SKIP() << "redis-server is not installed";
+  RedisServer server;
+  RedisOptions o = options_for(server, false);
+  o.backoff_initial = std::chrono::minutes(10);
+  o.backoff_max = std::chrono::minutes(10);
+  server.stop();
+  RedisLimiter redis(o);
+  const PolicyId closed = redis.add_policy(TierPolicy{{"c", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const PolicyId open =
+      redis.add_policy(TierPolicy{{"o", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}, WhenDown::kFailOpen});
+  const TierDecision c = redis.acquire(closed, "k");
+  EXPECT_EQ(c.source, Source::kFailClosed);
+  EXPECT_FALSE(c.decision.allowed);
+  EXPECT_GT(c.decision.retry_after, std::chrono::minutes(5));  // until the next attempt
+  EXPECT_NE(redis.last_error().find("connect"), std::string::npos) << redis.last_error();
+  server.start();
+  const TierDecision d = redis.acquire(open, "k");
+  EXPECT_EQ(d.source, Source::kFailOpen);  // still backing off: the server was not asked
+  EXPECT_TRUE(d.decision.allowed);
+  EXPECT_EQ(redis.round_trips(), 0u);
+  EXPECT_FALSE(redis.available());
+  // A fresh client (no backoff) reaches the same server at once.
+  RedisLimiter fresh(options_for(server, false));
+  const PolicyId f = fresh.add_policy(TierPolicy{{"c", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  EXPECT_EQ(fresh.acquire(f, "k").source, Source::kRedis) << fresh.last_error();
+}
+
+// AUTH: the right password decides in Redis; a wrong one is a clear error
+// and the policy's fail-closed answer.
+TEST(RedisTierAuth, PasswordIsSentAndAWrongOneFailsClosedWithTheReason) {
+  if (!RedisServer::available()) GTEST_SKIP() << "redis-server is not installed";
+  RedisServer server(RedisServer::Transport::kTcp, {"--requirepass", "s3cret"});
+  RedisOptions o = options_for(server, false);
+  o.password = "s3cret";
+  RedisLimiter good(o);
+  const PolicyId g = good.add_policy(TierPolicy{{"auth", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const TierDecision ok = good.acquire(g, "a");
+  EXPECT_EQ(ok.source, Source::kRedis) << good.last_error();
+  EXPECT_TRUE(ok.decision.allowed);
+  o.password = "wrong";
+  RedisLimiter bad(o);
+  const PolicyId b = bad.add_policy(TierPolicy{{"auth", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const TierDecision no = bad.acquire(b, "a");
+  EXPECT_EQ(no.source, Source::kFailClosed);
+  EXPECT_FALSE(no.decision.allowed);
+  EXPECT_GT(no.decision.retry_after.count(), 0);
+  EXPECT_FALSE(bad.available());
+  EXPECT_NE(bad.last_error().find("AUTH"), std::string::npos) << bad.last_error();
+}
+
+}  // namespace
+}  // namespace shmlimit::test

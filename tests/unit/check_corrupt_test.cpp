@@ -1,0 +1,197 @@
+// `check` on segments corrupted on purpose: detail::inspect_segment_bytes
+// on copies of a real segment with one kind of damage each (random header,
+// wrong version, truncation, a policy kind out of range, slots with
+// impossible fields, orphaned and dead claims), each reported by its own
+// line; random garbage of every size never crashes it; and
+// Limiter::check_segment on the named object.
+#include "check_segment.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "layout.hpp"
+#include "shmlimit/shmlimit.hpp"
+#include "unit_segment.hpp"
+
+namespace shmlimit {
+namespace {
+
+using unit::AlignedBytes;
+
+// A small real segment with one policy and a few live keys, as bytes.
+class CheckCorrupt : public ::testing::Test {
+ protected:
+  CheckCorrupt() {
+    Options o = unit::small_options(name_.str(), 64);
+    Limiter l = Limiter::create(o);
+    PolicySpec s;
+    s.name = "api";
+    s.rate = Rate{5, std::chrono::hours(1)};
+    const PolicyId api = l.add_policy(s);
+    for (int i = 0; i < 8; ++i) l.acquire(api, "key-" + std::to_string(i));
+    for (const BucketView& b : l.dump()) live_slots_.push_back(b.slot);
+    bytes_ = unit::read_file(name_.path());
+  }
+
+  // Audits `bytes_` (or its first `size` bytes) in an exact-size buffer.
+  CheckReport audit(std::size_t size = SIZE_MAX) const {
+    size = std::min(size, bytes_.size());
+    AlignedBytes buf(size);
+    std::memcpy(buf.data(), bytes_.data(), size);
+    CheckReport r;
+    detail::inspect_segment_bytes(buf.data(), size, &r);
+    return r;
+  }
+
+  template <class T>
+  void put(std::size_t offset, T value) {
+    std::memcpy(bytes_.data() + offset, &value, sizeof value);
+  }
+  std::size_t slot_offset(std::uint32_t slot) const {
+    std::uint64_t offset = 0;
+    std::uint32_t slot_bytes = 0;
+    std::memcpy(&offset, bytes_.data() + offsetof(detail::Header, slot_offset), 8);
+    std::memcpy(&slot_bytes, bytes_.data() + offsetof(detail::Header, slot_bytes), 4);
+    return offset + std::size_t{slot} * slot_bytes;
+  }
+
+  unit::ScopedSegmentName name_{"corrupt"};
+  std::vector<std::byte> bytes_;
+  std::vector<std::uint32_t> live_slots_;
+};
+
+::testing::AssertionResult has_line(const CheckReport& r, const std::string& text) {
+  for (const auto& p : r.problems) {
+    if (p.find(text) != std::string::npos) return ::testing::AssertionSuccess();
+  }
+  auto failure = ::testing::AssertionFailure() << "no problem mentions \"" << text << "\"; problems:";
+  for (const auto& p : r.problems) failure << "\n  " << p;
+  return failure;
+}
+
+TEST_F(CheckCorrupt, AnIntactSegmentHasNoProblems) {
+  const CheckReport r = audit();
+  EXPECT_TRUE(r.clean()) << ::testing::PrintToString(r.problems);
+  EXPECT_EQ(r.live, 8u);
+}
+
+TEST_F(CheckCorrupt, RandomBytesOverTheHeaderAreListedFieldByField) {
+  std::mt19937_64 rng(7);
+  for (std::size_t i = 0; i < sizeof(detail::Header); ++i) bytes_[i] = static_cast<std::byte>(rng());
+  const CheckReport r = audit();
+  EXPECT_TRUE(has_line(r, "bad magic"));
+  EXPECT_TRUE(has_line(r, "layout version"));
+  EXPECT_TRUE(has_line(r, "layout fingerprint"));
+  EXPECT_TRUE(has_line(r, "capacity"));
+  EXPECT_TRUE(has_line(r, "slot_bytes"));
+  EXPECT_TRUE(has_line(r, "policies and slots not checked"));
+  EXPECT_GE(r.problems.size(), 6u);
+}
+
+TEST_F(CheckCorrupt, WrongVersionIsNamedAndTheTableIsNotReadWithTheWrongLayout) {
+  put<std::uint32_t>(offsetof(detail::Header, layout_version), 99);
+  const CheckReport r = audit();
+  EXPECT_TRUE(has_line(r, "layout version 99, this build reads version " + std::to_string(detail::kLayoutVersion)));
+  EXPECT_TRUE(has_line(r, "policies and slots not checked"));
+}
+
+TEST_F(CheckCorrupt, TruncatedObjectIsReportedAndOnlyTheSlotsThatFitAreRead) {
+  const std::size_t size = slot_offset(10);  // slots 0-9 remain
+  const CheckReport r = audit(size);
+  EXPECT_TRUE(has_line(r, "(truncated)"));
+  EXPECT_TRUE(has_line(r, "slots 10 to 63 lie beyond the end"));
+  EXPECT_TRUE(has_line(r, "denials ring: lies beyond the end"));
+}
+
+TEST_F(CheckCorrupt, ObjectSmallerThanAHeaderIsOneProblem) {
+  const CheckReport r = audit(100);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_TRUE(has_line(r, "100 bytes, smaller than a header"));
+  CheckReport empty;
+  detail::inspect_segment_bytes(nullptr, 0, &empty);
+  EXPECT_TRUE(has_line(empty, "0 bytes"));
+}
+
+TEST_F(CheckCorrupt, PolicyKindOutOfRangeIsNamed) {
+  // Entry 0's active set is params[0] (state 2: one change, set 0).
+  const std::size_t kind = 4096 + offsetof(detail::PolicyEntry, params);
+  put<std::uint64_t>(kind, 99 | (7u << 8));
+  const CheckReport r = audit();
+  EXPECT_TRUE(has_line(r, "policy entry 0 (\"api\"): algorithm 99 is unknown"));
+  EXPECT_TRUE(has_line(r, "on_full 7 is not 0 (allow) or 1 (deny)"));
+}
+
+TEST_F(CheckCorrupt, SlotsWithImpossibleFieldsAreEachNamed) {
+  ASSERT_GE(live_slots_.size(), 4u);
+  const auto meta_of = [&](std::uint32_t slot) {
+    std::uint64_t m = 0;
+    std::memcpy(&m, bytes_.data() + slot_offset(slot), 8);
+    return m;
+  };
+  using detail::Meta;
+  const std::uint32_t a = live_slots_[0], b = live_slots_[1], c = live_slots_[2], d = live_slots_[3];
+  const std::uint64_t ma = meta_of(a);
+  put<std::uint64_t>(slot_offset(a), Meta::make(detail::kLive, 200, Meta::policy(ma), Meta::fp(ma), Meta::gen(ma)));
+  const std::uint64_t mb = meta_of(b);
+  put<std::uint64_t>(slot_offset(b), Meta::make(detail::kLive, Meta::key_len(mb), 40, Meta::fp(mb), Meta::gen(mb)));
+  const std::uint64_t mc = meta_of(c);
+  put<std::uint64_t>(slot_offset(c), Meta::with_state(mc, detail::kClaiming));  // no owner: orphaned
+  // A claim token naming a process that has exited.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  put<std::uint64_t>(slot_offset(d) + offsetof(detail::SlotHead, owner), std::uint64_t{static_cast<std::uint32_t>(child)} << 32 | 1);
+  const CheckReport r = audit();
+  EXPECT_TRUE(has_line(r, "slot " + std::to_string(a) + ": key length 200 exceeds"));
+  EXPECT_TRUE(has_line(r, "slot " + std::to_string(b) + ": names unregistered policy 40"));
+  EXPECT_TRUE(has_line(r, "slot " + std::to_string(c) + ": orphaned claim"));
+  EXPECT_TRUE(has_line(r, "slot " + std::to_string(d) + ": claim left by dead process " + std::to_string(child)));
+}
+
+TEST_F(CheckCorrupt, RandomBytesOverTheSlotsNeverCrashAndAreReported) {
+  std::mt19937_64 rng(11);
+  const std::size_t from = slot_offset(0), to = slot_offset(64);
+  for (std::size_t i = from; i < to; ++i) bytes_[i] = static_cast<std::byte>(rng());
+  const CheckReport r = audit();
+  EXPECT_FALSE(r.clean());
+  EXPECT_TRUE(has_line(r, "slot "));
+  EXPECT_LE(r.problems.size(), detail::kMaxProblems + 1);
+}
+
+TEST(CheckCorruptGarbage, BuffersOfRandomBytesAndSizesNeverCrash) {
+  std::mt19937_64 rng(3);
+  for (int round = 0; round < 300; ++round) {
+    const std::size_t size = rng() % 70000;
+    AlignedBytes buf(size);
+    for (std::size_t i = 0; i < size; ++i) buf.data()[i] = static_cast<std::byte>(rng());
+    // Half the rounds keep a valid magic so the audit goes further.
+    if (size >= 8 && round % 2 == 0) std::memcpy(buf.data(), &detail::kMagic, 8);
+    CheckReport r;
+    detail::inspect_segment_bytes(buf.data(), size, &r);
+    EXPECT_FALSE(r.clean());
+  }
+}
+
+TEST(CheckSegment, MissingSegmentIsNotFound) {
+  unit::ScopedSegmentName name("missing");
+  const auto e = unit::catch_error([&] { Limiter::check_segment(name.str()); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::kNotFound);
+}
+
+TEST(CheckSegment, ForeignFileIsListedNotThrown) {
+  unit::ScopedSegmentName name("foreign");
+  unit::write_new_file(name.path(), std::vector<unsigned char>(4096, 0xAB));
+  const CheckReport r = Limiter::check_segment(name.str());
+  EXPECT_TRUE(has_line(r, "bad magic 0xabababababababab"));
+}
+
+}  // namespace
+}  // namespace shmlimit

@@ -1,0 +1,332 @@
+// The recent-denials ring (src/denials.hpp): wrap-around, the count of
+// entries lost to overflow, torn and abandoned entries crafted by hand, a
+// writer that must not mix its fields with an older writer's, key
+// truncation and hostile fields; then through the Limiter: only denials
+// write, with what they were denied for.
+#include "denials.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmlimit/shmlimit.hpp"
+#include "unit_segment.hpp"
+
+namespace shmlimit {
+namespace {
+
+using detail::DenialRing;
+using detail::kDenialKeyBytes;
+using detail::kDenialRingEntries;
+
+// A ring in ordinary memory, zero-filled like a fresh segment.
+struct RingMemory {
+  detail::DenialRingHead head{};
+  std::array<detail::DenialEntry, kDenialRingEntries> entries{};
+  DenialRing ring() { return DenialRing(&head, entries.data()); }
+};
+
+std::unique_ptr<RingMemory> fresh_ring() { return std::make_unique<RingMemory>(); }
+
+std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
+
+void record_n(DenialRing ring, std::uint64_t from, std::uint64_t n) {
+  for (std::uint64_t i = from; i < from + n; ++i) {
+    ring.record(static_cast<std::int64_t>(1000 + i), static_cast<std::uint32_t>(i % 7), Reason::kOk, key_of(i), i + 1,
+                Nanos(static_cast<std::int64_t>(10 * i)));
+  }
+}
+
+TEST(DenialRing, ReadsBackEveryFieldOfEachDenialInOrder) {
+  auto mem = fresh_ring();
+  record_n(mem->ring(), 0, 10);
+  const detail::DenialRead r = mem->ring().read(0);
+  EXPECT_EQ(r.lost, 0u);
+  EXPECT_EQ(r.next, 10u);
+  ASSERT_EQ(r.records.size(), 10u);
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    const detail::DenialRecord& d = r.records[i];
+    EXPECT_EQ(d.ticket, i);
+    EXPECT_EQ(d.time_ns, static_cast<std::int64_t>(1000 + i));
+    EXPECT_EQ(d.policy, i % 7);
+    EXPECT_EQ(d.cost, i + 1);
+    EXPECT_EQ(d.retry_after_ns, 10 * i);
+    EXPECT_EQ(d.pid, static_cast<std::uint32_t>(::getpid()));
+    EXPECT_EQ(std::string(d.key, d.key_len), key_of(i));
+  }
+}
+
+TEST(DenialRing, CursorReadsOnlyWhatCameAfterIt) {
+  auto mem = fresh_ring();
+  record_n(mem->ring(), 0, 10);
+  const auto first = mem->ring().read(0);
+  record_n(mem->ring(), 10, 5);
+  const auto second = mem->ring().read(first.next);
+  EXPECT_EQ(second.lost, 0u);
+  ASSERT_EQ(second.records.size(), 5u);
+  EXPECT_EQ(second.records.front().ticket, 10u);
+  EXPECT_EQ(second.next, 15u);
+  // A cursor beyond the newest ticket reads nothing and returns the current one.
+  const auto none = mem->ring().read(UINT64_MAX);
+  EXPECT_TRUE(none.records.empty());
+  EXPECT_EQ(none.lost, 0u);
+  EXPECT_EQ(none.next, 15u);
+}
+
+// Table: (denials written, reader's cursor) -> (returned, lost, oldest ticket returned).
+struct WrapCase {
+  std::uint64_t written;
+  std::uint64_t cursor;
+  std::uint64_t returned;
+  std::uint64_t lost;
+  std::uint64_t oldest;
+};
+
+class DenialRingWrap : public ::testing::TestWithParam<WrapCase> {};
+
+TEST_P(DenialRingWrap, KeepsTheNewestAndCountsTheOverwrittenSinceTheCursor) {
+  const WrapCase c = GetParam();
+  auto mem = fresh_ring();
+  record_n(mem->ring(), 0, c.written);
+  const auto r = mem->ring().read(c.cursor);
+  EXPECT_EQ(r.records.size(), c.returned);
+  EXPECT_EQ(r.lost, c.lost);
+  EXPECT_EQ(r.next, c.written);
+  ASSERT_FALSE(r.records.empty());
+  EXPECT_EQ(r.records.front().ticket, c.oldest);
+  EXPECT_EQ(r.records.back().ticket, c.written - 1);
+  for (const auto& d : r.records) EXPECT_EQ(std::string(d.key, d.key_len), key_of(d.ticket));
+}
+
+constexpr std::uint64_t N = kDenialRingEntries;
+INSTANTIATE_TEST_SUITE_P(Table, DenialRingWrap,
+                         ::testing::Values(WrapCase{N, 0, N, 0, 0},                  // exactly full
+                                           WrapCase{N + 1, 0, N, 1, 1},              // the oldest dropped
+                                           WrapCase{1500, 0, N, 1500 - N, 1500 - N},  // wrapped once
+                                           WrapCase{3 * N + 5, 0, N, 2 * N + 5, 2 * N + 5},
+                                           WrapCase{2000, 100, N, 2000 - N - 100, 2000 - N},  // cursor behind
+                                           WrapCase{2000, 1500, 500, 0, 1500}));     // cursor within reach
+
+TEST(DenialRing, AnEntryStillBeingWrittenOrOverwrittenIsLostNotReturned) {
+  auto mem = fresh_ring();
+  record_n(mem->ring(), 0, 4);
+  // Ticket 1 "in progress" (its writer died after marking it), ticket 2
+  // already showing a later ticket: neither is returned, both are lost.
+  mem->entries[1].seq.store(detail::denial_seq_writing(1, 1));
+  mem->entries[2].seq.store(detail::denial_seq_complete(2 + N));
+  const auto r = mem->ring().read(0);
+  EXPECT_EQ(r.lost, 2u);
+  ASSERT_EQ(r.records.size(), 2u);
+  EXPECT_EQ(r.records[0].ticket, 0u);
+  EXPECT_EQ(r.records[1].ticket, 3u);
+}
+
+// The pid of a process that has exited and been reaped.
+std::uint32_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  EXPECT_EQ(::waitpid(child, &status, 0), child);
+  return static_cast<std::uint32_t>(child);
+}
+
+// A writer preempted for any number of laps is still alive and will store
+// its fields: a later ticket must not take its entry, or the two records'
+// fields mix under a complete seq (seen as a torn entry under ThreadSanitizer).
+TEST(DenialRing, WriterNeverTakesOverTheUnfinishedEntryOfALiveWriterHoweverOld) {
+  for (const std::uint32_t live : {static_cast<std::uint32_t>(::getpid()), static_cast<std::uint32_t>(::getppid())}) {
+    for (const std::uint64_t laps : {1, 2, 1000}) {
+      auto mem = fresh_ring();
+      const std::uint64_t late = 5 + laps * N;
+      mem->entries[5].seq.store(detail::denial_seq_writing(5, live));
+      mem->head.next.store(late);
+      mem->ring().record(1, 0, Reason::kOk, "late", 1, Nanos(1));  // ticket `late`, same entry
+      EXPECT_EQ(mem->entries[5].seq.load(), detail::denial_seq_writing(5, live))
+          << "must not touch an entry a live writer holds (pid " << live << ", " << laps << " laps)";
+      const auto r = mem->ring().read(late);
+      EXPECT_TRUE(r.records.empty());
+      EXPECT_EQ(r.lost, 1u);
+    }
+  }
+}
+
+TEST(DenialRing, WriterTakesOverAnEntryWhoseWriterDied) {
+  auto mem = fresh_ring();
+  mem->entries[5].seq.store(detail::denial_seq_writing(5, dead_pid()));  // died mid-entry
+  mem->head.next.store(5 + N);
+  mem->ring().record(7, 3, Reason::kOk, "after", 2, Nanos(9));
+  const auto r = mem->ring().read(5 + N);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(std::string(r.records[0].key, r.records[0].key_len), "after");
+  EXPECT_EQ(r.records[0].pid, static_cast<std::uint32_t>(::getpid()));
+  EXPECT_EQ(r.lost, 0u);
+}
+
+TEST(DenialRing, LappedWriterNeverTakesOverANewerUnfinishedTicket) {
+  auto mem = fresh_ring();
+  mem->entries[3].seq.store(detail::denial_seq_writing(3 + N, dead_pid()));  // ticket 3 + N, writer dead
+  record_n(mem->ring(), 0, 4);  // tickets 0..3: ticket 3 is older than the one in its entry
+  EXPECT_EQ(detail::denial_seq_ticket(mem->entries[3].seq.load()), 3 + N);
+}
+
+TEST(DenialRing, LappedWriterNeverOverwritesANewerTicket) {
+  auto mem = fresh_ring();
+  mem->entries[3].seq.store(2 * (3 + N) + 2);  // ticket 3 + N is already complete there
+  mem->ring().record(1, 0, Reason::kOk, "old", 1, Nanos(1));  // tickets 0..3 in turn
+  mem->ring().record(1, 0, Reason::kOk, "old", 1, Nanos(1));
+  mem->ring().record(1, 0, Reason::kOk, "old", 1, Nanos(1));
+  mem->ring().record(1, 0, Reason::kOk, "old", 1, Nanos(1));
+  EXPECT_EQ(mem->entries[3].seq.load(), 2u * (3 + N) + 2);
+}
+
+TEST(DenialRing, LongKeysKeepTheirFirstBytesAndRealLength) {
+  auto mem = fresh_ring();
+  const std::string key(200, 'k');
+  mem->ring().record(1, 0, Reason::kOk, key, 1, Nanos(1));
+  const auto r = mem->ring().read(0);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].key_len, 200u);
+  EXPECT_EQ(std::string(r.records[0].key, kDenialKeyBytes), key.substr(0, kDenialKeyBytes));
+}
+
+TEST(DenialRing, HostileFieldsAreClampedByTheReader) {
+  auto mem = fresh_ring();
+  record_n(mem->ring(), 0, 1);
+  // A complete-looking entry with an absurd time, retry-after and key length.
+  mem->entries[0].time_ns.store(~0ULL);
+  mem->entries[0].retry_after_ns.store(~0ULL);
+  mem->entries[0].info.store(0xFFFFFFFFFFFFFFFFULL);
+  const auto r = mem->ring().read(0);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_LE(r.records[0].time_ns, static_cast<std::int64_t>(detail::kClockHorizonNs));
+  EXPECT_EQ(r.records[0].retry_after_ns, static_cast<std::uint64_t>(INT64_MAX));
+  EXPECT_EQ(r.records[0].key_len, 0xFFFFu);  // reported as stored; copies stop at kDenialKeyBytes
+}
+
+TEST(DenialRing, ConcurrentWritersNeverShowAReaderATornEntryAndEveryTicketIsAccounted) {
+  auto mem = fresh_ring();
+  constexpr std::uint64_t kThreads = 4, kEach = 20000;
+  std::atomic<int> done{0};
+  std::vector<std::thread> writers;
+  for (std::uint64_t w = 0; w < kThreads; ++w) {
+    writers.emplace_back([&, w] {
+      for (std::uint64_t i = 0; i < kEach; ++i) {
+        const std::uint64_t v = w * 1'000'000 + i;  // every field of one record carries v
+        mem->ring().record(static_cast<std::int64_t>(v), 0, Reason::kOk, key_of(v), v, Nanos(static_cast<std::int64_t>(v)));
+      }
+      done.fetch_add(1);
+    });
+  }
+  std::uint64_t cursor = 0, returned = 0, lost = 0;
+  const auto drain = [&] {
+    const auto r = mem->ring().read(cursor);
+    for (const auto& d : r.records) {
+      ASSERT_EQ(d.cost, static_cast<std::uint64_t>(d.time_ns)) << "torn entry " << d.ticket;
+      ASSERT_EQ(d.retry_after_ns, d.cost) << "torn entry " << d.ticket;
+      ASSERT_EQ(std::string(d.key, d.key_len), key_of(d.cost)) << "torn entry " << d.ticket;
+    }
+    returned += r.records.size();
+    lost += r.lost;
+    cursor = r.next;
+  };
+  while (done.load() < static_cast<int>(kThreads)) drain();
+  for (auto& t : writers) t.join();
+  drain();
+  EXPECT_EQ(cursor, kThreads * kEach);
+  EXPECT_EQ(returned + lost, kThreads * kEach) << "each ticket is returned once or counted lost once";
+}
+
+// ---- through the Limiter -----------------------------------------------------
+
+class DenialsLimiterTest : public ::testing::Test {
+ protected:
+  DenialsLimiterTest() : limiter_(Limiter::create(unit::small_options(name_.str()))) {
+    PolicySpec s;
+    s.name = "api";
+    s.rate = Rate{2, std::chrono::hours(1)};
+    api_ = limiter_.add_policy(s);
+  }
+  unit::ScopedSegmentName name_{"denials"};
+  Limiter limiter_;
+  PolicyId api_;
+};
+
+TEST_F(DenialsLimiterTest, RecordsEachDeniedAcquireWithPolicyKeyCostAndRetryAfter) {
+  const Nanos t{5'000'000'000};
+  EXPECT_TRUE(limiter_.acquire_at(api_, "alice", 2, t).allowed);
+  const Decision d = limiter_.acquire_at(api_, "alice", 1, t);
+  ASSERT_FALSE(d.allowed);
+  const RecentDenials r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 1u);
+  const DenialView& v = r.denials[0];
+  EXPECT_EQ(v.policy, "api");
+  EXPECT_EQ(v.key, "alice");
+  EXPECT_EQ(v.key_length, 5u);
+  EXPECT_EQ(v.cost, 1u);
+  EXPECT_EQ(v.at, t);
+  EXPECT_EQ(v.retry_after, d.retry_after);
+  EXPECT_EQ(v.reason, Reason::kOk);
+  EXPECT_EQ(v.pid, ::getpid());
+  EXPECT_EQ(r.next_cursor, 1u);
+  EXPECT_EQ(r.lost, 0u);
+}
+
+TEST_F(DenialsLimiterTest, AdmitsPeeksAndReadOnlyHandlesNeverWriteTheRing) {
+  for (int i = 0; i < 50; ++i) limiter_.acquire(api_, "key-" + std::to_string(i));  // 50 admits
+  limiter_.acquire(api_, "k");
+  limiter_.acquire(api_, "k");
+  EXPECT_FALSE(limiter_.peek(api_, "k").allowed);  // denied peek: not recorded
+  Options ro = unit::small_options(name_.str());
+  ro.read_only = true;
+  Limiter reader = Limiter::open(ro);
+  EXPECT_FALSE(reader.acquire(api_, "k").allowed);  // read-only: a peek
+  EXPECT_EQ(limiter_.recent_denials().next_cursor, 0u);
+  EXPECT_FALSE(limiter_.acquire(api_, "k").allowed);
+  EXPECT_EQ(reader.recent_denials().next_cursor, 1u);
+}
+
+TEST_F(DenialsLimiterTest, MultiLimitDenialRecordsTheLimitThatDenied) {
+  PolicySpec s;
+  s.name = "tight";
+  s.rate = Rate{1, std::chrono::hours(1)};
+  const PolicyId tight = limiter_.add_policy(s);
+  const Request both[] = {{api_, "u", 1}, {tight, "u", 1}};
+  const Nanos t{1'000'000'000};
+  EXPECT_TRUE(limiter_.acquire_many_at(both, t).allowed);
+  EXPECT_FALSE(limiter_.acquire_many_at(both, t).allowed);
+  const RecentDenials r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 1u);
+  EXPECT_EQ(r.denials[0].policy, "tight");
+  EXPECT_EQ(r.denials[0].key, "u");
+}
+
+TEST_F(DenialsLimiterTest, DeniedLeaseIsRecordedLikeADeniedAcquire) {
+  PolicySpec s;
+  s.name = "inflight";
+  s.algorithm = Algorithm::kConcurrency;
+  s.rate = Rate{2, Nanos(0)};
+  const PolicyId inflight = limiter_.add_policy(s);
+  Lease held = limiter_.lease(inflight, "worker", 2);
+  ASSERT_TRUE(held.held());
+  EXPECT_EQ(limiter_.recent_denials().next_cursor, 0u);  // a granted lease is not recorded
+  const Lease refused = limiter_.lease(inflight, "worker", 1);
+  ASSERT_FALSE(refused.decision().allowed);
+  const RecentDenials r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 1u);
+  EXPECT_EQ(r.denials[0].policy, "inflight");
+  EXPECT_EQ(r.denials[0].key, "worker");
+  EXPECT_EQ(r.denials[0].cost, 1u);
+  EXPECT_EQ(r.denials[0].pid, ::getpid());
+  EXPECT_FALSE(limiter_.lease(api_, "worker", 1).decision().allowed);  // not a lease policy: unknown, not recorded
+  EXPECT_EQ(limiter_.recent_denials().next_cursor, 1u);
+}
+}  // namespace
+}  // namespace shmlimit
