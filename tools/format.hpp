@@ -312,10 +312,12 @@ inline Json policies_json(const std::vector<PolicyView>& policies) {
 inline std::string render_policies(const std::vector<PolicyView>& policies, bool color,
                                    std::string_view indent = "") {
   Table t;
-  t.headers = {"NAME", "RATE", "BURST", "ON-FULL"};
-  t.right = {false, false, true, false};
+  t.headers = {"NAME", "ALGORITHM", "RATE", "BURST", "ON-FULL"};
+  t.right = {false, false, false, true, false};
   for (const auto& p : policies) {
-    t.rows.push_back({escape_bytes(p.spec.name), format_rate(p.spec.rate),
+    std::string algorithm = algorithm_name(p.spec.algorithm);
+    if (p.spec.algorithm == Algorithm::kSlidingLog && p.spec.wait == LogWait::kDrf) algorithm += " (wait drf)";
+    t.rows.push_back({escape_bytes(p.spec.name), std::move(algorithm), format_rate(p.spec.rate),
                       std::to_string(p.spec.burst), on_full_name(p.spec.on_full)});
   }
   return render_table(t, color, indent);

@@ -27,6 +27,11 @@ assert got["p_log"]["algorithm"] == "sliding_log" and got["p_log"]["wait"] == "d
 assert got["p_log_exact"]["wait"] == "exact", got["p_log_exact"]
 assert "wait" not in got["p_gcra"], got["p_gcra"]
 '
+# The table names each policy's algorithm (and the sliding log's DRF wait).
+expect 0 policy "$NAME" list
+grep -Eq '^p_token_bucket +token_bucket +3/h ' <<<"$OUT" || fail "policy list: token_bucket row"
+grep -Eq '^p_log +sliding_log \(wait drf\) +4/h ' <<<"$OUT" || fail "policy list: sliding_log drf row"
+grep -Eq '^p_log_exact +sliding_log +2/m ' <<<"$OUT" || fail "policy list: sliding_log exact row"
 
 # The sliding log admits exactly its count, then refuses.
 for _ in 1 2 3 4; do expect 0 acquire "$NAME" p_log k; done

@@ -29,8 +29,8 @@ assert web["emission_interval_ns"] == 8640 * 10**9 and web["algorithm"] == "gcra
 assert (api["rate"], api["burst"], api["on_full"]) == ("5/d", 2, "closed"), api
 '
 expect 0 policy "$NAME" list
-grep -Eq '^NAME +RATE +BURST +ON-FULL$' <<<"$OUT" || fail "policy list header"
-grep -Eq '^api +5/d +2 +closed$' <<<"$OUT" || fail "policy list row for api"
+grep -Eq '^NAME +ALGORITHM +RATE +BURST +ON-FULL$' <<<"$OUT" || fail "policy list header"
+grep -Eq '^api +gcra +5/d +2 +closed$' <<<"$OUT" || fail "policy list row for api"
 
 # Buckets: three keys under two policies, one limited, one with odd bytes.
 expect 0 acquire "$NAME" web zeta

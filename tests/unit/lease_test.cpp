@@ -3,6 +3,8 @@
 // real segment. Dead holders: tests/multiprocess/lease_test.cpp.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -268,6 +270,29 @@ TEST_F(Leases, CheckIsCleanWhileLeasesAreHeld) {
   const CheckReport r = limiter_->check();
   EXPECT_TRUE(r.clean()) << (r.problems.empty() ? "" : r.problems[0]);
   EXPECT_EQ(r.live, 2u);
+}
+
+// What `shmlimit dump` shows as "in-use" (partly held), "limited" (all held)
+// and "full": a concurrency key has no time to refill, so reset_after is 0.
+TEST_F(Leases, DumpShowsHeldUnitsAsRemainingWithoutAResetTime) {
+  const PolicyId id = add(3);
+  Lease a = limiter_->lease(id, "part");
+  Lease b = limiter_->lease(id, "all", 3);
+  Lease c = limiter_->lease(id, "gone");
+  c.release();
+  std::map<std::string, Decision> seen;
+  for (const BucketView& v : limiter_->dump()) seen[v.key] = v.now;
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen["part"].allowed);
+  EXPECT_EQ(seen["part"].remaining, 2u);
+  EXPECT_EQ(seen["part"].limit, 3u);
+  EXPECT_EQ(seen["part"].reset_after, Nanos(0));
+  EXPECT_FALSE(seen["all"].allowed);
+  EXPECT_EQ(seen["all"].remaining, 0u);
+  EXPECT_EQ(seen["all"].retry_after, Nanos(0));
+  EXPECT_TRUE(seen["gone"].allowed);
+  EXPECT_EQ(seen["gone"].remaining, 3u);
+  EXPECT_EQ(seen["gone"].reset_after, Nanos(0));
 }
 
 TEST(LeaseConfig, ParsesLimitAndNamesErrors) {
