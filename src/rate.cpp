@@ -99,7 +99,22 @@ std::int64_t drf_unit_ns(Parser& p, std::size_t at, std::string_view unit) {
   if (unit.empty()) p.fail(at, "expected a unit (s, m, h or d)");
   switch (std::tolower(static_cast<unsigned char>(unit[0]))) {
     case 's': return kSecond;
-    case 'm': return 60 * kSecond;
+    case 'm': {
+      // DRF would read these as minutes too, which is surely not what was
+      // meant: a limit 60,000 times too loose ("ms") or 43,200 times too
+      // tight ("month"). Refuse rather than guess.
+      const std::string u = lower(unit);
+      if (u.rfind("ms", 0) == 0 || u.rfind("mil", 0) == 0) {
+        p.fail(at, "unit '" + std::string(unit) +
+                       "' would be read as minutes (DRF reads only the first letter); sub-second periods are not "
+                       "rate strings: use s, m, h or d");
+      }
+      if (u.rfind("mo", 0) == 0) {
+        p.fail(at, "unit '" + std::string(unit) +
+                       "' would be read as minutes (DRF reads only the first letter); write \"N per month\" for 30 days");
+      }
+      return 60 * kSecond;
+    }
     case 'h': return 3600 * kSecond;
     case 'd': return 86400 * kSecond;
     default: p.fail(at, "unknown unit '" + std::string(unit) + "' (expected s, m, h or d)");

@@ -191,6 +191,20 @@ class HybridLimiter {
   /// change its semantics). noexcept.
   TierDecision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
 
+  /// Gives `cost` back to (policy, key) in Redis, never beyond the
+  /// bucket's capacity (a request that failed before doing work). Every
+  /// token a host spends was admitted by Redis, so Redis's refund is the
+  /// exact inverse whether the admission came from a lease or not. The
+  /// host's cached denial of the key is dropped. noexcept.
+  TierDecision refund(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+
+  /// Forgets (policy, key): its Redis bucket, the tokens and cached denial
+  /// this host holds for it, and its local-share bucket. Other hosts keep
+  /// what they hold (at most max_batch - 1 tokens each, gone within
+  /// lease_ttl), and a lease already in flight may still deposit. False if
+  /// Redis could not be reached (the host's part is forgotten anyway). noexcept.
+  bool reset(PolicyId policy, std::string_view key) noexcept;
+
   /// Redis round trips made by this object.
   std::uint64_t redis_calls() const noexcept;
   /// The current batch size of (policy, key) on this host (0: no slot).

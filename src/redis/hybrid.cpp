@@ -439,6 +439,38 @@ TierDecision HybridLimiter::acquire(PolicyId policy, std::string_view key, std::
   }
 }
 
+TierDecision HybridLimiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  const TierDecision t = impl_->redis.refund(policy, key, cost);
+  const TierPolicyData* p = impl_->r().policy(policy);
+  if (p != nullptr && t.source == Source::kRedis && cost > 0) {
+    // The tokens are back in Redis: a cached "no" for this key may be
+    // wrong now. Relaxed: a hint (see Impl::acquire).
+    if (LeaseSlot* s = impl_->find(*p, key, false)) s->deny.store(0, std::memory_order_relaxed);
+  }
+  return t;
+}
+
+bool HybridLimiter::reset(PolicyId policy, std::string_view key) noexcept {
+  const TierPolicyData* p = impl_->r().policy(policy);
+  if (p == nullptr) return false;
+  const bool forgotten = impl_->redis.reset(policy, key);
+  if (LeaseSlot* s = impl_->find(*p, key, false)) {
+    // Relaxed: each word is self-contained; a worker's CAS on the old pool
+    // fails and sees no tokens.
+    s->pool.store(0, std::memory_order_relaxed);
+    s->deny.store(0, std::memory_order_relaxed);
+    s->batch.store(1, std::memory_order_relaxed);
+    s->full_at_ms.store(0, std::memory_order_relaxed);
+  }
+  if (policy.index < impl_->local_ids.size() && impl_->local_ids[policy.index]) {
+    try {
+      impl_->local.reset(*impl_->local_ids[policy.index], key);
+    } catch (...) {  // the local share is a fallback: its bucket refills by itself
+    }
+  }
+  return forgotten;
+}
+
 std::uint64_t HybridLimiter::redis_calls() const noexcept { return impl_->redis.round_trips(); }
 
 std::uint32_t HybridLimiter::batch(PolicyId policy, std::string_view key) const noexcept {

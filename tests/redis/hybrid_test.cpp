@@ -161,6 +161,53 @@ TEST_F(Hybrid, FleetAdmitsExactlyTheLimitWhenTheBatchIsOne) {
   EXPECT_EQ(r.redis_admitted, 200u);
 }
 
+// One host, one process, a day-scale rate (nothing refills during the
+// test). Reset must forget the tokens the host holds, not only Redis's
+// bucket; a refund must reach Redis and clear the host's cached denial.
+TEST_F(Hybrid, ResetForgetsTheHostsTokensAndRefundReachesPastACachedDenial) {
+  HostName name("reset");
+  HybridOptions o;
+  o.redis = redis_options(*server_);
+  o.name = name.str();
+  o.lease_slots = 64;
+  o.max_batch = 8;
+  o.lease_ttl = milliseconds(600'000);  // held tokens stay valid for the whole test
+  HybridLimiter host = HybridLimiter::open_or_create(o);
+  const u64 limit = 10;
+  const PolicyId id = host.add_policy({{"r", Algorithm::kGcra, parse_rate("10/d"), limit, OnFull::kDeny}, WhenDown::kFailClosed});
+  const auto redis_admitted = [&] {
+    const TierDecision d = host.redis().peek(id, "k", 0);
+    EXPECT_EQ(d.source, Source::kRedis) << host.redis().last_error();
+    return limit - d.decision.remaining;
+  };
+  const auto admit_all = [&] {
+    u64 n = 0;
+    for (u64 i = 0; i < 3 * limit; ++i) n += host.acquire(id, "k").decision.allowed ? 1 : 0;
+    return n;
+  };
+
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(host.acquire(id, "k").decision.allowed);
+  ASSERT_GT(redis_admitted(), 5u) << "the host holds leased tokens ahead of use";
+  EXPECT_TRUE(host.reset(id, "k"));
+  EXPECT_EQ(redis_admitted(), 0u);
+  EXPECT_EQ(host.batch(id, "k"), 1u);
+  EXPECT_EQ(admit_all(), limit) << "tokens leased before the reset must not be spent after it";
+  EXPECT_EQ(redis_admitted(), limit);
+
+  // Denied now, and the denial is cached on the host (no Redis call).
+  const u64 calls = host.redis_calls();
+  const TierDecision cached = host.acquire(id, "k");
+  EXPECT_FALSE(cached.decision.allowed);
+  EXPECT_EQ(cached.source, Source::kLease);
+  EXPECT_EQ(host.redis_calls(), calls);
+
+  const TierDecision back = host.refund(id, "k", 3);
+  EXPECT_EQ(back.source, Source::kRedis);
+  EXPECT_EQ(back.decision.remaining, 3u);
+  EXPECT_EQ(admit_all(), 3u);
+  EXPECT_EQ(redis_admitted(), limit);
+}
+
 // Redis killed mid-run and restarted on the same unix socket: fail-open
 // admits, fail-closed denies, local share admits exactly the host's share
 // from the local segment; once Redis is back every policy decides in Redis

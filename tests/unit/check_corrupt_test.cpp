@@ -109,6 +109,30 @@ TEST_F(CheckCorrupt, TruncatedObjectIsReportedAndOnlyTheSlotsThatFitAreRead) {
   EXPECT_TRUE(has_line(r, "denials ring: lies beyond the end"));
 }
 
+// Ring entries whose seq or fields cannot be right: each its own line; an
+// unfinished entry of a live writer and a complete one are not problems.
+TEST_F(CheckCorrupt, DenialRingEntriesWithImpossibleTicketsOrPoliciesAreListed) {
+  std::uint64_t total = 0;
+  std::memcpy(&total, bytes_.data() + offsetof(detail::Header, total_bytes), 8);
+  const std::size_t ring = total - detail::kDenialRingBytes;
+  const auto entry = [&](std::uint32_t i) { return ring + sizeof(detail::DenialRingHead) + i * sizeof(detail::DenialEntry); };
+  constexpr std::uint64_t N = detail::kDenialRingEntries;
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  put<std::uint64_t>(ring, 3 * N);  // `next`: 3N tickets handed out
+  put<std::uint64_t>(entry(1), detail::denial_seq_complete(N + 1));  // fine, policy 0
+  put<std::uint64_t>(entry(2), detail::denial_seq_writing(2 * N + 2, pid));  // a live writer: fine
+  put<std::uint64_t>(entry(3), detail::denial_seq_complete(5));  // ticket 5 in entry 3
+  put<std::uint64_t>(entry(4), detail::denial_seq_writing(7 * N + 4, pid));  // beyond `next`
+  put<std::uint64_t>(entry(6), detail::denial_seq_complete(N + 6));
+  put<std::uint64_t>(entry(6) + offsetof(detail::DenialEntry, info), 200);  // policy 200
+  const CheckReport r = audit();
+  EXPECT_TRUE(has_line(r, "denials ring entry 3: holds ticket 5, which belongs to entry 5"));
+  EXPECT_TRUE(has_line(r, "denials ring entry 4: holds ticket " + std::to_string(7 * N + 4) + ", beyond the " +
+                              std::to_string(3 * N) + " handed out"));
+  EXPECT_TRUE(has_line(r, "denials ring entry 6: names unregistered policy 200"));
+  EXPECT_EQ(r.problems.size(), 3u) << ::testing::PrintToString(r.problems);
+}
+
 TEST_F(CheckCorrupt, ObjectSmallerThanAHeaderIsOneProblem) {
   const CheckReport r = audit(100);
   ASSERT_EQ(r.problems.size(), 1u);

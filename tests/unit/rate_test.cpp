@@ -122,7 +122,12 @@ INSTANTIATE_TEST_SUITE_P(
         RejectCase{"PeriodOverTenYears", "1/3661d", 0},
         RejectCase{"PeriodOverTenYearsWords", "1 per 11 years", 0},
         RejectCase{"MultipleOverflowsU64", "1/99999999999999999999s", 0},
-        RejectCase{"DecimalCount", "1.5/s", 2}, RejectCase{"TrailingControlByte", "5/s\x01", 4}),
+        RejectCase{"DecimalCount", "1.5/s", 2}, RejectCase{"TrailingControlByte", "5/s\x01", 4},
+        // Units DRF's first-letter rule would silently read as minutes.
+        RejectCase{"MillisecondsAreNotMinutes", "10/ms", 4},
+        RejectCase{"MillisecondMultipleIsNotMinutes", "10/200ms", 7},
+        RejectCase{"MillisecondWordIsNotMinutes", "5/milliseconds", 3},
+        RejectCase{"MonthIsNotAMinute", "5/month", 3}, RejectCase{"MoIsNotAMinute", "5/2mo", 4}),
     [](const ::testing::TestParamInfo<RejectCase>& info) { return std::string(info.param.name); });
 
 // Rate strings come from configuration files and users: a NUL byte in one
