@@ -4,7 +4,8 @@
 # Inputs (-D): SHMLIMIT_BUILD_DIR, SHMLIMIT_CONSUMER_SOURCE_DIR,
 #   SHMLIMIT_WORK_DIR, SHMLIMIT_CONFIG, SHMLIMIT_GENERATOR,
 #   SHMLIMIT_MAKE_PROGRAM, SHMLIMIT_CXX_COMPILER, SHMLIMIT_CXX_FLAGS
-#   (space-separated, e.g. the sanitizer flags of the build under test).
+#   (space-separated, e.g. the sanitizer flags of the build under test),
+#   SHMLIMIT_CONSUMER_REDIS (ON: also require and run shmlimit::redis).
 cmake_minimum_required(VERSION 3.25)
 
 include("${CMAKE_CURRENT_LIST_DIR}/InstallForTest.cmake")
@@ -28,7 +29,8 @@ set(configure_args
   -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
   -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF
   "-DCMAKE_CXX_FLAGS=${cxx_flags}"
-  "-DCMAKE_EXE_LINKER_FLAGS=${cxx_flags}")
+  "-DCMAKE_EXE_LINKER_FLAGS=${cxx_flags}"
+  "-DSHMLIMIT_CONSUMER_REDIS=${SHMLIMIT_CONSUMER_REDIS}")
 if(SHMLIMIT_GENERATOR)
   list(APPEND configure_args -G "${SHMLIMIT_GENERATOR}")
 endif()
@@ -55,4 +57,9 @@ run_step(build "${CMAKE_COMMAND}" --build "${build}" --config "${SHMLIMIT_CONFIG
 find_program(consumer_exe shmlimit_consumer
   PATHS "${build}" "${build}/${SHMLIMIT_CONFIG}" NO_DEFAULT_PATH REQUIRED)
 run_step(run "${consumer_exe}")
+if(SHMLIMIT_CONSUMER_REDIS)
+  find_program(consumer_redis_exe shmlimit_consumer_redis
+    PATHS "${build}" "${build}/${SHMLIMIT_CONFIG}" NO_DEFAULT_PATH REQUIRED)
+  run_step(run "${consumer_redis_exe}")
+endif()
 message(STATUS "consumer: OK")
