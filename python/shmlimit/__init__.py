@@ -15,13 +15,18 @@ worker of a prefork server (gunicorn, uWSGI) sees one exact counter::
 Decisions never raise; setup calls raise :class:`Error` subclasses. Client
 identity (``client_identity``, ``IdentityOptions``, ``AccessList``) and
 response headers (``rate_limit_headers``, ``http_verdict``) are the C++
-functions of identity.hpp and http.hpp. The Django / DRF integration is in
-:mod:`shmlimit.django`, the decorator in :mod:`shmlimit.decorators`, the
-error-mail filter in :mod:`shmlimit.logging`. doc/python.md has the whole API.
+functions of identity.hpp and http.hpp. Where the build has the Redis tier
+(``HAS_REDIS``), ``RedisLimiter`` decides in Redis and ``HybridLimiter``
+serves the host from tokens leased from Redis (doc/redis.md); their
+decisions are ``TierDecision``, a ``Decision`` with a ``source``. The
+Django / DRF integration is in :mod:`shmlimit.django`, the decorator in
+:mod:`shmlimit.decorators`, the error-mail filter in :mod:`shmlimit.logging`.
+doc/python.md has the whole API.
 """
 from __future__ import annotations
 
 from ._shmlimit import (
+    HAS_REDIS,
     HEADERS_ALL,
     HEADERS_RATELIMIT,
     HEADERS_RETRY_AFTER,
@@ -68,6 +73,10 @@ from .errors import (
     TableFullError,
 )
 
+# The Redis and hybrid tiers (doc/redis.md), in a build with shmlimit_redis.
+if HAS_REDIS:
+    from ._shmlimit import HybridLimiter, RedisLimiter, TierDecision
+
 ALGORITHMS = (
     "gcra",
     "token_bucket",
@@ -81,6 +90,7 @@ ALGORITHMS = (
 
 __all__ = [
     "ALGORITHMS",
+    "HAS_REDIS",
     "HEADERS_ALL",
     "HEADERS_RATELIMIT",
     "HEADERS_RETRY_AFTER",
@@ -126,3 +136,6 @@ __all__ = [
     "parse_rates",
     "set_default_limiter",
 ]
+
+if HAS_REDIS:
+    __all__ += ["HybridLimiter", "RedisLimiter", "TierDecision"]

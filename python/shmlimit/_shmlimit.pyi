@@ -1,4 +1,4 @@
-"""Types of the compiled binding (python/src/_shmlimit.cpp, python/src/web.cpp)."""
+"""Types of the compiled binding (python/src/_shmlimit.cpp, web.cpp and, when HAS_REDIS, tiers.cpp)."""
 from types import TracebackType
 from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Type, Union, overload
 
@@ -6,11 +6,14 @@ RateSpec = Union[str, Tuple[int, float]]
 PolicyRef = Union["PolicyId", str]
 Key = Union[str, bytes]
 RequestSpec = Union[Tuple[PolicyRef, Key], Tuple[PolicyRef, Key, int]]
+TierSource = Literal["redis", "lease", "local_share", "fail_open", "fail_closed"]
+WhenDown = Literal["fail_closed", "fail_open", "local_share"]
 
 HEADERS_RETRY_AFTER: int
 HEADERS_X_RATELIMIT: int
 HEADERS_RATELIMIT: int
 HEADERS_ALL: int
+HAS_REDIS: bool  # RedisLimiter, HybridLimiter and TierDecision exist only when True
 
 class PolicyId:
     index: int
@@ -225,3 +228,91 @@ def rate_limit_headers(
     combined: Decision, policies: Iterable[Tuple[str, Decision, float]] = ..., options: HttpOptions = ...
 ) -> List[Tuple[str, str]]: ...
 def drf_throttled_detail(wait: Optional[float] = None) -> str: ...
+
+# ---- the Redis and hybrid tiers (only when HAS_REDIS) ------------------------
+
+class TierDecision(Decision):
+    @property
+    def source(self) -> TierSource: ...
+
+class RedisLimiter:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        unix_socket: Optional[str] = None,
+        password: Optional[str] = None,
+        connect_timeout: float = 0.25,
+        command_timeout: float = 0.25,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        prefix: str = "shmlimit:",
+    ) -> None: ...
+    def add_policy(
+        self,
+        name: str,
+        algorithm: str = "gcra",
+        rate: RateSpec = ...,
+        *,
+        burst: int = 0,
+        on_full: str = "allow",
+        when_down: WhenDown = "fail_closed",
+        local_share: float = 0.0,
+    ) -> PolicyId: ...
+    def acquire(self, policy: PolicyRef, key: Key, cost: int = 1) -> TierDecision: ...
+    def peek(self, policy: PolicyRef, key: Key, cost: int = 1) -> TierDecision: ...
+    def refund(self, policy: PolicyRef, key: Key, cost: int = 1) -> TierDecision: ...
+    @overload
+    def acquire_many(self, requests: Iterable[RequestSpec], *, each: Literal[False] = False) -> TierDecision: ...
+    @overload
+    def acquire_many(
+        self, requests: Iterable[RequestSpec], *, each: Literal[True]
+    ) -> Tuple[TierDecision, List[Decision]]: ...
+    def reset(self, policy: PolicyRef, key: Key) -> bool: ...
+    @property
+    def round_trips(self) -> int: ...
+    @property
+    def available(self) -> bool: ...
+    @property
+    def last_error(self) -> str: ...
+
+class HybridLimiter:
+    @staticmethod
+    def open_or_create(
+        name: str,
+        *,
+        lease_slots: int = 4096,
+        max_batch: int = 64,
+        lease_ttl: float = 1.0,
+        hosts: int = 1,
+        mode: int = 0o600,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        unix_socket: Optional[str] = None,
+        password: Optional[str] = None,
+        connect_timeout: float = 0.25,
+        command_timeout: float = 0.25,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        prefix: str = "shmlimit:",
+    ) -> "HybridLimiter": ...
+    @staticmethod
+    def remove(name: str) -> bool: ...
+    def add_policy(
+        self,
+        name: str,
+        algorithm: str = "gcra",
+        rate: RateSpec = ...,
+        *,
+        burst: int = 0,
+        on_full: str = "allow",
+        when_down: WhenDown = "fail_closed",
+        local_share: float = 0.0,
+    ) -> PolicyId: ...
+    def acquire(self, policy: PolicyRef, key: Key, cost: int = 1) -> TierDecision: ...
+    def refund(self, policy: PolicyRef, key: Key, cost: int = 1) -> TierDecision: ...
+    def reset(self, policy: PolicyRef, key: Key) -> bool: ...
+    @property
+    def redis_calls(self) -> int: ...
+    def batch(self, policy: PolicyRef, key: Key) -> int: ...

@@ -2,6 +2,8 @@
 //
 // The Python package (python/shmlimit/__init__.py) re-exports these names;
 // python/shmlimit/_shmlimit.pyi types them and doc/python.md describes them.
+// web.cpp binds identity and headers, tiers.cpp the Redis and hybrid tiers
+// (when built with shmlimit_redis), common.hpp holds what they share.
 //
 // Conventions
 //   * Durations cross as float seconds (retry_after, open_timeout) and, where
@@ -40,6 +42,7 @@
 #include <variant>
 #include <vector>
 
+#include "common.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/shmlimit.hpp"
 
@@ -48,53 +51,26 @@ using namespace pybind11::literals;
 
 namespace shmlimit_python {
 void bind_web(py::module_& m);  // web.cpp: identity and headers
+#ifdef SHMLIMIT_PYTHON_REDIS
+void bind_tiers(py::module_& m);  // tiers.cpp: the Redis and hybrid tiers
+#endif
 }  // namespace shmlimit_python
 
 namespace {
 
 using shmlimit::Nanos;
+using shmlimit_python::checked_cost;
+using shmlimit_python::duration_from_seconds;
+using shmlimit_python::kNoPolicy;
+using shmlimit_python::PolicyArg;
+using shmlimit_python::rate_from;
+using shmlimit_python::seconds;
+using shmlimit_python::unknown_policy;
 
 // ---- conversions ------------------------------------------------------------
 
-double seconds(Nanos ns) {
-  if (ns == Nanos::max()) return std::numeric_limits<double>::infinity();
-  return static_cast<double>(ns.count()) / 1e9;
-}
-
-// float seconds (or an int of seconds) -> ns, refusing what cannot be a duration.
-template <class Duration>
-Duration duration_from_seconds(double s, const char* what) {
-  if (!std::isfinite(s) || s < 0 || s > 315'576'000.0) {  // 10 years
-    throw py::value_error(std::string(what) +
-                          " must be a finite number of seconds between 0 and 10 years");
-  }
-  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(s));
-}
-
-shmlimit::OnFull parse_on_full(const std::string& text) {
-  if (text == "allow" || text == "open") return shmlimit::OnFull::kAllow;
-  if (text == "deny" || text == "closed") return shmlimit::OnFull::kDeny;
-  throw shmlimit::Error(shmlimit::ErrorCode::kInvalidArgument,
-                        "invalid on_full \"" + text + R"(" (expected "allow" or "deny"))");
-}
-
 std::string on_full_name(shmlimit::OnFull o) {
   return o == shmlimit::OnFull::kDeny ? "deny" : "allow";
-}
-
-// A rate from Python: a string in parse_rate()'s syntax, or (count, seconds).
-shmlimit::Rate rate_from(const py::handle& h) {
-  if (py::isinstance<py::str>(h)) return shmlimit::parse_rate(h.cast<std::string>());
-  if (py::isinstance<py::tuple>(h) && py::len(h) == 2) {
-    const auto t = h.cast<py::tuple>();
-    const auto count = t[0].cast<std::int64_t>();
-    const auto period = t[1].cast<double>();
-    if (count <= 0) throw py::value_error("rate count must be positive");
-    if (!(period > 0)) throw py::value_error("rate period must be a positive number of seconds");
-    return shmlimit::Rate{static_cast<std::uint64_t>(count),
-                          duration_from_seconds<Nanos>(period, "rate period")};
-  }
-  throw py::type_error("rate must be a string such as \"10/m\" or a tuple (count, period_seconds)");
 }
 
 // Options from keyword arguments; 0 / None keep the C++ defaults.
@@ -150,7 +126,7 @@ class PyLimiter {
     const auto id = get().find_policy(name);
     if (!id) {
       if (found) *found = false;
-      return shmlimit::PolicyId{std::numeric_limits<std::uint32_t>::max()};
+      return kNoPolicy;
     }
     names_.emplace(name, *id);
     return *id;
@@ -169,27 +145,6 @@ struct PyLease {
   std::shared_ptr<shmlimit::Limiter> owner;
   shmlimit::Lease lease;
 };
-
-shmlimit::LogWait parse_wait(const std::string& text) {
-  if (text == "exact") return shmlimit::LogWait::kExact;
-  if (text == "drf") return shmlimit::LogWait::kDrf;
-  throw shmlimit::Error(shmlimit::ErrorCode::kInvalidArgument,
-                        "invalid wait \"" + text + R"(" (expected "exact" or "drf"))");
-}
-
-// The decision for a policy name that is not registered: what the library
-// itself returns for an unknown PolicyId (denied, reason unknown_policy).
-shmlimit::Decision unknown_policy() {
-  shmlimit::Decision d;
-  d.allowed = false;
-  d.reason = shmlimit::Reason::kUnknownPolicy;
-  return d;
-}
-
-std::uint64_t checked_cost(std::int64_t cost) {
-  if (cost < 0) throw py::value_error("cost must not be negative");
-  return static_cast<std::uint64_t>(cost);
-}
 
 // Runs f(limiter) with the GIL released, holding a reference to the mapping
 // so that a close() in another thread takes effect only when f returns. The
@@ -304,11 +259,7 @@ PYBIND11_MODULE(_shmlimit, m) {
           "\"cost_too_high\", \"contended\", \"clock_horizon\" or \"corrupt\".")
       .def("__bool__", [](const shmlimit::Decision& d) { return d.allowed; })
       .def("__repr__", [](const shmlimit::Decision& d) {
-        return "Decision(allowed=" + std::string(d.allowed ? "True" : "False") +
-               ", limit=" + std::to_string(d.limit) + ", remaining=" + std::to_string(d.remaining) +
-               ", retry_after=" + py::repr(py::float_(seconds(d.retry_after))).cast<std::string>() +
-               ", reset_after=" + py::repr(py::float_(seconds(d.reset_after))).cast<std::string>() +
-               ", reason='" + std::string(shmlimit::to_string(d.reason)) + "')";
+        return "Decision(" + shmlimit_python::decision_fields(d) + ")";
       });
 
   m.def(
@@ -442,13 +393,8 @@ PYBIND11_MODULE(_shmlimit, m) {
           [](PyLimiter& self, const std::string& name, const std::string& algorithm,
              const py::object& rate, std::uint64_t burst, const std::string& on_full,
              const std::string& wait, bool replace) {
-            shmlimit::PolicySpec spec;
-            spec.name = name;
-            spec.algorithm = shmlimit::parse_algorithm(algorithm);
-            spec.rate = rate_from(rate);
-            spec.burst = burst;
-            spec.on_full = parse_on_full(on_full);
-            spec.wait = parse_wait(wait);
+            const shmlimit::PolicySpec spec =
+                shmlimit_python::policy_spec(name, algorithm, rate, burst, on_full, wait);
             return without_gil(self,
                                [&](shmlimit::Limiter& l) { return l.add_policy(spec, replace); });
           },
@@ -530,8 +476,7 @@ PYBIND11_MODULE(_shmlimit, m) {
               py::gil_scoped_release release;
               out->lease = out->owner->lease(id, key, c);
             } else {
-              out->lease = out->owner->lease(
-                  shmlimit::PolicyId{std::numeric_limits<std::uint32_t>::max()}, key, c);
+              out->lease = out->owner->lease(kNoPolicy, key, c);
             }
             return out;
           },
@@ -555,35 +500,18 @@ PYBIND11_MODULE(_shmlimit, m) {
       .def(
           "acquire_many",
           [](const PyLimiter& self, const py::iterable& requests, bool each) -> py::object {
-            // Own the keys: Request holds string_views into this vector.
-            std::vector<std::string> keys;
-            std::vector<std::pair<shmlimit::PolicyId, std::uint64_t>> parts;
-            bool unknown = false;
-            for (const auto item : requests) {
-              const auto t = item.cast<py::sequence>();
-              if (py::len(t) != 2 && py::len(t) != 3) {
-                throw py::value_error("each request is (policy, key) or (policy, key, cost)");
-              }
-              bool found = true;
-              const auto id = self.resolve(t[0].cast<PolicyArg>(), &found);
-              unknown = unknown || !found;
-              keys.push_back(t[1].cast<std::string>());
-              parts.emplace_back(id, py::len(t) == 3 ? checked_cost(t[2].cast<std::int64_t>()) : 1);
-            }
-            std::vector<shmlimit::Request> reqs;
-            reqs.reserve(parts.size());
-            for (std::size_t i = 0; i < parts.size(); ++i)
-              reqs.push_back({parts[i].first, keys[i], parts[i].second});
-            std::vector<shmlimit::Decision> decisions(reqs.size());
+            const shmlimit_python::Requests r = shmlimit_python::parse_requests(
+                requests, [&](const PolicyArg& p, bool* found) { return self.resolve(p, found); });
+            std::vector<shmlimit::Decision> decisions(r.reqs.size());
             shmlimit::Decision combined;
-            if (unknown) {
+            if (r.unknown) {
               // Denied as a whole without charging anything, like the library
               // does for an unknown PolicyId.
               combined = unknown_policy();
-              for (std::size_t i = 0; i < reqs.size(); ++i) decisions[i] = unknown_policy();
+              for (auto& d : decisions) d = unknown_policy();
             } else {
               combined = without_gil(
-                  self, [&](shmlimit::Limiter& l) { return l.acquire_many(reqs, decisions); });
+                  self, [&](shmlimit::Limiter& l) { return l.acquire_many(r.reqs, decisions); });
             }
             if (!each) return py::cast(combined);
             return py::make_tuple(combined, decisions);
@@ -717,4 +645,13 @@ PYBIND11_MODULE(_shmlimit, m) {
       });
 
   shmlimit_python::bind_web(m);
+
+  // The Redis and hybrid tiers exist only in a build with shmlimit_redis
+  // (hiredis found); HAS_REDIS tells Python code which build it has.
+#ifdef SHMLIMIT_PYTHON_REDIS
+  m.attr("HAS_REDIS") = true;
+  shmlimit_python::bind_tiers(m);
+#else
+  m.attr("HAS_REDIS") = false;
+#endif
 }

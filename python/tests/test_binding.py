@@ -407,15 +407,35 @@ def test_type_stub_names_exactly_what_the_module_has():
 
     stub = os.path.join(os.path.dirname(shmlimit.__file__), "_shmlimit.pyi")
     tree = ast.parse(open(stub).read())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
 
     def members(body):
         names = {n.name for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
         return names | {n.target.id for n in body if isinstance(n, ast.AnnAssign)}
 
-    assert members(tree.body) == {n for n in dir(ext) if not n.startswith("_")}
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-        declared = {n for n in members(cls.body) if not n.startswith("__")}
-        assert declared == {n for n in dir(getattr(ext, cls.name)) if not n.startswith("__")}, cls.name
+    def declared(cls):  # its own members and those of its bases in the stub
+        own = {n for n in members(cls.body) if not n.startswith("__")}
+        for base in cls.bases:
+            if isinstance(base, ast.Name) and base.id in classes:
+                own |= declared(classes[base.id])
+        return own
+
+    # The Redis tier's classes exist only in a build that has it.
+    tier_only = {"RedisLimiter", "HybridLimiter", "TierDecision"}
+    stubbed = members(tree.body) - (set() if ext.HAS_REDIS else tier_only)
+    assert stubbed == {n for n in dir(ext) if not n.startswith("_")}
+    for name in sorted(stubbed & set(classes)):
+        assert declared(classes[name]) == {n for n in dir(getattr(ext, name)) if not n.startswith("__")}, name
+
+
+def test_has_redis_says_whether_the_build_has_the_redis_tier():
+    import os
+
+    expected = os.environ.get("SHMLIMIT_TEST_HAS_REDIS")
+    if expected is None:
+        pytest.skip("run by ctest, which says whether the build has shmlimit_redis")
+    assert shmlimit.HAS_REDIS is (expected == "1")
+    assert all(hasattr(shmlimit, n) == shmlimit.HAS_REDIS for n in ("RedisLimiter", "HybridLimiter", "TierDecision"))
 
 
 def test_the_gil_is_released_while_open_waits_for_a_creator(segment_name):
