@@ -191,6 +191,14 @@ class HybridLimiter {
   /// change its semantics). noexcept.
   TierDecision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
 
+  /// All-or-nothing over several limits. Decided in Redis as
+  /// RedisLimiter::acquire_many (leased tokens are not used: a lease serves
+  /// one limit). While Redis is down: denied if any limit is kFailClosed;
+  /// otherwise the kLocalShare limits decide together in the local segment
+  /// (Limiter::acquire_many, all-or-nothing) and kFailOpen limits admit.
+  /// noexcept.
+  TierDecision acquire_many(std::span<const Request> requests, std::span<Decision> each = {}) noexcept;
+
   /// Gives `cost` back to (policy, key) in Redis, never beyond the
   /// bucket's capacity (a request that failed before doing work). Every
   /// token a host spends was admitted by Redis, so Redis's refund is the

@@ -179,6 +179,33 @@ void bind_common(py::class_<PyTier<Tier>>& cls, const char* add_policy_doc) {
           "limiting outcome\n"
           "or an unreachable Redis (the policy's when_down answers; see source).")
       .def(
+          "acquire_many",
+          [](Self& self, const py::iterable& requests, bool each) -> py::object {
+            const Requests r = parse_requests(
+                requests, [&](const PolicyArg& p, bool* found) { return self.resolve(p, found); });
+            std::vector<shmlimit::Decision> decisions(r.reqs.size());
+            TierResult combined;
+            if (r.unknown) {
+              combined = unknown_policy_result();
+              for (auto& d : decisions) d = unknown_policy();
+            } else {
+              combined = TierResult(self.call(
+                  [&](Tier& t) { return t.acquire_many(r.reqs, decisions); }));
+            }
+            if (!each) return py::cast(combined);
+            return py::make_tuple(combined, decisions);
+          },
+          "requests"_a, py::kw_only(), "each"_a = false,
+          "All-or-nothing over (policy, key[, cost]) requests, as Limiter.acquire_many: the "
+          "limits of one key\n"
+          "in one atomic script call, several keys pipelined (those that admitted are refunded "
+          "when another\n"
+          "denies). The hybrid tier decides them in Redis too (no leased tokens); while Redis is "
+          "down a\n"
+          "fail_closed limit refuses, local_share limits decide together on this host. Returns "
+          "the combined\n"
+          "TierDecision, or (combined, [each limit's Decision]) with each=True.")
+      .def(
           "refund",
           [](Self& self, const PolicyArg& policy, const std::string& key, std::int64_t cost) {
             return keyed(self, policy, cost, [&](Tier& t, shmlimit::PolicyId id, std::uint64_t c) {
@@ -255,30 +282,6 @@ void bind_tiers(py::module_& m) {
                          });
           },
           "policy"_a, "key"_a, "cost"_a = 1, "What acquire() would say, without charging.")
-      .def(
-          "acquire_many",
-          [](PyRedis& self, const py::iterable& requests, bool each) -> py::object {
-            const Requests r = parse_requests(
-                requests, [&](const PolicyArg& p, bool* found) { return self.resolve(p, found); });
-            std::vector<shmlimit::Decision> decisions(r.reqs.size());
-            TierResult combined;
-            if (r.unknown) {
-              combined = unknown_policy_result();
-              for (auto& d : decisions) d = unknown_policy();
-            } else {
-              combined = TierResult(self.call(
-                  [&](shmlimit::RedisLimiter& t) { return t.acquire_many(r.reqs, decisions); }));
-            }
-            if (!each) return py::cast(combined);
-            return py::make_tuple(combined, decisions);
-          },
-          "requests"_a, py::kw_only(), "each"_a = false,
-          "All-or-nothing over (policy, key[, cost]) requests, as Limiter.acquire_many: the "
-          "limits of one key\n"
-          "in one atomic script call, several keys pipelined (those that admitted are refunded "
-          "when another\n"
-          "denies). Returns the combined TierDecision, or (combined, [each limit's Decision]) "
-          "with each=True.")
       .def_property_readonly(
           "round_trips",
           [](PyRedis& self) {

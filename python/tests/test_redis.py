@@ -342,6 +342,18 @@ def test_hybrid_refund_and_reset(server, prefix, hybrid_name):
     assert lim.acquire("nope", "k").reason == "unknown_policy"
 
 
+def test_hybrid_acquire_many_is_all_or_nothing(server, prefix, hybrid_name):
+    lim = _hybrid(hybrid_name, server, prefix)
+    user = lim.add_policy("user", "gcra", "2/h")
+    site = lim.add_policy("site", "gcra", "5/h")
+    both = [(user, "u1"), (site, "all")]
+    assert [lim.acquire_many(both).allowed for _ in range(3)] == [True, True, False]
+    combined, each = lim.acquire_many(both, each=True)
+    assert not combined and combined.source == "redis"
+    assert not each[0].allowed and each[1].allowed and each[1].remaining == 3  # site uncharged
+    assert lim.acquire_many([(site, "all"), ("nope", "x")]).reason == "unknown_policy"
+
+
 def test_hybrid_answers_for_a_stopped_server(own_server, prefix, hybrid_name):
     lim = shmlimit.HybridLimiter.open_or_create(
         hybrid_name, max_batch=1, prefix=prefix, backoff_initial=0.05, backoff_max=0.05, **own_server.options()
@@ -358,6 +370,11 @@ def test_hybrid_answers_for_a_stopped_server(own_server, prefix, hybrid_name):
     assert not d and d.source == "fail_closed"
     d = lim.acquire(opened, "k")
     assert d and d.source == "fail_open"
+    # Several limits while down: fail_closed refuses without charging the share.
+    assert lim.acquire_many([(opened, "m"), (share, "m")]).source == "local_share"
+    refused = lim.acquire_many([(closed, "m"), (share, "m")])
+    assert not refused and refused.source == "fail_closed"
+    assert sum(lim.acquire(share, "m").allowed for _ in range(6)) == 4
 
 
 def test_bad_hybrid_options_raise_invalid_argument(server, prefix, hybrid_name):

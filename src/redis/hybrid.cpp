@@ -37,6 +37,7 @@
 
 #include "shmlimit/redis.hpp"
 #include "shmlimit/shmlimit.hpp"
+#include "decision_fold.hpp"
 #include "tier.hpp"
 
 namespace shmlimit {
@@ -324,6 +325,52 @@ struct HybridLimiter::Impl {
     return t;
   }
 
+  TierDecision many(std::span<const Request> requests, std::span<Decision> each) {
+    for (const Request& q : requests) {
+      if (r().policy(q.policy) == nullptr) {
+        Decision d;
+        d.reason = Reason::kUnknownPolicy;
+        return TierDecision{d, Source::kRedis};
+      }
+    }
+    const TierDecision t = redis.acquire_many(requests, each);
+    if (t.source == Source::kRedis || requests.empty()) return t;
+    // Redis is down: every limit answers with its WhenDown. A fail-closed
+    // one refuses the request before any local share is charged.
+    detail::DecisionFold fold;
+    std::vector<Request> shared;
+    std::vector<std::size_t> shared_at;
+    Source source = Source::kFailOpen;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const Request& q = requests[i];
+      const TierPolicyData& p = *r().policy(q.policy);
+      if (p.policy.when_down == WhenDown::kLocalShare && q.policy.index < local_ids.size() && local_ids[q.policy.index]) {
+        shared.push_back(Request{*local_ids[q.policy.index], q.key, q.cost});
+        shared_at.push_back(i);
+        continue;
+      }
+      const TierDecision d = r().down(p);
+      if (i < each.size()) each[i] = d.decision;
+      fold.add(d.decision);
+      if (!d.decision.allowed) source = Source::kFailClosed;
+    }
+    if (!shared.empty() && fold.combined.allowed) {
+      std::vector<Decision> local_each(shared.size());
+      local.acquire_many(shared, local_each);
+      for (std::size_t j = 0; j < shared.size(); ++j) {
+        if (shared_at[j] < each.size()) each[shared_at[j]] = local_each[j];
+        fold.add(local_each[j]);
+      }
+      source = Source::kLocalShare;
+    } else {
+      // Refused without charging the shares: report them as they are.
+      for (std::size_t j = 0; j < shared.size(); ++j) {
+        if (shared_at[j] < each.size()) each[shared_at[j]] = local.peek(shared[j].policy, shared[j].key, 0);
+      }
+    }
+    return TierDecision{fold.combined, source};
+  }
+
   // Asks Redis for a batch: this request's cost plus what the host keeps.
   TierDecision lease(PolicyId id, const TierPolicyData& p, LeaseSlot& s, std::string_view key, u64 cost, u64 now_ms) {
     const u64 max_batch = options.max_batch;
@@ -436,6 +483,16 @@ TierDecision HybridLimiter::acquire(PolicyId policy, std::string_view key, std::
     const TierPolicyData* p = impl_->r().policy(policy);
     if (p == nullptr) return TierDecision{};
     return impl_->r().down(*p);
+  }
+}
+
+TierDecision HybridLimiter::acquire_many(std::span<const Request> requests, std::span<Decision> each) noexcept {
+  try {
+    return impl_->many(requests, each);
+  } catch (...) {  // std::bad_alloc only: a refusal that charged nothing
+    TierDecision t;
+    t.source = Source::kFailClosed;
+    return t;
   }
 }
 

@@ -208,6 +208,35 @@ TEST_F(Hybrid, ResetForgetsTheHostsTokensAndRefundReachesPastACachedDenial) {
   EXPECT_EQ(redis_admitted(), limit);
 }
 
+// Several limits decide in Redis, all or nothing: the refused request
+// charges none of them, across keys.
+TEST_F(Hybrid, AcquireManyIsAllOrNothingInRedis) {
+  HostName name("many");
+  HybridOptions o;
+  o.redis = redis_options(*server_);
+  o.name = name.str();
+  o.lease_slots = 64;
+  HybridLimiter host = HybridLimiter::open_or_create(o);
+  const PolicyId a = host.add_policy({{"a", Algorithm::kGcra, parse_rate("3/d"), 3, OnFull::kDeny}, WhenDown::kFailClosed});
+  const PolicyId b = host.add_policy({{"b", Algorithm::kGcra, parse_rate("5/d"), 5, OnFull::kDeny}, WhenDown::kFailClosed});
+  const Request both[] = {{a, "user", 1}, {b, "site", 1}};
+  for (int i = 0; i < 3; ++i) {
+    const TierDecision d = host.acquire_many(both);
+    EXPECT_TRUE(d.decision.allowed) << i;
+    EXPECT_EQ(d.source, Source::kRedis) << host.redis().last_error();
+  }
+  Decision each[2];
+  const TierDecision refused = host.acquire_many(both, each);
+  EXPECT_FALSE(refused.decision.allowed);
+  EXPECT_EQ(refused.source, Source::kRedis);
+  EXPECT_FALSE(each[0].allowed);
+  EXPECT_TRUE(each[1].allowed);
+  EXPECT_EQ(each[1].remaining, 2u);
+  EXPECT_EQ(host.redis().peek(b, "site", 0).decision.remaining, 2u) << "b was given back";
+  const Request unknown[] = {{a, "user", 1}, {PolicyId{99}, "x", 1}};
+  EXPECT_EQ(host.acquire_many(unknown).decision.reason, Reason::kUnknownPolicy);
+}
+
 // Redis killed mid-run and restarted on the same unix socket: fail-open
 // admits, fail-closed denies, local share admits exactly the host's share
 // from the local segment; once Redis is back every policy decides in Redis
@@ -256,6 +285,24 @@ TEST(HybridRedisDown, EachModeAnswersWhileRedisIsDownAndRecoversWhenItReturns) {
   }
   EXPECT_EQ(share_admitted, 5);
   EXPECT_FALSE(host.redis().available());
+
+  // Several limits while Redis is down: a fail-closed one refuses the whole
+  // request without charging the local share; otherwise the share decides
+  // in the local segment and fail-open limits admit.
+  const Request open_and_share[] = {{open, "m", 1}, {share, "m", 1}};
+  const TierDecision both = host.acquire_many(open_and_share);
+  EXPECT_TRUE(both.decision.allowed);
+  EXPECT_EQ(both.source, Source::kLocalShare);
+  const Request closed_and_share[] = {{closed, "m", 1}, {share, "m", 1}};
+  Decision each[2];
+  const TierDecision refused = host.acquire_many(closed_and_share, each);
+  EXPECT_FALSE(refused.decision.allowed);
+  EXPECT_EQ(refused.source, Source::kFailClosed);
+  EXPECT_FALSE(each[0].allowed);
+  EXPECT_EQ(each[1].remaining, 4u) << "the share was not charged";
+  int share_m = 0;
+  for (int i = 0; i < 6; ++i) share_m += host.acquire(share, "m").decision.allowed ? 1 : 0;
+  EXPECT_EQ(share_m, 4) << "5 for the key: one taken by the admitted multi-limit request only";
 
   server.start();
   // Recovery needs nothing but time: the backoff (capped at 100 ms) ends and
