@@ -511,7 +511,8 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
   Json doc;
   try {
     doc = Json::parse(text.begin(), text.end());
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
+    // parse_error, and out_of_range for a number no double holds (1e400).
     bad(std::string("not valid JSON: ") + e.what());
   }
   if (!doc.is_object()) bad("the document must be a JSON object");

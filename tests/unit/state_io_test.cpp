@@ -224,6 +224,10 @@ INSTANTIATE_TEST_SUITE_P(
     Table, StateIoMalformed,
     ::testing::Values(
         BadDocument{"NotJson", "{\"format\": ", no_edit, "not valid JSON"},
+        // nlohmann throws out_of_range, not parse_error, for a number no
+        // double holds (found by fuzz_state_import).
+        BadDocument{"NumberTooLargeForADouble", "{\"format\": \"shmlimit-state\", \"version\": 1e400}", no_edit,
+                    "not valid JSON: [json.exception.out_of_range.406] number overflow"},
         BadDocument{"NotAnObject", "[1, 2]", no_edit, "must be a JSON object"},
         BadDocument{"OtherFormat", "", [](Json& d) { d["format"] = "csv"; }, "\"format\" must be \"shmlimit-state\""},
         BadDocument{"NewerVersion", "", [](Json& d) { d["version"] = 2; }, "format version 2 is not supported"},
