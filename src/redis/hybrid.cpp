@@ -326,15 +326,10 @@ struct HybridLimiter::Impl {
   }
 
   TierDecision many(std::span<const Request> requests, std::span<Decision> each) {
-    for (const Request& q : requests) {
-      if (r().policy(q.policy) == nullptr) {
-        Decision d;
-        d.reason = Reason::kUnknownPolicy;
-        return TierDecision{d, Source::kRedis};
-      }
-    }
+    // Redis's tier answers an empty request and an unknown policy itself
+    // (source kRedis); past this line every policy is registered.
     const TierDecision t = redis.acquire_many(requests, each);
-    if (t.source == Source::kRedis || requests.empty()) return t;
+    if (t.source == Source::kRedis) return t;
     // Redis is down: every limit answers with its WhenDown. A fail-closed
     // one refuses the request before any local share is charged.
     detail::DecisionFold fold;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -139,6 +140,16 @@ class AlignedBytes {
   std::size_t size_;
   std::byte* data_;
 };
+
+/// The pid of a process that has exited and been reaped: a writer, holder
+/// or claimer that "died".
+inline pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  EXPECT_EQ(::waitpid(child, &status, 0), child);
+  return child;
+}
 
 /// Reads a whole file (a segment in /dev/shm) into an aligned buffer.
 inline std::vector<std::byte> read_file(const std::string& path) {

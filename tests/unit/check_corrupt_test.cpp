@@ -7,7 +7,6 @@
 #include "check_segment.hpp"
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -167,10 +166,7 @@ TEST_F(CheckCorrupt, SlotsWithImpossibleFieldsAreEachNamed) {
   const std::uint64_t mc = meta_of(c);
   put<std::uint64_t>(slot_offset(c), Meta::with_state(mc, detail::kClaiming));  // no owner: orphaned
   // A claim token naming a process that has exited.
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(child, &status, 0);
+  const pid_t child = unit::dead_pid();
   put<std::uint64_t>(slot_offset(d) + offsetof(detail::SlotHead, owner), std::uint64_t{static_cast<std::uint32_t>(child)} << 32 | 1);
   const CheckReport r = audit();
   EXPECT_TRUE(has_line(r, "slot " + std::to_string(a) + ": key length 200 exceeds"));

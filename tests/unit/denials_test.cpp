@@ -6,7 +6,6 @@
 #include "denials.hpp"
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -129,14 +128,7 @@ TEST(DenialRing, AnEntryStillBeingWrittenOrOverwrittenIsLostNotReturned) {
   EXPECT_EQ(r.records[1].ticket, 3u);
 }
 
-// The pid of a process that has exited and been reaped.
-std::uint32_t dead_pid() {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  EXPECT_EQ(::waitpid(child, &status, 0), child);
-  return static_cast<std::uint32_t>(child);
-}
+std::uint32_t dead_pid() { return static_cast<std::uint32_t>(unit::dead_pid()); }
 
 // A writer preempted for any number of laps is still alive and will store
 // its fields: a later ticket must not take its entry, or the two records'
