@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "layout.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace {

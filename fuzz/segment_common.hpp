@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "segment.hpp"  // detail::Segment::validate: the raw-bytes validator
+#include "segment/segment.hpp"  // detail::Segment::validate: the raw-bytes validator
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::fuzz {

@@ -23,7 +23,7 @@
 #include <new>
 #include <vector>
 
-#include "layout.hpp"
+#include "segment/layout.hpp"
 #include "segment_common.hpp"
 
 namespace shmlimit::fuzz {

@@ -1,5 +1,5 @@
 /*
- * slot.pml — the slot protocol of src/table.cpp (claim / publish / update /
+ * slot.pml — the slot protocol of src/table/table.cpp (claim / publish / update /
  * reclaim / repair), for the SPIN model checker. doc/model.md maps every
  * step below to the C++ statement that does it, and says what is and is not
  * modelled. Check it with scripts/model.sh.

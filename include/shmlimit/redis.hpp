@@ -2,7 +2,7 @@
 //
 // RedisLimiter decides in Redis: the same PolicySpec and the same five
 // Decision values as the local segment, computed by one Lua script (every
-// algorithm of src/algorithms.cpp) on Redis's own clock (TIME), loaded once
+// algorithm of src/algorithms/algorithms.cpp) on Redis's own clock (TIME), loaded once
 // with SCRIPT LOAD and called with EVALSHA. HybridLimiter fronts it with
 // the host's shared memory: the host leases tokens from Redis in batches
 // and serves its workers from the segment, so most decisions make no

@@ -1,6 +1,6 @@
 // Field-by-field audit of a segment's raw bytes (check_segment.hpp), and
 // Limiter::check_segment(), which maps a named segment read-only for it.
-#include "check_segment.hpp"
+#include "admin/check_segment.hpp"
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -12,13 +12,13 @@
 #include <tuple>
 #include <vector>
 
-#include "algorithms.hpp"
-#include "denials.hpp"
-#include "gcra.hpp"
-#include "layout.hpp"
-#include "process.hpp"
-#include "segment.hpp"
-#include "table.hpp"
+#include "algorithms/algorithms.hpp"
+#include "table/denials.hpp"
+#include "algorithms/gcra.hpp"
+#include "segment/layout.hpp"
+#include "segment/process.hpp"
+#include "segment/segment.hpp"
+#include "table/table.hpp"
 
 namespace bip = boost::interprocess;
 

@@ -27,10 +27,10 @@
 #include <utility>
 #include <vector>
 
-#include "algorithms.hpp"
-#include "gcra.hpp"
-#include "layout.hpp"
-#include "segment.hpp"
+#include "algorithms/algorithms.hpp"
+#include "algorithms/gcra.hpp"
+#include "segment/layout.hpp"
+#include "segment/segment.hpp"
 
 namespace shmlimit {
 namespace {

@@ -10,7 +10,7 @@
 // One table of per-algorithm codecs (kCodecs) turns a state word into named
 // fields and back; an algorithm without an entry is not exported (counted
 // under "not_exported"). The bit layouts decoded here are those of
-// src/algorithms.cpp and doc/algorithms.md; the round-trip tests
+// src/algorithms/algorithms.cpp and doc/algorithms.md; the round-trip tests
 // (tests/unit/state_io_test.cpp) fail if they drift apart.
 //
 // Thread and process safety: export reads like dump() (never writes);
@@ -29,12 +29,12 @@
 #include <string_view>
 #include <vector>
 
-#include "algorithms.hpp"
-#include "gcra.hpp"
-#include "layout.hpp"
-#include "segment.hpp"
+#include "algorithms/algorithms.hpp"
+#include "algorithms/gcra.hpp"
+#include "segment/layout.hpp"
+#include "segment/segment.hpp"
 #include "shmlimit/shmlimit.hpp"
-#include "sliding_log.hpp"
+#include "algorithms/sliding_log.hpp"
 
 namespace shmlimit {
 namespace {
@@ -321,7 +321,7 @@ u64 decode_fw(const AlgoParams& p, const Fields& f, const Clock& c) {
 }
 
 // Sliding window: bits 32-55 window index mod 2^24, 16-31 previous, 0-15 current.
-// The full index is recovered as the algorithm does (src/algorithms.cpp sw_at).
+// The full index is recovered as the algorithm does (src/algorithms/algorithms.cpp sw_at).
 void encode_sw(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
   const u64 W = p.period_ns;
   const u64 k = static_cast<u64>(std::max<i64>(c.now, 0)) / W;

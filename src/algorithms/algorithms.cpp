@@ -14,7 +14,7 @@
 //   * A state that is full (is_full) decides exactly as state 0 does, so a
 //     reclaimed slot changes no decision; a state that is not full is never
 //     read as emptier than it is by an older `now` (no refund).
-#include "algorithms.hpp"
+#include "algorithms/algorithms.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -22,8 +22,8 @@
 #include <string>
 #include <string_view>
 
-#include "gcra.hpp"
-#include "layout.hpp"
+#include "algorithms/gcra.hpp"
+#include "algorithms/state_word.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit {
@@ -217,7 +217,7 @@ bool leaky_is_full(u64 empty_at, i64 now) { return empty_at <= static_cast<u64>(
 // State 0: index 0, nothing missing: full.
 constexpr unsigned kTbMissingBits = 20;
 constexpr unsigned kTbIndexBits = 36;
-static_assert(kTbMissingBits + kTbIndexBits == Word::kPayloadBits,
+static_assert(kTbMissingBits + kTbIndexBits == kStatePayloadBits,
               "token bucket state fills the payload");
 constexpr u64 kTbMinPeriodNs = 2 * kMs;  // 2^36 periods of 2 ms outlast the clock horizon
 
@@ -287,7 +287,7 @@ bool tb_is_full(const AlgoParams& p, u64 state, i64 now) {
 //   state bits 0-23   used in window k (24 bits)
 constexpr unsigned kFwUsedBits = 24;
 constexpr unsigned kFwIndexBits = 32;
-static_assert(kFwUsedBits + kFwIndexBits == Word::kPayloadBits,
+static_assert(kFwUsedBits + kFwIndexBits == kStatePayloadBits,
               "fixed window state fills the payload");
 constexpr u64 kFwMinPeriodNs = 20 * kMs;  // 2^32 windows of 20 ms outlast the clock horizon
 
@@ -347,7 +347,7 @@ bool fw_is_full(const AlgoParams& p, u64 state, i64 now) { return fw_at(p, state
 //   state bits 0-15   cur: used in window k (16 bits)
 constexpr unsigned kSwCountBits = 16;
 constexpr unsigned kSwIndexBits = 24;
-static_assert(2 * kSwCountBits + kSwIndexBits == Word::kPayloadBits,
+static_assert(2 * kSwCountBits + kSwIndexBits == kStatePayloadBits,
               "sliding window state fills the payload");
 constexpr u64 kSwIndexMask = mask(kSwIndexBits);
 constexpr u64 kSwMinPeriodNs = kMs;
@@ -499,7 +499,7 @@ bool sw_is_full(const AlgoParams& p, u64 state, i64 now) {
 // period is never shorter than asked (at most 1 ms longer).
 constexpr unsigned kQpUsedBits = 19;
 constexpr unsigned kQpExpiryBits = 37;
-static_assert(kQpUsedBits + kQpExpiryBits == Word::kPayloadBits,
+static_assert(kQpUsedBits + kQpExpiryBits == kStatePayloadBits,
               "quiet period state fills the payload");
 static_assert((kHorizon / kMs) < (u64{1} << kQpExpiryBits), "ms expiries of the whole horizon fit");
 constexpr u64 kQuietBlocked = mask(kQpUsedBits);  // denied since the period (re)started
@@ -707,7 +707,7 @@ AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t n
                         std::uint64_t cost) noexcept {
   if (!algo_params_valid(p)) return corrupt_outcome();
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
-  state &= Word::kPayloadMask;
+  state &= kStatePayloadMask;
   switch (p.algorithm) {
     case Algorithm::kGcra: {
       const GcraOutcome g = gcra_decide(state, now, cost, GcraParams{p.emission_ns, p.burst});
@@ -735,7 +735,7 @@ AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t n
                         std::uint64_t cost) noexcept {
   if (!algo_params_valid(p)) return corrupt_outcome();
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
-  state &= Word::kPayloadMask;
+  state &= kStatePayloadMask;
   switch (p.algorithm) {
     case Algorithm::kGcra:
       return gcra_refund(p, state, now, cost);
@@ -760,7 +760,7 @@ AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t n
 bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now_in) noexcept {
   if (!algo_params_valid(p)) return true;  // nothing worth keeping
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
-  state &= Word::kPayloadMask;
+  state &= kStatePayloadMask;
   switch (p.algorithm) {
     case Algorithm::kGcra:
       return gcra_is_full(state, now);

@@ -1,7 +1,7 @@
 // Every limiting algorithm as a pure function of (params, state, now, cost).
 //
 // A bucket's whole state is the 56-bit payload of its slot's word (see
-// layout.hpp), so every algorithm packs its state into 56 bits and is
+// state_word.hpp), so every algorithm packs its state into 56 bits and is
 // updated by one CAS. Conventions shared by all of them:
 //   * `now` is ns since the segment epoch; a negative reading counts as 0.
 //   * state 0 is a full bucket (an absent key) for every algorithm, and
@@ -21,7 +21,7 @@
 
 #include <cstdint>
 
-#include "gcra.hpp"
+#include "algorithms/gcra.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::detail {

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "layout.hpp"
+#include "algorithms/state_word.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::detail {

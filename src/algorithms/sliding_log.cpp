@@ -1,5 +1,5 @@
 // The exact sliding window's pure core (sliding_log.hpp).
-#include "sliding_log.hpp"
+#include "algorithms/sliding_log.hpp"
 
 #include <algorithm>
 #include <cstdint>

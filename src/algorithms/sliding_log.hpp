@@ -25,13 +25,13 @@
 // between the clocks of processes (each admission's `now` is its own).
 //
 // Thread and process safety: the functions here are pure. The protocol on
-// the shared words (limiter.cpp, log_* members) is lock-free.
+// the shared words (src/limiter/log_apply.cpp) is lock-free.
 #pragma once
 
 #include <cstdint>
 #include <span>
 
-#include "layout.hpp"
+#include "algorithms/state_word.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::detail {
@@ -43,12 +43,12 @@ struct LogParams {
 };
 
 inline constexpr std::uint64_t log_entry(std::uint64_t version, std::int64_t t) {
-  return (version << 56) | ((static_cast<std::uint64_t>(t) + 1) & Word::kPayloadMask);
+  return (version << 56) | ((static_cast<std::uint64_t>(t) + 1) & kStatePayloadMask);
 }
 inline constexpr std::uint64_t log_entry_version(std::uint64_t e) { return e >> 56; }
 /// The admission time of a non-zero entry.
 inline constexpr std::int64_t log_entry_time(std::uint64_t e) {
-  return static_cast<std::int64_t>((e & Word::kPayloadMask) - 1);
+  return static_cast<std::int64_t>((e & kStatePayloadMask) - 1);
 }
 
 enum class LogEntryKind { kFree, kLive, kGarbage };

@@ -1,7 +1,16 @@
-// Concurrency leases: the pure transitions and the protocol (lease.hpp).
-#include "lease.hpp"
+// Concurrency leases: the pure transitions and the protocol (lease.hpp),
+// then the limiter's lease driver (Limiter::Impl, limiter_impl.hpp) and the
+// RAII Lease handle.
+#include "limiter/lease.hpp"
 
 #include <bit>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "limiter/limiter_impl.hpp"
 
 namespace shmlimit::detail {
 
@@ -314,3 +323,216 @@ bool Leases::holds_any(std::uint32_t entry) const noexcept {
 }
 
 }  // namespace shmlimit::detail
+
+namespace shmlimit {
+
+using detail::u64;
+using detail::PolicySnapshot;
+
+// ---- the limiter's lease driver ---------------------------------------------
+// Recovers the lease records of registry entries whose owner died
+// (serialised by taking the entry: owner -> our token | kRecoveringBit,
+// then 0). `slot` limits the scan to holders of that slot (a denied
+// lease); kNoRecord scans every holder (check). Returns records recovered.
+std::uint32_t Limiter::Impl::reclaim_dead_leases(std::uint32_t slot, std::vector<std::string>* dead) noexcept {
+  std::uint32_t n = 0;
+  const detail::ProcessToken me = detail::self_token();
+  for (std::uint32_t i = 1; i < detail::kMaxProcesses; ++i) {
+    detail::ProcessEntry& e = process_table[i];
+    u64 owner = e.owner.load(std::memory_order_relaxed);
+    if (owner == 0 || owner == me) continue;
+    if (slot == kNoRecord ? !leases.holds_any(i) : !leases.holds_slot(i, slot)) continue;
+    if (!detail::token_is_dead(owner & ~detail::kRecoveringBit)) continue;
+    if (dead != nullptr) {
+      dead->push_back("process " + std::to_string(detail::token_pid(owner & ~detail::kRecoveringBit)) +
+                      " died holding leases (registry entry " + std::to_string(i) + ")");
+      continue;
+    }
+    // Acquire: the records as the dead owner left them.
+    if (!e.owner.compare_exchange_strong(owner, me | detail::kRecoveringBit, std::memory_order_acquire)) continue;
+    n += leases.recover(i);
+    e.owner.store(0, std::memory_order_release);  // Release: the recovered records are visible first
+  }
+  return n;
+}
+
+// Cost units the lease records hold on slot `index` of generation `meta`
+// (HELD, or RELEASING whose decrement has not landed).
+u64 Limiter::Impl::lease_records_cost(std::uint32_t index, u64 meta) const noexcept {
+  u64 sum = 0;
+  const auto* areas = reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
+  for (std::uint32_t e = 0; e < detail::kMaxProcesses; ++e) {
+    for (std::uint32_t r = 0; r < detail::kLeaseRecords; ++r) {
+      // Acquire: the cost was written before the state.
+      const u64 c = areas[e].records[r].ctl.load(std::memory_order_acquire);
+      const u64 st = detail::LeaseCtl::state(c);
+      if ((st == detail::kLeaseHeld || st == detail::kLeaseReleasing) && detail::LeaseCtl::slot(c) == index &&
+          detail::LeaseCtl::gen(c) == (detail::Meta::gen(meta) & detail::kLeaseGenMask)) {
+        sum += areas[e].records[r].cost.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  return sum;
+}
+
+// Cost units held per (slot, generation) by every lease record: one pass
+// over the lease areas for check(). Key: slot << 19 | generation bits.
+std::unordered_map<u64, u64> Limiter::Impl::lease_costs() const {
+  std::unordered_map<u64, u64> out;
+  const auto* areas = reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
+  for (std::uint32_t e = 0; e < detail::kMaxProcesses; ++e) {
+    // Relaxed: a hint; a slot whose sum disagrees is re-read on its own.
+    if (areas[e].used.load(std::memory_order_relaxed) == 0) continue;
+    for (std::uint32_t r = 0; r < detail::kLeaseRecords; ++r) {
+      // Acquire: the cost was written before the state.
+      const u64 c = areas[e].records[r].ctl.load(std::memory_order_acquire);
+      const u64 st = detail::LeaseCtl::state(c);
+      if (st == detail::kLeaseHeld || st == detail::kLeaseReleasing) {
+        out[(u64{detail::LeaseCtl::slot(c)} << 19) | detail::LeaseCtl::gen(c)] +=
+            areas[e].records[r].cost.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  return out;
+}
+
+// check(): a concurrency slot's in-flight count equals what its lease
+// records hold (when no operation is pending; read twice, as leases may
+// be taken and released meanwhile). Empty when consistent.
+std::string Limiter::Impl::check_lease_count(std::uint32_t index, u64 meta, u64 word, const std::unordered_map<u64, u64>& costs) const {
+  PolicySnapshot p;
+  if (!load_policy(static_cast<std::uint32_t>(detail::Meta::policy(meta)), &p) || !p.valid || !p.algorithm_is_lease()) {
+    return {};
+  }
+  for (int attempt = 0;; ++attempt) {
+    const u64 payload = detail::Word::payload(word);
+    u64 held = 0;
+    if (attempt == 0) {
+      const auto it = costs.find((u64{index} << 19) | (detail::Meta::gen(meta) & detail::kLeaseGenMask));
+      held = it == costs.end() ? 0 : it->second;
+    } else {
+      held = lease_records_cost(index, meta);
+    }
+    if (detail::lease_pending(payload).op != detail::LeaseOp::kNone || held == detail::lease_count(payload)) return {};
+    if (attempt == 1) {
+      return "in-flight count " + std::to_string(detail::lease_count(payload)) + " but lease records hold " +
+             std::to_string(held);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    word = table.head(index).word.load(std::memory_order_acquire);
+    if (detail::Word::version(word) != detail::Meta::version(meta)) return {};
+  }
+}
+
+Lease Limiter::Impl::lease(std::uint32_t policy, std::string_view key, u64 cost) noexcept {
+  Lease out;
+  const std::int64_t now = this->now();
+  PolicySnapshot p;
+  if (auto early = precheck(policy, key, now, &p)) {
+    out.decision_ = *early;
+  } else if (!p.algorithm_is_lease()) {
+    out.decision_ = unknown_policy();
+  } else {
+    out.decision_ = lease_decide(p, policy, key, cost, &out);
+    if (out.held()) return out;
+  }
+  // A denied lease goes to the recent-denials ring, as a denied acquire.
+  noted(policy, key, cost, now, out.decision_);
+  // Fail open (on_full = allow): granted without a record; releasing it gives nothing back.
+  if (out.decision_.allowed && out.decision_.reason != Reason::kOk && cost > 0) {
+    out.impl_ = this;
+    out.entry_ = kNoRecord;
+    out.pid_ = static_cast<std::int32_t>(detail::token_pid(detail::self_token()));
+  }
+  return out;
+}
+
+Decision Limiter::Impl::lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
+                      Lease* out) noexcept {
+  const u64 limit = p.algo.count;
+  const detail::PackedKey pk(seed, policy, key);
+  detail::SlotRef ref;
+  const bool peek = seg->read_only() || cost == 0;
+  if (!peek && cost > limit) return detail::lease_acquire_step(0, limit, cost, {}).decision;  // never fits
+  const std::uint32_t entry = peek ? 0 : own_entry_index();
+  if (!peek && entry == 0) {  // the registry is full: no records of our own
+    count(&detail::ProcessEntry::full_events);
+    return fallback(p, Reason::kTableFull);
+  }
+  for (int reclaims = 0;;) {
+    if (!table.find(pk, &ref)) {
+      if (peek) return detail::lease_report(0, limit);
+      if (auto failed = claim(p, pk, now(), 0, &ref)) return *failed;
+    }
+    if (peek) return detail::lease_report(detail::Word::payload(ref.word), limit);
+    detail::SlotHead& h = table.head(ref.index);
+    Decision d;
+    std::uint32_t record = 0;
+    u64 ctl = 0;
+    switch (leases.acquire(ref, entry, limit, cost, &record, &ctl, &d)) {
+      case detail::Leases::Result::kGranted:
+        h.admitted.fetch_add(1, std::memory_order_relaxed);  // a statistic
+        out->impl_ = this;
+        out->entry_ = entry;
+        out->record_ = record;
+        out->ctl_ = ctl;
+        out->pid_ = static_cast<std::int32_t>(detail::token_pid(detail::self_token()));
+        return d;
+      case detail::Leases::Result::kRelookup:
+        continue;
+      case detail::Leases::Result::kNoRecord:
+        count(&detail::ProcessEntry::full_events);
+        return fallback(p, Reason::kTableFull);
+      case detail::Leases::Result::kDenied:
+        break;
+    }
+    // Denied: leases held by dead processes on this key are reclaimed
+    // first (at most one registry scan per kLeaseScanNs per handle).
+    const std::int64_t t = now();
+    if (reclaims < 2 && t - last_lease_scan.load(std::memory_order_relaxed) >= kLeaseScanNs) {
+      last_lease_scan.store(t, std::memory_order_relaxed);
+      ++reclaims;
+      if (reclaim_dead_leases(ref.index) > 0) continue;
+    }
+    h.denied.fetch_add(1, std::memory_order_relaxed);  // a statistic
+    return d;
+  }
+}
+
+Lease Limiter::lease(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  return impl_->lease(policy.index, key, cost);
+}
+
+Lease::Lease(Lease&& other) noexcept
+    : impl_(std::exchange(other.impl_, nullptr)),
+      entry_(other.entry_),
+      record_(other.record_),
+      ctl_(other.ctl_),
+      pid_(other.pid_),
+      decision_(other.decision_) {}
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    release();
+    impl_ = std::exchange(other.impl_, nullptr);
+    entry_ = other.entry_;
+    record_ = other.record_;
+    ctl_ = other.ctl_;
+    pid_ = other.pid_;
+    decision_ = other.decision_;
+  }
+  return *this;
+}
+
+Lease::~Lease() { release(); }
+
+bool Lease::release() noexcept {
+  Limiter::Impl* impl = std::exchange(impl_, nullptr);
+  if (impl == nullptr) return false;
+  // A fork()ed child's copy: the record belongs to the parent.
+  if (static_cast<std::int32_t>(detail::token_pid(detail::self_token())) != pid_) return false;
+  if (entry_ == Limiter::Impl::kNoRecord) return true;  // granted by on_full = allow: nothing taken
+  return impl->leases.release(entry_, record_, ctl_);
+}
+
+}  // namespace shmlimit

@@ -46,9 +46,9 @@
 
 #include <cstdint>
 
-#include "layout.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
-#include "table.hpp"
+#include "table/table.hpp"
 
 namespace shmlimit::detail {
 

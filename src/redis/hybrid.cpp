@@ -37,7 +37,7 @@
 
 #include "shmlimit/redis.hpp"
 #include "shmlimit/shmlimit.hpp"
-#include "decision_fold.hpp"
+#include "algorithms/decision_fold.hpp"
 #include "tier.hpp"
 
 namespace shmlimit {

@@ -18,9 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "algorithms.hpp"
-#include "decision_fold.hpp"
-#include "gcra.hpp"
+#include "algorithms/algorithms.hpp"
+#include "algorithms/decision_fold.hpp"
+#include "algorithms/gcra.hpp"
 #include "shmlimit/redis.hpp"
 #include "tier.hpp"
 

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "algorithms.hpp"
+#include "algorithms/algorithms.hpp"
 #include "shmlimit/redis.hpp"
 #include "shmlimit/shmlimit.hpp"
 

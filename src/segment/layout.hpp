@@ -18,10 +18,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "algorithms/state_word.hpp"
+
 namespace shmlimit::detail {
 
-using u64 = std::uint64_t;
-using u32 = std::uint32_t;
 using AtomicU64 = std::atomic<std::uint64_t>;
 using AtomicU32 = std::atomic<std::uint32_t>;
 static_assert(AtomicU64::is_always_lock_free, "64-bit atomics must be lock-free to be shared across processes");
@@ -38,7 +38,6 @@ inline constexpr u32 kSlotHeadBytes = 40;    // meta, word, owner, admitted, den
 inline constexpr u32 kMinCapacity = 16;
 inline constexpr u32 kMaxCapacity = 1u << 28;
 inline constexpr u32 kLeaseRecords = 64;     // lease records per process registry entry (bits of LeaseArea::used)
-inline constexpr u32 kMaxLogEntries = 4096;  // sliding-log entries per slot (Options::log_entries)
 
 /// Init states of Header::init_state.
 inline constexpr u32 kInitZero = 0;   // freshly truncated, creator still writing
@@ -169,19 +168,19 @@ struct Meta {
 // the segment epoch). The version makes a CAS prepared against one key fail
 // on the slot's next key: see table.hpp, "ABA".
 struct Word {
-  static constexpr u64 kPayloadBits = 56;
-  static constexpr u64 kPayloadMask = (1ULL << kPayloadBits) - 1;
+  static constexpr u64 kPayloadBits = kStatePayloadBits;  // algorithms/state_word.hpp
+  static constexpr u64 kPayloadMask = kStatePayloadMask;
   static constexpr u64 make(u64 version, u64 payload) { return (version << 56) | (payload & kPayloadMask); }
   static constexpr u64 version(u64 w) { return w >> 56; }
   static constexpr u64 payload(u64 w) { return w & kPayloadMask; }
 };
 
-/// Times in a payload are below 2^56 ns (about 834 days) since the epoch:
-/// the segment's clock horizon.
-inline constexpr std::int64_t kClockHorizonNs = static_cast<std::int64_t>(Word::kPayloadMask);
+// kClockHorizonNs, the last time a payload can hold, and kMaxLogEntries
+// (sliding-log entries per slot, Options::log_entries) come from
+// algorithms/state_word.hpp.
 
 // ---------------------------------------------------------------------------
-// Concurrency leases (src/lease.hpp has the protocol). Registry entry p owns
+// Concurrency leases (src/limiter/lease.hpp has the protocol). Registry entry p owns
 // LeaseArea p: `used` has bit r set while record r is allocated (taken by
 // CAS, only by the entry's owner or by the process recovering a dead
 // owner's entry). A record names the slot whose count it holds:
@@ -214,7 +213,7 @@ static_assert(kLeaseRecords == 64, "LeaseArea::used is one 64-bit mask");
 // ---------------------------------------------------------------------------
 // Recent-denials ring: kDenialRingEntries entries after everything else, at
 // Geometry::denials_offset. Written only on denied decisions (never on the
-// admit path); readers copy entries without blocking writers. src/denials.hpp
+// admit path); readers copy entries without blocking writers. src/table/denials.hpp
 // holds the protocol; doc/segment-format.md the bytes.
 inline constexpr u32 kDenialRingEntries = 1024;  // a power of two
 inline constexpr u32 kDenialKeyBytes = 80;       // key bytes kept per entry (the rest is cut)

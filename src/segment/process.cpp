@@ -1,4 +1,4 @@
-#include "process.hpp"
+#include "segment/process.hpp"
 
 #include <fcntl.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-#include "segment.hpp"
+#include "segment/segment.hpp"
 
 #include <sys/random.h>
 #include <time.h>
@@ -16,18 +16,6 @@
 namespace bip = boost::interprocess;
 
 namespace shmlimit::detail {
-
-std::int64_t monotonic_ns() noexcept {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-std::int64_t realtime_ns() noexcept {
-  timespec ts;
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 struct Segment::Mapping {
   bip::shared_memory_object shm;

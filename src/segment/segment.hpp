@@ -12,7 +12,8 @@
 #include <memory>
 #include <string>
 
-#include "layout.hpp"
+#include "segment/clock.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::detail {
@@ -63,9 +64,5 @@ class Segment {
   std::int64_t created_unix_ns_ = 0;
   std::uint64_t hash_seed_ = 0;
 };
-
-/// CLOCK_MONOTONIC and CLOCK_REALTIME in ns.
-std::int64_t monotonic_ns() noexcept;
-std::int64_t realtime_ns() noexcept;
 
 }  // namespace shmlimit::detail

@@ -1,12 +1,12 @@
 // The recent-denials ring (denials.hpp states the protocol and invariants).
-#include "denials.hpp"
+#include "table/denials.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <limits>
 
-#include "process.hpp"
+#include "segment/process.hpp"
 
 namespace shmlimit::detail {
 namespace {

@@ -33,7 +33,7 @@
 #include <string_view>
 #include <vector>
 
-#include "layout.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::detail {

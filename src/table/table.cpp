@@ -1,12 +1,12 @@
-#include "table.hpp"
+#include "table/table.hpp"
 
 #include <sched.h>
 
 #include <algorithm>
 #include <cstring>
 
-#include "hash.hpp"
-#include "segment.hpp"
+#include "table/hash.hpp"
+#include "segment/segment.hpp"
 
 namespace shmlimit::detail {
 namespace {

@@ -45,8 +45,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "layout.hpp"
-#include "process.hpp"
+#include "segment/layout.hpp"
+#include "segment/process.hpp"
 
 namespace shmlimit::detail {
 

@@ -2,7 +2,7 @@
 // more than the limit in flight, and leases of processes SIGKILLed at any
 // step of acquire or release (a fault-injection hook kills at each one)
 // are reclaimed by the survivors, once, with the count back at 0.
-#include "lease.hpp"
+#include "limiter/lease.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>

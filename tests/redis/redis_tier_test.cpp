@@ -1,6 +1,6 @@
 // The Redis tier against the local algorithms: the same tables of (time,
 // cost) give identical five values in Redis (limiter.lua, injected time) and
-// in the pure functions of src/algorithms.cpp; multi-limit calls agree with
+// in the pure functions of src/algorithms/algorithms.cpp; multi-limit calls agree with
 // Limiter::acquire_many_at; keys expire when full; the script is reloaded
 // after SCRIPT FLUSH; AUTH; policies the script cannot represent are refused.
 #include <gtest/gtest.h>
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "algorithms.hpp"
-#include "gcra.hpp"
+#include "algorithms/algorithms.hpp"
+#include "algorithms/gcra.hpp"
 #include "mp.hpp"
 #include "redis_server.hpp"
 #include "redis/tier.hpp"

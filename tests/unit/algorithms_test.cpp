@@ -1,4 +1,4 @@
-// Every algorithm of src/algorithms.hpp as a pure function of
+// Every algorithm of src/algorithms/algorithms.hpp as a pure function of
 // (params, state, now, cost) -> (decision, store, new state).
 //
 // Three kinds of test:
@@ -11,7 +11,7 @@
 //     are spelled with the documented bit layouts (tb(), fw(), sw(), qp()).
 //   * Scenarios and equivalences: the examples of doc/algorithms.md, the
 //     leaky bucket against GCRA, the quiet period against the Redis recipe.
-#include "algorithms.hpp"
+#include "algorithms/algorithms.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "gcra.hpp"
-#include "layout.hpp"
+#include "algorithms/gcra.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

@@ -4,7 +4,7 @@
 // impossible fields, orphaned and dead claims), each reported by its own
 // line; random garbage of every size never crashes it; and
 // Limiter::check_segment on the named object.
-#include "check_segment.hpp"
+#include "admin/check_segment.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "layout.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

@@ -1,9 +1,9 @@
-// The recent-denials ring (src/denials.hpp): wrap-around, the count of
+// The recent-denials ring (src/table/denials.hpp): wrap-around, the count of
 // entries lost to overflow, torn and abandoned entries crafted by hand, a
 // writer that must not mix its fields with an older writer's, key
 // truncation and hostile fields; then through the Limiter: only denials
 // write, with what they were denied for.
-#include "denials.hpp"
+#include "table/denials.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

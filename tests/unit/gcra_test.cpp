@@ -1,6 +1,6 @@
 // GCRA as a pure function of (TAT, now, cost, {T, B}) -> (decision, new TAT).
 //
-// Expected values are derived from the documented semantics (src/gcra.hpp),
+// Expected values are derived from the documented semantics (src/algorithms/gcra.hpp),
 // not from runs of the code:
 //   T = ceil(period / count), tau = B * T, base = max(TAT, max(now, 0))
 //   admitted iff base + cost*T - now <= tau; then TAT' = base + cost*T
@@ -8,7 +8,7 @@
 //   retry_after = (base + cost*T - now) - tau when denied
 //   reset_after = debt (time until TAT' <= now, i.e. the bucket is full)
 // So a fresh bucket admits B at once, then one every T.
-#include "gcra.hpp"
+#include "algorithms/gcra.hpp"
 
 #include <gtest/gtest.h>
 
@@ -540,7 +540,7 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(info.param.name);
     });
 
-// src/gcra.hpp documents the under-admission of rounding T up: over a run
+// src/algorithms/gcra.hpp documents the under-admission of rounding T up: over a run
 // of length D the shortfall is below D * count^2 / period^2 requests (a
 // relative shortfall below count / period_ns). At 3,000,000/s T rounds from
 // 333.3 ns to 334 ns: over 10 ms that allows up to 90 missing requests, and

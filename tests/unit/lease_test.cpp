@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "lease.hpp"
+#include "limiter/lease.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"

@@ -21,8 +21,8 @@
 #include <tuple>
 #include <vector>
 
-#include "gcra.hpp"
-#include "layout.hpp"
+#include "algorithms/gcra.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

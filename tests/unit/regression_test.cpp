@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "layout.hpp"
-#include "process.hpp"
+#include "segment/layout.hpp"
+#include "segment/process.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/shmlimit.hpp"
 

@@ -2,7 +2,7 @@
 // names, permissions, and refusal of foreign, half-initialised, mismatched,
 // truncated and corrupt segments (bytes written straight into /dev/shm);
 // detail::Segment::validate on arbitrary bytes.
-#include "segment.hpp"
+#include "segment/segment.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "layout.hpp"
+#include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

@@ -12,7 +12,7 @@
 
 #include "shmlimit/config.hpp"
 #include "shmlimit/shmlimit.hpp"
-#include "sliding_log.hpp"
+#include "algorithms/sliding_log.hpp"
 #include "unit_segment.hpp"
 
 namespace shmlimit::unit {

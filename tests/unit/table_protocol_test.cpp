@@ -1,4 +1,4 @@
-// The slot protocol of the table (src/table.hpp), driven step by step:
+// The slot protocol of the table (src/table/table.hpp), driven step by step:
 // the ABA guard of reclaim, and the repair of claims left by dead
 // processes at each point where a process can die.
 #include <gtest/gtest.h>
@@ -9,10 +9,10 @@
 #include <cstring>
 #include <string>
 
-#include "gcra.hpp"
-#include "layout.hpp"
-#include "process.hpp"
-#include "table.hpp"
+#include "algorithms/gcra.hpp"
+#include "segment/layout.hpp"
+#include "segment/process.hpp"
+#include "table/table.hpp"
 
 namespace shmlimit::detail {
 namespace {

@@ -1,0 +1,61 @@
+// Limiter::store_bucket: writes one bucket's state as import_state
+// (state_io.cpp) asks, through the same version-checked CAS as a decision.
+#include <string>
+
+#include "limiter/limiter_impl.hpp"
+
+namespace shmlimit {
+
+using detail::u64;
+using detail::AtomicU64;
+using detail::PolicySnapshot;
+
+int Limiter::store_bucket(std::uint32_t policy, std::string_view key, std::uint64_t state, std::uint64_t admitted,
+                          std::uint64_t denied, bool replace, std::span<const std::int64_t> log) {
+  Impl& m = *impl_;
+  if (m.seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
+  if (key.size() > m.table.key_capacity() || policy >= detail::kMaxPolicies) return 2;
+  const detail::PackedKey pk(m.seed, policy, key);
+  detail::ClaimEvents ev;
+  int result = 2;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    detail::SlotRef ref;
+    if (!m.table.find(pk, &ref)) {
+      const auto r = m.table.claim(pk, m.now(), state, m, m.claim_timeout_ns, &ref, &ev);
+      if (r == detail::Table::ClaimResult::kFull || r == detail::Table::ClaimResult::kContended) break;
+      if (r == detail::Table::ClaimResult::kClaimed) {
+        detail::SlotHead& h = m.table.head(ref.index);
+        // Relaxed: statistics.
+        h.admitted.store(admitted, std::memory_order_relaxed);
+        h.denied.store(denied, std::memory_order_relaxed);
+        m.log_store(policy, ref.index, detail::Word::version(ref.word), log);
+        result = 0;
+        break;
+      }
+    }
+    if (!replace) {
+      result = 1;
+      break;
+    }
+    detail::SlotHead& h = m.table.head(ref.index);
+    u64 w = ref.word;
+    // Relaxed, as every decision's CAS: the word is the bucket's whole
+    // state, and its version makes the CAS fail on a reclaimed slot.
+    while (detail::Word::version(w) == detail::Word::version(ref.word)) {
+      if (h.word.compare_exchange_weak(w, detail::Word::make(detail::Word::version(w), state), std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        h.admitted.store(admitted, std::memory_order_relaxed);
+        h.denied.store(denied, std::memory_order_relaxed);
+        m.log_store(policy, ref.index, detail::Word::version(w), log);
+        result = 0;
+        break;
+      }
+    }
+    if (result == 0) break;
+    // The slot was reclaimed for another key meanwhile: look again.
+  }
+  m.count(&detail::ProcessEntry::repairs, ev.repairs);
+  return result;
+}
+
+}  // namespace shmlimit

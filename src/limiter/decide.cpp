@@ -1,0 +1,155 @@
+// One decision: acquire, peek and refund on one bucket (limiter_impl.hpp).
+// The hot path: a policy snapshot from the process-local cache, a probe of
+// the table, the algorithm, and one CAS on the key's own slot.
+#include <algorithm>
+#include <optional>
+
+#include "limiter/limiter_impl.hpp"
+
+namespace shmlimit {
+
+using detail::AtomicU64;
+using detail::u64;
+
+using detail::PolicySnapshot;
+
+std::string_view to_string(Reason reason) noexcept {
+  switch (reason) {
+    case Reason::kOk: return "ok";
+    case Reason::kTableFull: return "table_full";
+    case Reason::kKeyTooLong: return "key_too_long";
+    case Reason::kUnknownPolicy: return "unknown_policy";
+    case Reason::kCostTooHigh: return "cost_too_high";
+    case Reason::kContended: return "contended";
+    case Reason::kClockHorizon: return "clock_horizon";
+    case Reason::kCorrupt: return "corrupt";
+    case Reason::kNeedsLease: return "needs_lease";
+  }
+  return "unknown";
+}
+
+// ReclaimPolicy: a bucket may be reclaimed when its algorithm says it is
+// indistinguishable from an absent key.
+bool Limiter::Impl::is_full(std::uint32_t policy, u64 payload, std::int64_t now) const noexcept {
+  PolicySnapshot p;
+  if (!load_policy(policy, &p) || !p.valid) return true;  // unusable entry: nothing to keep
+  return detail::algo_is_full(p.algo, payload, now);
+}
+
+std::optional<Decision> Limiter::Impl::precheck(std::uint32_t policy, std::string_view key, std::int64_t now,
+                                 PolicySnapshot* p) const noexcept {
+  if (!load_policy(policy, p)) return unknown_policy();
+  if (!p->valid) {
+    count(&detail::ProcessEntry::other_events);
+    return fallback(*p, Reason::kCorrupt);
+  }
+  if (key.size() > table.key_capacity()) {
+    count(&detail::ProcessEntry::other_events);
+    return fallback(*p, Reason::kKeyTooLong);
+  }
+  if (now > detail::kClockHorizonNs - p->margin) {
+    count(&detail::ProcessEntry::other_events);
+    return fallback(*p, Reason::kClockHorizon);
+  }
+  return std::nullopt;
+}
+
+std::optional<Decision> Limiter::Impl::claim(const PolicySnapshot& p, const detail::PackedKey& pk, std::int64_t now, u64 state,
+                              detail::SlotRef* ref) noexcept {
+  detail::ClaimEvents ev;
+  const auto r = table.claim(pk, now, state, *this, claim_timeout_ns, ref, &ev);
+  count(&detail::ProcessEntry::repairs, ev.repairs);
+  if (r == detail::Table::ClaimResult::kFull) {
+    count(&detail::ProcessEntry::full_events);
+    return fallback(p, Reason::kTableFull);
+  }
+  if (r == detail::Table::ClaimResult::kContended) {
+    count(&detail::ProcessEntry::contended_events);
+    return fallback(p, Reason::kContended);
+  }
+  return std::nullopt;
+}
+
+Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
+               Charge* charge, bool live_clock) noexcept {
+  now = std::max<std::int64_t>(now, 0);
+  PolicySnapshot p;
+  if (auto early = precheck(policy, key, now, &p)) return *early;
+  if (seg->read_only() && op == Op::kAcquire) op = Op::kPeek;
+  const detail::PackedKey pk(seed, policy, key);
+  if (p.algo.algorithm == Algorithm::kSlidingLog) return log_apply(p, pk, cost, now, op, charge, live_clock);
+  if (p.algorithm_is_lease() && op == Op::kAcquire) return needs_lease(p);
+  detail::SlotRef ref;
+  for (;;) {
+    if (!table.find(pk, &ref)) {
+      // Absent = full bucket (invariant: indistinguishable). If the key
+      // was reclaimed by a process whose clock reading is later than ours,
+      // our older reading would start the new bucket in its past and give
+      // time back: read the clock again, after the failed lookup.
+      if (live_clock) now = std::max(now, this->now());
+      const u64 fresh_state = p.fresh_state(now);
+      const detail::AlgoOutcome fresh = decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
+      // A peek, a refund, cost 0 or a cost that can never fit never
+      // takes a slot: there is nothing to store.
+      if (op != Op::kAcquire || !fresh.store) return fresh.decision;
+      if (auto failed = claim(p, pk, now, fresh_state, &ref)) return *failed;
+    }
+    detail::SlotHead& h = table.head(ref.index);
+    u64 w = ref.word;
+    for (;;) {
+      const u64 state = detail::Word::payload(w);
+      const detail::AlgoOutcome out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost)
+                                                        : decide_state(p, state, now, cost);
+      if (op == Op::kPeek || !out.store) {
+        // Relaxed: a statistic.
+        if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
+        return out.decision;
+      }
+      // The one write of a decision. Relaxed suffices: the bucket's whole
+      // state is this word, and no other memory is published or read
+      // through it; the version in the word makes the CAS fail on a slot
+      // that was reclaimed for another key since `w` was read (ABA).
+      if (h.word.compare_exchange_weak(w, detail::Word::make(detail::Word::version(w), out.new_state),
+                                       std::memory_order_relaxed, std::memory_order_relaxed)) {
+        if (op == Op::kAcquire) {
+          // Relaxed: statistics.
+          (out.decision.allowed ? h.admitted : h.denied).fetch_add(1, std::memory_order_relaxed);
+          if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, detail::Word::version(w)};
+        }
+        return out.decision;
+      }
+      // Lost a race: `w` now holds the current word. Another generation
+      // means the slot was reclaimed (our bucket had become full): look
+      // the key up again.
+      if (detail::Word::version(w) != detail::Word::version(ref.word)) break;
+    }
+  }
+}
+
+Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  const std::int64_t now = impl_->now();
+  return impl_->noted(policy.index, key, cost, now,
+                      impl_->apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true));
+}
+
+Decision Limiter::acquire(std::string_view policy, std::string_view key, std::uint64_t cost) noexcept {
+  const auto i = impl_->find_policy(policy);
+  if (!i) return Impl::unknown_policy();
+  const std::int64_t now = impl_->now();
+  return impl_->noted(*i, key, cost, now, impl_->apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true));
+}
+
+Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept {
+  return impl_->noted(policy.index, key, cost, now.count(),
+                      impl_->apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire));
+}
+
+Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kPeek, nullptr, true);
+}
+
+Decision Limiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kRefund);
+}
+
+}  // namespace shmlimit

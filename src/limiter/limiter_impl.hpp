@@ -1,0 +1,373 @@
+// Limiter::Impl: the one private class behind shmlimit::Limiter, declared
+// once here and implemented by part, one idea per file (as leveldb's
+// db_impl.h):
+//   limiter.cpp      lifecycle, the process registry, reset, accessors
+//   policies.cpp     the policy table: add/replace, names, the admin token
+//   decide.cpp       one decision: acquire, peek, refund (the hot path)
+//   log_apply.cpp    the exact sliding log's shared-memory protocol
+//   lease.cpp        concurrency leases (with the Leases protocol, lease.hpp)
+//   multi_limit.cpp  acquire_many: all or nothing, with rollback
+//   src/admin/       stats, dump, check, recent denials, import
+// The policy cache, the fallback decision and the denial hook are defined
+// here, inline: every decision runs them.
+//
+// Thread safety: every method may be called by any thread of any process
+// that maps the segment; the hot path (apply) is lock-free and never
+// throws. Policy-table writers are serialised by the admin token.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "algorithms/algorithms.hpp"
+#include "algorithms/gcra.hpp"
+#include "algorithms/sliding_log.hpp"
+#include "limiter/lease.hpp"
+#include "segment/layout.hpp"
+#include "segment/process.hpp"
+#include "segment/segment.hpp"
+#include "shmlimit/shmlimit.hpp"
+#include "table/denials.hpp"
+#include "table/hash.hpp"
+#include "table/table.hpp"
+
+namespace shmlimit {
+
+namespace detail {
+
+// A consistent copy of one policy entry's active parameters.
+struct PolicySnapshot {
+  detail::AlgoParams algo;
+  OnFull on_full = OnFull::kAllow;
+  bool valid = false;  // false: the entry is corrupt (hostile or buggy writer)
+  // Derived once per parameter change (valid entries only):
+  u64 extra = 0;             // kind bits outside algorithm and on_full: must be 0
+  u64 reciprocal = 0;        // gcra_reciprocal(emission): the hot path's division
+  std::int64_t margin = 0;   // algo_horizon_margin(algo)
+
+  void derive() noexcept {
+    reciprocal = valid ? detail::gcra_reciprocal(algo.emission_ns) : 0;
+    margin = valid ? detail::algo_horizon_margin(algo) : detail::kClockHorizonNs;
+  }
+
+  bool algorithm_is_lease() const noexcept { return algo.algorithm == Algorithm::kConcurrency; }
+
+  // The bucket's capacity in cost units: what a fresh key admits at once.
+  u64 capacity() const noexcept {
+    switch (algo.algorithm) {
+      case Algorithm::kFixedWindow:
+      case Algorithm::kSlidingWindow:
+      case Algorithm::kQuietPeriod: return algo.count;
+      default: return algo.burst;
+    }
+  }
+  // The state of a key that is absent: a full bucket. GCRA and the leaky
+  // bucket use "full as of now", so that a reader whose clock is behind
+  // ours sees it slightly drained rather than fuller than it was.
+  u64 fresh_state(std::int64_t now) const noexcept {
+    const bool tat = algo.algorithm == Algorithm::kGcra || algo.algorithm == Algorithm::kLeakyBucket;
+    return tat ? static_cast<u64>(std::max<std::int64_t>(now, 0)) : 0;
+  }
+};
+
+// One decision on a state; GCRA, the hot default, is inlined.
+[[gnu::always_inline]] inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state, std::int64_t now,
+                                                               u64 cost) noexcept {
+  const detail::AlgoParams& p = s.algo;
+  if (p.algorithm == Algorithm::kGcra) {
+    return detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
+  }
+  return detail::algo_decide(p, state, now, cost);
+}
+
+}  // namespace detail
+
+struct Limiter::Impl final : detail::ReclaimPolicy {
+  using AtomicU64 = detail::AtomicU64;
+  using u64 = detail::u64;
+  using PolicySnapshot = detail::PolicySnapshot;
+
+  std::unique_ptr<detail::Segment> seg;
+  detail::Table table;
+  detail::PolicyEntry* policy_table;
+  detail::ProcessEntry* process_table;
+  Options options;
+  std::int64_t epoch;
+  u64 seed;
+  std::int64_t claim_timeout_ns;
+  // pid (high 32) | registry index (low 32) of this process's entry;
+  // refreshed after fork. Relaxed: process-local cache.
+  mutable std::atomic<u64> process_slot{0};
+  // Concurrency leases (lease.hpp) and the sliding-log region (sliding_log.hpp).
+  mutable detail::Leases leases;  // mutable: process_entry() (const) recovers a dead owner's records
+  AtomicU64* log_base;
+  std::uint32_t log_entries;
+  // When this handle last scanned the registry for dead lease holders
+  // (ns since the epoch); at most one scan per kLeaseScanNs. Relaxed: a
+  // process-local throttle.
+  mutable std::atomic<std::int64_t> last_lease_scan{-kLeaseScanNs};
+  static constexpr std::int64_t kLeaseScanNs = 1'000'000;
+
+  explicit Impl(std::unique_ptr<detail::Segment> s, const Options& o)
+      : seg(std::move(s)),
+        table(seg->base() + seg->geometry().slot_offset, seg->geometry()),
+        policy_table(reinterpret_cast<detail::PolicyEntry*>(seg->base() + seg->geometry().policy_offset)),
+        process_table(reinterpret_cast<detail::ProcessEntry*>(seg->base() + seg->geometry().process_offset)),
+        options(o),
+        epoch(seg->epoch_mono_ns()),
+        seed(seg->hash_seed()),
+        claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()),
+        leases(&table, reinterpret_cast<detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset)),
+        log_base(reinterpret_cast<AtomicU64*>(seg->base() + seg->geometry().log_offset)),
+        log_entries(seg->geometry().log_entries) {}
+  // ---- policies -----------------------------------------------------------
+  // Process-local cache of validated policy snapshots, keyed by the raw
+  // parameter words, so the divisions of validation run once per
+  // parameter change rather than once per decision. Filled under
+  // cache_mutex; read without locking (a seqlock: seq is odd while a fill
+  // is under way). Every field is an atomic so threads may read while
+  // another fills.
+  struct CacheEntry {
+    std::atomic<u64> seq{0};
+    std::atomic<u64> kind{0}, count{0}, period{0}, burst{0}, emission{0}, valid{0}, reciprocal{0}, margin{0};
+  };
+  mutable std::array<CacheEntry, detail::kMaxPolicies> cache{};
+  mutable std::mutex cache_mutex;
+
+  // Reads one policy entry's active parameter set from the segment,
+  // consistently (a seqlock read); validates it when asked.
+  bool read_policy(const detail::PolicyEntry& e, PolicySnapshot* out, u64* state, bool validate_now) const noexcept {
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      // Acquire: pairs with the writer's release store of state, so the
+      // parameter set it names is complete.
+      const u64 s1 = e.state.load(std::memory_order_acquire);
+      if (s1 == 0) return false;
+      const detail::PolicyParams& p = e.params[s1 & 1];
+      const u64 kind = p.kind.load(std::memory_order_relaxed);
+      const u64 count = p.count.load(std::memory_order_relaxed);
+      const u64 period = p.period_ns.load(std::memory_order_relaxed);
+      const u64 burst = p.burst.load(std::memory_order_relaxed);
+      const u64 emission = p.emission_ns.load(std::memory_order_relaxed);
+      // Acquire fence: the relaxed loads complete before state is re-read;
+      // an unchanged state proves they saw one parameter set.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (e.state.load(std::memory_order_relaxed) != s1) continue;
+      out->algo = detail::AlgoParams{static_cast<Algorithm>(kind & 0xFF), count, period, burst, emission,
+                                     static_cast<LogWait>((kind >> 16) & 0xFF)};
+      out->on_full = ((kind >> 8) & 0xFF) == 1 ? OnFull::kDeny : OnFull::kAllow;
+      out->extra = kind & ~u64{0xFF01FF};  // bits no valid entry sets
+      if (((kind >> 8) & 0xFF) > 1) out->extra |= u64{1} << 63;
+      // bits 16-23: the sliding log's wait mode, 0 for every other algorithm
+      if (((kind >> 16) & 0xFF) != 0 && out->algo.algorithm != Algorithm::kSlidingLog) out->extra |= u64{1} << 62;
+      if (validate_now) validate(out);
+      *state = s1;
+      return true;
+    }
+    out->valid = false;
+    out->derive();
+    *state = 0;  // kept changing: do not cache
+    return true;
+  }
+
+  // A hostile segment may hold anything: never divide by it unchecked.
+  // algo_params_valid rejects unknown algorithms and unrepresentable values.
+  static void validate(PolicySnapshot* out) noexcept {
+    out->valid = out->extra == 0 && detail::algo_params_valid(out->algo) &&
+                 out->algo.emission_ns == detail::gcra_emission(out->algo.count, out->algo.period_ns);
+    out->derive();
+  }
+
+  bool load_policy(std::uint32_t index, PolicySnapshot* out) const noexcept {
+    if (index >= detail::kMaxPolicies) return false;
+    const detail::PolicyEntry& e = policy_table[index];
+    u64 raw_state = 0;
+    if (!read_policy(e, out, &raw_state, /*validate=*/false)) return false;
+    // The raw words just read are compared with the cached ones: a hit
+    // reuses the derived values; any change (a replacement, or bytes
+    // written by a buggy or hostile process) is validated afresh.
+    CacheEntry& c = cache[index];
+    // Acquire: the fields below were stored before seq became even.
+    const u64 q = c.seq.load(std::memory_order_acquire);
+    const u64 kind = static_cast<u64>(out->algo.algorithm) | (u64{out->on_full == OnFull::kDeny} << 8) |
+                     (static_cast<u64>(out->algo.wait) << 16) | out->extra;
+    if ((q & 1) == 0 && c.kind.load(std::memory_order_relaxed) == kind &&
+        c.count.load(std::memory_order_relaxed) == out->algo.count &&
+        c.period.load(std::memory_order_relaxed) == out->algo.period_ns &&
+        c.burst.load(std::memory_order_relaxed) == out->algo.burst &&
+        c.emission.load(std::memory_order_relaxed) == out->algo.emission_ns) {
+      out->valid = c.valid.load(std::memory_order_relaxed) != 0;
+      out->reciprocal = c.reciprocal.load(std::memory_order_relaxed);
+      out->margin = static_cast<std::int64_t>(c.margin.load(std::memory_order_relaxed));
+      // Acquire fence: the field loads complete before seq is re-read.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (c.seq.load(std::memory_order_relaxed) == q) return true;
+    }
+    validate(out);
+    if (raw_state != 0) {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      // Relaxed stores inside the seqlock: seq is odd around them, and the
+      // release increment publishes them to readers.
+      c.seq.fetch_add(1, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_release);
+      c.kind.store(kind, std::memory_order_relaxed);
+      c.count.store(out->algo.count, std::memory_order_relaxed);
+      c.period.store(out->algo.period_ns, std::memory_order_relaxed);
+      c.burst.store(out->algo.burst, std::memory_order_relaxed);
+      c.emission.store(out->algo.emission_ns, std::memory_order_relaxed);
+      c.valid.store(out->valid ? 1 : 0, std::memory_order_relaxed);
+      c.reciprocal.store(out->reciprocal, std::memory_order_relaxed);
+      c.margin.store(static_cast<u64>(out->margin), std::memory_order_relaxed);
+      c.seq.fetch_add(1, std::memory_order_release);
+    }
+    return true;
+  }
+
+  std::string policy_name(std::uint32_t index) const;
+  std::optional<std::uint32_t> find_policy(std::string_view name) const noexcept;
+
+  // ReclaimPolicy: a bucket may be reclaimed when its algorithm says it is
+  // indistinguishable from an absent key.
+  bool is_full(std::uint32_t policy, u64 payload, std::int64_t now) const noexcept override;
+
+  // ---- per-process event counters -----------------------------------------
+  detail::ProcessEntry& process_entry() const noexcept;
+
+  void count(detail::AtomicU64 detail::ProcessEntry::*field, u64 n = 1) const noexcept {
+    if (seg->read_only() || n == 0) return;
+    // Relaxed: a statistic; no other memory depends on it.
+    (process_entry().*field).fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // ---- recent denials ------------------------------------------------------
+  detail::DenialRing denial_ring() const noexcept { return detail::DenialRing::at(seg->base(), seg->geometry()); }
+
+  // Records a denied acquire in the ring (denials.hpp); the admit path
+  // never gets here. Returns `d`.
+  Decision noted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, const Decision& d) const noexcept {
+    if (!d.allowed && !seg->read_only() && d.reason != Reason::kUnknownPolicy) {
+      denial_ring().record(now, policy, d.reason, key, cost, d.retry_after);
+    }
+    return d;
+  }
+
+  // ---- decisions ----------------------------------------------------------
+  static Decision unknown_policy() noexcept {
+    Decision d;
+    d.allowed = false;
+    d.reason = Reason::kUnknownPolicy;
+    return d;
+  }
+
+  // The documented fail-open / fail-closed decision.
+  Decision fallback(const PolicySnapshot& p, Reason reason) const noexcept {
+    Decision d;
+    d.allowed = p.on_full == OnFull::kAllow;
+    d.limit = p.valid ? p.capacity() : 0;
+    d.remaining = 0;
+    // Fail-closed: suggest one emission interval, the soonest one unit
+    // would refill.
+    d.retry_after = d.allowed || !p.valid ? Nanos(0) : Nanos(static_cast<std::int64_t>(p.algo.emission_ns));
+    d.reset_after = Nanos(0);
+    d.reason = reason;
+    return d;
+  }
+
+  enum class Op { kAcquire, kPeek, kRefund };
+
+  // Where an acquire was charged: enough to give it back to the same
+  // bucket (and to nobody else's) if a multi-limit decision rolls back.
+  struct Charge {
+    bool charged = false;
+    std::uint32_t slot = 0;
+    u64 version = 0;
+  };
+
+  // Checks shared by every operation; on failure returns the decision.
+
+  // Checks shared by every operation; on failure returns the decision.
+  std::optional<Decision> precheck(std::uint32_t policy, std::string_view key, std::int64_t now,
+                                   PolicySnapshot* p) const noexcept;
+  // Claims a slot for an absent key, starting at `state`; `ref` then names
+  // it (claimed here, or by another process meanwhile). A table that is
+  // full or contended gives the documented fallback, counted.
+  std::optional<Decision> claim(const PolicySnapshot& p, const detail::PackedKey& pk, std::int64_t now, u64 state,
+                                detail::SlotRef* ref) noexcept;
+  // `live_clock`: `now` was just read from the clock (not given by the
+  // caller), so it may be read again.
+  Decision apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
+                 Charge* charge = nullptr, bool live_clock = false) noexcept;
+
+  // ---- sliding log (log_apply.cpp, algorithms/sliding_log.hpp) ----------------
+  AtomicU64* log_of(std::uint32_t index) const noexcept {
+    return log_base + static_cast<std::size_t>(index & (table.capacity() - 1)) * log_entries;
+  }
+
+  // Working memory of one decision: on the stack, sized for the policy.
+  template <std::size_t N>
+  struct LogBuffers {
+    u64 snap[N];
+    std::uint32_t pick[N];
+    std::int64_t scratch[N];
+  };
+  Decision log_apply(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now, Op op,
+                     Charge* charge, bool live_clock) noexcept;
+  [[gnu::noinline]] Decision log_apply_large(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost,
+                                             std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept;
+  Decision log_run(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now, Op op,
+                   Charge* charge, bool live_clock, u64* snap, std::uint32_t* pick, std::int64_t* scratch) noexcept;
+  static void log_give_back(AtomicU64* log, const std::span<std::uint32_t> picks, std::uint32_t n, u64 mine) noexcept;
+  Decision log_refund(const detail::LogParams& lp, AtomicU64* log, std::span<u64> entries, u64 v, std::int64_t now,
+                      u64 cost, std::span<std::uint32_t> picks, std::span<std::int64_t> work) noexcept;
+  void log_undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept;
+  void log_forget(std::uint32_t index, u64 meta) noexcept;
+  void log_store(std::uint32_t policy, std::uint32_t index, u64 v, std::span<const std::int64_t> times) noexcept;
+  std::pair<Decision, Decision> log_view(const PolicySnapshot& p, std::uint32_t index, u64 word, std::int64_t now) const;
+
+  // ---- concurrency leases (lease.cpp) ---------------------------------------
+  Decision needs_lease(const PolicySnapshot& p) const noexcept {
+    Decision d;
+    d.limit = p.capacity();
+    d.reason = Reason::kNeedsLease;
+    return d;
+  }
+
+  static constexpr std::uint32_t kNoRecord = ~std::uint32_t{0};
+
+  std::uint32_t reclaim_dead_leases(std::uint32_t slot, std::vector<std::string>* dead = nullptr) noexcept;
+  u64 lease_records_cost(std::uint32_t index, u64 meta) const noexcept;
+  std::unordered_map<u64, u64> lease_costs() const;
+  std::string check_lease_count(std::uint32_t index, u64 meta, u64 word, const std::unordered_map<u64, u64>& costs) const;
+  std::uint32_t own_entry_index() const noexcept {
+    return static_cast<std::uint32_t>(&process_entry() - process_table);
+  }
+  Lease lease(std::uint32_t policy, std::string_view key, u64 cost) noexcept;
+  Decision lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
+                        Lease* out) noexcept;
+
+  // ---- multi-limit requests (multi_limit.cpp) ------------------------------
+  void undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept;
+  Decision acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept;
+  Decision uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
+                     Decision combined) noexcept;
+
+  std::int64_t now() const noexcept { return detail::monotonic_ns() - epoch; }
+
+  // ---- the policy table (policies.cpp) ---------------------------------------
+  class AdminGuard;  // serialises policy-table writers across processes
+  static void write_params(detail::PolicyParams& p, const PolicySpec& s, u64 burst, u64 emission);
+  PolicySpec spec_of(std::uint32_t index, const PolicySnapshot& p) const;
+  PolicyId add_policy(PolicySpec spec, bool replace);
+};
+
+}  // namespace shmlimit

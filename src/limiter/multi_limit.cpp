@@ -1,0 +1,118 @@
+// acquire_many: several limits, all or nothing (limiter_impl.hpp). Peek at
+// every limit, then charge one by one and give back what was taken if a
+// limit filled meanwhile.
+#include <iterator>
+#include <vector>
+
+#include "algorithms/decision_fold.hpp"
+#include "limiter/limiter_impl.hpp"
+
+namespace shmlimit {
+
+using detail::AtomicU64;
+using detail::u64;
+
+using detail::PolicySnapshot;
+
+// Gives `cost` back to the bucket an acquire charged, if that bucket
+// still holds the same generation (otherwise it refilled and was
+// reclaimed: nothing is owed).
+void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept {
+  if (p.algo.algorithm == Algorithm::kSlidingLog) return log_undo(p, c, cost, now);
+  detail::SlotHead& h = table.head(c.slot);
+  u64 w = h.word.load(std::memory_order_relaxed);
+  while (detail::Word::version(w) == c.version) {
+    const detail::AlgoOutcome out = detail::algo_refund(p.algo, detail::Word::payload(w), now, cost);
+    if (!out.store) return;
+    // Relaxed: as in apply(); the version guards against another key.
+    if (h.word.compare_exchange_weak(w, detail::Word::make(c.version, out.new_state), std::memory_order_relaxed,
+                                     std::memory_order_relaxed)) {
+      h.admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
+      return;
+    }
+  }
+}
+
+Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {
+  now = std::max<std::int64_t>(now, 0);
+  detail::DecisionFold fold;  // decision_fold.hpp
+  if (requests.empty()) {
+    fold.combined.remaining = 0;
+    return fold.combined;
+  }
+  // Phase 1: peek at every limit; if any denies, charge none and report
+  // every denial (the largest retry-after wins).
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+    if (!d.allowed) noted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+    if (i < each.size()) each[i] = d;
+    fold.add(d);
+  }
+  if (!fold.combined.allowed) return uncharged(requests, each, now, fold.combined);
+  // Phase 2: charge one by one. A limit that another process filled in
+  // the meantime denies: give back what this request already took, so
+  // none is charged. Each charge is checked against its own limit, so no
+  // limit is ever exceeded; a rollback only makes others wait briefly.
+  fold = detail::DecisionFold();
+  // Where each limit was charged, for a rollback: on the stack for the
+  // usual handful of limits.
+  Charge small[8];
+  std::vector<Charge> large;
+  if (requests.size() > std::size(small)) large.resize(requests.size());
+  Charge* charges = large.empty() ? small : large.data();
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const Decision d =
+        apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kAcquire, &charges[i]);
+    if (!d.allowed) noted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+    if (i < each.size()) each[i] = d;
+    fold.add(d);
+    if (!d.allowed) {
+      for (std::size_t j = 0; j < i; ++j) {
+        PolicySnapshot p;
+        if (charges[j].charged && load_policy(requests[j].policy.index, &p) && p.valid) {
+          undo(p, charges[j], requests[j].cost, now);
+        }
+      }
+      return uncharged(requests, each, now, fold.combined);
+    }
+  }
+  return fold.combined;
+}
+
+// A refused multi-limit request charged nothing: each limit that admitted
+// (or would have) reports its bucket as it is (a cost-0 peek: remaining
+// and reset-after uncharged), not as after a charge that did not happen
+// or was given back. The combined answer stays denied.
+Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
+                   Decision combined) noexcept {
+  detail::DecisionFold fold;
+  fold.combined.allowed = false;
+  fold.combined.retry_after = combined.retry_after;
+  fold.combined.reason = combined.reason;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    Decision d;
+    if (i < each.size()) {
+      d = each[i];
+    } else {
+      d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+    }
+    if (d.allowed) {
+      const Decision as_is = apply(requests[i].policy.index, requests[i].key, 0, now, Op::kPeek);
+      d.remaining = as_is.remaining;
+      d.reset_after = as_is.reset_after;
+      if (i < each.size()) each[i] = d;
+    }
+    fold.add(d);
+  }
+  return fold.combined;
+}
+
+Decision Limiter::acquire_many(std::span<const Request> requests, std::span<Decision> each) noexcept {
+  return impl_->acquire_many(requests, each, impl_->now());
+}
+
+Decision Limiter::acquire_many_at(std::span<const Request> requests, Nanos now, std::span<Decision> each) noexcept {
+  return impl_->acquire_many(requests, each, now.count());
+}
+
+}  // namespace shmlimit
