@@ -177,16 +177,20 @@ PolicyPlan parse_policy_plan(const std::string& text) {
 //   charged_at_most(s, a)  the most cost the state word s says was charged
 //                        to the key since a (a <= its first decision's reading)
 //   charged_at_least(s, a, E)  the least cost the state word s says was
-//                        charged since a (a >= its first decision's end),
-//                        given E, the refill that may have gone to waste
+//                        charged since a (a >= the end of the first decision
+//                        that met the key's bucket), given E, the refill that
+//                        may have gone to waste
 //   lower(a, d, E)       the least cost the key must have been charged between
-//                        the end of its first decision (a) and the start of
-//                        its last denial (d), given E (the verifier then
-//                        allows a shortfall of one unit per process)
+//                        the end of the first decision that met its bucket (a)
+//                        and the start of its last denial (d), given E (the
+//                        verifier then allows a shortfall of one unit per process)
 //   state_floor(allowed, cost, t)  a value the state is at least at, right
 //                        after a decision that started after time t; E sums,
 //                        over admissions, how far their end was past the
 //                        floor published before them
+// A fallback (Reason not ok: the table was full or a claim contended) meets
+// no bucket: it bounds nothing from below, and the key's bucket may be
+// created long after it (a tiny table, doc/stress.md "Small capacities").
 struct Params {
   u64 emission_ns = 0;  // GCRA: T = ceil(period / count)
   u64 burst = 0;        // B
@@ -210,11 +214,14 @@ struct AlgorithmModel {
 // to max(TAT, n) + c*T; an admission at time n leaves TAT - n <= B*T; a
 // denial of cost c at time n means TAT > n + (B - c)*T. With X0 the key's
 // first TAT (its claimer's reading) and W the refill lost while the bucket
-// sat full (sum over admissions of max(0, n - TAT before it)):
+// sat full (sum over admissions of max(0, n - TAT before it), and the jump
+// from a reclaimed bucket's TAT to the reading that re-inserted the key):
 //   TAT_end = X0 + C*T + W.
+// a <= X0 <= a', with a the reading before the key's first decision of any
+// kind and a' the end of the first decision that met the bucket.
 // Upper: X0 >= a and TAT_end <= b + B*T give C <= B + floor((b - a) / T).
-// Lower: W <= E and TAT_end > d + (B - cost_max)*T give
-//   C >= B - cost_max + floor((d - a - E) / T).
+// Lower: X0 <= a', W <= E and TAT_end > d + (B - cost_max)*T give
+//   C >= B - cost_max + floor((d - a' - E) / T).
 const AlgorithmModel kGcraModel{
     "gcra",
     [](const Params& p, i64 a, i64 b) -> u64 {
@@ -273,10 +280,10 @@ struct KeyRecord {
   AtomicU64 admitted_ops{0};
   AtomicU64 denied_ops{0};
   AtomicU64 fallback_ops{0};  // decisions whose reason was not "ok"
-  AtomicI64 first_pre{0};     // clock reading before this lane's first decision
-  AtomicI64 first_post{0};    // ... after it
+  AtomicI64 first_pre{0};     // clock reading before this lane's first decision (any reason)
+  AtomicI64 first_post{0};    // after its first decision that met the bucket (reason "ok")
   AtomicI64 last_post{0};     // after the latest decision
-  AtomicI64 last_deny_pre{0}; // before the latest denied decision
+  AtomicI64 last_deny_pre{0}; // before the latest denial that met the bucket (reason "ok")
 };
 
 /// One per (policy, key), shared by all workers (one cache line each).
@@ -457,7 +464,13 @@ struct Plan {
       bool record_it = true;
       if (cfg.inject == InjectBug::kUnrecorded && admitted && ++admits_seen % 8 == 0) record_it = false;
 
-      if (r.first_post.load(std::memory_order_relaxed) == 0) store_min_nonzero(r.first_post, post);
+      // first_post bounds when the key's bucket was first created (X0 <=
+      // first_post), so only a decision that met the bucket sets it: a
+      // fallback (table full, contended) never touched one, and a key can
+      // meet a full table long before it gets a slot.
+      if (!fallback && r.first_post.load(std::memory_order_relaxed) == 0) {
+        store_min_nonzero(r.first_post, post);
+      }
       store_max(r.last_post, post);
       if (fallback) {
         add(r.fallback_ops, 1);
