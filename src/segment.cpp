@@ -182,8 +182,12 @@ void check_options(const Options& o) {
   if (o.max_probe < 1 || o.max_probe > 1024) {
     throw Error(ErrorCode::kInvalidArgument, "max_probe must be between 1 and 1024, not " + std::to_string(o.max_probe));
   }
+}
+
+/// The mode of a segment we may create. One writable by 'other' would be
+/// refused by every later open (check_trust), so it is refused here first.
+void check_create_mode(const Options& o) {
   if ((o.mode & S_IWOTH) != 0 && !o.allow_other_users) {
-    // Such a segment would be refused by every later open (check_trust).
     throw Error(ErrorCode::kInvalidArgument, "mode " + octal_mode(o.mode) +
                                                  " makes the segment writable by every user, who could reset or "
                                                  "truncate it; use 0600 or 0660, or " +
@@ -370,6 +374,7 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
 std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode) {
   check_name(options.name);
   check_options(options);
+  if (mode != Mode::kOpen) check_create_mode(options);  // open() never uses the mode
   const std::string& name = options.name;
   auto seg = std::make_unique<Segment>();
   seg->name_ = name;

@@ -351,6 +351,15 @@ TEST(Segment, OpenRefusesASegmentWritableByOther) {
   EXPECT_NO_THROW(Limiter::open(plain));
 }
 
+TEST(Segment, OpenIgnoresTheModeItNeverUses) {
+  ScopedSegmentName name;
+  { Limiter l = Limiter::create(small_options(name.str())); }
+  Options o = small_options(name.str(), 0);
+  o.mode = 0666;  // only a create applies it
+  EXPECT_NO_THROW(Limiter::open(o));
+  EXPECT_EQ(catch_error([&] { Limiter::open_or_create(o); })->code(), ErrorCode::kInvalidArgument);
+}
+
 // ---------------------------------------------------------------------------
 // Truncation.
 
