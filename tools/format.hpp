@@ -531,11 +531,12 @@ inline std::string render_dump(const std::vector<BucketRow>& rows, bool color) {
 // The inspection commands, shared by `shmlimit` and `shmlimit-demo`.
 
 /// Opens a segment for inspection: read-only, any capacity.
-inline Limiter open_for_inspection(const std::string& name) {
+inline Limiter open_for_inspection(const std::string& name, bool allow_other_users = false) {
   Options o;
   o.name = name;
   o.capacity = 0;  // do not check: inspect whatever is there
   o.read_only = true;
+  o.allow_other_users = allow_other_users;
   return Limiter::open(o);
 }
 

@@ -65,8 +65,9 @@ inline int print_check(Limiter& limiter, bool repair, bool json) {
 
 /// Checks a segment that does not open (`open_error` says why): a
 /// field-by-field audit of its raw bytes, never a crash on garbage.
-inline int print_raw_check(const std::string& name, const std::string& open_error, bool json) {
-  CheckReport report = Limiter::check_segment(name);
+inline int print_raw_check(const std::string& name, const std::string& open_error, bool json,
+                           bool allow_other_users = false) {
+  CheckReport report = Limiter::check_segment(name, allow_other_users);
   if (report.problems.empty()) report.problems.push_back(open_error);  // it changed since the open
   return print_check_report(report, json);
 }

@@ -21,6 +21,9 @@
 //   shmlimit watch   /NAME [--interval SECONDS] [--count N]
 //   shmlimit rm      /NAME
 //
+//   --allow-other-users (any subcommand): share the segment with other users' processes (a
+//                          segment owned by another uid or writable by 'other'; doc/design.md)
+//
 // Exit status: 0 success (acquire: allowed), 1 acquire: limited or check: not
 // clean, 2 any error (bad arguments included), with one line "shmlimit: ..."
 // on stderr.
@@ -78,11 +81,19 @@ void fail_line(const std::string& message) {
   std::fprintf(stderr, "shmlimit: %s\n", line.c_str());
 }
 
+// --allow-other-users: Options::allow_other_users for every open and create.
+bool g_allow_other_users = false;
+
+shmlimit::Limiter open_for_inspection(const std::string& name) {
+  return tools::open_for_inspection(name, g_allow_other_users);
+}
+
 shmlimit::Options open_options(const std::string& name, bool read_only) {
   shmlimit::Options o;
   o.name = name;
   o.capacity = 0;  // accept any capacity
   o.read_only = read_only;
+  o.allow_other_users = g_allow_other_users;
   o.claim_timeout = kClaimTimeout;
   return o;
 }
@@ -118,7 +129,8 @@ struct CreateArgs {
 /// `create --config FILE`: opens or creates the config's segment and
 /// registers its policies, all or nothing (shmlimit::open_config).
 int run_create_from_config(const CreateArgs& a) {
-  const shmlimit::Config config = shmlimit::load_config(a.config);
+  shmlimit::Config config = shmlimit::load_config(a.config);
+  if (g_allow_other_users) config.segment.allow_other_users = true;
   if (!a.name.empty() && a.name != config.segment.name) {
     throw Error(ErrorCode::kInvalidArgument, "segment " + a.name + " does not match the name \"" +
                                                  config.segment.name + "\" in [segment] of " +
@@ -153,6 +165,7 @@ int run_create(const CreateArgs& a) {
   o.slot_bytes = a.slot_bytes;
   o.max_probe = a.max_probe;
   o.log_entries = a.log_entries;
+  o.allow_other_users = g_allow_other_users;
   shmlimit::Limiter::create(o);
   return kExitOk;
 }
@@ -272,7 +285,7 @@ struct ExportArgs {
 };
 
 int run_export(const ExportArgs& a) {
-  const shmlimit::Limiter limiter = tools::open_for_inspection(a.name);
+  const shmlimit::Limiter limiter = open_for_inspection(a.name);
   std::optional<shmlimit::PolicyId> id;
   if (a.policy) id = tools::require_policy(limiter, *a.policy);
   std::optional<std::string_view> key;
@@ -311,7 +324,7 @@ int run_check(const std::string& name, bool no_repair, bool json) {
     if (e.code() != ErrorCode::kIncompatible && e.code() != ErrorCode::kCorrupt && e.code() != ErrorCode::kTimeout) {
       throw;
     }
-    return tools::print_raw_check(name, e.what(), json);
+    return tools::print_raw_check(name, e.what(), json, g_allow_other_users);
   }
   return tools::print_check(*limiter, !no_repair, json);
 }
@@ -337,6 +350,11 @@ int run(int argc, char** argv) {
       "through a named POSIX shared-memory segment.",
       "shmlimit"};
   app.require_subcommand(1);
+  // Given before or after the subcommand (fallthrough).
+  app.fallthrough();
+  app.add_flag("--allow-other-users", g_allow_other_users,
+               "share the segment with other users: accept one owned by another uid or writable by "
+               "'other', and create one with such a mode (doc/design.md)");
   app.footer(
       "Exit status: 0 ok (acquire: allowed), 1 acquire: limited or check: not clean, 2 error.\n"
       "See doc/cli.md.");
@@ -553,17 +571,17 @@ int run(int argc, char** argv) {
   }
   if (*acquire) return run_acquire(acquire_args);
   if (*stat) {
-    tools::print_stat(tools::open_for_inspection(stat_name), stat_json);
+    tools::print_stat(open_for_inspection(stat_name), stat_json);
     return kExitOk;
   }
   if (*dump) {
-    tools::print_dump_filtered(tools::open_for_inspection(dump_name), dump_filter, dump_json,
+    tools::print_dump_filtered(open_for_inspection(dump_name), dump_filter, dump_json,
                                dump_csv);
     return kExitOk;
   }
   if (*check) return run_check(check_name, check_no_repair, check_json);
   if (*denials) {
-    tools::print_denials(tools::open_for_inspection(denials_name), denials_since, denials_json);
+    tools::print_denials(open_for_inspection(denials_name), denials_since, denials_json);
     return kExitOk;
   }
   if (*export_cmd) return run_export(export_args);
@@ -574,11 +592,11 @@ int run(int argc, char** argv) {
     return kExitOk;
   }
   if (*metrics) {
-    tools::print_metrics(tools::open_for_inspection(metrics_name));
+    tools::print_metrics(open_for_inspection(metrics_name));
     return kExitOk;
   }
   if (*watch) {
-    tools::run_watch(tools::open_for_inspection(watch_name), watch_interval, watch_count);
+    tools::run_watch(open_for_inspection(watch_name), watch_interval, watch_count);
     return kExitOk;
   }
   if (*rm) return run_rm(rm_name);

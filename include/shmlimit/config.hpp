@@ -47,7 +47,7 @@ Nanos parse_duration(std::string_view text);
 /// A parsed configuration: what to open and what to register in it.
 struct Config {
   /// name (required), capacity, mode, slot_bytes, max_probe, open_timeout,
-  /// claim_timeout; Options' defaults where the file says nothing.
+  /// claim_timeout, allow_other_users; Options' defaults where the file says nothing.
   Options segment;
   /// Every policy, validated, in the order of the file. A policy with N
   /// rates (rate = "10/hour;100/day") becomes N specs named name, name.2,

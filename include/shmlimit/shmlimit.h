@@ -60,7 +60,7 @@ typedef int shmlimit_status;
 #define SHMLIMIT_E_INVALID_ARGUMENT 1 /**< bad name, rate, option, spec, NULL pointer */
 #define SHMLIMIT_E_NOT_FOUND 2        /**< the segment (or config file, or policy) does not exist */
 #define SHMLIMIT_E_EXISTS 3           /**< create on a name that already exists */
-#define SHMLIMIT_E_PERMISSION 4       /**< the segment's mode refuses us */
+#define SHMLIMIT_E_PERMISSION 4       /**< the segment's mode refuses us, or its owner is untrusted */
 #define SHMLIMIT_E_INCOMPATIBLE 5     /**< magic, version, fingerprint, size or capacity differ */
 #define SHMLIMIT_E_CORRUPT 6          /**< the segment's header contradicts itself */
 #define SHMLIMIT_E_TIMEOUT 7          /**< waited too long for another process */
@@ -68,6 +68,7 @@ typedef int shmlimit_status;
 #define SHMLIMIT_E_TABLE_FULL 9       /**< no room in the policy table */
 #define SHMLIMIT_E_SYSTEM 10          /**< any other operating-system error */
 #define SHMLIMIT_E_READ_ONLY 11       /**< a write through a read-only handle */
+#define SHMLIMIT_E_NO_SPACE 12        /**< create: /dev/shm cannot hold every byte of the segment */
 #define SHMLIMIT_E_NO_MEMORY 100      /**< allocation failed */
 #define SHMLIMIT_E_BUFFER_TOO_SMALL \
   101                           /**< a caller buffer is too small (the size needed is reported) */
@@ -135,6 +136,8 @@ typedef struct shmlimit_options {
   uint32_t read_only;        /**< non-zero: map read-only (decisions only peek); 0 */
   uint32_t log_entries;      /**< sliding-log entries per slot, 0..4096 (SLIDING_LOG policies need
                                   >= their count); 0 */
+  uint32_t allow_other_users; /**< non-zero: accept a segment owned by another user or writable
+                                   by 'other' (Options::allow_other_users); 0 */
 } shmlimit_options;
 
 /** Fills *options with the defaults (name NULL). Does nothing if options is NULL. */

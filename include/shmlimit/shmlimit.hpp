@@ -46,14 +46,16 @@ enum class ErrorCode : int {
   kInvalidArgument = 1,  ///< a bad name, rate, option or policy spec
   kNotFound = 2,         ///< the segment does not exist (ENOENT)
   kExists = 3,           ///< create() on a name that already exists (EEXIST)
-  kPermission = 4,       ///< the segment's mode refuses us (EACCES / EPERM)
-  kIncompatible = 5,     ///< magic, version, fingerprint, size or capacity differ
+  kPermission = 4,       ///< the segment's mode refuses us (EACCES / EPERM), or it belongs to a
+                         ///< user we do not trust (Options::allow_other_users)
+  kIncompatible = 5,     ///< magic, version, fingerprint, size or capacity differ, or not a regular file
   kCorrupt = 6,          ///< the header contradicts itself
   kTimeout = 7,          ///< waited too long for another process (initialisation)
   kPolicyConflict = 8,   ///< same policy name, other parameters, no replace
   kTableFull = 9,        ///< no room in the policy table
   kSystem = 10,          ///< any other operating-system error
   kReadOnly = 11,        ///< a write through a read-only handle
+  kNoSpace = 12,         ///< create: /dev/shm (tmpfs) cannot hold every byte of the segment
 };
 
 /// The one exception type thrown by setup calls. what() is a full sentence
@@ -195,6 +197,15 @@ struct Options {
   std::chrono::milliseconds claim_timeout{100};
   /// Map read-only (inspection tools). acquire() then only peeks.
   bool read_only = false;
+  /// Share the segment with other users. By default open() refuses a
+  /// segment owned by a uid other than ours and root's (root accepts only
+  /// root's), or writable by 'other', and create() refuses a mode writable
+  /// by 'other': whoever can write the file can reset every limit or
+  /// truncate it under the workers (SIGBUS). Set it when processes of
+  /// several users share one segment on purpose, e.g. mode 0660 and one
+  /// group (doc/design.md). Open never follows a symlink and never opens
+  /// anything but a regular file, whatever this says.
+  bool allow_other_users = false;
 };
 
 /// Segment-wide facts and counters for `shmlimit stat`.
@@ -411,8 +422,9 @@ class Limiter {
   /// impossible states, key lengths or policy indices, versions that do not
   /// match, claims without a live owner). Never crashes on garbage and never
   /// writes. Throws Error(kNotFound / kPermission / kSystem) only when the
-  /// object cannot be mapped at all.
-  static CheckReport check_segment(std::string_view name);
+  /// object cannot be mapped at all, Error(kIncompatible) if it is not a
+  /// regular file; trusts the file's owner as Options::allow_other_users says.
+  static CheckReport check_segment(std::string_view name, bool allow_other_users = false);
 
   /// Denials recorded at or after `since_cursor` that are still in the ring,
   /// oldest first. 0 reads everything still there; the returned

@@ -57,7 +57,13 @@ class Lease:
 class Limiter:
     @staticmethod
     def open(
-        name: str, *, capacity: int = 0, open_timeout: float = 2.0, claim_timeout: float = 0.1, read_only: bool = False
+        name: str,
+        *,
+        capacity: int = 0,
+        open_timeout: float = 2.0,
+        claim_timeout: float = 0.1,
+        read_only: bool = False,
+        allow_other_users: bool = False,
     ) -> "Limiter": ...
     @staticmethod
     def create(
@@ -69,6 +75,7 @@ class Limiter:
         max_probe: int = 32,
         log_entries: int = 0,
         claim_timeout: float = 0.1,
+        allow_other_users: bool = False,
     ) -> "Limiter": ...
     @staticmethod
     def open_or_create(
@@ -81,13 +88,14 @@ class Limiter:
         log_entries: int = 0,
         open_timeout: float = 2.0,
         claim_timeout: float = 0.1,
+        allow_other_users: bool = False,
     ) -> "Limiter": ...
     @staticmethod
     def open_config(path: str, *, replace: bool = False) -> "Limiter": ...
     @staticmethod
     def remove(name: str) -> bool: ...
     @staticmethod
-    def check_segment(name: str) -> Dict[str, Any]: ...
+    def check_segment(name: str, *, allow_other_users: bool = False) -> Dict[str, Any]: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

@@ -25,6 +25,7 @@ class ErrorCode(enum.IntEnum):
     TABLE_FULL = 9
     SYSTEM = 10
     READ_ONLY = 11
+    NO_SPACE = 12
 
 
 class Error(Exception):
@@ -100,6 +101,13 @@ class ReadOnlyError(Error):
     code = ErrorCode.READ_ONLY
 
 
+class NoSpaceError(Error, OSError):
+    """create: /dev/shm (tmpfs) cannot hold every byte of the segment; the
+    message names the bytes needed and free and how to give it more room."""
+
+    code = ErrorCode.NO_SPACE
+
+
 # Each class above states its code once; the lookup is built from them.
 _BY_CODE: Dict[int, Type[Error]] = {
     cls.code: cls
@@ -115,6 +123,7 @@ _BY_CODE: Dict[int, Type[Error]] = {
         TableFullError,
         SystemFailureError,
         ReadOnlyError,
+        NoSpaceError,
     )
     if cls.code is not None
 }

@@ -77,7 +77,7 @@ std::string on_full_name(shmlimit::OnFull o) {
 shmlimit::Options make_options(const std::string& name, std::uint32_t capacity, mode_t mode,
                                std::uint32_t slot_bytes, std::uint32_t max_probe,
                                double open_timeout, double claim_timeout, bool read_only,
-                               std::uint32_t log_entries = 0) {
+                               std::uint32_t log_entries, bool allow_other_users) {
   shmlimit::Options o;
   o.name = name;
   o.capacity = capacity;
@@ -89,6 +89,7 @@ shmlimit::Options make_options(const std::string& name, std::uint32_t capacity, 
       duration_from_seconds<std::chrono::milliseconds>(claim_timeout, "claim_timeout");
   o.read_only = read_only;
   o.log_entries = log_entries;
+  o.allow_other_users = allow_other_users;
   return o;
 }
 
@@ -320,43 +321,51 @@ PYBIND11_MODULE(_shmlimit, m) {
       .def_static(
           "open",
           [](const std::string& name, std::uint32_t capacity, double open_timeout,
-             double claim_timeout, bool read_only) {
-            auto o =
-                make_options(name, capacity, 0600, 128, 32, open_timeout, claim_timeout, read_only);
+             double claim_timeout, bool read_only, bool allow_other_users) {
+            auto o = make_options(name, capacity, 0600, 128, 32, open_timeout, claim_timeout,
+                                  read_only, 0, allow_other_users);
             py::gil_scoped_release release;
             return PyLimiter(shmlimit::Limiter::open(o));
           },
           "name"_a, py::kw_only(), "capacity"_a = 0, "open_timeout"_a = 2.0,
-          "claim_timeout"_a = 0.1, "read_only"_a = false,
+          "claim_timeout"_a = 0.1, "read_only"_a = false, "allow_other_users"_a = false,
           "Opens an existing segment (\"/name\") and validates it; NotFoundError if it does not "
           "exist.\n"
-          "capacity, when non-zero, must match the segment's.")
+          "capacity, when non-zero, must match the segment's. AccessError if another user owns "
+          "it or\n"
+          "'other' may write it, unless allow_other_users=True; IncompatibleError (at once) if "
+          "it is\n"
+          "not a regular file.")
       .def_static(
           "create",
           [](const std::string& name, std::uint32_t capacity, mode_t mode, std::uint32_t slot_bytes,
-             std::uint32_t max_probe, std::uint32_t log_entries, double claim_timeout) {
+             std::uint32_t max_probe, std::uint32_t log_entries, double claim_timeout,
+             bool allow_other_users) {
             auto o = make_options(name, capacity, mode, slot_bytes, max_probe, 2.0, claim_timeout,
-                                  false, log_entries);
+                                  false, log_entries, allow_other_users);
             py::gil_scoped_release release;
             return PyLimiter(shmlimit::Limiter::create(o));
           },
           "name"_a, py::kw_only(), "capacity"_a = 65536, "mode"_a = 0600, "slot_bytes"_a = 128,
           "max_probe"_a = 32, "log_entries"_a = 0, "claim_timeout"_a = 0.1,
-          "Creates a new segment; ExistsError if the name is taken. log_entries (per slot) makes "
-          "room for\n"
+          "allow_other_users"_a = false,
+          "Creates a new segment; ExistsError if the name is taken, NoSpaceError if /dev/shm "
+          "cannot\n"
+          "hold it. log_entries (per slot) makes room for\n"
           "sliding_log policies of up to that many requests per period.")
       .def_static(
           "open_or_create",
           [](const std::string& name, std::uint32_t capacity, mode_t mode, std::uint32_t slot_bytes,
              std::uint32_t max_probe, std::uint32_t log_entries, double open_timeout,
-             double claim_timeout) {
+             double claim_timeout, bool allow_other_users) {
             auto o = make_options(name, capacity, mode, slot_bytes, max_probe, open_timeout,
-                                  claim_timeout, false, log_entries);
+                                  claim_timeout, false, log_entries, allow_other_users);
             py::gil_scoped_release release;
             return PyLimiter(shmlimit::Limiter::open_or_create(o));
           },
           "name"_a, py::kw_only(), "capacity"_a = 65536, "mode"_a = 0600, "slot_bytes"_a = 128,
           "max_probe"_a = 32, "log_entries"_a = 0, "open_timeout"_a = 2.0, "claim_timeout"_a = 0.1,
+          "allow_other_users"_a = false,
           "Opens the segment or creates it; any number of processes may race here.")
       .def_static(
           "open_config",
@@ -629,15 +638,15 @@ PYBIND11_MODULE(_shmlimit, m) {
           "PolicyConflictError naming the item, nothing written).")
       .def_static(
           "check_segment",
-          [](const std::string& name) {
+          [](const std::string& name, bool allow_other_users) {
             shmlimit::CheckReport r;
             {
               py::gil_scoped_release release;
-              r = shmlimit::Limiter::check_segment(name);
+              r = shmlimit::Limiter::check_segment(name, allow_other_users);
             }
             return check_dict(r);
           },
-          "name"_a,
+          "name"_a, py::kw_only(), "allow_other_users"_a = false,
           "Checks a segment without validating it first (read-only; never crashes on garbage).")
       .def("__repr__", [](const PyLimiter& self) {
         return self.closed() ? std::string("<shmlimit.Limiter closed>")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
+import time
 
 import pytest
 
@@ -45,6 +47,38 @@ def test_errors_map_to_their_classes_and_builtin_bases(segment_name):
     with pytest.raises(shmlimit.InvalidArgumentError) as bad:
         Limiter.create("no-slash", capacity=64)
     assert isinstance(bad.value, ValueError)
+
+
+def test_open_refuses_a_fifo_without_blocking(segment_name):
+    path = "/dev/shm" + segment_name
+    os.mkfifo(path, 0o666)
+    try:
+        start = time.monotonic()
+        for kwargs in ({"read_only": True}, {}, {"allow_other_users": True}):
+            with pytest.raises(shmlimit.IncompatibleError, match="FIFO"):
+                Limiter.open(segment_name, open_timeout=10.0, **kwargs)
+        with pytest.raises(shmlimit.IncompatibleError, match="FIFO"):
+            Limiter.check_segment(segment_name)
+        assert time.monotonic() - start < 5.0
+    finally:
+        os.unlink(path)
+
+
+def test_a_segment_writable_by_other_needs_allow_other_users(segment_name):
+    with pytest.raises(shmlimit.InvalidArgumentError, match="allow_other_users"):
+        Limiter.create(segment_name, capacity=64, mode=0o666)
+    assert not os.path.exists("/dev/shm" + segment_name)
+    Limiter.create(segment_name, capacity=64, mode=0o666, allow_other_users=True)
+    with pytest.raises(shmlimit.AccessError, match="0666") as e:
+        Limiter.open(segment_name, read_only=True)
+    assert isinstance(e.value, PermissionError) and e.value.code == shmlimit.ErrorCode.PERMISSION
+    assert Limiter.open(segment_name, allow_other_users=True).stats()["capacity"] == 64
+    assert Limiter.open_or_create(segment_name, capacity=64, allow_other_users=True).name == segment_name
+
+
+def test_no_space_error_is_an_oserror():
+    assert issubclass(shmlimit.NoSpaceError, OSError)
+    assert shmlimit.errors.error_class(12) is shmlimit.NoSpaceError
 
 
 def test_policy_errors(limiter):

@@ -252,3 +252,19 @@ def test_sliding_log_scope_with_drfs_wait(throttle_rates):
             assert 3500 < int(responses[3]["Retry-After"]) <= 3600
     finally:
         shmlimit.Limiter.remove(name)
+
+
+def test_allow_other_users_setting_shares_a_segment_writable_by_other(throttle_rates):
+    throttle_rates(anon="2/hour")
+    name = unique_name("drf")
+    shmlimit.Limiter.create(name, capacity=64, mode=0o666, allow_other_users=True)
+    try:
+        with override_settings(SHMLIMIT={"SEGMENT": name, "CAPACITY": 64, "FAIL_OPEN": False}):
+            with pytest.raises(shmlimit.AccessError, match="ALLOW_OTHER_USERS|allow_other_users"):
+                get(view_with([sl.AnonRateThrottle]))
+        settings = {"SEGMENT": name, "CAPACITY": 64, "MODE": 0o666, "ALLOW_OTHER_USERS": True, "FAIL_OPEN": False}
+        with override_settings(SHMLIMIT=settings):
+            view = view_with([sl.AnonRateThrottle])
+            assert [get(view).status_code for _ in range(3)] == [200, 200, 429]
+    finally:
+        shmlimit.Limiter.remove(name)

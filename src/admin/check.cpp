@@ -17,6 +17,10 @@ using detail::PolicySnapshot;
 CheckReport Limiter::check(bool repair) {
   Impl& m = *impl_;
   CheckReport r;
+  if (std::string short_file = m.seg->size_problem(); !short_file.empty()) {
+    r.problems.push_back("file: " + short_file);
+    return r;  // reading a slot past the file's end would raise SIGBUS
+  }
   const detail::Geometry& g = m.seg->geometry();
   const std::string why = detail::Segment::validate(m.seg->base(), m.seg->size(), 0, nullptr);
   if (!why.empty()) r.problems.push_back("header: " + why);

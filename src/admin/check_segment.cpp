@@ -2,9 +2,10 @@
 // Limiter::check_segment(), which maps a named segment read-only for it.
 #include "admin/check_segment.hpp"
 
+#include <sys/stat.h>
+
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -330,36 +331,26 @@ void inspect_segment_bytes(const std::byte* base, std::size_t size, CheckReport*
 
 namespace shmlimit {
 
-CheckReport Limiter::check_segment(std::string_view name_view) {
+CheckReport Limiter::check_segment(std::string_view name_view, bool allow_other_users) {
   const std::string name(name_view);
   detail::Segment::check_name(name);
-  const std::string what = "shared-memory segment " + name;
-  bip::shared_memory_object shm;
-  try {
-    shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_only);
-  } catch (const bip::interprocess_exception& e) {
-    const int err = e.get_native_error();
-    if (err == ENOENT || e.get_error_code() == bip::not_found_error) {
-      throw Error(ErrorCode::kNotFound, what + " does not exist (see `ls /dev/shm`)");
-    }
-    if (err == EACCES || err == EPERM || e.get_error_code() == bip::security_error) {
-      throw Error(ErrorCode::kPermission, "permission denied to read " + what + " (check its owner and mode in /dev/shm" +
-                                              name + ", or run as its owner)");
-    }
-    throw Error(ErrorCode::kSystem, "cannot open " + what + ": " + std::strerror(err != 0 ? err : EIO));
-  }
-  bip::offset_t size = 0;
-  if (!shm.get_size(size)) throw Error(ErrorCode::kSystem, "cannot read the size of " + what);
+  // Opened as Segment::open does: never blocks on a FIFO, never follows a
+  // symlink, refuses anything but a regular file, trusts the owner only as
+  // allow_other_users says (kNotFound / kIncompatible / kPermission).
+  const detail::SegmentFile file = detail::SegmentFile::open(name, /*read_only=*/true, allow_other_users);
+  const struct stat st = file.status();
   CheckReport report;
-  if (size <= 0) {
+  if (st.st_size <= 0) {
     detail::inspect_segment_bytes(nullptr, 0, &report);
     return report;
   }
+  // Maps exactly the bytes the file holds: inspect_segment_bytes reports a
+  // header whose total_bytes the file does not hold, and reads only inside.
   bip::mapped_region region;
   try {
-    region = bip::mapped_region(shm, bip::read_only);
+    region = bip::mapped_region(file, bip::read_only, 0, static_cast<std::size_t>(st.st_size));
   } catch (const bip::interprocess_exception& e) {
-    throw Error(ErrorCode::kSystem, "cannot map " + what + " read-only: " + e.what());
+    throw Error(ErrorCode::kSystem, "cannot map shared-memory segment " + name + " read-only: " + e.what());
   }
   detail::inspect_segment_bytes(static_cast<const std::byte*>(region.get_address()), region.get_size(), &report);
   return report;

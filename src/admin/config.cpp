@@ -341,6 +341,13 @@ class Parser {
     return s->get();
   }
 
+  bool boolean_of(const toml::node& node, const std::string& what) const {
+    const auto* b = node.as_boolean();
+    if (b == nullptr)
+      fail(node.source(), what + " must be true or false, found " + type_name(node.type()));
+    return b->get();
+  }
+
   u64 integer_of(const toml::node& node, const std::string& what, u64 min, u64 max) const {
     const auto* i = node.as_integer();
     if (i == nullptr)
@@ -399,10 +406,12 @@ class Parser {
         }
         const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d);
         (k == "open_timeout" ? o.open_timeout : o.claim_timeout) = ms;
+      } else if (k == "allow_other_users") {
+        o.allow_other_users = boolean_of(value, what);
       } else {
         unknown_key(key, "[segment]",
                     {"name", "capacity", "mode", "slot_bytes", "max_probe", "log_entries",
-                     "open_timeout", "claim_timeout"});
+                     "open_timeout", "claim_timeout", "allow_other_users"});
       }
     }
     if (!named) fail(t.source(), "[segment] needs a name, e.g. name = \"/myapp\"");

@@ -4,6 +4,7 @@
 // Failures set a thread-local message and return a shmlimit_status whose
 // values 1..11 are those of shmlimit::ErrorCode (checked below).
 #include <array>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -53,6 +54,7 @@ static_assert(SHMLIMIT_E_POLICY_CONFLICT == static_cast<int>(ErrorCode::kPolicyC
 static_assert(SHMLIMIT_E_TABLE_FULL == static_cast<int>(ErrorCode::kTableFull));
 static_assert(SHMLIMIT_E_SYSTEM == static_cast<int>(ErrorCode::kSystem));
 static_assert(SHMLIMIT_E_READ_ONLY == static_cast<int>(ErrorCode::kReadOnly));
+static_assert(SHMLIMIT_E_NO_SPACE == static_cast<int>(ErrorCode::kNoSpace));
 static_assert(SHMLIMIT_REASON_OK == static_cast<int>(shmlimit::Reason::kOk));
 static_assert(SHMLIMIT_REASON_CORRUPT == static_cast<int>(shmlimit::Reason::kCorrupt));
 static_assert(SHMLIMIT_REASON_NEEDS_LEASE == static_cast<int>(shmlimit::Reason::kNeedsLease));
@@ -200,7 +202,10 @@ shmlimit_status keyed_decision(const char* function, shmlimit_limiter* limiter, 
 }
 
 shmlimit::Options to_options(const shmlimit_options& o) {
-  if (o.struct_size < sizeof(shmlimit_options)) {
+  // A caller built before allow_other_users was added passes the shorter
+  // struct: the field then reads as 0 (the default).
+  constexpr std::size_t kSizeBeforeAllowOtherUsers = offsetof(shmlimit_options, allow_other_users);
+  if (o.struct_size < kSizeBeforeAllowOtherUsers) {
     throw shmlimit::Error(ErrorCode::kInvalidArgument,
                           "shmlimit_open: options.struct_size is " + std::to_string(o.struct_size) +
                               ", expected " + std::to_string(sizeof(shmlimit_options)) +
@@ -218,6 +223,9 @@ shmlimit::Options to_options(const shmlimit_options& o) {
   options.claim_timeout = std::chrono::milliseconds(o.claim_timeout_ms);
   options.read_only = o.read_only != 0;
   options.log_entries = o.log_entries;
+  options.allow_other_users =
+      o.struct_size >= offsetof(shmlimit_options, allow_other_users) + sizeof o.allow_other_users &&
+      o.allow_other_users != 0;
   return options;
 }
 
@@ -262,6 +270,8 @@ const char* shmlimit_status_string(shmlimit_status status) {
       return "system";
     case SHMLIMIT_E_READ_ONLY:
       return "read_only";
+    case SHMLIMIT_E_NO_SPACE:
+      return "no_space";
     case SHMLIMIT_E_NO_MEMORY:
       return "no_memory";
     case SHMLIMIT_E_BUFFER_TOO_SMALL:
@@ -293,6 +303,7 @@ void shmlimit_options_init(shmlimit_options* options) {
   options->claim_timeout_ms = static_cast<std::uint32_t>(d.claim_timeout.count());
   options->read_only = d.read_only ? 1 : 0;
   options->log_entries = d.log_entries;
+  options->allow_other_users = d.allow_other_users ? 1 : 0;
 }
 
 shmlimit_status shmlimit_open(const shmlimit_options* options, int how, shmlimit_limiter** out) {

@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <shmlimit/shmlimit.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ static void test_version_and_names(void) {
   CHECK(strcmp(shmlimit_status_string(SHMLIMIT_OK), "ok") == 0);
   CHECK(strcmp(shmlimit_status_string(SHMLIMIT_E_NOT_FOUND), "not_found") == 0);
   CHECK(strcmp(shmlimit_status_string(SHMLIMIT_E_BUFFER_TOO_SMALL), "buffer_too_small") == 0);
+  CHECK(strcmp(shmlimit_status_string(SHMLIMIT_E_NO_SPACE), "no_space") == 0);
   CHECK(strcmp(shmlimit_status_string(-5), "unknown") == 0);
   CHECK(strcmp(shmlimit_reason_string(SHMLIMIT_REASON_TABLE_FULL), "table_full") == 0);
   CHECK(strcmp(shmlimit_reason_string(99), "unknown") == 0);
@@ -122,6 +124,7 @@ static void test_missing_segment(void) {
   CHECK(o.slot_bytes == 128);
   CHECK(o.max_probe == 32);
   CHECK(o.read_only == 0);
+  CHECK(o.allow_other_users == 0);
   o.name = g_name;
   CHECK_STATUS(shmlimit_open(&o, SHMLIMIT_OPEN, &l), SHMLIMIT_E_NOT_FOUND);
   CHECK(l == NULL);
@@ -132,6 +135,9 @@ static void test_missing_segment(void) {
   o.name = g_name;
   CHECK_STATUS(shmlimit_open(&o, 42, &l), SHMLIMIT_E_INVALID_ARGUMENT);
   CHECK_ERROR_MENTIONS("how");
+  /* A caller built before allow_other_users existed: accepted, field unread. */
+  o.struct_size = (uint32_t)offsetof(shmlimit_options, allow_other_users);
+  CHECK_STATUS(shmlimit_open(&o, SHMLIMIT_OPEN, &l), SHMLIMIT_E_NOT_FOUND);
   o.struct_size = 4; /* a caller that skipped shmlimit_options_init */
   CHECK_STATUS(shmlimit_open(&o, SHMLIMIT_OPEN, &l), SHMLIMIT_E_INVALID_ARGUMENT);
   CHECK_ERROR_MENTIONS("struct_size");

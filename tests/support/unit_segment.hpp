@@ -50,9 +50,10 @@ inline void PrintTo(ErrorCode c, std::ostream* os) {
   static const char* const kNames[] = {"?",          "kInvalidArgument", "kNotFound",
                                        "kExists",    "kPermission",      "kIncompatible",
                                        "kCorrupt",   "kTimeout",         "kPolicyConflict",
-                                       "kTableFull", "kSystem",          "kReadOnly"};
+                                       "kTableFull", "kSystem",          "kReadOnly",
+                                       "kNoSpace"};
   const int i = static_cast<int>(c);
-  *os << (i >= 1 && i <= 11 ? kNames[i] : "?") << " (" << i << ")";
+  *os << (i >= 1 && i <= 12 ? kNames[i] : "?") << " (" << i << ")";
 }
 inline void PrintTo(const Rate& r, std::ostream* os) {
   *os << "Rate{" << r.count << ", " << r.period.count() << "ns}";

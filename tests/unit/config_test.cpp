@@ -289,6 +289,7 @@ TEST(ParseConfig, SegmentFieldsAndDefaults) {
   EXPECT_EQ(defaults.segment.open_timeout, o.open_timeout);
   EXPECT_EQ(defaults.segment.claim_timeout, o.claim_timeout);
   EXPECT_FALSE(defaults.segment.read_only);
+  EXPECT_FALSE(defaults.segment.allow_other_users);
 
   const Config all = parse_config(
       "[segment]\nname = \"/all\"\ncapacity = 4096\nmode = \"0660\"\nslot_bytes = 64\n"
@@ -300,6 +301,7 @@ TEST(ParseConfig, SegmentFieldsAndDefaults) {
   EXPECT_EQ(all.segment.max_probe, 8u);
   EXPECT_EQ(all.segment.open_timeout, milliseconds(5000));
   EXPECT_EQ(all.segment.claim_timeout, milliseconds(250));
+  EXPECT_TRUE(parse_config("[segment]\nname = \"/s\"\nallow_other_users = true\n").segment.allow_other_users);
 
   for (const auto& [text, mode] : {std::pair{"\"644\"", 0644}, std::pair{"\"0\"", 0},
                                    std::pair{"\"07777\"", 07777}, std::pair{"\"0600\"", 0600}}) {
@@ -382,7 +384,12 @@ INSTANTIATE_TEST_SUITE_P(
             SEG "capcity = 16\n",
             "t.toml:3:1",
             {"unknown key 'capcity' in [segment]", "did you mean 'capacity'?",
-             "(known: name, capacity, mode, slot_bytes, max_probe, log_entries, open_timeout, claim_timeout)"}},
+             "(known: name, capacity, mode, slot_bytes, max_probe, log_entries, open_timeout, claim_timeout, "
+             "allow_other_users)"}},
+        InvalidCase{"allow_other_users_not_boolean",
+                    SEG "allow_other_users = \"yes\"\n",
+                    "t.toml:3:21",
+                    {"[segment] allow_other_users must be true or false, found a string"}},
         InvalidCase{"unknown_top_level_table",
                     SEG "[segmnt]\nname = \"/x\"\n",
                     "t.toml:3:2",

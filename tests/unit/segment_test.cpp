@@ -264,6 +264,7 @@ TEST_P(SegmentMode, IsAppliedDespiteTheUmask) {
   ScopedSegmentName name;
   Options o = small_options(name.str());
   o.mode = GetParam().mode;
+  o.allow_other_users = (o.mode & S_IWOTH) != 0;  // such a mode is refused otherwise
   {
     unit::ScopedUmask mask(GetParam().umask);
     Limiter l = Limiter::create(o);

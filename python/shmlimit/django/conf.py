@@ -33,6 +33,7 @@ DEFAULTS: Dict[str, Any] = {
     "OPEN_TIMEOUT": 2.0,
     "CLAIM_TIMEOUT": 0.1,
     "LOG_ENTRIES": 0,  # per slot, for sliding_log scopes: at least their largest count
+    "ALLOW_OTHER_USERS": False,  # share the segment with other users' processes (doc/design.md)
     "ALGORITHM": "sliding_window",  # for scopes that SCOPES does not name
     "ON_FULL": "allow",
     "SCOPES": {},  # scope -> {"ALGORITHM", "BURST", "ON_FULL", "WAIT"}
@@ -115,6 +116,7 @@ class _Registry:
                         log_entries=int(conf["LOG_ENTRIES"]),
                         open_timeout=float(conf["OPEN_TIMEOUT"]),
                         claim_timeout=float(conf["CLAIM_TIMEOUT"]),
+                        allow_other_users=bool(conf["ALLOW_OTHER_USERS"]),
                     )
             return self.limiter
 
