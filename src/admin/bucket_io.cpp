@@ -38,20 +38,20 @@ int Limiter::store_bucket(std::uint32_t policy, std::string_view key, std::uint6
       break;
     }
     detail::SlotHead& h = m.table.head(ref.index);
+    const u64 version = detail::Word::version(ref.word);
     u64 w = ref.word;
-    // Relaxed, as every decision's CAS: the word is the bucket's whole
-    // state, and its version makes the CAS fail on a reclaimed slot.
-    while (detail::Word::version(w) == detail::Word::version(ref.word)) {
-      if (h.word.compare_exchange_weak(w, detail::Word::make(detail::Word::version(w), state), std::memory_order_relaxed,
-                                       std::memory_order_relaxed)) {
-        h.admitted.store(admitted, std::memory_order_relaxed);
-        h.denied.store(denied, std::memory_order_relaxed);
-        m.log_store(policy, ref.index, detail::Word::version(w), log);
-        result = 0;
-        break;
-      }
+    // Relaxed (Table::update's default), as every decision's CAS: the word
+    // is the bucket's whole state, and its version makes the CAS fail on a
+    // reclaimed slot.
+    if (m.table.update(ref.index, version, &w, [&](u64) noexcept { return detail::SlotStep::store(state); }) ==
+        detail::UpdateResult::kStored) {
+      // Relaxed: statistics.
+      h.admitted.store(admitted, std::memory_order_relaxed);
+      h.denied.store(denied, std::memory_order_relaxed);
+      m.log_store(policy, ref.index, version, log);
+      result = 0;
+      break;
     }
-    if (result == 0) break;
     // The slot was reclaimed for another key meanwhile: look again.
   }
   m.count(&detail::ProcessEntry::repairs, ev.repairs);

@@ -95,34 +95,30 @@ Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 co
       if (auto failed = claim(p, pk, now, fresh_state, &ref)) return *failed;
     }
     detail::SlotHead& h = table.head(ref.index);
+    const u64 version = detail::Word::version(ref.word);
     u64 w = ref.word;
-    for (;;) {
-      const u64 state = detail::Word::payload(w);
-      const detail::AlgoOutcome out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost)
-                                                        : decide_state(p, state, now, cost);
-      if (op == Op::kPeek || !out.store) {
-        // Relaxed: a statistic.
-        if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
-        return out.decision;
-      }
-      // The one write of a decision. Relaxed suffices: the bucket's whole
-      // state is this word, and no other memory is published or read
-      // through it; the version in the word makes the CAS fail on a slot
-      // that was reclaimed for another key since `w` was read (ABA).
-      if (h.word.compare_exchange_weak(w, detail::Word::make(detail::Word::version(w), out.new_state),
-                                       std::memory_order_relaxed, std::memory_order_relaxed)) {
-        if (op == Op::kAcquire) {
-          // Relaxed: statistics.
-          (out.decision.allowed ? h.admitted : h.denied).fetch_add(1, std::memory_order_relaxed);
-          if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, detail::Word::version(w)};
-        }
-        return out.decision;
-      }
-      // Lost a race: `w` now holds the current word. Another generation
-      // means the slot was reclaimed (our bucket had become full): look
-      // the key up again.
-      if (detail::Word::version(w) != detail::Word::version(ref.word)) break;
+    detail::AlgoOutcome out;
+    // The one write of a decision (Table::update: relaxed, guarded by the
+    // word's version against a slot reclaimed for another key).
+    const detail::UpdateResult r = table.update(ref.index, version, &w, [&](u64 state) noexcept {
+      out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost) : decide_state(p, state, now, cost);
+      return op == Op::kPeek || !out.store ? detail::SlotStep::leave() : detail::SlotStep::store(out.new_state);
+    });
+    if (r == detail::UpdateResult::kUnchanged) {
+      // Relaxed: a statistic.
+      if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
+      return out.decision;
     }
+    if (r == detail::UpdateResult::kStored) {
+      if (op == Op::kAcquire) {
+        // Relaxed: statistics.
+        (out.decision.allowed ? h.admitted : h.denied).fetch_add(1, std::memory_order_relaxed);
+        if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, version};
+      }
+      return out.decision;
+    }
+    // Reclaimed since the lookup (our bucket had become full): look the
+    // key up again.
   }
 }
 

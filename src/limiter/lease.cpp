@@ -92,18 +92,16 @@ bool Leases::same_generation(std::uint64_t ctl, std::uint64_t word) const noexce
          (Meta::gen(meta) & kLeaseGenMask) == LeaseCtl::gen(ctl) && Meta::state(meta) == kLive;
 }
 
-void Leases::clear_pending(SlotHead& h, std::uint64_t word) noexcept {
+void Leases::clear_pending(std::uint32_t index, std::uint64_t word) noexcept {
   const LeasePending mine = lease_pending(Word::payload(word));
   std::uint64_t w = word;
   // acq_rel: the record update made before is visible to whoever reads the
   // cleared word with acquire (recovery reads the word, then the record).
-  while (!h.word.compare_exchange_weak(
-      w, Word::make(Word::version(w), lease_cleared(Word::payload(w))), std::memory_order_acq_rel,
-      std::memory_order_acquire)) {
-    // Nothing changes a word with a pending descriptor except completing
-    // it: if it is no longer ours (or the slot moved on), it is done.
-    if (Word::version(w) != Word::version(word) || lease_pending(Word::payload(w)) != mine) return;
-  }
+  // Nothing changes a word with a pending descriptor except completing it:
+  // if it is no longer ours (or the slot moved on), it is done.
+  table_->update<std::memory_order_acq_rel>(index, Word::version(word), &w, [&](std::uint64_t payload) noexcept {
+    return lease_pending(payload) != mine ? SlotStep::leave() : SlotStep::store(lease_cleared(payload));
+  });
 }
 
 void Leases::help(std::uint32_t index, std::uint64_t word) noexcept {
@@ -124,7 +122,7 @@ void Leases::help(std::uint32_t index, std::uint64_t word) noexcept {
                                       std::memory_order_acq_rel);
     }
   }
-  clear_pending(table_->head(index), word);
+  clear_pending(index, word);
 }
 
 void Leases::free_record(std::uint32_t entry, std::uint32_t record, std::uint64_t ctl) noexcept {
@@ -162,35 +160,29 @@ Leases::Result Leases::acquire(const SlotRef& ref, std::uint32_t entry, std::uin
   fault(LeaseFault::kAfterIntent);
 
   // ---- 2. add to the count and name the record, in one CAS.
-  SlotHead& h = table_->head(ref.index);
   const LeasePending me{LeaseOp::kAcquire, entry, r, seq};
-  std::uint64_t w = h.word.load(std::memory_order_acquire);
-  std::uint64_t installed = 0;
-  for (;;) {
-    if (Word::version(w) != Word::version(ref.word)) {
-      free_record(entry, r, intent);
-      return Result::kRelookup;
-    }
-    if (lease_pending(Word::payload(w)).op != LeaseOp::kNone) {
-      help(ref.index, w);
-      w = h.word.load(std::memory_order_acquire);
-      continue;
-    }
-    const LeaseStep s = lease_acquire_step(Word::payload(w), limit, cost, me);
-    if (!s.ok) {
-      free_record(entry, r, intent);
-      *decision = s.decision;
-      return Result::kDenied;
-    }
-    installed = Word::make(Word::version(w), s.new_payload);
-    // acq_rel: publishes the INTENT record (release) to helpers that read
-    // the descriptor; acquires the previous holders' completed records.
-    if (h.word.compare_exchange_weak(w, installed, std::memory_order_acq_rel,
-                                     std::memory_order_acquire)) {
-      *decision = s.decision;
-      break;
-    }
+  const std::uint64_t version = Word::version(ref.word);
+  std::uint64_t w = table_->head(ref.index).word.load(std::memory_order_acquire);
+  LeaseStep s;
+  // acq_rel: publishes the INTENT record (release) to helpers that read
+  // the descriptor; acquires the previous holders' completed records.
+  const UpdateResult done =
+      table_->update<std::memory_order_acq_rel>(ref.index, version, &w, [&](std::uint64_t payload) noexcept {
+        if (lease_pending(payload).op != LeaseOp::kNone) {
+          help(ref.index, Word::make(version, payload));
+          return SlotStep::reload();
+        }
+        s = lease_acquire_step(payload, limit, cost, me);
+        return s.ok ? SlotStep::store(s.new_payload) : SlotStep::leave();
+      });
+  if (done != UpdateResult::kStored) {
+    free_record(entry, r, intent);
+    if (done == UpdateResult::kReclaimed) return Result::kRelookup;
+    *decision = s.decision;
+    return Result::kDenied;
   }
+  *decision = s.decision;
+  const std::uint64_t installed = w;
   fault(LeaseFault::kAfterWordCas);
 
   // ---- 3. the record says HELD, then the descriptor goes (a helper may
@@ -199,7 +191,7 @@ Leases::Result Leases::acquire(const SlotRef& ref, std::uint32_t entry, std::uin
   const std::uint64_t held = LeaseCtl::with_state(intent, kLeaseHeld);
   rec.ctl.compare_exchange_strong(c, held, std::memory_order_acq_rel);
   fault(LeaseFault::kAfterHeld);
-  clear_pending(h, installed);
+  clear_pending(ref.index, installed);
   *record = r;
   *ctl_out = held;
   return Result::kGranted;
@@ -212,30 +204,29 @@ void Leases::finish_release(std::uint32_t entry, std::uint32_t record, std::uint
   // Acquire on the record read by our caller made the cost visible.
   const std::uint64_t cost = rec.cost.load(std::memory_order_relaxed);
   const LeasePending me{LeaseOp::kRelease, entry, record, LeaseCtl::seq(ctl)};
+  const std::uint64_t version = LeaseCtl::gen(ctl) & 0xFF;
   std::uint64_t w = h.word.load(std::memory_order_acquire);
-  std::uint64_t installed = 0;
-  for (;;) {
-    if (!same_generation(ctl, w)) {
-      free_record(entry, record, ctl);  // reset since: the count it held was forgotten
-      return;
-    }
-    if (lease_pending(Word::payload(w)).op != LeaseOp::kNone) {
-      help(index, w);
-      w = h.word.load(std::memory_order_acquire);
-      continue;
-    }
-    installed =
-        Word::make(Word::version(w), lease_release_step(Word::payload(w), cost, me).new_payload);
-    // acq_rel: as in acquire(); publishes the RELEASING record.
-    if (h.word.compare_exchange_weak(w, installed, std::memory_order_acq_rel,
-                                     std::memory_order_acquire))
-      break;
+  // acq_rel: as in acquire(); publishes the RELEASING record.
+  const UpdateResult done =
+      table_->update<std::memory_order_acq_rel>(index, version, &w, [&](std::uint64_t payload) noexcept {
+        const std::uint64_t word = Word::make(version, payload);
+        if (!same_generation(ctl, word)) return SlotStep::leave();
+        if (lease_pending(payload).op != LeaseOp::kNone) {
+          help(index, word);
+          return SlotStep::reload();
+        }
+        return SlotStep::store(lease_release_step(payload, cost, me).new_payload);
+      });
+  if (done != UpdateResult::kStored) {
+    free_record(entry, record, ctl);  // reset since: the count it held was forgotten
+    return;
   }
+  const std::uint64_t installed = w;
   fault(LeaseFault::kAfterReleaseCas);
   std::uint64_t c = ctl;
   rec.ctl.compare_exchange_strong(c, LeaseCtl::with_state(ctl, kLeaseFree),
                                   std::memory_order_acq_rel);
-  clear_pending(h, installed);
+  clear_pending(index, installed);
   areas_[entry].used.fetch_and(~(std::uint64_t{1} << record), std::memory_order_release);
 }
 

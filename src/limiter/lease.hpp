@@ -183,7 +183,7 @@ class Leases {
   // Moves a RELEASING record's cost out of its slot and frees it.
   void finish_release(std::uint32_t entry, std::uint32_t record, std::uint64_t ctl) noexcept;
   void free_record(std::uint32_t entry, std::uint32_t record, std::uint64_t ctl) noexcept;
-  void clear_pending(SlotHead& h, std::uint64_t word) noexcept;
+  void clear_pending(std::uint32_t index, std::uint64_t word) noexcept;
   bool same_generation(std::uint64_t ctl, std::uint64_t word) const noexcept;
 
   Table* table_;

@@ -84,16 +84,12 @@ Decision Limiter::Impl::log_run(const PolicySnapshot& p, const detail::PackedKey
     // Record the admission in the word: the log is empty no sooner than
     // now + D. A reclaim or reset (version moved) since our lookup makes
     // this fail: the entries were written for a key that is gone.
+    // Relaxed (Table::update's default): as the entries; the word's
+    // version is the guard (ABA).
     u64 w = h.word.load(std::memory_order_relaxed);
-    bool landed = false;
-    while (detail::Word::version(w) == v) {
-      const u64 next = detail::Word::make(v, detail::log_word_after(detail::Word::payload(w), now, lp.window_ns));
-      // Relaxed: as the entries; the word's version is the guard (ABA).
-      if (h.word.compare_exchange_weak(w, next, std::memory_order_relaxed, std::memory_order_relaxed)) {
-        landed = true;
-        break;
-      }
-    }
+    const bool landed = table.update(ref.index, v, &w, [&](u64 payload) noexcept {
+      return detail::SlotStep::store(detail::log_word_after(payload, now, lp.window_ns));
+    }) == detail::UpdateResult::kStored;
     if (!landed) {
       log_give_back(log, picks, out.chosen, mine);
       continue;  // look the key up again

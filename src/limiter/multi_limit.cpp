@@ -21,16 +21,13 @@ void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost, std
   if (p.algo.algorithm == Algorithm::kSlidingLog) return log_undo(p, c, cost, now);
   detail::SlotHead& h = table.head(c.slot);
   u64 w = h.word.load(std::memory_order_relaxed);
-  while (detail::Word::version(w) == c.version) {
-    const detail::AlgoOutcome out = detail::algo_refund(p.algo, detail::Word::payload(w), now, cost);
-    if (!out.store) return;
-    // Relaxed: as in apply(); the version guards against another key.
-    if (h.word.compare_exchange_weak(w, detail::Word::make(c.version, out.new_state), std::memory_order_relaxed,
-                                     std::memory_order_relaxed)) {
-      h.admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
-      return;
-    }
-  }
+  // Relaxed (Table::update's default): as in apply(); the version guards
+  // against another key.
+  const detail::UpdateResult r = table.update(c.slot, c.version, &w, [&](u64 payload) noexcept {
+    const detail::AlgoOutcome out = detail::algo_refund(p.algo, payload, now, cost);
+    return out.store ? detail::SlotStep::store(out.new_state) : detail::SlotStep::leave();
+  });
+  if (r == detail::UpdateResult::kStored) h.admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
 }
 
 Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {

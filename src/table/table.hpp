@@ -41,6 +41,7 @@
 //       a published slot keeps its key.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -84,6 +85,29 @@ struct ClaimEvents {
   std::uint32_t repairs = 0;
 };
 
+/// What an update step wants done with the payload it was shown.
+struct SlotStep {
+  enum Kind : std::uint8_t {
+    kStore,   // CAS the word to `payload` (same version)
+    kLeave,   // leave the word as it is: nothing to store
+    kReload,  // the step changed the word itself (it helped a pending
+              // operation): read the word again and step again
+  };
+  Kind kind = kLeave;
+  std::uint64_t payload = 0;
+  static constexpr SlotStep store(std::uint64_t p) noexcept { return {kStore, p}; }
+  static constexpr SlotStep leave() noexcept { return {kLeave, 0}; }
+  static constexpr SlotStep reload() noexcept { return {kReload, 0}; }
+};
+
+/// How Table::update ended.
+enum class UpdateResult {
+  kStored,     // the step's payload is the word's, under the same version
+  kUnchanged,  // the step asked to leave the word as it was
+  kReclaimed,  // the word's version moved: the slot now holds another key
+               // (or none); the caller's view of it is stale
+};
+
 class Table {
  public:
   Table(std::byte* slots, const Geometry& geometry) noexcept;
@@ -98,6 +122,48 @@ class Table {
   std::uint32_t capacity() const noexcept { return capacity_; }
   std::uint32_t key_capacity() const noexcept { return key_capacity_; }
   std::uint32_t home(std::uint64_t hash) const noexcept { return static_cast<std::uint32_t>(hash) & mask_; }
+
+  /// The one way a live bucket's state changes after its claim: a CAS loop
+  /// on the word of slot `index`, applying `step(payload) -> SlotStep` for
+  /// as long as the word keeps `version`. `*word` is the caller's last
+  /// reading of the word; on return it is the last value seen (the stored
+  /// one when kStored). Every writer of a bucket (a decision, a rollback, a
+  /// sliding log's admission, a lease, an import) goes through here, so the
+  /// ABA guard is written once: the CAS is prepared from the exact word
+  /// read, whose version is the low 8 bits of the slot's generation, so it
+  /// fails on a slot reclaimed for another key since (see "ABA" above).
+  ///
+  /// `Order` is the CAS's order on success. Relaxed (the default) suffices
+  /// when the bucket's whole state is the word and no other memory is
+  /// published or read through it; the lease protocol passes acq_rel, as
+  /// its word also publishes lease records (limiter/lease.hpp). A failed
+  /// CAS reads with acquire whenever `Order` is stronger than relaxed.
+  /// Lock-free: a CAS fails only because another writer's succeeded.
+  template <std::memory_order Order = std::memory_order_relaxed, class Step>
+  UpdateResult update(std::uint32_t index, std::uint64_t version, std::uint64_t* word, Step&& step) const noexcept {
+    constexpr std::memory_order kOnFailure =
+        Order == std::memory_order_relaxed ? std::memory_order_relaxed : std::memory_order_acquire;
+    AtomicU64& w = head(index).word;
+    std::uint64_t cur = *word;
+    while (Word::version(cur) == version) {
+      const SlotStep next = step(Word::payload(cur));
+      if (next.kind == SlotStep::kLeave) {
+        *word = cur;
+        return UpdateResult::kUnchanged;
+      }
+      if (next.kind == SlotStep::kReload) {
+        cur = w.load(std::memory_order_acquire);  // Acquire: whatever the step completed is visible
+        continue;
+      }
+      const std::uint64_t desired = Word::make(version, next.payload);
+      if (w.compare_exchange_weak(cur, desired, Order, kOnFailure)) {
+        *word = desired;
+        return UpdateResult::kStored;
+      }
+    }
+    *word = cur;
+    return UpdateResult::kReclaimed;
+  }
 
   /// Finds the live slot of `key`. Wait-free in the absence of writers.
   bool find(const PackedKey& key, SlotRef* out) const noexcept;

@@ -53,11 +53,11 @@ PackedKey same_home_as(const Table& t, const PackedKey& key, const std::string& 
   }
 }
 
-// Charges one unit the way the limiter does: CAS from the word read.
+// Charges the way every writer does: Table::update from the word read.
 bool charge(const Table& t, const SlotRef& ref, std::uint64_t new_payload) {
-  std::uint64_t expected = ref.word;
-  return t.head(ref.index).word.compare_exchange_strong(expected,
-                                                        Word::make(Word::version(ref.word), new_payload));
+  std::uint64_t w = ref.word;
+  return t.update(ref.index, Word::version(ref.word), &w,
+                  [&](std::uint64_t) noexcept { return SlotStep::store(new_payload); }) == UpdateResult::kStored;
 }
 
 TEST(TableProtocol, StaleUpdateNeverLandsOnTheReclaimedSlotsNewKey) {
@@ -94,6 +94,85 @@ TEST(TableProtocol, StaleUpdateNeverLandsOnTheReclaimedSlotsNewKey) {
     now += 20;
   }
   EXPECT_FALSE(charge(t, stale, 250));
+}
+
+TEST(TableProtocol, UpdateStoresLeavesOrReportsTheReclaimAsItsStepAsks) {
+  SharedSlots slots(16, 1);
+  Table t = slots.table();
+  const GcraFull full;
+  ClaimEvents ev;
+  const PackedKey k1(kSeed, 0, "updated");
+  SlotRef ref;
+  ASSERT_EQ(t.claim(k1, 100, 100, full, kTimeout, &ref, &ev), Table::ClaimResult::kClaimed);
+  const std::uint64_t version = Word::version(ref.word);
+
+  // kStored: the step sees the payload and its result is the new word.
+  std::uint64_t w = ref.word;
+  std::uint64_t seen = 0;
+  EXPECT_EQ(t.update(ref.index, version, &w,
+                     [&](std::uint64_t p) noexcept {
+                       seen = p;
+                       return SlotStep::store(p + 50);
+                     }),
+            UpdateResult::kStored);
+  EXPECT_EQ(seen, 100u);
+  EXPECT_EQ(w, Word::make(version, 150));
+  EXPECT_EQ(t.head(ref.index).word.load(), w);
+
+  // A stale reading: the CAS fails, the step runs again on the fresh payload.
+  std::uint64_t stale = ref.word;
+  int steps = 0;
+  EXPECT_EQ(t.update(ref.index, version, &stale,
+                     [&](std::uint64_t p) noexcept {
+                       ++steps;
+                       seen = p;
+                       return SlotStep::store(p + 1);
+                     }),
+            UpdateResult::kStored);
+  EXPECT_EQ(steps, 2);
+  EXPECT_EQ(seen, 150u);
+  EXPECT_EQ(Word::payload(t.head(ref.index).word.load()), 151u);
+
+  // kUnchanged: the word stays, and *word is the value the step saw (a
+  // step that leaves the word decides on the reading it was given, with no
+  // CAS: a read of the bucket as of that reading).
+  w = t.head(ref.index).word.load();
+  EXPECT_EQ(t.update(ref.index, version, &w, [](std::uint64_t) noexcept { return SlotStep::leave(); }),
+            UpdateResult::kUnchanged);
+  EXPECT_EQ(w, Word::make(version, 151));
+  EXPECT_EQ(t.head(ref.index).word.load(), w);
+
+  // kReload: the step changed the word itself; it is read again.
+  steps = 0;
+  EXPECT_EQ(t.update(ref.index, version, &w,
+                     [&](std::uint64_t p) noexcept {
+                       if (++steps == 1) {
+                         t.head(ref.index).word.store(Word::make(version, 400));  // as a helper would
+                         return SlotStep::reload();
+                       }
+                       seen = p;
+                       return SlotStep::store(p + 1);
+                     }),
+            UpdateResult::kStored);
+  EXPECT_EQ(seen, 400u);
+  EXPECT_EQ(Word::payload(w), 401u);
+
+  // kReclaimed: the slot went to another key. The step may run once on the
+  // stale reading, but what it asks for never lands on the new key.
+  const PackedKey k2 = same_home_as(t, k1, "next-");
+  SlotRef ref2;
+  ASSERT_EQ(t.claim(k2, 1000, 1000, full, kTimeout, &ref2, &ev), Table::ClaimResult::kClaimed);
+  ASSERT_EQ(ref2.index, ref.index);
+  steps = 0;
+  EXPECT_EQ(t.update(ref.index, version, &w,
+                     [&](std::uint64_t) noexcept {
+                       ++steps;
+                       return SlotStep::store(7);
+                     }),
+            UpdateResult::kReclaimed);
+  EXPECT_EQ(steps, 1);
+  EXPECT_EQ(w, ref2.word);
+  EXPECT_EQ(t.head(ref.index).word.load(), ref2.word);
 }
 
 TEST(TableProtocol, PenalisedBucketIsNeverReclaimed) {
