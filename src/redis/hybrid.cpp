@@ -408,7 +408,7 @@ bool HybridLimiter::reset(PolicyId policy, std::string_view key) noexcept {
   return forgotten;
 }
 
-std::uint64_t HybridLimiter::redis_calls() const noexcept { return impl_->redis.round_trips(); }
+std::uint64_t HybridLimiter::round_trips() const noexcept { return impl_->redis.round_trips(); }
 
 std::uint32_t HybridLimiter::batch(PolicyId policy, std::string_view key) const noexcept {
   const TierPolicyData* p = impl_->r().policy(policy);

@@ -65,7 +65,7 @@ RedisOptions redis_options(const RedisServer& s) {
 struct FleetResult {
   u64 admitted = 0;
   u64 attempts = 0;
-  u64 redis_calls = 0;
+  u64 round_trips = 0;
   u64 redis_admitted = 0;
 };
 
@@ -112,7 +112,7 @@ FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hos
         if (d.decision.allowed) ++mine;
       }
       admitted->fetch_add(mine);
-      calls->fetch_add(host.redis_calls());
+      calls->fetch_add(host.round_trips());
       return 0;
     });
     pids.insert(pids.end(), more.begin(), more.end());
@@ -122,7 +122,7 @@ FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hos
   FleetResult r;
   r.admitted = admitted->load();
   r.attempts = static_cast<u64>(hosts) * static_cast<u64>(workers) * static_cast<u64>(attempts);
-  r.redis_calls = calls->load();
+  r.round_trips = calls->load();
   RedisLimiter check(redis_options(server));
   const PolicyId id = check.add_policy(policy);
   const TierDecision peek = check.peek(id, tag, 1);
@@ -153,12 +153,12 @@ TEST_F(Hybrid, FleetOfHostsAdmitsAtMostTheLimitPlusTheBoundAndBatchesCutRedisCal
   EXPECT_LE(r.admitted, r.redis_admitted);  // every admission spent a token Redis admitted
   EXPECT_LE(r.redis_admitted, limit);
   EXPECT_GE(r.admitted + static_cast<u64>(hosts) * (max_batch - 1), r.redis_admitted);  // stranded <= H*(b-1)
-  EXPECT_LT(r.redis_calls, r.attempts);  // leases and cached denials answer without Redis
+  EXPECT_LT(r.round_trips, r.attempts);  // leases and cached denials answer without Redis
   RecordProperty("admitted", static_cast<int>(r.admitted));
-  RecordProperty("redis_calls", static_cast<int>(r.redis_calls));
+  RecordProperty("round_trips", static_cast<int>(r.round_trips));
   std::printf("hybrid fleet: %d hosts x %d workers, max_batch %u: admitted %llu of limit %llu, %llu Redis calls for %llu decisions\n",
               hosts, workers, max_batch, static_cast<unsigned long long>(r.admitted),
-              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.redis_calls),
+              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.round_trips),
               static_cast<unsigned long long>(r.attempts));
 }
 
@@ -202,11 +202,11 @@ TEST_F(Hybrid, ResetForgetsTheHostsTokensAndRefundReachesPastACachedDenial) {
   EXPECT_EQ(redis_admitted(), limit);
 
   // Denied now, and the denial is cached on the host (no Redis call).
-  const u64 calls = host.redis_calls();
+  const u64 calls = host.round_trips();
   const TierDecision cached = host.acquire(id, "k");
   EXPECT_FALSE(cached.decision.allowed);
   EXPECT_EQ(cached.source, Source::kLease);
-  EXPECT_EQ(host.redis_calls(), calls);
+  EXPECT_EQ(host.round_trips(), calls);
 
   const TierDecision back = host.refund(id, "k", 3);
   EXPECT_EQ(back.source, Source::kRedis);
