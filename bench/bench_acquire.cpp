@@ -42,9 +42,9 @@
 // passed through untouched and the ratio table goes to stderr.
 //
 // Run:
-//   bash scripts/bench.sh                  build, 5 repetitions, write bench/results.md
-//   build/dev/bench/shmlimit_bench         one run, console + ratio table
-//   build/dev/bench/shmlimit_bench --benchmark_filter='Floor|HotKey$'
+//   bash scripts/bench.sh                  build (preset bench), 5 repetitions, write bench/results.md
+//   build/bench/bench/shmlimit_bench       one run, console + ratio table
+//   build/bench/bench/shmlimit_bench --benchmark_filter='Floor|HotKey$'
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //                                          (one command line)
 //

@@ -8,11 +8,11 @@
 //   BM_Tier_Redis    RedisLimiter::acquire against a redis-server on loopback
 //   BM_Tier_Hybrid/B HybridLimiter::acquire (max_batch B = 64 (the default), 1024;
 //                    lease_ttl 1 s)
-// Counters: ops_per_s (per process, wall clock), redis_calls_per_1k (Redis round trips per
+// Counters: ops_per_s (per process, wall clock), round_trips_per_1k (Redis round trips per
 // 1,000 decisions) and x_local (time per decision / the local case's, from
 // the same run; the local case must run first, as it does by default).
 //
-//   ./build/dev/bench/shmlimit_bench_tiers --benchmark_min_time=1
+//   ./build/bench/bench/shmlimit_bench_tiers --benchmark_min_time=1   (scripts/bench.sh runs it too)
 //
 // The redis-server (Debian's) is started on a free loopback port by the first
 // case that needs it and stopped at exit (tests/redis/redis_server.hpp).
@@ -67,7 +67,7 @@ void run(benchmark::State& state, Decide decide, Calls calls, bool is_local) {
   if (is_local) g_local_ns = ns;
   // Wall-clock rate: a Redis round trip mostly waits, which CPU time hides.
   state.counters["ops_per_s"] = ns > 0 ? 1e9 / ns : 0;
-  state.counters["redis_calls_per_1k"] =
+  state.counters["round_trips_per_1k"] =
       1000.0 * static_cast<double>(calls() - calls_before) / static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
   if (g_local_ns > 0) state.counters["x_local"] = ns / g_local_ns;
 }
@@ -107,7 +107,7 @@ void BM_Tier_Hybrid(benchmark::State& state) {
     o.max_batch = static_cast<std::uint32_t>(state.range(0));
     auto h = shmlimit::HybridLimiter::open_or_create(o);
     const auto id = h.add_policy(shmlimit::TierPolicy{kSpec});
-    run(state, [&] { return h.acquire(id, "hot-key").decision.allowed; }, [&] { return h.redis_calls(); }, false);
+    run(state, [&] { return h.acquire(id, "hot-key").decision.allowed; }, [&] { return h.round_trips(); }, false);
     shmlimit::HybridLimiter::remove(name);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());

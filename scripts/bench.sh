@@ -1,37 +1,52 @@
 #!/usr/bin/env bash
-# Builds shmlimit_bench, runs every benchmark case (5 repetitions each,
-# interleaved at random, aggregates only) and writes bench/results.md: the
-# machine, the table of ratios to the floor and the Google Benchmark output.
+# The one benchmark script. Builds the benchmarks with a CMake preset
+# (`bench`: Release, no tests, tools or Python), runs
+#   shmlimit_bench        Google Benchmark: a decision against the floor measured
+#                         in the same process, and against the alternatives
+#                         (mutex map, Redis, memcached), as ratio tables;
+#   shmlimit_throughput   multi-process throughput and latency, shmlimit against
+#                         the mutex map (plot: bench/throughput.png);
+#   shmlimit_bench_tiers  the local, Redis and hybrid tiers (when the Redis tier
+#                         is built and redis-server is installed);
+# and writes one report, bench/results.md: the machine, then each section.
+# Cases and how to read them: bench/README.md.
 #
-#   bash scripts/bench.sh                          build (dev preset) and run all cases
-#   bash scripts/bench.sh --benchmark_filter=Hot   extra arguments go to shmlimit_bench
+#   bash scripts/bench.sh                              everything (about 15 minutes)
+#   bash scripts/bench.sh --benchmark_filter=HotKey    extra arguments go to shmlimit_bench
+#   SHMLIMIT_BENCH_REPETITIONS=1 SHMLIMIT_BENCH_MIN_TIME=0.01 SHMLIMIT_THROUGHPUT_ARGS="--duration=0.1 --procs=1,2" \
+#     SHMLIMIT_BENCH_RESULTS=/tmp/smoke.md bash scripts/bench.sh --benchmark_filter='Floor_Clock|HotKey$'
+#                                                      a smoke run of the script (seconds, figures meaningless)
 #
 # Environment:
-#   SHMLIMIT_BENCH_BUILD=auto|cmake|gxx  how to build (default auto: the `dev` CMake
-#                                        preset, else g++ by hand into build/bench)
-#   SHMLIMIT_BENCH_RESULTS=path          where to write the report (default bench/results.md;
-#                                        "-" writes none)
-#   SHMLIMIT_BENCH_REPETITIONS=n         repetitions per case (default 5)
-#   SHMLIMIT_BENCH_WAIT_IDLE=seconds     wait up to this long for the CPUs to be idle
-#                                        (>= 90% idle over 2 s) before running (default 0)
-#   SHMLIMIT_BENCH_REV=<git revision>    measure src/ and include/ of that commit (extracted
-#                                        with git archive into build/bench-rev/, built with
-#                                        g++) with the working tree's bench/: to compare
-#                                        revisions, or while the working tree does not build
+#   SHMLIMIT_BENCH_PRESET=name      configure and build preset (default bench)
+#   SHMLIMIT_BENCH_RESULTS=path     the report (default bench/results.md; the plot goes beside it)
+#   SHMLIMIT_BENCH_REPETITIONS=n    repetitions per Google Benchmark case, interleaved at random (default 5)
+#   SHMLIMIT_BENCH_MIN_TIME=s       --benchmark_min_time of shmlimit_bench and shmlimit_bench_tiers
+#                                   (default: Google Benchmark's own, 0.5 s)
+#   SHMLIMIT_THROUGHPUT_ARGS="..."  arguments of shmlimit_throughput (default "--duration=2 --procs=1,2,4";
+#                                   "skip": not run)
+#   SHMLIMIT_BENCH_TIERS=0          do not run shmlimit_bench_tiers
+#   SHMLIMIT_BENCH_WAIT_IDLE=s      wait up to s seconds for the CPUs to be >= 90% idle before running (default 0)
+#   SHMLIMIT_BENCH_NO_APT=1         do not apt-get install the alternatives' servers and client
+#                                   libraries and matplotlib when missing (installed only as root)
+#
+# To compare two revisions, check each out (git worktree add) and run this
+# script in both, alternating runs: compare ratios, not single nanosecond figures.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-build_mode="${SHMLIMIT_BENCH_BUILD:-auto}"
-bench_rev="${SHMLIMIT_BENCH_REV:-}"
+preset="${SHMLIMIT_BENCH_PRESET:-bench}"
 results="${SHMLIMIT_BENCH_RESULTS:-bench/results.md}"
+plot="$(dirname "$results")/throughput.png"
 repetitions="${SHMLIMIT_BENCH_REPETITIONS:-5}"
+min_time="${SHMLIMIT_BENCH_MIN_TIME:-}"
+tp_args="${SHMLIMIT_THROUGHPUT_ARGS:---duration=2 --procs=1,2,4}"
+run_tiers="${SHMLIMIT_BENCH_TIERS:-1}"
 wait_idle="${SHMLIMIT_BENCH_WAIT_IDLE:-0}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 run() { printf '+ %s\n' "$*" >&2; "$@"; }
-# shellcheck source=scripts/bench_lib.sh
-source scripts/bench_lib.sh
 
 # What is measured, named before the build (HEAD may move during a long run).
 revision="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
@@ -39,69 +54,49 @@ if [[ -n "$(git status --porcelain -- src include bench 2>/dev/null)" ]]; then
   revision="$revision + uncommitted changes in src/, include/ or bench/"
 fi
 
-# ---- build ------------------------------------------------------------------
-bin=""
-compiler=""
-build_note=""
-build_cmake() {
-  command -v cmake >/dev/null 2>&1 || return 1
-  grep -q '"name": "dev"' CMakePresets.json 2>/dev/null || return 1
-  run cmake --preset dev >&2 || return 1
-  run cmake --build --preset dev --target shmlimit_bench >&2 || return 1
-  [[ -x build/dev/bench/shmlimit_bench ]] || return 1
-  bin=build/dev/bench/shmlimit_bench
-  compiler="$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build/dev/CMakeCache.txt)"
-  local type
-  type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' build/dev/CMakeCache.txt)"
-  build_note="CMake preset \`dev\` (${type:-?}: $(sed -n "s/^CMAKE_CXX_FLAGS_${type^^}:[A-Z]*=//p" build/dev/CMakeCache.txt))"
-}
-# build_gxx [source root]: src/ and include/ from the root (default: the working tree).
-build_gxx() {
-  local root="${1:-.}"
-  mkdir -p build/bench
-  local flags=(-std=c++20 -O2 -g -DNDEBUG)
-  run g++ "${flags[@]}" -I"$root/include" -I"$root/src" "$root"/src/*.cpp bench/bench_acquire.cpp bench/bench_remote.cpp \
-    -o build/bench/shmlimit_bench -lbenchmark -lpthread -lrt >&2 || return 1
-  bin=build/bench/shmlimit_bench
-  compiler="$(command -v g++)"
-  build_note="g++ by hand (${flags[*]})"
-}
-if [[ -n "$bench_rev" ]]; then
-  # Resolved once: the report names the commit that was built even if HEAD
-  # moves during the run.
-  bench_rev="$(git rev-parse --verify "${bench_rev}^{commit}")" ||
-    { echo "bench.sh: no such revision: $SHMLIMIT_BENCH_REV" >&2; exit 2; }
-  rev_dir=build/bench-rev
-  rm -rf "$rev_dir"
-  mkdir -p "$rev_dir"
-  run git archive "$bench_rev" src include | tar -x -C "$rev_dir"
-  build_gxx "$rev_dir" || { echo "bench.sh: the g++ build of $bench_rev failed" >&2; exit 1; }
-  build_mode=done
+# ---- the report's own packages ---------------------------------------------------
+# Not the build's (scripts/setup.sh installs those): the servers and client
+# libraries the alternatives need, and matplotlib for the plot.
+report_packages=(redis-server libhiredis-dev memcached libmemcached-dev python3-matplotlib)
+missing=()
+for p in "${report_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -gt 0 && ${SHMLIMIT_BENCH_NO_APT:-0} != 1 && $(id -u) == 0 ]]; then
+  say "installing ${missing[*]}"
+  run apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive run apt-get install -y --no-install-recommends "${missing[@]}"
+  rm -f "build/$preset/CMakeCache.txt"  # a fresh configure finds the client libraries
 fi
-case "$build_mode" in
-  done) ;;
-  cmake) build_cmake || { echo "bench.sh: the CMake build failed" >&2; exit 1; } ;;
-  gxx) build_gxx || { echo "bench.sh: the g++ build failed" >&2; exit 1; } ;;
-  auto)
-    if ! build_cmake; then
-      say "the dev preset did not build shmlimit_bench; building by hand with g++"
-      build_gxx || { echo "bench.sh: the g++ build failed" >&2; exit 1; }
-    fi
-    ;;
-  *) echo "bench.sh: SHMLIMIT_BENCH_BUILD must be auto, cmake or gxx" >&2; exit 2 ;;
-esac
 
-# ---- segments left by a killed run --------------------------------------------
-remove_stale_bench_segments
+# ---- build ------------------------------------------------------------------------
+run cmake --preset "$preset" >&2
+targets=(shmlimit_bench shmlimit_throughput)
+if grep -q '^SHMLIMIT_BUILD_REDIS:BOOL=ON' "build/$preset/CMakeCache.txt"; then targets+=(shmlimit_bench_tiers); fi
+run cmake --build --preset "$preset" --target "${targets[@]}" >&2
+bindir="build/$preset/bench"
+build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "build/$preset/CMakeCache.txt")"
+build_flags="$(sed -n "s/^CMAKE_CXX_FLAGS_${build_type^^}:[A-Z]*=//p" "build/$preset/CMakeCache.txt")"
+compiler="$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "build/$preset/CMakeCache.txt")"
 
-# ---- machine -------------------------------------------------------------------
+# ---- segments left by a killed run --------------------------------------------------
+for f in /dev/shm/shmlimit-bench-*; do
+  [[ -e "$f" ]] || continue
+  pid="${f#/dev/shm/shmlimit-bench-}"
+  pid="${pid%%-*}"
+  if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+    say "removing $f (its process $pid is gone)"
+    rm -f -- "$f"
+  fi
+done
+
+# ---- machine ------------------------------------------------------------------------
 # Percentage of CPU time idle over the next 2 seconds, from /proc/stat.
 idle_percent() {
-  local a b
+  local a b total=0 i
   read -r -a a < <(grep '^cpu ' /proc/stat)
   sleep 2
   read -r -a b < <(grep '^cpu ' /proc/stat)
-  local total=0 i
   for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
   local idle=$((b[4] - a[4] + b[5] - a[5]))
   echo $((total > 0 ? 100 * idle / total : 0))
@@ -114,28 +109,116 @@ if ((wait_idle > 0)); then
     idle="$(idle_percent)"
   done
 fi
-
-machine_facts
+lscpu_out="$(lscpu 2>/dev/null || true)"
+lscpu_field() { sed -n "s/^$1:[[:space:]]*//p" <<<"$lscpu_out" | head -n1; }
+cpu_model="$(lscpu_field 'Model name')"
+cpu_family="$(lscpu_field 'CPU family')"
+cpu_model_number="$(lscpu_field 'Model')"
+cores_per_socket="$(lscpu_field 'Core(s) per socket')"
+hypervisor="$(lscpu_field 'Hypervisor vendor')"
+cpus="$(nproc)"
+clocksource="$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)"
+kernel="$(uname -srm)"
 compiler_version="$("${compiler:-c++}" --version 2>/dev/null | head -n1)"
 benchmark_version="$(dpkg-query -W -f='${Version}' libbenchmark-dev 2>/dev/null || echo unknown)"
-if [[ -n "$bench_rev" ]]; then
-  revision="src/ and include/ of $(git rev-parse --short "$bench_rev"), bench/ of the working tree"
+boost_version="$(sed -n 's/^#define BOOST_LIB_VERSION "\(.*\)"/\1/p' /usr/include/boost/version.hpp 2>/dev/null | tr _ .)"
+redis_version="$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p' || true)"
+memcached_version="$(memcached -V 2>/dev/null | awk '{print $2}' || true)"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+started="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+
+# ---- run ------------------------------------------------------------------------------
+bench_out="$(mktemp)"
+tp_out="$(mktemp)"
+tp_csv="$(mktemp)"
+tiers_out="$(mktemp)"
+trap 'rm -f "$bench_out" "$tp_out" "$tp_csv" "$tiers_out"' EXIT
+
+# Google Benchmark: every case <repetitions> times, interleaved at random (a
+# burst of load from other processes then does not land on all repetitions of
+# one case), aggregates only; output to the terminal and the file.
+# gbench <binary> <output file> <interleave: true|false> [arguments...]
+gbench() {
+  local bin="$1" out="$2" interleave="$3"
+  shift 3
+  local args=(--benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true
+              --benchmark_enable_random_interleaving="$interleave" --benchmark_color=false)
+  [[ -n "$min_time" ]] && args+=(--benchmark_min_time="$min_time")
+  say "running $bin"
+  "$bin" "${args[@]}" "$@" 2>&1 | tee "$out"
+}
+# shmlimit_bench prints Google Benchmark's context and console output, then
+# its ratio tables (markdown, from the first line that starts with "## ").
+bench_tables() { awk '/^## /{found=1} found' "$1"; }
+bench_console() { awk '/^## /{exit} {print}' "$1" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'; }
+
+gbench "$bindir/shmlimit_bench" "$bench_out" true "$@"
+
+tp_note=""
+if [[ "$tp_args" == skip ]]; then
+  tp_note="Not run (SHMLIMIT_THROUGHPUT_ARGS=skip)."
+else
+  say "running $bindir/shmlimit_throughput $tp_args"
+  # shellcheck disable=SC2086  # word splitting of the argument list is intended
+  "$bindir/shmlimit_throughput" $tp_args --csv="$tp_csv" | tee "$tp_out"
 fi
 
-# ---- run -----------------------------------------------------------------------
-out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
-run_bench "$bin" "$repetitions" "$out" "$@"
+tiers_note=""
+if [[ " ${targets[*]} " != *" shmlimit_bench_tiers "* ]]; then
+  tiers_note="Not run: this build has no Redis tier (hiredis not found)."
+elif [[ "$run_tiers" == 0 ]]; then
+  tiers_note="Not run (SHMLIMIT_BENCH_TIERS=0)."
+elif ! command -v redis-server >/dev/null 2>&1; then
+  tiers_note="Not run: redis-server is not installed."
+else
+  # In order, not interleaved: x_local divides by the local case, which runs first.
+  gbench "$bindir/shmlimit_bench_tiers" "$tiers_out" false
+fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-[[ "$results" == "-" ]] && exit 0
+# ---- plot --------------------------------------------------------------------------------
+plot_note="not drawn: /usr/bin/python3 has no matplotlib (Debian package python3-matplotlib)"
+if [[ -n "$tp_note" ]]; then
+  plot_note="not drawn: shmlimit_throughput was not run"
+elif [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+  if MPLBACKEND=Agg /usr/bin/python3 - "$tp_csv" "$plot" <<'EOF'; then
+import csv, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
+rows = list(csv.DictReader(open(sys.argv[1])))
+workloads = sorted({r["workload"] for r in rows}, key=lambda w: (w != "hot", w))
+fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
+for ax, w in zip(axes[0], workloads):
+    for impl in sorted({r["impl"] for r in rows}):
+        pts = sorted((int(r["procs"]), float(r["ops_per_s"]) / 1e6)
+                     for r in rows if r["workload"] == w and r["impl"] == impl)
+        if pts:
+            ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=impl)
+    ax.set_title("hot key" if w == "hot" else f"{w} keys")
+    ax.set_xlabel("processes")
+    ax.set_ylabel("decisions / s (millions, all processes)")
+    ax.set_xticks(sorted({int(r["procs"]) for r in rows}))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+fig.suptitle("shmlimit vs interprocess_mutex + table (shmlimit_throughput)")
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=100)
+EOF
+    plot_note="![throughput vs processes]($(basename "$plot"))"
+  else
+    plot_note="not drawn: the matplotlib script failed"
+  fi
+fi
+
+# ---- report --------------------------------------------------------------------------------
 {
   echo "# shmlimit benchmark results"
   echo
-  echo "Written by \`scripts/bench.sh\` on $started. Each case ran $repetitions times, interleaved at random;"
-  echo "ratios are of the fastest repetition's CPU time, medians are shown next to it."
-  echo "How to read them: [README.md](README.md)."
+  echo "Written by \`scripts/bench.sh\` on $started. Google Benchmark cases ran $repetitions time(s) each,"
+  echo "interleaved at random. How to read the tables: [README.md](README.md)."
   echo
   echo "## Machine"
   echo
@@ -145,18 +228,48 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "| Kernel | $kernel |"
   echo "| Clock source | $clocksource |"
   echo "| Compiler | ${compiler_version:-unknown} |"
-  echo "| Build | $build_note |"
-  echo "| Google Benchmark | $benchmark_version |"
+  echo "| Build | CMake preset \`$preset\` (${build_type:-?}: ${build_flags:-no flags}) |"
+  echo "| Google Benchmark | $benchmark_version${min_time:+ (min time $min_time s per repetition)} |"
+  echo "| Boost | ${boost_version:-unknown} (interprocess_mutex) |"
+  echo "| Redis / memcached | ${redis_version:-not installed} / ${memcached_version:-not installed} |"
   echo "| Source | $revision |"
   echo "| CPU idle before the run | ${idle}% (over 2 s) |"
   echo "| Load average before / after | $load_before / $load_after |"
   echo
-  bench_tables "$out"
+  echo "Single-process ratios use the fastest repetition's CPU time; for contended cases and for"
+  echo "Redis / memcached read the real-time ratio (a blocked mutex waiter or a client waiting on"
+  echo "a socket uses no CPU)."
   echo
-  echo "## Console output"
+  bench_tables "$bench_out"
+  echo
+  if [[ -n "$tp_note" ]]; then
+    echo "## Multi-process throughput (shmlimit_throughput)"
+    echo
+    echo "$tp_note"
+  else
+    cat "$tp_out"  # its own "## Multi-process throughput" section
+    echo
+    echo "Arguments of \`shmlimit_throughput\`: \`$tp_args\`."
+  fi
+  echo
+  echo "### Plot"
+  echo
+  echo "$plot_note"
+  echo
+  echo "## Local, Redis and hybrid tiers (shmlimit_bench_tiers)"
+  echo
+  if [[ -n "$tiers_note" ]]; then
+    echo "$tiers_note"
+  else
+    echo '```'
+    sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$tiers_out"
+    echo '```'
+  fi
+  echo
+  echo "## shmlimit_bench console output"
   echo
   echo '```'
-  bench_console "$out"
+  bench_console "$bench_out"
   echo '```'
 } >"$results"
 say "wrote $results"

@@ -136,11 +136,10 @@ class RedisLimiter {
   /// The last connection or command error ("" if none yet).
   std::string last_error() const;
 
-  struct Impl;
-
  private:
+  struct Impl;  // src/redis/tier.hpp
   std::unique_ptr<Impl> impl_;
-  friend class HybridLimiter;
+  friend class HybridLimiter;  // shares the connection and the policies
 };
 
 /// How the hybrid tier leases. Defaults are in the comments.
@@ -213,16 +212,16 @@ class HybridLimiter {
   /// Redis could not be reached (the host's part is forgotten anyway). noexcept.
   bool reset(PolicyId policy, std::string_view key) noexcept;
 
-  /// Redis round trips made by this object.
-  std::uint64_t redis_calls() const noexcept;
+  /// Round trips to Redis made by this object (a pipeline counts once), as
+  /// RedisLimiter::round_trips: decisions served from leased tokens make none.
+  std::uint64_t round_trips() const noexcept;
   /// The current batch size of (policy, key) on this host (0: no slot).
   std::uint32_t batch(PolicyId policy, std::string_view key) const noexcept;
   /// The underlying Redis tier (policies are shared with it).
   RedisLimiter& redis() noexcept;
 
-  struct Impl;
-
  private:
+  struct Impl;  // src/redis/hybrid.cpp
   explicit HybridLimiter(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

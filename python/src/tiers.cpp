@@ -363,11 +363,11 @@ void bind_tiers(py::module_& m) {
           },
           "name"_a, "Removes both segments of `name`; False if neither existed.")
       .def_property_readonly(
-          "redis_calls",
+          "round_trips",
           [](PyHybrid& self) {
-            return self.call([](shmlimit::HybridLimiter& t) { return t.redis_calls(); });
+            return self.call([](shmlimit::HybridLimiter& t) { return t.round_trips(); });
           },
-          "Redis round trips made by this object.")
+          "Round trips to Redis made by this object (a pipeline counts once; leased tokens make none).")
       .def(
           "batch",
           [](PyHybrid& self, const PolicyArg& policy, const std::string& key) -> std::uint32_t {

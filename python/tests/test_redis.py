@@ -301,13 +301,13 @@ def test_forked_processes_share_a_limit_through_the_hybrid_tier(server, prefix, 
         api = own.add_policy("api", "gcra", "20/h")
         got = [own.acquire(api, "hot") for _ in range(12)]
         return {"admitted": sum(d.allowed for d in got), "sources": sorted({d.source for d in got if d}),
-                "redis_calls": own.redis_calls}
+                "round_trips": own.round_trips}
 
     results = run_forked(4, child)
     assert sum(r["admitted"] for r in results) == 20
     # max_batch=1: no token is held ahead, every admission is Redis's
     assert all(r["sources"] in ([], ["redis"]) for r in results)
-    assert all(r["redis_calls"] >= r["admitted"] for r in results)
+    assert all(r["round_trips"] >= r["admitted"] for r in results)
 
 
 def test_a_hybrid_limiter_opened_before_fork_works_in_the_children(server, prefix, hybrid_name):
@@ -326,7 +326,7 @@ def test_hybrid_leases_batches_and_still_admits_exactly_the_limit(server, prefix
     assert sum(d.allowed for d in got) == 100
     sources = {d.source for d in got if d}
     assert sources == {"redis", "lease"}
-    assert lim.redis_calls < 60  # batches of up to 8: far fewer calls than decisions
+    assert lim.round_trips < 60  # batches of up to 8: far fewer calls than decisions
     assert 1 <= lim.batch(api, "k") <= 8 and lim.batch(api, "unseen") == 0 and lim.batch("nope", "k") == 0
 
 

@@ -30,6 +30,18 @@ static_assert(sizeof(AtomicU64) == 8 && alignof(AtomicU64) == 8, "a shared atomi
 static_assert(sizeof(AtomicU32) == 4, "a shared atomic is exactly its value");
 
 inline constexpr u64 kMagic = 0x54494d494c4d4853ULL;  // "SHMLIMIT" read as little-endian bytes
+// A segment's kind is its magic: the same header, geometry and table serve
+// a limiter segment and the hybrid tier's lease pool (src/redis/lease_pool.hpp),
+// and each refuses the other by name rather than as "bad magic".
+inline constexpr u64 kLeasePoolMagic = 0x455341454c4d4853ULL;  // "SHMLEASE" read as little-endian bytes
+enum class SegmentKind : u32 {
+  kLimiter = 0,    // a Limiter's segment (kMagic)
+  kLeasePool = 1,  // a HybridLimiter's NAME.lease (kLeasePoolMagic)
+};
+inline constexpr u64 magic_of(SegmentKind kind) { return kind == SegmentKind::kLeasePool ? kLeasePoolMagic : kMagic; }
+inline constexpr const char* describe(SegmentKind kind) {
+  return kind == SegmentKind::kLeasePool ? "a hybrid lease pool (HybridLimiter's NAME.lease)" : "a limiter segment";
+}
 inline constexpr u32 kLayoutVersion = 2;  // 2: lease records, sliding-log region
 inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
 inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)

@@ -313,14 +313,31 @@ void Segment::check_name(const std::string& name) {
   if (name == "/." || name == "/..") bad("it is not a file name");
 }
 
+namespace {
+
+/// Empty when `magic` is that of `kind`; else why the segment is refused:
+/// the other kind by name, or "bad magic" for anything else.
+std::string kind_problem(std::uint64_t magic, SegmentKind kind) {
+  if (magic == magic_of(kind)) return {};
+  for (const SegmentKind other : {SegmentKind::kLimiter, SegmentKind::kLeasePool}) {
+    if (other != kind && magic == magic_of(other)) {
+      return std::string("it is ") + describe(other) + ", not " + describe(kind);
+    }
+  }
+  return kind == SegmentKind::kLimiter ? "it is not a shmlimit segment (bad magic)"
+                                       : std::string("it is not ") + describe(kind) + " (bad magic)";
+}
+
+}  // namespace
+
 std::string Segment::validate(const std::byte* base, std::size_t size, std::uint32_t expected_capacity,
-                              Geometry* out) {
+                              Geometry* out, SegmentKind kind) {
   if (size < sizeof(Header)) {
     return "it is " + std::to_string(size) + " bytes, smaller than a header (" + std::to_string(sizeof(Header)) + ")";
   }
   const auto& h = *reinterpret_cast<const Header*>(base);
   const std::uint64_t magic = h.magic.load(std::memory_order_acquire);
-  if (magic != kMagic) return "it is not a shmlimit segment (bad magic)";
+  if (std::string why = kind_problem(magic, kind); !why.empty()) return why;
   if (h.init_state.load(std::memory_order_acquire) != kInitReady) return "it is not initialised";
   if (h.layout_version != kLayoutVersion) {
     return "its layout version is " + std::to_string(h.layout_version) + ", this library reads version " +
@@ -359,7 +376,7 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
   return {};
 }
 
-std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode) {
+std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, SegmentKind kind) {
   check_name(options.name);
   check_options(options);
   if (mode != Mode::kOpen) check_create_mode(options);  // open() never uses the mode
@@ -428,11 +445,11 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode) {
         h->epoch_mono_ns = monotonic_ns();
         h->created_unix_ns = realtime_ns();
         h->hash_seed = random_seed();
-        h->magic.store(kMagic, std::memory_order_relaxed);
+        h->magic.store(magic_of(kind), std::memory_order_relaxed);
         // Release: every field above is visible to whoever observes
         // kInitReady with an acquire load (open path below).
         h->init_state.store(kInitReady, std::memory_order_release);
-        const std::string why = validate(base, m->region.get_size(), 0, &seg->geo_);
+        const std::string why = validate(base, m->region.get_size(), 0, &seg->geo_, kind);
         if (!why.empty()) {
           bip::shared_memory_object::remove(name.c_str());
           throw Error(ErrorCode::kCorrupt, "created " + quoted(name) + " but " + why);
@@ -468,14 +485,14 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode) {
           const auto* base = static_cast<const std::byte*>(m->region.get_address());
           const auto& h = *reinterpret_cast<const Header*>(base);
           const std::uint64_t magic = h.magic.load(std::memory_order_acquire);
-          if (magic != 0 && magic != kMagic) {
-            throw Error(ErrorCode::kIncompatible, quoted(name) + " is not a shmlimit segment (bad magic)");
+          if (magic != 0 && magic != magic_of(kind)) {
+            throw Error(ErrorCode::kIncompatible, "cannot use " + quoted(name) + ": " + kind_problem(magic, kind));
           }
           // Acquire pairs with the creator's release store of kInitReady.
-          if (magic == kMagic && h.init_state.load(std::memory_order_acquire) == kInitReady) {
+          if (magic == magic_of(kind) && h.init_state.load(std::memory_order_acquire) == kInitReady) {
             // validate() compares the mapped size (the file's, above) with
             // the header's total_bytes before anything past the header is read.
-            std::string why = validate(base, m->region.get_size(), options.capacity, &seg->geo_);
+            std::string why = validate(base, m->region.get_size(), options.capacity, &seg->geo_, kind);
             if (why.empty() && static_cast<std::uint64_t>(m->file.status().st_size) < seg->geo_.total_bytes) {
               why = "it was truncated while being opened (the file is shorter than its header says)";
             }

@@ -77,7 +77,10 @@ class Segment {
   enum class Mode { kCreate, kOpen, kOpenOrCreate };
 
   /// Throws shmlimit::Error with a sentence naming the segment and what differs.
-  static std::unique_ptr<Segment> open(const Options& options, Mode mode);
+  /// `kind` is written as the magic by a creator and required of an existing
+  /// segment: a segment of the other kind is Error(kIncompatible) naming both.
+  static std::unique_ptr<Segment> open(const Options& options, Mode mode,
+                                       SegmentKind kind = SegmentKind::kLimiter);
   static bool remove(const std::string& name);
   /// Validates a shm name: "/" then 1..200 of [A-Za-z0-9_.-].
   static void check_name(const std::string& name);
@@ -105,8 +108,9 @@ class Segment {
   /// Validates the bytes of a mapped segment of `size` bytes. Returns an
   /// empty string when valid, else the reason. Reads, never writes; safe on
   /// any bytes (the fuzz target and `shmlimit check` use it directly).
+  /// A segment of another kind than `kind` is invalid, and the reason names it.
   static std::string validate(const std::byte* base, std::size_t size, std::uint32_t expected_capacity,
-                              Geometry* out);
+                              Geometry* out, SegmentKind kind = SegmentKind::kLimiter);
 
   Segment();  // use open()
 

@@ -5,15 +5,22 @@
 // limit with max_batch = 1. Redis killed and restarted mid-run: each
 // WhenDown mode answers as documented and the tier recovers by itself.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "mp.hpp"
+#include "redis/lease_pool.hpp"
 #include "redis_server.hpp"
+#include "segment/process.hpp"
 #include "shmlimit/redis.hpp"
 #include "shmlimit/shmlimit.hpp"
 
@@ -58,7 +65,7 @@ RedisOptions redis_options(const RedisServer& s) {
 struct FleetResult {
   u64 admitted = 0;
   u64 attempts = 0;
-  u64 redis_calls = 0;
+  u64 round_trips = 0;
   u64 redis_admitted = 0;
 };
 
@@ -105,7 +112,7 @@ FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hos
         if (d.decision.allowed) ++mine;
       }
       admitted->fetch_add(mine);
-      calls->fetch_add(host.redis_calls());
+      calls->fetch_add(host.round_trips());
       return 0;
     });
     pids.insert(pids.end(), more.begin(), more.end());
@@ -115,7 +122,7 @@ FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hos
   FleetResult r;
   r.admitted = admitted->load();
   r.attempts = static_cast<u64>(hosts) * static_cast<u64>(workers) * static_cast<u64>(attempts);
-  r.redis_calls = calls->load();
+  r.round_trips = calls->load();
   RedisLimiter check(redis_options(server));
   const PolicyId id = check.add_policy(policy);
   const TierDecision peek = check.peek(id, tag, 1);
@@ -146,12 +153,12 @@ TEST_F(Hybrid, FleetOfHostsAdmitsAtMostTheLimitPlusTheBoundAndBatchesCutRedisCal
   EXPECT_LE(r.admitted, r.redis_admitted);  // every admission spent a token Redis admitted
   EXPECT_LE(r.redis_admitted, limit);
   EXPECT_GE(r.admitted + static_cast<u64>(hosts) * (max_batch - 1), r.redis_admitted);  // stranded <= H*(b-1)
-  EXPECT_LT(r.redis_calls, r.attempts);  // leases and cached denials answer without Redis
+  EXPECT_LT(r.round_trips, r.attempts);  // leases and cached denials answer without Redis
   RecordProperty("admitted", static_cast<int>(r.admitted));
-  RecordProperty("redis_calls", static_cast<int>(r.redis_calls));
+  RecordProperty("round_trips", static_cast<int>(r.round_trips));
   std::printf("hybrid fleet: %d hosts x %d workers, max_batch %u: admitted %llu of limit %llu, %llu Redis calls for %llu decisions\n",
               hosts, workers, max_batch, static_cast<unsigned long long>(r.admitted),
-              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.redis_calls),
+              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.round_trips),
               static_cast<unsigned long long>(r.attempts));
 }
 
@@ -195,17 +202,155 @@ TEST_F(Hybrid, ResetForgetsTheHostsTokensAndRefundReachesPastACachedDenial) {
   EXPECT_EQ(redis_admitted(), limit);
 
   // Denied now, and the denial is cached on the host (no Redis call).
-  const u64 calls = host.redis_calls();
+  const u64 calls = host.round_trips();
   const TierDecision cached = host.acquire(id, "k");
   EXPECT_FALSE(cached.decision.allowed);
   EXPECT_EQ(cached.source, Source::kLease);
-  EXPECT_EQ(host.redis_calls(), calls);
+  EXPECT_EQ(host.round_trips(), calls);
 
   const TierDecision back = host.refund(id, "k", 3);
   EXPECT_EQ(back.source, Source::kRedis);
   EXPECT_EQ(back.decision.remaining, 3u);
   EXPECT_EQ(admit_all(), 3u);
   EXPECT_EQ(redis_admitted(), limit);
+}
+
+// A small pool serves many distinct keys: a slot whose tokens are all spent
+// is reclaimed for the next key, while a slot that still holds live tokens
+// is never taken from its key.
+TEST_F(Hybrid, LeaseSlotsOfGoneKeysAreReused) {
+  HostName name("reuse");
+  HybridOptions o;
+  o.redis = redis_options(*server_);
+  o.name = name.str();
+  o.lease_slots = 16;
+  o.max_batch = 8;
+  o.lease_ttl = milliseconds(600'000);  // nothing expires: only spending frees a slot
+  HybridLimiter host = HybridLimiter::open_or_create(o);
+  const PolicyId id = host.add_policy({{"reuse", Algorithm::kGcra, parse_rate("1000/d"), 1000, OnFull::kDeny}});
+  // Per key: leases of 1, 1, then 2 (one token deposited), then that token
+  // spent from the pool. The slot then holds none and may go to the next key.
+  const Source expected[] = {Source::kRedis, Source::kRedis, Source::kRedis, Source::kLease};
+  for (int k = 0; k < 200; ++k) {
+    const std::string key = "gone-" + std::to_string(k);
+    for (int i = 0; i < 4; ++i) {
+      const TierDecision d = host.acquire(id, key);
+      ASSERT_TRUE(d.decision.allowed) << key << " #" << i << " " << host.redis().last_error();
+      ASSERT_EQ(d.source, expected[i]) << key << " #" << i << ": 200 keys through 16 slots need reuse";
+    }
+  }
+  // 16 keys that keep a token each fill the pool; a 17th key finds no slot
+  // (Redis decides it directly) and none of the 16 loses its token.
+  for (int k = 0; k < 16; ++k) {
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(host.acquire(id, "held-" + std::to_string(k)).decision.allowed);
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(host.acquire(id, "one-too-many").source, Source::kRedis);
+  EXPECT_EQ(host.batch(id, "one-too-many"), 0u) << "no slot was taken from a key holding tokens";
+  for (int k = 0; k < 16; ++k) EXPECT_EQ(host.acquire(id, "held-" + std::to_string(k)).source, Source::kLease) << k;
+}
+
+// The leaser word names its holder by ProcessToken (pid + start time): a
+// live holder keeps it, a SIGKILLed one loses it, and so does a token whose
+// pid is alive but belongs to another process now (pid reuse), which
+// kill(pid, 0) would have called alive.
+TEST_F(Hybrid, DeadLeaserIsDetectedByItsTokenNotItsPid) {
+  HostName name("leaser");
+  HybridOptions o;
+  o.redis = redis_options(*server_);
+  o.name = name.str();
+  o.lease_slots = 16;
+  o.max_batch = 8;
+  HybridLimiter host = HybridLimiter::open_or_create(o);
+  const PolicyId id = host.add_policy({{"leaser", Algorithm::kGcra, parse_rate("1000/d"), 1000, OnFull::kDeny}});
+  ASSERT_EQ(host.acquire(id, "k").source, Source::kRedis) << host.redis().last_error();
+  detail::LeasePool pool(detail::LeasePool::name_of(name.str()), o.lease_slots, o.mode);
+  detail::SlotRef ref;
+  ASSERT_TRUE(pool.find("leaser", "k", &ref));
+  std::atomic<u64>& leaser = pool.side(ref.index, detail::kSideLeaser);
+  const auto hold = [&](u64 token) {
+    leaser.store(token);
+    pool.side(ref.index, detail::kSideLeaserSince).store(pool.now_ms());  // not stalled
+  };
+
+  // A live holder (a child that waits to be killed) keeps the word.
+  Shared<std::atomic<u64>> child_token;
+  const pid_t child = fork_workers(1, [&](int) {
+    child_token->store(detail::self_token());
+    for (;;) ::pause();
+    return 0;
+  })[0];
+  wait_for(*child_token, 1);
+  hold(child_token->load());
+  EXPECT_EQ(host.acquire(id, "k").source, Source::kRedis);
+  EXPECT_EQ(leaser.load(), child_token->load()) << "a live leaser is not replaced";
+
+  // SIGKILLed (and reaped: its pid may be reused at once): replaced.
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(wait_all({child}, /*killed_ok=*/true), 0);
+  EXPECT_TRUE(host.acquire(id, "k").decision.allowed);
+  EXPECT_EQ(leaser.load(), 0u) << "the dead leaser's word was taken over, the lease made and the word freed";
+
+  // Our own pid with another start time: a process that reused a dead
+  // leaser's pid. kill(pid, 0) succeeds; the token says dead.
+  const detail::ProcessToken me = detail::self_token();
+  const detail::ProcessToken reused = (me & ~u64{0xFFFFFFFF}) | ((me + 1) & 0xFFFFFFFF);
+  ASSERT_EQ(::kill(static_cast<pid_t>(detail::token_pid(reused)), 0), 0);
+  ASSERT_TRUE(detail::token_is_dead(reused));
+  hold(reused);
+  EXPECT_TRUE(host.acquire(id, "k").decision.allowed);
+  EXPECT_EQ(leaser.load(), 0u) << "a reused pid is not the leaser that died";
+}
+
+// The lease pool is a core segment of its own kind: a limiter segment at
+// NAME.lease and a lease pool opened as a limiter refuse each other by
+// name, and a FIFO planted at NAME.lease is refused at once (never opened
+// for reading, which would block).
+TEST(HybridLeasePool, RefusesAFifoAndASegmentOfTheOtherKindWithoutBlocking) {
+  HostName name("kinds");
+  const std::string pool_name = detail::LeasePool::name_of(name.str());
+  HybridOptions o;
+  o.name = name.str();
+  o.lease_slots = 16;
+
+  const std::string fifo = "/dev/shm" + pool_name;
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    (void)HybridLimiter::open_or_create(o);
+    ADD_FAILURE() << "a FIFO was accepted as the lease pool";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kIncompatible) << e.what();
+    EXPECT_NE(std::string(e.what()).find("FIFO"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  ::unlink(fifo.c_str());
+
+  {
+    Options lo;
+    lo.name = pool_name;
+    lo.capacity = 16;
+    Limiter limiter = Limiter::open_or_create(lo);
+    try {
+      (void)HybridLimiter::open_or_create(o);
+      ADD_FAILURE() << "a limiter segment was accepted as the lease pool";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kIncompatible) << e.what();
+      EXPECT_NE(std::string(e.what()).find("it is a limiter segment, not a hybrid lease pool"), std::string::npos)
+          << e.what();
+    }
+  }
+  HybridLimiter::remove(name.str());
+
+  HybridLimiter host = HybridLimiter::open_or_create(o);
+  Options lo;
+  lo.name = pool_name;
+  try {
+    (void)Limiter::open(lo);
+    ADD_FAILURE() << "a lease pool was opened as a limiter segment";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kIncompatible) << e.what();
+    EXPECT_NE(std::string(e.what()).find("it is a hybrid lease pool"), std::string::npos) << e.what();
+  }
 }
 
 // Several limits decide in Redis, all or nothing: the refused request
