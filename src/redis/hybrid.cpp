@@ -172,15 +172,18 @@ struct HybridLimiter::Impl {
     // word of another version belongs to the slot's next key (lease_pool.hpp
     // invariant 2). Relaxed: the word is self-contained (its tokens are a
     // count; no other memory is published with them).
-    std::atomic<u64>& word = pool.pool(s.index);
-    u64 w = word.load(std::memory_order_relaxed);
-    while (Word::version(w) == v && detail::pool_live_tokens(Word::payload(w), now_ms) >= cost) {
-      if (word.compare_exchange_weak(w, w - cost, std::memory_order_relaxed, std::memory_order_relaxed)) {
-        const u64 full_at = detail::side_value(pool.side(s.index, detail::kSideFullAt).load(std::memory_order_relaxed), v);
-        return TierDecision{from_pool(*p, detail::pool_tokens(Word::payload(w)) - cost, full_at, now_ms), Source::kLease};
-      }
+    u64 w = pool.pool(s.index).load(std::memory_order_relaxed);
+    u64 taken_from = 0;
+    const detail::UpdateResult took = pool.update(s.index, v, &w, [&](u64 payload) noexcept {
+      if (detail::pool_live_tokens(payload, now_ms) < cost) return detail::SlotStep::leave();
+      taken_from = payload;
+      return detail::SlotStep::store(payload - cost);  // the token count is the payload's low bits
+    });
+    if (took == detail::UpdateResult::kStored) {
+      const u64 full_at = detail::side_value(pool.side(s.index, detail::kSideFullAt).load(std::memory_order_relaxed), v);
+      return TierDecision{from_pool(*p, detail::pool_tokens(taken_from) - cost, full_at, now_ms), Source::kLease};
     }
-    if (Word::version(w) != v) return direct(id, *p, key, cost);  // reclaimed under us: the key is elsewhere now
+    if (took == detail::UpdateResult::kReclaimed) return direct(id, *p, key, cost);  // the key is elsewhere now
 
     if (!become_leaser(s, now_ms)) return direct(id, *p, key, cost);
     TierDecision t = lease(id, *p, s, key, cost, now_ms);
@@ -268,17 +271,12 @@ struct HybridLimiter::Impl {
     // slot belongs to another key now (a token dropped is under-admission).
     const u64 extra = rep.granted - cost;
     const u64 expiry = now_ms + ms_count(options.lease_ttl);  // below the horizon (checked in acquire)
-    std::atomic<u64>& word = pool.pool(s.index);
-    u64 w = word.load(std::memory_order_relaxed);
+    u64 w = pool.pool(s.index).load(std::memory_order_relaxed);
     u64 left = 0;
-    while (Word::version(w) == v) {
-      left = std::min<u64>(detail::pool_live_tokens(Word::payload(w), now_ms) + extra, max_batch - 1);
-      // Relaxed: the word is self-contained (see acquire).
-      if (word.compare_exchange_weak(w, Word::make(v, detail::pool_payload(expiry, left)), std::memory_order_relaxed,
-                                     std::memory_order_relaxed)) {
-        break;
-      }
-    }
+    pool.update(s.index, v, &w, [&](u64 payload) noexcept {
+      left = std::min<u64>(detail::pool_live_tokens(payload, now_ms) + extra, max_batch - 1);
+      return detail::SlotStep::store(detail::pool_payload(expiry, left));
+    });
     // Adapt the batch: double while the host drains batches within half a
     // lease lifetime, halve otherwise, and never above what Redis has left
     // per host over two batches (toward 1 as the fleet's bucket empties).
@@ -390,11 +388,8 @@ bool HybridLimiter::reset(PolicyId policy, std::string_view key) noexcept {
     // version. Relaxed: each word is self-contained.
     const u64 v = Impl::version(s);
     detail::LeasePool& pool = impl_->pool;
-    std::atomic<u64>& word = pool.pool(s.index);
-    u64 w = word.load(std::memory_order_relaxed);
-    while (Word::version(w) == v &&
-           !word.compare_exchange_weak(w, Word::make(v, 0), std::memory_order_relaxed, std::memory_order_relaxed)) {
-    }
+    u64 w = pool.pool(s.index).load(std::memory_order_relaxed);
+    pool.update(s.index, v, &w, [](u64) noexcept { return detail::SlotStep::store(0); });
     pool.side(s.index, detail::kSideDeny).store(0, std::memory_order_relaxed);
     pool.side(s.index, detail::kSideBatch).store(detail::side_tag(v, 1), std::memory_order_relaxed);
     pool.side(s.index, detail::kSideFullAt).store(0, std::memory_order_relaxed);

@@ -143,6 +143,14 @@ class LeasePool {
 
   /// The pool word of slot `index` (invariant 2).
   AtomicU64& pool(std::uint32_t index) const noexcept { return table_.head(index).word; }
+  /// Changes the pool word of slot `index` while it keeps `version`: the
+  /// core's one version-checked CAS loop (Table::update, invariant 2).
+  /// Relaxed: the word is self-contained (its tokens are a count; no other
+  /// memory is published with them).
+  template <class Step>
+  UpdateResult update(std::uint32_t index, std::uint64_t version, std::uint64_t* word, Step&& step) const noexcept {
+    return table_.update(index, version, word, static_cast<Step&&>(step));
+  }
   /// Side word `w` of slot `index` (invariant 4). `index` comes from a
   /// SlotRef, already masked to the capacity the geometry was validated for.
   AtomicU64& side(std::uint32_t index, LeaseSide w) const noexcept {
