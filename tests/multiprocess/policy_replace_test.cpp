@@ -91,24 +91,28 @@ TEST(PolicyReplacementAcrossProcesses, ReplacerKilledAnywhereLeavesAUsableTable)
   });
   std::mt19937_64 rng(15);
   int rounds = 0;
-  for (; rounds < 40; ++rounds) {
+  int killed = 0;
+  for (; rounds < 200; ++rounds) {
+    // One replacement per child (each fresh start uses a policy entry for
+    // good), killed after a random delay: before, during or after it.
     const auto child = fork_workers(1, [&](int) {
       Limiter l = Limiter::open(options_for(name.str()));
-      for (unsigned i = 0;; ++i) {
-        try {
-          l.replace_policy(specs[i % 3]);
-        } catch (const Error& e) {
-          if (e.code() == ErrorCode::kTableFull) return 0;
-          throw;
-        }
+      try {
+        l.replace_policy(specs[static_cast<unsigned>(rounds) % 3]);
+      } catch (const Error& e) {
+        return e.code() == ErrorCode::kTableFull ? 7 : 1;
       }
+      return 0;
     });
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 4000));
     ::kill(child[0], SIGKILL);
     int status = 0;
     ::waitpid(child[0], &status, 0);
-    if (WIFEXITED(status)) break;  // the policy table filled up
+    if (WIFSIGNALED(status)) ++killed;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 7) break;  // the policy table filled up
+    ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << "replacement failed in round " << rounds;
   }
+  RecordProperty("killed", killed);
   counts->stop.store(1, std::memory_order_release);
   ASSERT_EQ(wait_all(workers), 0);
   EXPECT_EQ(counts->other.load(), 0u);
