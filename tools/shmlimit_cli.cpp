@@ -237,7 +237,20 @@ int run_policy(const PolicyArgs& a) {
   spec.on_full = a.on_full == "closed" ? shmlimit::OnFull::kDeny : shmlimit::OnFull::kAllow;
   shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, false));
   try {
-    limiter.add_policy(spec, a.replace);
+    if (a.replace) {
+      const shmlimit::PolicyReplacement r = limiter.replace_policy(spec);
+      if (!r.changed) {
+        tools::write_stdout(fmt::format("policy \"{}\" unchanged\n", spec.name));
+      } else if (r.fresh) {
+        tools::write_stdout(fmt::format(
+            "policy \"{}\" replaced; its buckets start full: {} bucket{} reset\n", spec.name,
+            r.buckets_reset, r.buckets_reset == 1 ? "" : "s"));
+      } else {
+        tools::write_stdout(fmt::format("policy \"{}\" replaced; its buckets are kept\n", spec.name));
+      }
+    } else {
+      limiter.add_policy(spec, false);
+    }
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kPolicyConflict) throw;
     // The library's advice names its API; name the flag instead.

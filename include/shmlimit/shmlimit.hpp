@@ -142,6 +142,14 @@ struct PolicyId {
   std::uint32_t index = 0;
 };
 
+/// What Limiter::replace_policy did (doc/algorithms.md, "Replacing a policy").
+struct PolicyReplacement {
+  PolicyId id;                      ///< the policy's id from now on; ids held from before still work
+  bool changed = false;             ///< false: the policy already had this spec, nothing was done
+  bool fresh = false;               ///< the state encoding changed: every bucket of the policy starts full
+  std::uint64_t buckets_reset = 0;  ///< fresh: buckets that held state (were not full) and were forgotten
+};
+
 /// Why a decision came out as it did.
 enum class Reason : std::uint8_t {
   kOk = 0,             ///< decided by the policy's algorithm
@@ -337,8 +345,19 @@ class Limiter {
   /// Registers a policy (process-safe, serialised by a recoverable admin
   /// token). Same name and same spec: returns the existing id. Same name and
   /// another spec: Error(kPolicyConflict) unless `replace`; replacement
-  /// keeps the buckets and applies the new parameters to them.
+  /// is replace_policy(spec).id.
   PolicyId add_policy(const PolicySpec& spec, bool replace = false);
+  /// Registers or replaces a policy (process-safe, as add_policy). A new
+  /// spec that stores bucket state as the old one did (same algorithm and,
+  /// for the windowed ones, the same period; doc/algorithms.md) keeps every
+  /// bucket, its waits capped by the new policy's longest wait. Any other
+  /// change starts every bucket of the policy full: the name moves to a
+  /// fresh policy entry and the old entry is retired (its buckets read as
+  /// absent and are reclaimed lazily); the result says how many buckets held
+  /// state. Error(kPolicyConflict) when replacing a concurrency policy while
+  /// leases are held (naming how many); Error(kTableFull) when no entry is
+  /// left for a fresh start (64 per segment, retired ones included).
+  PolicyReplacement replace_policy(const PolicySpec& spec);
   /// Looks a policy up by name (a scan of at most 64 entries; keep the
   /// PolicyId for the hot path).
   std::optional<PolicyId> find_policy(std::string_view name) const;

@@ -29,9 +29,19 @@ CheckReport Limiter::check(bool repair) {
     PolicySnapshot p;
     if (!m.load_policy(i, &p)) break;
     ++registered;
-    if (!p.valid) r.problems.push_back("policy " + std::to_string(i) + " (\"" + m.policy_name(i) + "\"): corrupt parameters");
+    if (!p.retired && !p.valid) r.problems.push_back("policy " + std::to_string(i) + " (\"" + m.policy_name(i) + "\"): corrupt parameters");
   }
   const bool may_repair = repair && !m.seg->read_only();
+  // Two live entries with one name: a replacement killed between
+  // publishing the new entry and retiring the old (policies.cpp).
+  if (may_repair) {
+    r.repaired += m.repair_orphans();
+  } else {
+    for (const auto& [j, first] : m.orphans()) {
+      r.problems.push_back("policy " + std::to_string(j) + " (\"" + m.policy_name(j) + "\"): duplicates policy " +
+                           std::to_string(first) + ", left by a replacement that did not finish");
+    }
+  }
   // Leases held by dead processes: recovered (repair) or reported.
   if (may_repair) {
     (void)m.own_entry_index();  // our own entry first: recovery never takes it as ours

@@ -17,6 +17,7 @@
 #include "table/denials.hpp"
 #include "algorithms/gcra.hpp"
 #include "segment/layout.hpp"
+#include "segment/policy_kind.hpp"
 #include "segment/process.hpp"
 #include "segment/segment.hpp"
 #include "table/table.hpp"
@@ -87,23 +88,33 @@ std::uint32_t inspect_policies(const std::byte* base, const Geometry& g, Problem
     for (std::size_t k = len; k < kPolicyNameBytes && name_ok; ++k) name_ok = name[k] == '\0';
     const std::string label = name_ok ? where.substr(0, where.size() - 2) + " (\"" + std::string(name, len) + "\"): " : where;
     if (!name_ok) out.add(where + "name is not 1..31 characters of A-Z a-z 0-9 _ . : - followed by NULs");
-    if ((state >> 1) == 0) out.add(label + "state " + hex(state) + " has no change count (impossible)");
-    const PolicyParams& p = e.params[state & 1];
+    if (!PolicyState::well_formed(state)) {
+      out.add(label + "state " + hex(state) + " is not a policy state (no change count, or forward/reserved bits set)");
+    }
+    if (PolicyState::retired(state)) {
+      // Retired by a replacement: its name moved to a later entry.
+      const std::uint32_t to = PolicyState::forward(state);
+      const u64 to_state = table[to].state.load(std::memory_order_relaxed);
+      if (to == i || to_state == 0) {
+        out.add(label + "retired, forwarding to entry " + std::to_string(to) + ", which is " +
+                (to == i ? "itself" : "unused"));
+      }
+      continue;
+    }
+    const PolicyParams& p = e.params[PolicyState::active(state)];
     const u64 kind = p.kind.load(std::memory_order_relaxed);
-    AlgoParams a{static_cast<Algorithm>(kind & 0xFF), p.count.load(std::memory_order_relaxed),
-                 p.period_ns.load(std::memory_order_relaxed), p.burst.load(std::memory_order_relaxed),
-                 p.emission_ns.load(std::memory_order_relaxed)};
+    const PolicyKind k = PolicyKind::unpack(kind);
+    AlgoParams a{k.algorithm, p.count.load(std::memory_order_relaxed), p.period_ns.load(std::memory_order_relaxed),
+                 p.burst.load(std::memory_order_relaxed), p.emission_ns.load(std::memory_order_relaxed), k.wait};
     const char* why = nullptr;
-    if (to_string(a.algorithm) == "unknown") {
-      out.add(label + "algorithm " + std::to_string(kind & 0xFF) + " is unknown");
+    if (const char* bad = PolicyKind::problem(kind)) {
+      out.add(label + "kind " + hex(kind) + ": " + bad);
     } else if (!algo_params_valid(a, &why)) {
       out.add(label + "impossible parameters (" + std::string(to_string(a.algorithm)) + "): " + why);
     } else if (a.emission_ns != gcra_emission(a.count, a.period_ns)) {
       out.add(label + "emission interval " + std::to_string(a.emission_ns) + " ns is not period / count rounded up (" +
               std::to_string(gcra_emission(a.count, a.period_ns)) + ")");
     }
-    if (((kind >> 8) & 0xFF) > 1) out.add(label + "on_full " + std::to_string((kind >> 8) & 0xFF) + " is not 0 (allow) or 1 (deny)");
-    if ((kind >> 16) != 0) out.add(label + "kind " + hex(kind) + " has bits set beyond algorithm and on_full");
   }
   return registered;
 }

@@ -83,7 +83,7 @@ std::vector<BucketView> Limiter::dump() const {
     if (detail::Meta::state(meta) != detail::kLive || detail::Word::version(word) != detail::Meta::version(meta)) continue;
     const auto policy = static_cast<std::uint32_t>(detail::Meta::policy(meta));
     PolicySnapshot p;
-    if (!m.load_policy(policy, &p)) continue;
+    if (!m.load_policy(policy, &p) || p.retired) continue;  // a retired policy's buckets read as absent
     BucketView b;
     b.slot = i;
     b.policy = m.policy_name(policy);

@@ -31,6 +31,7 @@
 
 #include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
+#include "limiter/limiter_impl.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
 #include "shmlimit/shmlimit.hpp"
@@ -444,7 +445,10 @@ Json spec_json(const PolicySpec& s) {
 
 std::string Limiter::export_state(std::optional<PolicyId> policy, std::optional<std::string_view> key) const {
   const std::vector<PolicyView> policies = this->policies();
-  if (policy && policy->index >= policies.size()) {
+  if (policy) policy = PolicyId{impl_->resolved(policy->index)};  // an id from before a replacement
+  const auto chosen = std::find_if(policies.begin(), policies.end(),
+                                   [&](const PolicyView& v) { return policy && v.id.index == policy->index; });
+  if (policy && chosen == policies.end()) {
     throw Error(ErrorCode::kInvalidArgument, "export: no policy with index " + std::to_string(policy->index));
   }
   std::vector<BucketView> buckets = dump();
@@ -465,7 +469,7 @@ std::string Limiter::export_state(std::optional<PolicyId> policy, std::optional<
   Json out = Json::array();
   std::map<std::string, u64> not_exported;
   for (const BucketView& b : buckets) {
-    if (policy && b.policy != policies[policy->index].spec.name) continue;
+    if (policy && b.policy != chosen->spec.name) continue;
     if (key && b.key != *key) continue;
     const auto spec = std::find_if(policies.begin(), policies.end(),
                                    [&](const PolicyView& p) { return p.spec.name == b.policy; });

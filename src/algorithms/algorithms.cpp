@@ -260,8 +260,9 @@ Decision tb_report(const AlgoParams& p, const TbState& s, i64 now, bool allowed,
 AlgoOutcome tb_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   TbState s = tb_at(p, state, now);
   if (cost > p.burst) return too_high(p.burst, tb_tokens(p, s), tb_wait(p, s, s.missing, now));
-  // Admitted iff missing + cost <= burst. (missing > burst only after the
-  // policy's burst shrank: then even a peek waits, as GCRA's does.)
+  // Admitted iff missing + cost <= burst. (missing > burst only in a
+  // state from a corrupt or foreign writer: a replacement that lowers the
+  // burst starts the bucket fresh, algo_state_compatible.)
   const u64 after = s.missing + cost;  // both < 2^20 here
   if (after > p.burst)
     return outcome(tb_report(p, s, now, false, tb_wait(p, s, after - p.burst, now)));
@@ -673,6 +674,49 @@ bool algo_params_valid(const AlgoParams& p, const char** why) noexcept {
                           "a sliding log's window must be at least 1 ns long");
   }
   return fail(why, "unknown algorithm");
+}
+
+bool algo_state_compatible(const AlgoParams& from, const AlgoParams& to) noexcept {
+  if (from.algorithm != to.algorithm) return false;
+  switch (to.algorithm) {
+    case Algorithm::kGcra:
+    case Algorithm::kLeakyBucket:
+      // A debt of at most the old B*T is within the new one.
+      return static_cast<u128>(to.burst) * to.emission_ns >= static_cast<u128>(from.burst) * from.emission_ns;
+    case Algorithm::kConcurrency:
+      return true;
+    case Algorithm::kTokenBucket:
+      // Tokens missing: at most the old burst, within the new one.
+      return from.period_ns == to.period_ns && to.burst >= from.burst;
+    case Algorithm::kFixedWindow:
+    case Algorithm::kSlidingWindow:
+    case Algorithm::kQuietPeriod:
+      return from.period_ns == to.period_ns;
+    case Algorithm::kSlidingLog:
+      return from.period_ns == to.period_ns && to.count >= from.count;
+  }
+  return false;
+}
+
+Nanos algo_max_wait(const AlgoParams& p) noexcept {
+  if (!algo_params_valid(p)) return Nanos(0);
+  switch (p.algorithm) {
+    case Algorithm::kGcra:
+    case Algorithm::kLeakyBucket:
+      return sat_ns(static_cast<u128>(p.burst) * p.emission_ns);
+    case Algorithm::kTokenBucket:
+      return sat_ns(ceil_div(p.burst, p.count) * p.period_ns);
+    case Algorithm::kFixedWindow:
+    case Algorithm::kSlidingLog:
+      return sat_ns(p.period_ns);
+    case Algorithm::kSlidingWindow:
+      return sat_ns(static_cast<u128>(2) * p.period_ns);
+    case Algorithm::kQuietPeriod:
+      return sat_ns(static_cast<u128>(p.period_ns) + kMs);
+    case Algorithm::kConcurrency:
+      return Nanos(0);
+  }
+  return Nanos(0);
 }
 
 std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept {

@@ -72,6 +72,27 @@ AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t n
 /// True when `state` at `now` is indistinguishable from an absent key.
 bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now) noexcept;
 
+/// Whether a state written under `from` keeps its meaning under `to`, so a
+/// replacement of `from` by `to` may keep every bucket (doc/algorithms.md,
+/// "Replacing a policy"), and no kept state is beyond what `to` can reach
+/// (so no wait exceeds algo_max_wait(to), and retry_after stays exact).
+/// Never across algorithms; the windowed encodings pack an index of
+/// `period` (token bucket, fixed and sliding window) or a time tied to it
+/// (quiet period), so they need the same period; a sliding log keeps its
+/// `count` entries, so it needs the same period and no fewer entries.
+/// GCRA and the leaky bucket (a debt in ns) need a B*T no smaller, the
+/// token bucket (tokens missing) a burst no smaller; concurrency (a count
+/// in flight) keeps any change.
+bool algo_state_compatible(const AlgoParams& from, const AlgoParams& to) noexcept;
+
+/// The longest retry_after a decision under `p` reports for a cost that
+/// fits the capacity, whatever the state (readings in order): GCRA and the
+/// leaky bucket B*T; token bucket ceil(burst / count) periods; fixed window
+/// and sliding log one period; sliding window two; quiet period one period
+/// and 1 ms (expiries are whole ms); concurrency 0 (a lease never waits).
+/// States kept by a replacement (algo_state_compatible) are within it too.
+Nanos algo_max_wait(const AlgoParams& p) noexcept;
+
 /// The largest `now` + span the state may need: decisions past
 /// kClockHorizonNs - algo_horizon_margin(p) are refused (clock horizon).
 std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept;

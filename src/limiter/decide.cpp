@@ -36,9 +36,9 @@ bool Limiter::Impl::is_full(std::uint32_t policy, u64 payload, std::int64_t now)
   return detail::algo_is_full(p.algo, payload, now);
 }
 
-std::optional<Decision> Limiter::Impl::precheck(std::uint32_t policy, std::string_view key, std::int64_t now,
+std::optional<Decision> Limiter::Impl::precheck(std::uint32_t& policy, std::string_view key, std::int64_t now,
                                  PolicySnapshot* p) const noexcept {
-  if (!load_policy(policy, p)) return unknown_policy();
+  if (!resolve_policy(&policy, p)) return unknown_policy();
   if (!p->valid) {
     count(&detail::ProcessEntry::other_events);
     return fallback(*p, Reason::kCorrupt);

@@ -67,6 +67,8 @@ std::uint64_t Limiter::reset(std::optional<PolicyId> policy, std::optional<std::
   if (key && !policy) throw Error(ErrorCode::kInvalidArgument, "reset of a key needs its policy");
   std::uint64_t forgotten = 0;
   detail::ClaimEvents ev;
+  // An id from before a replacement names the entry holding the policy now.
+  if (policy) policy = PolicyId{m.resolved(policy->index)};
   if (policy && key) {
     PolicySnapshot p;
     if (!m.load_policy(policy->index, &p)) throw Error(ErrorCode::kInvalidArgument, "no such policy");

@@ -35,6 +35,7 @@
 #include "algorithms/sliding_log.hpp"
 #include "limiter/lease.hpp"
 #include "segment/layout.hpp"
+#include "segment/policy_kind.hpp"
 #include "segment/process.hpp"
 #include "segment/segment.hpp"
 #include "shmlimit/shmlimit.hpp"
@@ -51,8 +52,12 @@ struct PolicySnapshot {
   detail::AlgoParams algo;
   OnFull on_full = OnFull::kAllow;
   bool valid = false;  // false: the entry is corrupt (hostile or buggy writer)
+  u64 kind_word = 0;  // the entry's raw kind word (segment/policy_kind.hpp)
+  // A retired entry (a replacement moved its name to `forward`, layout.hpp
+  // PolicyState): its buckets read as absent, and decisions follow forward.
+  bool retired = false;
+  std::uint32_t forward = 0;
   // Derived once per parameter change (valid entries only):
-  u64 extra = 0;             // kind bits outside algorithm and on_full: must be 0
   u64 reciprocal = 0;        // gcra_reciprocal(emission): the hot path's division
   std::int64_t margin = 0;   // algo_horizon_margin(algo)
 
@@ -153,7 +158,17 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       // parameter set it names is complete.
       const u64 s1 = e.state.load(std::memory_order_acquire);
       if (s1 == 0) return false;
-      const detail::PolicyParams& p = e.params[s1 & 1];
+      if (detail::PolicyState::retired(s1)) {
+        // Never cached (raw state 0): a retired entry has no parameters
+        // to derive, only where its name went.
+        *out = PolicySnapshot{};
+        out->retired = true;
+        out->forward = detail::PolicyState::forward(s1);
+        out->derive();
+        *state = 0;
+        return true;
+      }
+      const detail::PolicyParams& p = e.params[detail::PolicyState::active(s1)];
       const u64 kind = p.kind.load(std::memory_order_relaxed);
       const u64 count = p.count.load(std::memory_order_relaxed);
       const u64 period = p.period_ns.load(std::memory_order_relaxed);
@@ -163,13 +178,11 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       // an unchanged state proves they saw one parameter set.
       std::atomic_thread_fence(std::memory_order_acquire);
       if (e.state.load(std::memory_order_relaxed) != s1) continue;
-      out->algo = detail::AlgoParams{static_cast<Algorithm>(kind & 0xFF), count, period, burst, emission,
-                                     static_cast<LogWait>((kind >> 16) & 0xFF)};
-      out->on_full = ((kind >> 8) & 0xFF) == 1 ? OnFull::kDeny : OnFull::kAllow;
-      out->extra = kind & ~u64{0xFF01FF};  // bits no valid entry sets
-      if (((kind >> 8) & 0xFF) > 1) out->extra |= u64{1} << 63;
-      // bits 16-23: the sliding log's wait mode, 0 for every other algorithm
-      if (((kind >> 16) & 0xFF) != 0 && out->algo.algorithm != Algorithm::kSlidingLog) out->extra |= u64{1} << 62;
+      const detail::PolicyKind k = detail::PolicyKind::unpack(kind);
+      out->algo = detail::AlgoParams{k.algorithm, count, period, burst, emission, k.wait};
+      out->on_full = k.on_full == OnFull::kDeny ? OnFull::kDeny : OnFull::kAllow;
+      out->kind_word = kind;
+      out->retired = false;
       if (validate_now) validate(out);
       *state = s1;
       return true;
@@ -183,7 +196,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // A hostile segment may hold anything: never divide by it unchecked.
   // algo_params_valid rejects unknown algorithms and unrepresentable values.
   static void validate(PolicySnapshot* out) noexcept {
-    out->valid = out->extra == 0 && detail::algo_params_valid(out->algo) &&
+    out->valid = !out->retired && detail::PolicyKind::valid(out->kind_word) && detail::algo_params_valid(out->algo) &&
                  out->algo.emission_ns == detail::gcra_emission(out->algo.count, out->algo.period_ns);
     out->derive();
   }
@@ -193,14 +206,14 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     const detail::PolicyEntry& e = policy_table[index];
     u64 raw_state = 0;
     if (!read_policy(e, out, &raw_state, /*validate=*/false)) return false;
+    if (out->retired) return true;
     // The raw words just read are compared with the cached ones: a hit
     // reuses the derived values; any change (a replacement, or bytes
     // written by a buggy or hostile process) is validated afresh.
     CacheEntry& c = cache[index];
     // Acquire: the fields below were stored before seq became even.
     const u64 q = c.seq.load(std::memory_order_acquire);
-    const u64 kind = static_cast<u64>(out->algo.algorithm) | (u64{out->on_full == OnFull::kDeny} << 8) |
-                     (static_cast<u64>(out->algo.wait) << 16) | out->extra;
+    const u64 kind = out->kind_word;
     if ((q & 1) == 0 && c.kind.load(std::memory_order_relaxed) == kind &&
         c.count.load(std::memory_order_relaxed) == out->algo.count &&
         c.period.load(std::memory_order_relaxed) == out->algo.period_ns &&
@@ -231,6 +244,29 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       c.seq.fetch_add(1, std::memory_order_release);
     }
     return true;
+  }
+
+  // Follows retired entries (layout.hpp PolicyState) from `*index` to the
+  // entry that holds the policy's name now, and loads it. False when the
+  // entry is unused. Forwards only ever point at entries published before
+  // the retirement (policies.cpp, "Replacing a policy"); a chain longer
+  // than the table (only a corrupt segment) yields an invalid snapshot.
+  // Lock-free: one acquire load per hop, at most kMaxPolicies hops.
+  bool resolve_policy(std::uint32_t* index, PolicySnapshot* out) const noexcept {
+    for (std::uint32_t hop = 0; hop <= detail::kMaxPolicies; ++hop) {
+      if (!load_policy(*index, out)) return false;
+      if (!out->retired) return true;
+      *index = out->forward;
+    }
+    out->retired = false;
+    out->valid = false;
+    out->derive();
+    return true;
+  }
+  std::uint32_t resolved(std::uint32_t index) const noexcept {
+    PolicySnapshot p;
+    resolve_policy(&index, &p);
+    return index;
   }
 
   std::string policy_name(std::uint32_t index) const;
@@ -294,9 +330,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   };
 
   // Checks shared by every operation; on failure returns the decision.
-
-  // Checks shared by every operation; on failure returns the decision.
-  std::optional<Decision> precheck(std::uint32_t policy, std::string_view key, std::int64_t now,
+  // `policy` is resolved in place: a PolicyId held from before a
+  // replacement that retired its entry names the entry holding it now.
+  std::optional<Decision> precheck(std::uint32_t& policy, std::string_view key, std::int64_t now,
                                    PolicySnapshot* p) const noexcept;
   // Claims a slot for an absent key, starting at `state`; `ref` then names
   // it (claimed here, or by another process meanwhile). A table that is
@@ -367,7 +403,11 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   class AdminGuard;  // serialises policy-table writers across processes
   static void write_params(detail::PolicyParams& p, const PolicySpec& s, u64 burst, u64 emission);
   PolicySpec spec_of(std::uint32_t index, const PolicySnapshot& p) const;
-  PolicyId add_policy(PolicySpec spec, bool replace);
+  PolicyReplacement add_policy(PolicySpec spec, bool replace);
+  std::uint32_t retire_orphans();                          // admin token held
+  std::uint32_t repair_orphans();                          // takes the admin token
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> orphans() const;  // (orphan, the entry it duplicates)
+  std::pair<u64, u64> buckets_of(std::uint32_t index, const PolicySnapshot& p) const;  // (holding state, lease units)
 };
 
 }  // namespace shmlimit

@@ -66,7 +66,7 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
     if (!d.allowed) {
       for (std::size_t j = 0; j < i; ++j) {
         PolicySnapshot p;
-        if (charges[j].charged && load_policy(requests[j].policy.index, &p) && p.valid) {
+        if (charges[j].charged && load_policy(resolved(requests[j].policy.index), &p) && p.valid) {
           undo(p, charges[j], requests[j].cost, now);
         }
       }

@@ -42,7 +42,7 @@ inline constexpr u64 magic_of(SegmentKind kind) { return kind == SegmentKind::kL
 inline constexpr const char* describe(SegmentKind kind) {
   return kind == SegmentKind::kLeasePool ? "a hybrid lease pool (HybridLimiter's NAME.lease)" : "a limiter segment";
 }
-inline constexpr u32 kLayoutVersion = 2;  // 2: lease records, sliding-log region
+inline constexpr u32 kLayoutVersion = 3;  // 2: lease records, sliding-log region; 3: retired policy entries
 inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
 inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)
 inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
@@ -104,13 +104,48 @@ struct PolicyParams {
   AtomicU64 emission_ns;  // GCRA emission interval T = ceil(period / count), ns
 };
 struct alignas(64) PolicyEntry {
-  // 0 = unused. Otherwise (changes << 1) | active, changes >= 1: the active
-  // parameter set is params[state & 1]. Published with release.
+  // 0 = unused. Otherwise a PolicyState word (below): which parameter set
+  // is active, how often it changed, and whether the entry was retired by
+  // a replacement that changed the state encoding. Published with release.
   AtomicU64 state;
   AtomicU64 name[kPolicyNameBytes / 8];  // NUL-padded
   PolicyParams params[2];
 };
 static_assert(sizeof(PolicyEntry) == 128, "policy entries are two cache lines");
+
+// PolicyEntry::state:
+//   bits 0      active parameter set (params[active])
+//   bits 1-55   changes: >= 1 once the entry is in use, +1 per in-place replacement
+//   bits 56-61  forward: when retired, the index of the entry that holds the name now
+//   bit  62     0
+//   bit  63     retired: a replacement that changed how buckets are encoded moved the
+//               name to `forward` (a fresh entry, so a fresh policy index in every
+//               slot's meta). A retired entry is never used again: its slots read as
+//               full (reclaimable), and a PolicyId naming it follows `forward`.
+// Only the holder of Header::admin_owner writes it; see limiter/policies.cpp,
+// "Replacing a policy", for the protocol and its memory orders.
+struct PolicyState {
+  static constexpr u64 kRetired = u64{1} << 63;
+  static constexpr u64 kForwardShift = 56;
+  static constexpr u64 kChangesMask = (u64{1} << 55) - 1;
+  static constexpr u64 make(u64 changes, u64 active) { return ((changes & kChangesMask) << 1) | (active & 1); }
+  static constexpr u64 active(u64 s) { return s & 1; }
+  static constexpr u64 changes(u64 s) { return (s >> 1) & kChangesMask; }
+  static constexpr bool retired(u64 s) { return (s & kRetired) != 0; }
+  static constexpr std::uint32_t forward(u64 s) { return static_cast<std::uint32_t>((s >> kForwardShift) & 0x3F); }
+  static constexpr u64 retire(u64 s, std::uint32_t to) {
+    return (s & ((u64{1} << kForwardShift) - 1)) | (u64{to & 0x3F} << kForwardShift) | kRetired;
+  }
+  // Bits no writer sets: bit 62, and forward on an entry that is not retired.
+  static constexpr bool well_formed(u64 s) {
+    return s == 0 || (changes(s) >= 1 && (s & (u64{1} << 62)) == 0 && (retired(s) || (s >> kForwardShift) == 0));
+  }
+};
+static_assert(kMaxPolicies <= 64, "a forward index has 6 bits");
+static_assert(PolicyState::forward(PolicyState::retire(PolicyState::make(5, 1), 63)) == 63 &&
+                  PolicyState::changes(PolicyState::retire(PolicyState::make(5, 1), 63)) == 5 &&
+                  PolicyState::well_formed(PolicyState::retire(PolicyState::make(5, 1), 63)),
+              "retiring keeps the change count and names the forward entry");
 static_assert(offsetof(PolicyEntry, params) == 40 && sizeof(PolicyParams) == 40,
               "offsets documented in doc/segment-format.md");
 
@@ -280,6 +315,7 @@ constexpr u64 layout_fingerprint() {
       offsetof(Header, log_entries), offsetof(Header, log_offset), sizeof(LeaseRecord), sizeof(LeaseArea),
       kLeaseRecords, kMaxLogEntries,
       kDenialRingEntries, kDenialKeyBytes, sizeof(DenialRingHead), sizeof(DenialEntry), offsetof(DenialEntry, key),
+      PolicyState::kRetired, PolicyState::kForwardShift,
   };
   u64 h = 0xcbf29ce484222325ULL;  // FNV-1a over the facts
   for (u64 f : facts) {

@@ -134,3 +134,42 @@ TEST(Regression, RefusedMultiLimitReportsUnchargedRemainingOfTheLimitsThatAdmit)
 
 }  // namespace
 }  // namespace shmlimit
+
+namespace shmlimit {
+namespace {
+
+// Issue 14 row 9: the raw segment checker decoded the policy kind word on
+// its own and reported a valid `sliding_log --wait drf` policy as "kind ...
+// has bits set beyond algorithm and on_full" (the wait bits 16-23 were
+// added to the writer only). Every reader now uses detail::PolicyKind.
+TEST(Regression, Row9SlidingLogDrfPolicyIsNotReportedCorruptByTheSegmentChecker) {
+  Segment seg("row9");
+  Options o;
+  o.name = seg.name;
+  o.capacity = 64;
+  o.log_entries = 8;
+  {
+    Limiter l = Limiter::create(o);
+    PolicySpec s{"drf", Algorithm::kSlidingLog, parse_rate("5/m"), 0, OnFull::kDeny};
+    s.wait = LogWait::kDrf;
+    l.add_policy(s);
+    EXPECT_TRUE(l.check(false).problems.empty());
+  }
+  EXPECT_TRUE(Limiter::check_segment(seg.name).problems.empty());
+  // A damaged header field that leaves the policy table readable.
+  const std::uint32_t bad_header_bytes = 191;
+  const std::string path = "/dev/shm" + seg.name;
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(offsetof(detail::Header, header_bytes));
+  f.write(reinterpret_cast<const char*>(&bad_header_bytes), sizeof bad_header_bytes);
+  f.close();
+  const CheckReport r = Limiter::check_segment(seg.name);
+  ASSERT_FALSE(r.problems.empty());
+  for (const std::string& p : r.problems) {
+    EXPECT_EQ(p.find("policy entry"), std::string::npos) << p;
+    EXPECT_EQ(p.find("kind"), std::string::npos) << p;
+  }
+}
+
+}  // namespace
+}  // namespace shmlimit
