@@ -140,8 +140,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     block += h.name + ": " + h.value + "\r\n";
   }
+  // A wait no time ends (a cost above the capacity: retry_after is
+  // Nanos::max()) is never sent as a number of seconds (doc/headers.md).
+  const bool never_fits = combined.reason == shmlimit::Reason::kCostTooHigh || combined.retry_after == Nanos::max();
   const bool want_retry_after = (options.headers & shmlimit::kHeadersRetryAfter) && v.refuse &&
-                                combined.retry_after > Nanos{0};
+                                combined.retry_after > Nanos{0} && !never_fits;
   if (saw_retry_after != want_retry_after)
     fail("Retry-After present when it should not be, or absent", block);
 
@@ -163,7 +166,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (flags & 0x10) ? std::optional<Nanos>() : std::optional<Nanos>(combined.retry_after);
   const std::string detail = shmlimit::drf_throttled_detail(wait);
   if (detail.rfind("Request was throttled.", 0) != 0) fail("DRF detail prefix", detail);
-  if (wait) {
+  if (wait && *wait == Nanos::max()) {
+    if (detail != "Request was throttled.") fail("DRF detail names a wait that never ends", detail);
+  } else if (wait) {
     const std::int64_t ns = wait->count();
     std::int64_t want = ns / 1'000'000'000;
     if (ns % 1'000'000'000 > 0) ++want;

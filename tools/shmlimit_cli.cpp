@@ -40,6 +40,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <iostream>
@@ -70,15 +71,70 @@ constexpr int kExitError = 2;
 // which for a fail-open policy admits beyond the limit.
 constexpr std::chrono::milliseconds kClaimTimeout{2000};
 
-/// One line on stderr, whatever bytes the message quotes (library errors
-/// quote user input): control characters become \xNN.
+/// One printable line on stderr, whatever bytes the message quotes (library
+/// errors quote user input): control characters and bytes that are not
+/// part of printable UTF-8 (half a character) become \xNN.
 void fail_line(const std::string& message) {
   std::string line;
-  for (const char c : message) {
-    const auto u = static_cast<unsigned char>(c);
-    line += u < 0x20 || u == 0x7F ? fmt::format("\\x{:02x}", u) : std::string(1, c);
+  for (std::size_t i = 0; i < message.size(); ++i) {
+    const auto u = static_cast<unsigned char>(message[i]);
+    if (u >= 0x80) {
+      if (const std::size_t n = tools::printable_utf8_length(message, i); n > 0) {
+        line.append(message, i, n);
+        i += n - 1;
+        continue;
+      }
+    }
+    line += u < 0x20 || u >= 0x7F ? fmt::format("\\x{:02x}", u) : std::string(1, message[i]);
   }
   std::fprintf(stderr, "shmlimit: %s\n", line.c_str());
+}
+
+/// A whole number in decimal digits, or nothing (not digits, or above
+/// 2^64-1). The one parse of every number on the command line: CLI11 alone
+/// reads "-1" into an unsigned option as 2^64-1.
+std::optional<std::uint64_t> parse_whole(const std::string& text) {
+  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  std::uint64_t v = 0;
+  for (const char c : text) {
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (v > (UINT64_MAX - digit) / 10) return std::nullopt;
+    v = v * 10 + digit;
+  }
+  return v;
+}
+
+/// CLI11 check of a numeric option: a whole number from min to max. A
+/// failure is a usage error (exit 2) naming the option and the range.
+CLI::Validator whole(std::uint64_t min, std::uint64_t max, std::string hint = {}) {
+  const std::string range = max == UINT64_MAX ? fmt::format("a whole number >= {}", min)
+                                              : fmt::format("a whole number from {} to {}", min, max);
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        const std::optional<std::uint64_t> v = parse_whole(text);
+        if (v && *v >= min && *v <= max) return {};
+        return fmt::format("\"{}\" is not {}{}", tools::escape_bytes(text), range, hint);
+      },
+      "", "whole");
+}
+
+/// CLI11 check of a duration in seconds: plain decimal digits with at most
+/// one '.', from min to max (CLI::Range lets "nan" through).
+CLI::Validator decimal_seconds(double min, double max) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        const bool decimal = !text.empty() && text.size() <= 32 && text != "." &&
+                             text.find_first_not_of("0123456789.") == std::string::npos &&
+                             std::count(text.begin(), text.end(), '.') <= 1;
+        if (decimal) {
+          const double v = std::strtod(text.c_str(), nullptr);
+          if (v >= min && v <= max) return {};
+        }
+        return fmt::format("\"{}\" is not a number of seconds from {} to {}", tools::escape_bytes(text), min, max);
+      },
+      "", "seconds");
 }
 
 // --allow-other-users: Options::allow_other_users for every open and create.
@@ -225,15 +281,28 @@ int run_policy(const PolicyArgs& a) {
   if (a.wait_given && spec.algorithm != shmlimit::Algorithm::kSlidingLog) {
     throw Error(ErrorCode::kInvalidArgument, "--wait applies to --algorithm sliding_log only");
   }
-  if (spec.algorithm == shmlimit::Algorithm::kConcurrency &&
-      a.rate.find_first_not_of("0123456789") == std::string::npos) {
+  if (spec.algorithm == shmlimit::Algorithm::kConcurrency) {
     // A concurrency limit is a count of leases held at once: no period.
-    spec.rate = shmlimit::Rate{std::stoull(a.rate.substr(0, 19)), shmlimit::Nanos(0)};
+    const std::optional<std::uint64_t> limit = parse_whole(a.rate);
+    if (!limit) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "a concurrency policy takes a limit (how many in flight, e.g. 8), not \"" +
+                      tools::escape_bytes(a.rate) + "\"");
+    }
+    spec.rate = shmlimit::Rate{*limit, shmlimit::Nanos(0)};
   } else {
     spec.rate = shmlimit::parse_rate(a.rate);
   }
   spec.wait = a.wait == "drf" ? shmlimit::LogWait::kDrf : shmlimit::LogWait::kExact;
-  spec.burst = a.burst;
+  if (a.burst_given && !shmlimit::algorithm_has_burst(spec.algorithm)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--burst does not apply to {}: its capacity is the rate's count (only gcra, "
+                            "token_bucket and leaky_bucket have a burst)",
+                            shmlimit::to_string(spec.algorithm)));
+  }
+  spec.burst = a.burst;  // given: at least 1 (whole); not given: 0, the rate's count
+  // The library's one check, before the segment is opened.
+  spec = shmlimit::normalize_policy_spec(spec);
   spec.on_full = a.on_full == "closed" ? shmlimit::OnFull::kDeny : shmlimit::OnFull::kAllow;
   shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, false));
   try {
@@ -392,6 +461,7 @@ int run(int argc, char** argv) {
       ->needs(config_file);
   create
       ->add_option("--capacity", create_args.capacity, "bucket slots, rounded up to a power of two")
+      ->check(whole(1, UINT32_MAX))
       ->capture_default_str()
       ->excludes(config_file);
   create->add_option("--mode", create_args.mode, "octal permission bits, applied despite the umask")
@@ -400,16 +470,19 @@ int run(int argc, char** argv) {
   create
       ->add_option("--slot-bytes", create_args.slot_bytes,
                    "bytes per slot: 64, 128 or 256 (keys up to N-40)")
+      ->check(whole(64, 256))
       ->capture_default_str()
       ->excludes(config_file);
   create
       ->add_option("--max-probe", create_args.max_probe,
                    "longest probe sequence, in slots (1..1024)")
+      ->check(whole(1, 1024))
       ->capture_default_str()
       ->excludes(config_file);
   create
       ->add_option("--log-entries", create_args.log_entries,
                    "admissions kept per key for sliding_log policies (their count at most; 0: none)")
+      ->check(whole(0, UINT32_MAX))
       ->capture_default_str()
       ->excludes(config_file);
 
@@ -434,8 +507,11 @@ int run(int argc, char** argv) {
                                        "sliding_log: the retry-after reported, exact or drf (DRF's wait())")
                           ->check(CLI::IsMember({"exact", "drf"}))
                           ->capture_default_str();
-  CLI::Option* burst = policy->add_option("--burst", policy_args.burst,
-                                          "bucket capacity (default: the rate's count)");
+  CLI::Option* burst =
+      policy
+          ->add_option("--burst", policy_args.burst,
+                       "bucket capacity, gcra, token_bucket and leaky_bucket only (default: the rate's count)")
+          ->check(whole(1, UINT64_MAX, " (omit --burst for the rate's count)"));
   CLI::Option* on_full =
       policy
           ->add_option("--on-full", policy_args.on_full,
@@ -455,6 +531,7 @@ int run(int argc, char** argv) {
                    "the client's key (put `--` before a key that starts with -)")
       ->required();
   acquire->add_option("--cost", acquire_args.cost, "cost units to charge (0 = peek)")
+      ->check(whole(0, UINT64_MAX))
       ->capture_default_str();
   acquire->add_flag("--peek", acquire_args.peek, "say what acquire would decide, without charging");
   acquire->add_flag("--json", acquire_args.json, "print the decision as one JSON object");
@@ -477,8 +554,9 @@ int run(int argc, char** argv) {
   dump->add_option("--policy", dump_filter.policy, "only the buckets of this policy");
   dump->add_option("--key-prefix", dump_filter.key_prefix, "only keys that start with these bytes");
   dump->add_flag("--limited-only", dump_filter.limited_only, "only buckets whose state is limited");
-  CLI::Option* dump_top = dump->add_option(
-      "--top", dump_filter.top, "keep the N buckets with the most --by, most first");
+  CLI::Option* dump_top =
+      dump->add_option("--top", dump_filter.top, "keep the N buckets with the most --by, most first")
+          ->check(whole(0, UINT64_MAX));
   dump->add_option("--by", dump_filter.by, "--top's order: usage (admitted + denied) or denials")
       ->check(CLI::IsMember({"usage", "denials"}))
       ->capture_default_str()
@@ -500,6 +578,7 @@ int run(int argc, char** argv) {
       "denials", "List the most recent denied decisions (the segment's ring of the last 1024).");
   denials->add_option("NAME", denials_name, name_help)->required();
   denials->add_option("--since", denials_since, "only denials from this cursor on (a previous next_cursor)")
+      ->check(whole(0, UINT64_MAX))
       ->capture_default_str();
   denials->add_flag("--json", denials_json, "print one JSON object");
 
@@ -541,9 +620,10 @@ int run(int argc, char** argv) {
       "watch", "Live view: decisions/s and denials/s per policy, and the most denied keys.");
   watch->add_option("NAME", watch_name, name_help)->required();
   watch->add_option("--interval", watch_interval, "seconds between refreshes")
-      ->check(CLI::Range(0.01, 86400.0))
+      ->check(decimal_seconds(0.01, 86400.0))
       ->capture_default_str();
   watch->add_option("--count", watch_count, "stop after N refreshes (0 = until interrupted)")
+      ->check(whole(0, UINT64_MAX))
       ->capture_default_str();
 
   std::string rm_name;

@@ -68,8 +68,8 @@ struct HttpVerdict {
   /// HttpOptions::refuse_status when refuse, else 0 (serve as usual).
   int status = 0;
   /// The Retry-After value: ceil(retry_after) in seconds when would_refuse
-  /// (0 if the decision gives no wait, e.g. Reason::kCostTooHigh), 0 when
-  /// allowed.
+  /// (0 if the decision gives no wait: Reason::kCostTooHigh or a
+  /// retry_after of Nanos::max(), which no wait ends), 0 when allowed.
   std::uint64_t retry_after_s = 0;
 };
 
@@ -138,7 +138,9 @@ std::size_t write_rate_limit_headers(const Decision& combined,
 ///   wait:     "Request was throttled. Expected available in N seconds."
 ///             with N = ceil(wait seconds) (DRF's math.ceil), and
 ///             "... in 1 second." when N == 1 (ngettext: 0 is plural).
-/// DRF's Retry-After, when it sends one (N > 0), is also N.
+/// DRF's Retry-After, when it sends one (N > 0), is also N. A wait of
+/// Nanos::max() (Reason::kCostTooHigh: a cost that can never fit) is no
+/// wait: "Request was throttled.", never a number of seconds.
 std::string drf_throttled_detail(std::optional<Nanos> wait);
 /// The same into `out`, with write_rate_limit_headers' return convention.
 std::size_t write_drf_throttled_detail(std::optional<Nanos> wait, std::span<char> out) noexcept;

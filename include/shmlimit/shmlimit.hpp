@@ -59,13 +59,18 @@ enum class ErrorCode : int {
 };
 
 /// The one exception type thrown by setup calls. what() is a full sentence
-/// that names the segment and what differs or failed.
+/// that names the segment and what differs or failed, on one printable
+/// line: every byte outside printable ASCII (a control byte, or a byte of
+/// input or segment text quoted in it, which may be half a UTF-8
+/// character) is shown as \xNN, so it never arrives empty or garbled in a
+/// log, a terminal or Python.
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  Error(ErrorCode code, const std::string& what) : std::runtime_error(printable(what)), code_(code) {}
   ErrorCode code() const noexcept { return code_; }
 
  private:
+  static std::string printable(std::string_view text);
   ErrorCode code_;
 };
 
@@ -122,20 +127,41 @@ enum class LogWait : std::uint8_t {
 };
 
 /// A named policy registered in the segment.
-///   kConcurrency: rate.count is the limit N (in flight); rate.period and
-///                 burst are ignored (stored as 0 and N).
-///   kSlidingLog:  rate.count per rate.period, exactly; burst is ignored
-///                 (= rate.count); needs a segment created with
+///   kConcurrency: rate.count is the limit N (in flight); rate.period is
+///                 unused (stored as 0); burst is 0 or N.
+///   kSlidingLog:  rate.count per rate.period, exactly; burst is 0 or
+///                 rate.count; needs a segment created with
 ///                 Options::log_entries >= rate.count.
+/// A field an algorithm does not use must keep its default (burst: 0 or the
+/// count that policies() reports; wait: kExact): anything else is refused
+/// (Error kInvalidArgument), never silently dropped. normalize_policy_spec()
+/// is the one check, used by add_policy, configuration files and the CLI.
 struct PolicySpec {
   std::string name;                      ///< 1..31 bytes of [A-Za-z0-9_.:-]
   Algorithm algorithm = Algorithm::kGcra;
   Rate rate;                             ///< refill rate
-  std::uint64_t burst = 0;               ///< bucket capacity; 0 = rate.count
+  /// Bucket capacity where the algorithm has one (algorithm_has_burst():
+  /// gcra, token_bucket, leaky_bucket); 0 = rate.count. The other
+  /// algorithms' capacity is rate.count: 0 or rate.count, nothing else.
+  std::uint64_t burst = 0;
   OnFull on_full = OnFull::kAllow;       ///< fail-open by default, like nginx
   LogWait wait = LogWait::kExact;        ///< kSlidingLog only: which retry_after to report
   friend bool operator==(const PolicySpec&, const PolicySpec&) = default;
 };
+
+/// Whether `algorithm` has a capacity of its own (PolicySpec::burst): gcra,
+/// token_bucket and leaky_bucket. The others admit up to rate.count.
+bool algorithm_has_burst(Algorithm algorithm) noexcept;
+
+/// The spec as add_policy() registers it and policies() reports it: burst 0
+/// resolved to rate.count, the period of a concurrency limit cleared. Throws
+/// Error(kInvalidArgument) with a one-line printable message naming the
+/// policy when add_policy() would refuse it: a name that is not 1..31 of
+/// [A-Za-z0-9_.:-] (the offending byte shown escaped, e.g. \xc3), no rate,
+/// a field the algorithm does not use, or parameters out of the algorithm's
+/// range. What depends on a segment (Options::log_entries) is checked by
+/// add_policy() only. Thread-safe (a pure function).
+PolicySpec normalize_policy_spec(const PolicySpec& spec);
 
 /// Index of a registered policy; valid for the life of the segment.
 struct PolicyId {
@@ -182,7 +208,9 @@ struct Options {
   /// POSIX shm name: "/" then 1..200 bytes of [A-Za-z0-9_.-]. Required.
   std::string name;
   /// Number of bucket slots; rounded up to a power of two. Default 65536.
-  /// Only used when creating; an open checks it when non-zero.
+  /// Used when creating, where 0 is refused (Error kInvalidArgument, and no
+  /// file is left); an open checks it when non-zero (0: any capacity, so
+  /// open_or_create with 0 opens an existing segment but creates none).
   std::uint32_t capacity = 65536;
   /// Permission bits of a created segment, applied despite the umask. Default 0600.
   mode_t mode = 0600;

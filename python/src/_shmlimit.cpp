@@ -11,7 +11,10 @@
 //     the library reports as Nanos::max() ("never": cost above the capacity)
 //     is float('inf') in seconds and 2**63-1 in ns.
 //   * Keys are str (encoded as UTF-8) or bytes; they are copied before the
-//     GIL is released.
+//     GIL is released. Keys read back are bytes; policy names, check
+//     problems and error messages read back are str decoded with
+//     backslashreplace (common.hpp's text()): a segment holding any bytes
+//     never makes a read raise UnicodeDecodeError.
 //   * shmlimit::Error becomes the shmlimit.Error subclass of its ErrorCode
 //     (python/shmlimit/errors.py), with .code set; std::invalid_argument and
 //     friends keep pybind11's usual mapping.
@@ -65,6 +68,8 @@ using shmlimit_python::kNoPolicy;
 using shmlimit_python::PolicyArg;
 using shmlimit_python::rate_from;
 using shmlimit_python::seconds;
+using shmlimit_python::text;
+using shmlimit_python::texts;
 using shmlimit_python::unknown_policy;
 
 // ---- conversions ------------------------------------------------------------
@@ -187,12 +192,12 @@ std::optional<shmlimit::PolicyId> optional_policy(const PyLimiter& self,
 }
 
 py::dict check_dict(const shmlimit::CheckReport& r) {
-  return py::dict("clean"_a = r.clean(), "problems"_a = r.problems, "repaired"_a = r.repaired,
+  return py::dict("clean"_a = r.clean(), "problems"_a = texts(r.problems), "repaired"_a = r.repaired,
                   "live"_a = r.live, "in_progress"_a = r.in_progress);
 }
 
 py::dict policy_dict(const shmlimit::PolicySpec& s) {
-  return py::dict("name"_a = s.name, "algorithm"_a = std::string(shmlimit::to_string(s.algorithm)),
+  return py::dict("name"_a = text(s.name), "algorithm"_a = std::string(shmlimit::to_string(s.algorithm)),
                   "rate"_a = shmlimit::format_rate(s.rate), "rate_count"_a = s.rate.count,
                   "rate_period"_a = seconds(s.rate.period), "burst"_a = s.burst,
                   "on_full"_a = on_full_name(s.on_full),
@@ -207,7 +212,9 @@ void translate(std::exception_ptr p) {
   } catch (const shmlimit::Error& e) {
     py::object cls =
         py::module_::import("shmlimit.errors").attr("error_class")(static_cast<int>(e.code()));
-    PyErr_SetString(cls.ptr(), e.what());
+    // Messages quote input and segment bytes: never let decoding them fail
+    // (an undecodable message used to arrive as an empty one).
+    PyErr_SetObject(cls.ptr(), text(e.what()).ptr());
   }
 }
 
@@ -574,7 +581,7 @@ PYBIND11_MODULE(_shmlimit, m) {
                 without_gil(self, [](const shmlimit::Limiter& l) { return l.dump(); });
             py::list out;
             for (const auto& b : rows) {
-              out.append(py::dict("slot"_a = b.slot, "policy"_a = b.policy,
+              out.append(py::dict("slot"_a = b.slot, "policy"_a = text(b.policy),
                                   "key"_a = py::bytes(b.key), "state"_a = b.state, "now"_a = b.now,
                                   "admitted"_a = b.admitted, "denied"_a = b.denied));
             }
@@ -601,7 +608,7 @@ PYBIND11_MODULE(_shmlimit, m) {
             for (const auto& d : r.denials) {
               rows.append(py::dict(
                   "cursor"_a = d.cursor, "at"_a = seconds(d.at), "unix_ns"_a = d.unix_ns,
-                  "policy"_a = d.policy, "key"_a = py::bytes(d.key), "key_length"_a = d.key_length,
+                  "policy"_a = text(d.policy), "key"_a = py::bytes(d.key), "key_length"_a = d.key_length,
                   "cost"_a = d.cost, "retry_after"_a = seconds(d.retry_after),
                   "reason"_a = std::string(shmlimit::to_string(d.reason)), "pid"_a = d.pid));
             }
@@ -615,9 +622,9 @@ PYBIND11_MODULE(_shmlimit, m) {
           [](const PyLimiter& self, const std::optional<PolicyArg>& policy,
              const std::optional<std::string>& key) {
             const auto id = optional_policy(self, policy, "export_state");
-            return without_gil(self, [&](const shmlimit::Limiter& l) {
+            return text(without_gil(self, [&](const shmlimit::Limiter& l) {
               return key ? l.export_state(id, std::string_view(*key)) : l.export_state(id);
-            });
+            }));
           },
           "policy"_a = py::none(), "key"_a = py::none(),
           "The live buckets as a JSON document (doc/state-format.md), optionally of one policy "

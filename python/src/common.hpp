@@ -5,6 +5,8 @@
 //     integer nanoseconds; Nanos::max() ("never") is float('inf').
 //   * A policy spec is built from the same Python arguments everywhere
 //     (policy_spec), and so is a list of requests (parse_requests).
+//   * Text from a segment or a message is decoded with backslashreplace
+//     (text()): reading never raises an encoding error.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -15,6 +17,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -30,6 +33,24 @@ using PolicyArg = std::variant<shmlimit::PolicyId, std::string>;
 
 /// The id given for a name that is not registered: no policy has it.
 inline constexpr shmlimit::PolicyId kNoPolicy{std::numeric_limits<std::uint32_t>::max()};
+
+/// Text read from a segment or from a library message (policy names,
+/// problems that quote keys, error messages) as a str. Such text holds
+/// whatever bytes the segment holds: bytes that are not UTF-8 become \xNN
+/// (Python's "backslashreplace"), so reading never raises
+/// UnicodeDecodeError. Keys themselves cross as bytes.
+inline py::str text(std::string_view s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+  if (o == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+/// A list of such texts.
+inline py::list texts(const std::vector<std::string>& items) {
+  py::list out;
+  for (const auto& s : items) out.append(text(s));
+  return out;
+}
 
 inline double seconds(shmlimit::Nanos ns) {
   if (ns == shmlimit::Nanos::max()) return std::numeric_limits<double>::infinity();

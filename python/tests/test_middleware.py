@@ -126,6 +126,16 @@ def test_dry_run_reports_but_never_refuses(site):
     assert all("Retry-After" not in r and "RateLimit" not in r for r in responses)
 
 
+def test_cost_that_can_never_fit_is_refused_without_retry_after(site):
+    # A COST above the rate's count can never fit: 429, but no Retry-After
+    # (it was "Retry-After: 9223372037").
+    client = site({"SCOPE": "pages", "RATE": "2/hour", "COST": 3})
+    refused = client.get("/plain")
+    assert refused.status_code == 429
+    assert "Retry-After" not in refused
+    assert "9223372037" not in str(refused.items())
+
+
 def test_internal_error_fails_open_with_one_log_line(site, caplog):
     conf.registry.last_log = 0.0
     client = site({"SCOPE": "pages", "RATE": "1/hour"})

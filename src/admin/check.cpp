@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "limiter/limiter_impl.hpp"
+#include "limiter/policy_spec.hpp"
 
 namespace shmlimit {
 
@@ -29,7 +30,13 @@ CheckReport Limiter::check(bool repair) {
     PolicySnapshot p;
     if (!m.load_policy(i, &p)) break;
     ++registered;
-    if (!p.retired && !p.valid) r.problems.push_back("policy " + std::to_string(i) + " (\"" + m.policy_name(i) + "\"): corrupt parameters");
+    // Names are quoted escaped: a corrupt one may hold any bytes (\xff).
+    const std::string name = m.policy_name(i);
+    const std::string label = "policy " + std::to_string(i) + " (\"" + detail::escape_bytes(name) + "\"): ";
+    if (const std::string bad = detail::policy_name_problem(name); !bad.empty()) {
+      r.problems.push_back(label + "invalid name: " + bad);
+    }
+    if (!p.retired && !p.valid) r.problems.push_back(label + "corrupt parameters");
   }
   const bool may_repair = repair && !m.seg->read_only();
   // Two live entries with one name: a replacement killed between

@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "algorithms/algorithms.hpp"
-#include "algorithms/gcra.hpp"
+#include "limiter/policy_spec.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
 
@@ -98,57 +98,16 @@ bool is_blank(std::string_view s) {
 }
 
 // ---------------------------------------------------------------------------
-// Policy specs: the checks Limiter::add_policy makes, made before anything
-// is written so that a config is applied all or nothing.
-
-bool windowed(Algorithm a) {
-  return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow ||
-         a == Algorithm::kQuietPeriod || a == Algorithm::kSlidingLog || a == Algorithm::kConcurrency;
-}
-
-// Why `name` is not a valid policy name (empty when it is). The same rule
-// as Limiter::add_policy: 1..31 of [A-Za-z0-9_.:-].
-std::string policy_name_problem(std::string_view name) {
-  if (name.empty()) return "it is empty";
-  if (name.size() >= detail::kPolicyNameBytes) return "it is longer than 31 characters";
-  for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == ':' || c == '-';
-    if (!ok) return std::string("character '") + c + "' is not one of A-Z a-z 0-9 _ . : -";
-  }
-  return {};
-}
-
-// The spec as add_policy stores it (and policies() returns it): burst 0
-// means the rate's count, and window algorithms have no separate burst.
-// Keep in step with Limiter::Impl::add_policy.
-PolicySpec normalized(PolicySpec spec) {
-  if (spec.algorithm == Algorithm::kConcurrency) spec.rate.period = Nanos(0);
-  if (spec.algorithm != Algorithm::kSlidingLog) spec.wait = LogWait::kExact;
-  if (spec.burst == 0 || windowed(spec.algorithm)) spec.burst = spec.rate.count;
-  return spec;
-}
+// Policy specs: checked by the one validator Limiter::add_policy uses
+// (normalize_policy_spec, src/limiter/policy_spec.cpp), before anything is
+// written so that a config is applied all or nothing.
 
 // Why add_policy would refuse `spec` (empty when it would accept it).
-std::string spec_problem(const PolicySpec& raw) {
-  if (std::string why = policy_name_problem(raw.name); !why.empty()) {
-    return "invalid policy name \"" + raw.name + "\": " + why;
-  }
-  if (raw.on_full != OnFull::kAllow && raw.on_full != OnFull::kDeny) {
-    return "policy \"" + raw.name + "\": on_full must be allow or deny";
-  }
-  if (raw.rate.count == 0 || (raw.rate.period.count() <= 0 && raw.algorithm != Algorithm::kConcurrency)) {
-    return "policy \"" + raw.name + "\": the rate needs a count >= 1 and a period > 0";
-  }
-  const PolicySpec spec = normalized(raw);
-  const auto period = static_cast<u64>(spec.rate.period.count());
-  const char* why = "unknown algorithm";
-  if (!detail::algo_params_valid(
-          detail::AlgoParams{spec.algorithm, spec.rate.count, period, spec.burst,
-                             detail::gcra_emission(spec.rate.count, period), spec.wait},
-          &why)) {
-    return "policy \"" + spec.name + "\" (" + std::string(to_string(spec.algorithm)) + ", " +
-           format_rate(spec.rate) + ", burst " + std::to_string(spec.burst) + "): " + why;
+std::string spec_problem(const PolicySpec& spec) {
+  try {
+    (void)normalize_policy_spec(spec);
+  } catch (const Error& e) {
+    return e.what();
   }
   return {};
 }
@@ -492,9 +451,9 @@ class Parser {
                              "], found " + type_name(node.type()));
     }
     const toml::table& t = *tp;
-    if (const std::string why = policy_name_problem(name); !why.empty()) {
-      fail(key.source(),
-           "invalid policy name \"" + name + "\" in [policies." + toml_key(name) + "]: " + why);
+    if (const std::string why = detail::policy_name_problem(name); !why.empty()) {
+      fail(key.source(), "invalid policy name \"" + detail::escape_bytes(name) + "\" in [policies." +
+                             toml_key(name) + "]: " + why);
     }
 
     const toml::node* algorithm = nullptr;
@@ -632,7 +591,7 @@ class Parser {
     }
     if (const toml::node* b = burst != nullptr ? burst : max_tokens) {
       const std::string key_name = burst != nullptr ? "burst" : "max_tokens";
-      if (windowed(base.algorithm)) {
+      if (!algorithm_has_burst(base.algorithm)) {
         fail(b->source(), label + ": " + key_name + " does not apply to " + algo_name +
                               " (its capacity is the rate's count)");
       }
@@ -658,7 +617,7 @@ class Parser {
       PolicySpec s = base;
       s.name = member_name(name, i + 1);
       s.rate = rates[i];
-      if (const std::string why = policy_name_problem(s.name); !why.empty()) {
+      if (const std::string why = detail::policy_name_problem(s.name); !why.empty()) {
         fail(key.source(), label + " has " + std::to_string(rates.size()) + " rates, so its " +
                                std::to_string(i + 1) + ordinal_suffix(i + 1) + " is named \"" +
                                s.name + "\": " + why);
@@ -801,7 +760,7 @@ Limiter open_config(const Config& config, bool replace) {
     if (const std::string why = spec_problem(s); !why.empty()) invalid(source + ": " + why);
     if (!names.insert(s.name).second)
       invalid(source + ": policy \"" + s.name + "\" is given twice");
-    specs.push_back(normalized(s));
+    specs.push_back(normalize_policy_spec(s));
   }
 
   // 2. The segment.

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "limiter/limiter_impl.hpp"
+#include "limiter/policy_spec.hpp"
 
 // Replacing a policy (Limiter::replace_policy; doc/algorithms.md, "Replacing
 // a policy"). A bucket's state is read under whatever parameters its slot's
@@ -42,23 +43,6 @@ using detail::AtomicU64;
 using detail::u64;
 
 using detail::PolicySnapshot;
-
-namespace {
-
-void check_policy_name(const std::string& name) {
-  const auto bad = [&](const std::string& why) {
-    throw Error(ErrorCode::kInvalidArgument, "invalid policy name \"" + name + "\": " + why);
-  };
-  if (name.empty()) bad("it is empty");
-  if (name.size() >= detail::kPolicyNameBytes) bad("it is longer than 31 characters");
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '.' || c == ':' || c == '-';
-    if (!ok) bad(std::string("character '") + c + "' is not one of A-Z a-z 0-9 _ . : -");
-  }
-}
-
-}  // namespace
 
 std::string Limiter::Impl::policy_name(std::uint32_t index) const {
   char buf[detail::kPolicyNameBytes + 1] = {};
@@ -149,17 +133,8 @@ PolicySpec Limiter::Impl::spec_of(std::uint32_t index, const PolicySnapshot& p) 
 }
 
 PolicyReplacement Limiter::Impl::add_policy(PolicySpec spec, bool replace) {
-  check_policy_name(spec.name);
+  spec = normalize_policy_spec(spec);  // the one check of a spec (policy_spec.cpp)
   if (seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot add a policy through a read-only handle");
-  if (spec.on_full != OnFull::kAllow && spec.on_full != OnFull::kDeny) {
-    throw Error(ErrorCode::kInvalidArgument, "on_full must be allow or deny");
-  }
-  // A concurrency limit has no period: only rate.count (the limit) counts.
-  if (spec.algorithm == Algorithm::kConcurrency) spec.rate.period = Nanos(0);
-  if (spec.algorithm != Algorithm::kSlidingLog) spec.wait = LogWait::kExact;
-  if (spec.rate.count == 0 || (spec.rate.period.count() <= 0 && spec.algorithm != Algorithm::kConcurrency)) {
-    throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\": the rate needs a count >= 1 and a period > 0");
-  }
   if (spec.algorithm == Algorithm::kSlidingLog && spec.rate.count > log_entries) {
     throw Error(ErrorCode::kInvalidArgument,
                 "policy \"" + spec.name + "\" (sliding_log, " + format_rate(spec.rate) + ") keeps " +
@@ -167,21 +142,7 @@ PolicyReplacement Limiter::Impl::add_policy(PolicySpec spec, bool replace) {
                     std::to_string(log_entries) + ": create the segment with log_entries >= " +
                     std::to_string(spec.rate.count) + " (Options::log_entries, or [segment] log_entries in the config)");
   }
-  // Window algorithms have no separate burst: their capacity is the count.
-  const bool windowed = spec.algorithm == Algorithm::kFixedWindow || spec.algorithm == Algorithm::kSlidingWindow ||
-                        spec.algorithm == Algorithm::kQuietPeriod || spec.algorithm == Algorithm::kSlidingLog ||
-                        spec.algorithm == Algorithm::kConcurrency;
-  if (spec.burst == 0 || windowed) spec.burst = spec.rate.count;
   const u64 emission = detail::gcra_emission(spec.rate.count, static_cast<u64>(spec.rate.period.count()));
-  const char* why = "unknown algorithm";
-  if (!detail::algo_params_valid(
-          detail::AlgoParams{spec.algorithm, spec.rate.count, static_cast<u64>(spec.rate.period.count()), spec.burst,
-                             emission, spec.wait},
-          &why)) {
-    throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\" (" + std::string(to_string(spec.algorithm)) +
-                                                 ", " + format_rate(spec.rate) + ", burst " +
-                                                 std::to_string(spec.burst) + "): " + why);
-  }
   AdminGuard guard(*this);
   retire_orphans();
   const auto publish = [&](std::uint32_t i) {

@@ -380,6 +380,14 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
   check_name(options.name);
   check_options(options);
   if (mode != Mode::kOpen) check_create_mode(options);  // open() never uses the mode
+  // Capacity 0 means "any" to an open; a segment to create needs a size
+  // (0 once silently became 65536). open_or_create(0) may still open.
+  const auto no_capacity = [&] {
+    return Error(ErrorCode::kInvalidArgument, "cannot create " + quoted(options.name) +
+                                                  " with capacity 0: a new segment needs at least 1 slot "
+                                                  "(Options::capacity 0 means any capacity to an open only)");
+  };
+  if (mode == Mode::kCreate && options.capacity == 0) throw no_capacity();
   const std::string& name = options.name;
   auto seg = std::make_unique<Segment>();
   seg->name_ = name;
@@ -406,7 +414,11 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
         // It exists: fall through and open it.
       }
       if (we_create) {
-        const std::uint32_t capacity = round_up_pow2(options.capacity == 0 ? 65536 : options.capacity);
+        if (options.capacity == 0) {
+          bip::shared_memory_object::remove(name.c_str());
+          throw no_capacity();
+        }
+        const std::uint32_t capacity = round_up_pow2(options.capacity);
         const Geometry g =
             Geometry::compute(capacity, options.slot_bytes, std::min(options.max_probe, capacity), options.log_entries);
         // Until kInitReady is published the file is ours alone: any failure

@@ -19,6 +19,11 @@ constexpr std::uint64_t sf_integer(std::uint64_t v) noexcept { return std::min(v
 
 constexpr std::int64_t kNanosPerSecond = 1'000'000'000;
 
+/// A wait that no amount of time ends: a cost above the capacity
+/// (Reason::kCostTooHigh reports retry_after = Nanos::max()). It is never
+/// sent as a number of seconds (that would be "Retry-After: 9223372037").
+constexpr bool never(Nanos wait) noexcept { return wait == Nanos::max(); }
+
 /// Writes a header block into a span, counting the bytes it needs even
 /// when they do not fit.
 class BufferSink {
@@ -151,7 +156,7 @@ std::int64_t drf_ceil(Nanos wait) noexcept {
 template <class Sink>
 void generate_drf_detail(Sink& sink, std::optional<Nanos> wait) {
   sink.append("Request was throttled.");
-  if (!wait) return;
+  if (!wait || never(*wait)) return;
   const std::int64_t n = drf_ceil(*wait);
   char buf[24];
   const auto r = std::to_chars(buf, buf + sizeof buf, n);
@@ -186,7 +191,9 @@ HttpVerdict http_verdict(const Decision& decision, const HttpOptions& options) n
     v.status =
         options.refuse_status >= 400 && options.refuse_status <= 599 ? options.refuse_status : 429;
   }
-  if (v.would_refuse) v.retry_after_s = ceil_seconds(decision.retry_after);
+  if (v.would_refuse && decision.reason != Reason::kCostTooHigh && !never(decision.retry_after)) {
+    v.retry_after_s = ceil_seconds(decision.retry_after);
+  }
   return v;
 }
 
