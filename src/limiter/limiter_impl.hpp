@@ -7,6 +7,7 @@
 //   log_apply.cpp    the exact sliding log's shared-memory protocol
 //   lease.cpp        concurrency leases (with the Leases protocol, lease.hpp)
 //   multi_limit.cpp  acquire_many: all or nothing, with rollback
+//   counters.cpp     exact per-policy totals: per-thread counter blocks
 //   src/admin/       stats, dump, check, recent denials, import
 // The policy cache, the fallback decision and the denial hook are defined
 // here, inline: every decision runs them.
@@ -33,6 +34,7 @@
 #include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
 #include "algorithms/sliding_log.hpp"
+#include "limiter/counters.hpp"
 #include "limiter/lease.hpp"
 #include "segment/layout.hpp"
 #include "segment/process.hpp"
@@ -99,6 +101,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   using PolicySnapshot = detail::PolicySnapshot;
 
   std::unique_ptr<detail::Segment> seg;
+  // Exact per-policy totals (counters.hpp). Declared after `seg`, so it is
+  // destroyed (its blocks freed) before the segment is unmapped.
+  detail::CounterBlocks counters;
   detail::Table table;
   detail::PolicyEntry* policy_table;
   detail::ProcessEntry* process_table;
@@ -121,6 +126,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   explicit Impl(std::unique_ptr<detail::Segment> s, const Options& o)
       : seg(std::move(s)),
+        counters(seg->base(), seg->geometry(), seg->read_only()),
         table(seg->base() + seg->geometry().slot_offset, seg->geometry()),
         policy_table(reinterpret_cast<detail::PolicyEntry*>(seg->base() + seg->geometry().policy_offset)),
         process_table(reinterpret_cast<detail::ProcessEntry*>(seg->base() + seg->geometry().process_offset)),
@@ -261,6 +267,16 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     return d;
   }
 
+  // Counts one decision of an acquire or a lease in the exact per-policy
+  // totals (counters.hpp) and records a denial in the ring. An admitted
+  // decision pays a load and a store in this thread's own counter block.
+  [[gnu::always_inline]] void counted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
+                                      const Decision& d) noexcept {
+    if (d.reason == Reason::kUnknownPolicy) [[unlikely]] return;  // no policy to count it for
+    counters.add(policy, d.allowed);
+    if (!d.allowed) [[unlikely]] noted(policy, key, cost, now, d);
+  }
+
   // ---- decisions ----------------------------------------------------------
   static Decision unknown_policy() noexcept {
     Decision d;
@@ -360,6 +376,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   Decision acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept;
   Decision uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
                      Decision combined) noexcept;
+  void slot_denied(std::uint32_t policy, std::string_view key) noexcept;
 
   std::int64_t now() const noexcept { return detail::monotonic_ns() - epoch; }
 
