@@ -252,7 +252,7 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std:
   fp = (hash >> 48) & 0xFFFF;
 }
 
-inline bool Table::key_equal(std::uint32_t index, const PackedKey& key) const noexcept {
+[[gnu::always_inline]] inline bool Table::key_equal(std::uint32_t index, const PackedKey& key) const noexcept {
   const AtomicU64* kw = key_words(index);
   // Relaxed: the caller validates the whole read by re-reading meta after
   // an acquire fence (seqlock read, invariant 1).
@@ -262,7 +262,7 @@ inline bool Table::key_equal(std::uint32_t index, const PackedKey& key) const no
   return true;
 }
 
-inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta, const PackedKey& key,
+[[gnu::always_inline]] inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta, const PackedKey& key,
                           SlotRef* out) const noexcept {
   if (Meta::state(meta) != kLive || Meta::identity(meta) != identity_of(key)) return Match::kNo;
   SlotHead& h = head(index);
@@ -281,7 +281,7 @@ inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta, const 
   return Match::kYes;
 }
 
-inline bool Table::find(const PackedKey& key, SlotRef* out) const noexcept {
+[[gnu::always_inline]] inline bool Table::find(const PackedKey& key, SlotRef* out) const noexcept {
   const std::uint32_t home_index = home(key.hash);
   for (std::uint32_t d = 0; d < max_probe_; ++d) {
     const std::uint32_t i = (home_index + d) & mask_;
