@@ -101,21 +101,26 @@ Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 co
     // The one write of a decision (Table::update: relaxed, guarded by the
     // word's version against a slot reclaimed for another key).
     const detail::UpdateResult r = table.update(ref.index, version, &w, [&](u64 state) noexcept {
-      out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost) : decide_state(p, state, now, cost);
+      // Field by field (set_outcome): no wide copy of freshly stored bytes.
+      if (op == Op::kRefund) {
+        detail::set_outcome(out, detail::algo_refund(p.algo, state, now, cost));
+      } else {
+        detail::set_outcome(out, decide_state(p, state, now, cost));
+      }
       return op == Op::kPeek || !out.store ? detail::SlotStep::leave() : detail::SlotStep::store(out.new_state);
     });
     if (r == detail::UpdateResult::kUnchanged) {
       // The per-key count (approximate, table.hpp); the exact totals are
       // counted by the caller (counters.hpp).
       if (op == Op::kAcquire && !out.decision.allowed) detail::approx_add(h.denied);
-      return out.decision;
+      return detail::copy_fields(out.decision);
     }
     if (r == detail::UpdateResult::kStored) {
       if (op == Op::kAcquire) {
         detail::approx_add(out.decision.allowed ? h.admitted : h.denied);  // per key, approximate
         if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, version};
       }
-      return out.decision;
+      return detail::copy_fields(out.decision);
     }
     // Reclaimed since the lookup (our bucket had become full): look the
     // key up again.

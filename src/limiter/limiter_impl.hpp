@@ -83,6 +83,27 @@ struct PolicySnapshot {
   }
 };
 
+// Copies a Decision field by field. A whole-struct copy of a Decision whose
+// one-byte fields (allowed, reason) were just stored reads them back with
+// 16-byte loads, which cannot be forwarded from the narrow stores: a
+// store-forwarding stall of about 10 ns per copy on the hot path (seen in
+// perf annotate of apply). Field by field, each load matches its store.
+[[gnu::always_inline]] inline Decision copy_fields(const Decision& from) noexcept {
+  Decision to;
+  to.allowed = from.allowed;
+  to.limit = from.limit;
+  to.remaining = from.remaining;
+  to.retry_after = from.retry_after;
+  to.reset_after = from.reset_after;
+  to.reason = from.reason;
+  return to;
+}
+[[gnu::always_inline]] inline void set_outcome(detail::AlgoOutcome& to, const detail::AlgoOutcome& from) noexcept {
+  to.decision = copy_fields(from.decision);
+  to.store = from.store;
+  to.new_state = from.new_state;
+}
+
 // One decision on a state; GCRA, the hot default, is inlined.
 [[gnu::always_inline]] inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state, std::int64_t now,
                                                                u64 cost) noexcept {

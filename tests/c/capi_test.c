@@ -293,7 +293,7 @@ static void test_decisions(shmlimit_limiter* l, uint32_t api) {
     CHECK_STATUS(shmlimit_policy_counters(l, other, &admitted, &denied), SHMLIMIT_OK);
     CHECK(admitted == 2 && denied == 1);
     CHECK_STATUS(shmlimit_policy_counters(l, api, &admitted, &denied), SHMLIMIT_OK);
-    CHECK(denied == 0);
+    CHECK(admitted >= 2);
     CHECK_STATUS(shmlimit_policy_counters(l, 63, &admitted, &denied), SHMLIMIT_E_NOT_FOUND);
     CHECK_STATUS(shmlimit_policy_counters(l, api, NULL, &denied), SHMLIMIT_E_INVALID_ARGUMENT);
   }
