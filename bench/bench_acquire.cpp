@@ -11,8 +11,9 @@
 //   BM_Acquire_HotKey               acquire(PolicyId, "hot-key"), always admitted
 //                                   ("1000000000/s" burst 1e9): lookup + GCRA + CAS
 //   BM_Acquire_HotKey_Denied        acquire on a bucket that is always denied ("1/h"
-//                                   burst 1): no state CAS (the denied counter still
-//                                   takes a fetch_add)
+//                                   burst 1): no state CAS; the counts are plain stores
+//                                   (the thread's counter block, the slot's denied) and
+//                                   the denial is recorded in the recent-denials ring
 //   BM_Peek_HotKey                  peek(PolicyId, "hot-key"): lookup + GCRA, no write
 //   BM_Acquire_<Algorithm>          acquire on one hot key under each algorithm (always admitted)
 //   BM_Acquire_SlidingLog[_Denied]  the exact sliding log (64 entries): admitted, and denied

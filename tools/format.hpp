@@ -387,6 +387,10 @@ inline Json stats_json(std::string_view name, const Stats& s,
   j["admitted"] = s.admitted;
   j["denied"] = s.denied;
   j["processes"] = s.processes;
+  // Exact per-policy totals (Limiter::counters()), by policy name.
+  Json counters = Json::object();
+  for (const PolicyCounters& c : s.policies) counters[c.policy] = {{"admitted", c.admitted}, {"denied", c.denied}};
+  j["policy_counters"] = std::move(counters);
   j["policies"] = policies_json(policies);
   return j;
 }
@@ -426,7 +430,16 @@ inline std::string render_stats(std::string_view name, const Stats& s,
     fields.emplace_back("policies", "none");
     return render_fields(fields);
   }
-  return render_fields(fields) + "policies:\n" + render_policies(policies, color, "  ");
+  std::string out = render_fields(fields) + "policies:\n" + render_policies(policies, color, "  ");
+  // The exact totals per policy (Limiter::counters()).
+  Table t;
+  t.headers = {"POLICY", "ADMITTED", "DENIED"};
+  t.right = {false, true, true};
+  for (const PolicyCounters& c : s.policies) {
+    t.rows.push_back({escape_bytes(c.policy), std::to_string(c.admitted), std::to_string(c.denied)});
+  }
+  if (!t.rows.empty()) out += "decisions:\n" + render_table(t, color, "  ");
+  return out;
 }
 
 // ---------------------------------------------------------------------------

@@ -253,24 +253,28 @@ struct PolicyTotals {
   std::uint64_t limited = 0;
 };
 
-/// Per policy name, from one dump; every registered policy appears, even
-/// with no buckets, so its series exist from the first scrape.
-inline std::map<std::string, PolicyTotals> policy_totals(const std::vector<PolicyView>& policies,
+/// Per policy name: buckets and limited buckets from one dump, admitted and
+/// denied from the exact totals (Limiter::counters(), which never decrease:
+/// a reclaimed or reset bucket takes nothing away from them). Every
+/// registered policy appears, even with no buckets, so its series exist
+/// from the first scrape.
+inline std::map<std::string, PolicyTotals> policy_totals(const std::vector<PolicyCounters>& counters,
                                                          const std::vector<BucketRow>& rows) {
   std::map<std::string, PolicyTotals> totals;
-  for (const auto& p : policies) totals[p.spec.name];
+  for (const auto& c : counters) {
+    PolicyTotals& t = totals[c.policy];
+    t.admitted = c.admitted;
+    t.denied = c.denied;
+  }
   for (const auto& r : rows) {
     PolicyTotals& t = totals[r.policy];
     ++t.buckets;
-    t.admitted += r.admitted;
-    t.denied += r.denied;
     if (r.state == "limited") ++t.limited;
   }
   return totals;
 }
 
 inline std::string render_metrics(std::string_view segment, const Stats& s,
-                                  const std::vector<PolicyView>& policies,
                                   const std::vector<BucketRow>& rows) {
   const std::string seg = fmt::format("segment=\"{}\"", prom_label(segment));
   std::string out;
@@ -306,7 +310,7 @@ inline std::string render_metrics(std::string_view segment, const Stats& s,
       "Decisions that waited too long for a claimer and applied on_full.", d(s.contended_events));
   one("repairs_total", "counter", "Half-done claims of dead processes repaired.", d(s.repairs));
 
-  const auto totals = policy_totals(policies, rows);
+  const auto totals = policy_totals(s.policies, rows);
   const auto per_policy = [&](std::string_view name, std::string_view type, std::string_view help,
                               auto field) {
     family(name, type, help);
@@ -318,10 +322,11 @@ inline std::string render_metrics(std::string_view segment, const Stats& s,
   per_policy("policy_buckets", "gauge", "Live buckets of the policy.",
              [](const PolicyTotals& t) { return t.buckets; });
   per_policy("policy_admitted_total", "counter",
-             "Admitted decisions, summed over the policy's live buckets.",
+             "Admitted decisions of the policy since the segment was created (exact; never decreases).",
              [](const PolicyTotals& t) { return t.admitted; });
   per_policy("policy_denied_total", "counter",
-             "Denied decisions, summed over the policy's live buckets.",
+             "Denied decisions of the policy since the segment was created, each refusing limit of a "
+             "multi-limit request included (exact; never decreases).",
              [](const PolicyTotals& t) { return t.denied; });
   per_policy("policy_limited_buckets", "gauge", "Live buckets of the policy that are limited now.",
              [](const PolicyTotals& t) { return t.limited; });
@@ -331,18 +336,16 @@ inline std::string render_metrics(std::string_view segment, const Stats& s,
 /// `shmlimit metrics NAME`.
 inline void print_metrics(const Limiter& limiter) {
   const Stats s = limiter.stats();
-  const std::vector<PolicyView> policies = limiter.policies();
   const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
-  write_stdout(render_metrics(limiter.name(), s, policies, rows));
+  write_stdout(render_metrics(limiter.name(), s, rows));
 }
 
 // ---------------------------------------------------------------------------
 // `shmlimit watch`
 
-/// Per-(policy, key) counters of one dump, and the denials recorded in the
-/// ring since the previous snapshot.
+/// Per-policy buckets and exact totals, and the denials recorded in the ring
+/// since the previous snapshot.
 struct WatchSnapshot {
-  std::map<std::pair<std::string, std::string>, std::pair<std::uint64_t, std::uint64_t>> counters;
   std::map<std::string, PolicyTotals> policies;
   std::chrono::steady_clock::time_point taken;
   RecentDenials denials;  // since the previous snapshot's cursor
@@ -353,19 +356,15 @@ struct WatchSnapshot {
 inline WatchSnapshot watch_snapshot(const Limiter& limiter, std::uint64_t cursor) {
   WatchSnapshot s;
   s.denials = limiter.recent_denials(cursor);
-  const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
+  const std::vector<PolicyCounters> counters = limiter.counters();
   s.taken = std::chrono::steady_clock::now();
-  s.policies = policy_totals(limiter.policies(), rows);
-  for (const auto& r : rows) {
-    auto& c = s.counters[{r.policy, r.key}];
-    c.first += r.admitted;
-    c.second += r.denied;
-  }
+  s.policies = policy_totals(counters, bucket_rows(limiter.dump()));
   return s;
 }
 
-/// Growth of a counter between snapshots. A counter that went down was
-/// reset or its slot reclaimed and reused: count it from zero.
+/// Growth of a total between snapshots: totals never decrease, so the
+/// guard only matters for a segment that was removed and created again
+/// under the same name while watched.
 inline std::uint64_t counter_growth(std::uint64_t before, std::uint64_t now) {
   return now >= before ? now - before : now;
 }
@@ -379,12 +378,12 @@ inline std::string render_watch(std::string_view segment, const WatchSnapshot& p
     std::uint64_t denials = 0;
   };
   std::map<std::string, Delta> per_policy;
-  for (const auto& [id, c] : cur.counters) {
-    std::pair<std::uint64_t, std::uint64_t> before{0, 0};
-    if (const auto it = prev.counters.find(id); it != prev.counters.end()) before = it->second;
-    const std::uint64_t a = counter_growth(before.first, c.first);
-    const std::uint64_t dn = counter_growth(before.second, c.second);
-    Delta& d = per_policy[id.first];
+  for (const auto& [policy, c] : cur.policies) {
+    PolicyTotals before;
+    if (const auto it = prev.policies.find(policy); it != prev.policies.end()) before = it->second;
+    const std::uint64_t a = counter_growth(before.admitted, c.admitted);
+    const std::uint64_t dn = counter_growth(before.denied, c.denied);
+    Delta& d = per_policy[policy];
     d.decisions += a + dn;
     d.denials += dn;
   }

@@ -227,6 +227,14 @@ SHMLIMIT_C_EXPORT shmlimit_status shmlimit_add_policy(shmlimit_limiter* limiter,
 SHMLIMIT_C_EXPORT shmlimit_status shmlimit_find_policy(const shmlimit_limiter* limiter,
                                                        const char* name, uint32_t* id);
 
+/** The exact totals of policy `id`'s decisions since the segment was
+ *  created (C++ Limiter::counters(): every acquire and lease with cost > 0,
+ *  and each limit that refused a multi-limit request; they never decrease).
+ *  Reads only the segment's counter blocks; never writes. SHMLIMIT_E_NOT_FOUND
+ *  if no policy has that id. */
+SHMLIMIT_C_EXPORT shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter, uint32_t id,
+                                                           uint64_t* admitted, uint64_t* denied);
+
 /** The ids of a policy group: name, then name.2, name.3, ... (a config
  *  policy with a list of rates). Writes up to capacity ids; *count receives
  *  the group's size (0 if name is not registered). If the group has more

@@ -244,6 +244,21 @@ struct Options {
   bool allow_other_users = false;
 };
 
+/// Exact totals of one policy's decisions since the segment was created.
+/// Counted: every acquire (admitted or denied, whatever the reason but
+/// kUnknownPolicy; on_full answers too), every lease with cost > 0, and an
+/// acquire_many as one decision of each of its limits when admitted, and as
+/// one denial of each limit that refused it when refused. Not counted:
+/// peek, refund, cost-0 leases. They never decrease (not even across
+/// reset(), reclaimed buckets or dead processes); a process killed
+/// mid-decision may leave that one decision uncounted.
+struct PolicyCounters {
+  PolicyId id;
+  std::string policy;          ///< the policy's name
+  std::uint64_t admitted = 0;  ///< admitted decisions
+  std::uint64_t denied = 0;    ///< denied decisions
+};
+
 /// Segment-wide facts and counters for `shmlimit stat`.
 struct Stats {
   std::uint32_t layout_version = 0;
@@ -266,9 +281,10 @@ struct Stats {
   std::uint64_t full_events = 0;     ///< decisions that found no slot (all processes)
   std::uint64_t contended_events = 0;
   std::uint64_t repairs = 0;         ///< half-done claims of dead processes repaired
-  std::uint64_t admitted = 0;        ///< sum of per-slot counters of live slots
-  std::uint64_t denied = 0;
+  std::uint64_t admitted = 0;        ///< exact: the sum of every policy's PolicyCounters::admitted
+  std::uint64_t denied = 0;          ///< exact: the sum of every policy's PolicyCounters::denied
   std::uint32_t processes = 0;       ///< process registry entries in use
+  std::vector<PolicyCounters> policies;  ///< every registered policy's totals (Limiter::counters())
 };
 
 /// One live bucket, as the dump shows it.
@@ -283,6 +299,11 @@ struct BucketView {
   /// reset_after = until the bucket is full; reason kCorrupt if the
   /// policy entry is unusable.
   Decision now;
+  /// Decisions on this key since its bucket was claimed. Approximate: each
+  /// is counted with a plain load and store (no locked instruction), so two
+  /// processes deciding on one key at the same instant may lose one count,
+  /// and a bucket reclaimed or reset starts again from 0. The exact totals
+  /// are per policy: Limiter::counters().
   std::uint64_t admitted = 0;
   std::uint64_t denied = 0;
 };
@@ -453,6 +474,11 @@ class Limiter {
 
   /// Counters and occupancy; reads every slot (O(capacity)), never writes.
   Stats stats() const;
+  /// Every registered policy's exact totals (PolicyCounters), in policy
+  /// order. Reads only the segment's counter blocks (512 per policy), never
+  /// the slots, never writes. Each total read is at least the one any
+  /// earlier call returned. Process-safe; lock-free for the writers.
+  std::vector<PolicyCounters> counters() const;
   /// Every live bucket, each row read consistently without blocking writers.
   std::vector<BucketView> dump() const;
   /// Verifies every invariant of the header, the policy table and the slots

@@ -560,6 +560,10 @@ PYBIND11_MODULE(_shmlimit, m) {
           [](const PyLimiter& self) {
             const shmlimit::Stats s =
                 without_gil(self, [](const shmlimit::Limiter& l) { return l.stats(); });
+            py::dict policy_counters;
+            for (const shmlimit::PolicyCounters& c : s.policies) {
+              policy_counters[py::str(c.policy)] = py::dict("admitted"_a = c.admitted, "denied"_a = c.denied);
+            }
             return py::dict(
                 "layout_version"_a = s.layout_version,
                 "layout_fingerprint"_a = s.layout_fingerprint, "capacity"_a = s.capacity,
@@ -571,9 +575,12 @@ PYBIND11_MODULE(_shmlimit, m) {
                 "claiming"_a = s.claiming, "max_probe_length"_a = s.max_probe_length,
                 "mean_probe_length"_a = s.mean_probe_length, "full_events"_a = s.full_events,
                 "contended_events"_a = s.contended_events, "repairs"_a = s.repairs,
-                "admitted"_a = s.admitted, "denied"_a = s.denied, "processes"_a = s.processes);
+                "admitted"_a = s.admitted, "denied"_a = s.denied, "processes"_a = s.processes,
+                "policy_counters"_a = policy_counters);
           },
-          "Segment-wide facts and counters as a dict (durations in seconds); reads every slot.")
+          "Segment-wide facts and counters as a dict (durations in seconds); reads every slot.\n"
+          "admitted and denied are exact totals since creation (they never decrease);\n"
+          "policy_counters maps each policy name to {'admitted': n, 'denied': n}.")
       .def(
           "dump",
           [](const PyLimiter& self) {

@@ -48,8 +48,6 @@ Stats Limiter::stats() const {
           break;
         }
         ++s.used;
-        s.admitted += admitted;
-        s.denied += denied;
         const auto policy = static_cast<std::uint32_t>(detail::Meta::policy(meta));
         if (m.is_full(policy, detail::Word::payload(word), now)) ++s.reclaimable;
         const auto len = std::min<std::uint32_t>(static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
@@ -68,7 +66,37 @@ Stats Limiter::stats() const {
     s.contended_events += e.contended_events.load(std::memory_order_relaxed);
     s.repairs += e.repairs.load(std::memory_order_relaxed);
   }
+  s.policies = counters();
+  for (const PolicyCounters& c : s.policies) {
+    s.admitted += c.admitted;
+    s.denied += c.denied;
+  }
   return s;
+}
+
+std::vector<PolicyCounters> Limiter::counters() const {
+  const Impl& m = *impl_;
+  std::vector<PolicyCounters> out;
+  // One row per name, summing every entry that ever held it: a replacement
+  // that moves a policy to a fresh entry (policies.cpp) leaves its earlier
+  // counts in the retired entry, and entries are never reused, so a name's
+  // sum never decreases across replacements. The row's id is the entry the
+  // name resolves to now.
+  for (std::uint32_t i = 0; i < detail::kMaxPolicies; ++i) {
+    // Acquire: the name was written before the entry's state was published.
+    if (m.policy_table[i].state.load(std::memory_order_acquire) == 0) break;  // entries are filled in order
+    const detail::PolicyTotals t = m.counters.totals(i);
+    std::string name = m.policy_name(i);
+    const auto row = std::find_if(out.begin(), out.end(), [&](const PolicyCounters& c) { return c.policy == name; });
+    if (row != out.end()) {
+      row->admitted += t.admitted;
+      row->denied += t.denied;
+      continue;
+    }
+    const std::optional<std::uint32_t> live = m.find_policy(name);
+    out.push_back(PolicyCounters{PolicyId{live.value_or(i)}, std::move(name), t.admitted, t.denied});
+  }
+  return out;
 }
 
 std::vector<BucketView> Limiter::dump() const {

@@ -70,7 +70,10 @@ struct GcraOutcome {
 /// since the epoch (a negative reading is treated as 0). Readings that
 /// arrive out of order are tolerated: an older `now` than the one that set
 /// TAT only makes the answer more conservative, never refunds time.
-inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in, std::uint64_t cost,
+/// Always inlined: out of line, its Decision comes back through memory and
+/// the caller's wide copy of it stalls on the narrow stores just made
+/// (store forwarding); inlined, the fields stay in registers.
+[[gnu::always_inline]] inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in, std::uint64_t cost,
                                const GcraParams& p) noexcept {
   GcraOutcome out;
   Decision& d = out.decision;

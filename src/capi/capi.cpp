@@ -416,6 +416,23 @@ shmlimit_status shmlimit_add_policy(shmlimit_limiter* limiter, const shmlimit_po
   });
 }
 
+shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter, uint32_t id,
+                                         uint64_t* admitted, uint64_t* denied) {
+  if (limiter == nullptr) return null_argument("shmlimit_policy_counters", "limiter");
+  if (admitted == nullptr) return null_argument("shmlimit_policy_counters", "admitted");
+  if (denied == nullptr) return null_argument("shmlimit_policy_counters", "denied");
+  return guarded("shmlimit_policy_counters", [&] {
+    for (const shmlimit::PolicyCounters& c : limiter->limiter.counters()) {
+      if (c.id.index != id) continue;
+      *admitted = c.admitted;
+      *denied = c.denied;
+      return SHMLIMIT_OK;
+    }
+    return fail(SHMLIMIT_E_NOT_FOUND, "shmlimit_policy_counters: no policy with id " + std::to_string(id) +
+                                          " in " + limiter->limiter.name());
+  });
+}
+
 shmlimit_status shmlimit_find_policy(const shmlimit_limiter* limiter, const char* name,
                                      uint32_t* id) {
   if (limiter == nullptr) return null_argument("shmlimit_find_policy", "limiter");

@@ -101,43 +101,59 @@ Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 co
     // The one write of a decision (Table::update: relaxed, guarded by the
     // word's version against a slot reclaimed for another key).
     const detail::UpdateResult r = table.update(ref.index, version, &w, [&](u64 state) noexcept {
-      out = op == Op::kRefund ? detail::algo_refund(p.algo, state, now, cost) : decide_state(p, state, now, cost);
+      // Field by field (set_outcome): no wide copy of freshly stored bytes.
+      if (op == Op::kRefund) {
+        detail::set_outcome(out, detail::algo_refund(p.algo, state, now, cost));
+      } else {
+        detail::set_outcome(out, decide_state(p, state, now, cost));
+      }
       return op == Op::kPeek || !out.store ? detail::SlotStep::leave() : detail::SlotStep::store(out.new_state);
     });
     if (r == detail::UpdateResult::kUnchanged) {
-      // Relaxed: a statistic.
-      if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);
-      return out.decision;
+      // The per-key count (approximate, table.hpp); the exact totals are
+      // counted by the caller (counters.hpp).
+      if (op == Op::kAcquire && !out.decision.allowed) detail::approx_add(h.denied);
+      return detail::copy_fields(out.decision);
     }
     if (r == detail::UpdateResult::kStored) {
       if (op == Op::kAcquire) {
-        // Relaxed: statistics.
-        (out.decision.allowed ? h.admitted : h.denied).fetch_add(1, std::memory_order_relaxed);
+        detail::approx_add(out.decision.allowed ? h.admitted : h.denied);  // per key, approximate
         if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, version};
       }
-      return out.decision;
+      return detail::copy_fields(out.decision);
     }
     // Reclaimed since the lookup (our bucket had become full): look the
     // key up again.
   }
 }
 
+// The decision is built once, in the caller's return slot (apply's result
+// initialises `d` directly, and `d` is the returned object), and only its
+// byte-sized fields are read back: no copy of a Decision whose narrow
+// fields were just stored (a store-forwarding stall on the way out).
 Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  const std::int64_t now = impl_->now();
-  return impl_->noted(policy.index, key, cost, now,
-                      impl_->apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true));
+  Impl& m = *impl_;
+  const std::int64_t now = m.now();
+  Decision d = m.apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true);
+  m.counted(policy.index, key, cost, now, d);
+  return d;
 }
 
 Decision Limiter::acquire(std::string_view policy, std::string_view key, std::uint64_t cost) noexcept {
-  const auto i = impl_->find_policy(policy);
+  Impl& m = *impl_;
+  const auto i = m.find_policy(policy);
   if (!i) return Impl::unknown_policy();
-  const std::int64_t now = impl_->now();
-  return impl_->noted(*i, key, cost, now, impl_->apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true));
+  const std::int64_t now = m.now();
+  Decision d = m.apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true);
+  m.counted(*i, key, cost, now, d);
+  return d;
 }
 
 Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept {
-  return impl_->noted(policy.index, key, cost, now.count(),
-                      impl_->apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire));
+  Impl& m = *impl_;
+  Decision d = m.apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
+  m.counted(policy.index, key, cost, now.count(), d);
+  return d;
 }
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {

@@ -425,9 +425,14 @@ Lease Limiter::Impl::lease(std::uint32_t policy, std::string_view key, u64 cost)
     out.decision_ = unknown_policy();
   } else {
     out.decision_ = lease_decide(p, policy, key, cost, &out);
-    if (out.held()) return out;
+    if (out.held()) {
+      if (cost > 0) counters.add(policy, true);  // a granted lease is an admitted decision
+      return out;
+    }
   }
-  // A denied lease goes to the recent-denials ring, as a denied acquire.
+  // Counted in the totals (a cost-0 lease is a peek: not counted), and a
+  // denied lease goes to the recent-denials ring, as a denied acquire.
+  if (cost > 0 && out.decision_.reason != Reason::kUnknownPolicy) counters.add(policy, out.decision_.allowed);
   noted(policy, key, cost, now, out.decision_);
   // Fail open (on_full = allow): granted without a record; releasing it gives nothing back.
   if (out.decision_.allowed && out.decision_.reason != Reason::kOk && cost > 0) {
@@ -462,7 +467,7 @@ Decision Limiter::Impl::lease_decide(const PolicySnapshot& p, std::uint32_t poli
     u64 ctl = 0;
     switch (leases.acquire(ref, entry, limit, cost, &record, &ctl, &d)) {
       case detail::Leases::Result::kGranted:
-        h.admitted.fetch_add(1, std::memory_order_relaxed);  // a statistic
+        detail::approx_add(h.admitted);  // per key, approximate
         out->impl_ = this;
         out->entry_ = entry;
         out->record_ = record;
@@ -485,7 +490,7 @@ Decision Limiter::Impl::lease_decide(const PolicySnapshot& p, std::uint32_t poli
       ++reclaims;
       if (reclaim_dead_leases(ref.index) > 0) continue;
     }
-    h.denied.fetch_add(1, std::memory_order_relaxed);  // a statistic
+    detail::approx_add(h.denied);  // per key, approximate
     return d;
   }
 }

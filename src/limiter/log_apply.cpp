@@ -66,7 +66,7 @@ Decision Limiter::Impl::log_run(const PolicySnapshot& p, const detail::PackedKey
     if (op == Op::kRefund) return log_refund(lp, log, entries, v, now, cost, picks, work);
     const detail::LogOutcome out = detail::log_decide(lp, entries, v, now, cost, picks, work);
     if (op == Op::kPeek || out.chosen == 0) {
-      if (op == Op::kAcquire && !out.decision.allowed) h.denied.fetch_add(1, std::memory_order_relaxed);  // a statistic
+      if (op == Op::kAcquire && !out.decision.allowed) detail::approx_add(h.denied);  // per key, approximate
       return out.decision;
     }
     // Claim the chosen entries; a lost CAS (another admission took the
@@ -95,7 +95,7 @@ Decision Limiter::Impl::log_run(const PolicySnapshot& p, const detail::PackedKey
       continue;  // look the key up again
     }
     if (op == Op::kAcquire) {
-      h.admitted.fetch_add(1, std::memory_order_relaxed);  // a statistic
+      detail::approx_add(h.admitted);  // per key, approximate
       if (charge != nullptr) *charge = Charge{true, ref.index, v};
     }
     return out.decision;
@@ -138,7 +138,7 @@ void Limiter::Impl::log_undo(const PolicySnapshot& p, const Charge& c, u64 cost,
     u64 expected = mine;
     if (log[i].compare_exchange_strong(expected, 0, std::memory_order_relaxed)) --left;  // Relaxed: as in log_run
   }
-  if (left < cost) table.head(c.slot).admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
+  if (left < cost) detail::approx_add(table.head(c.slot).admitted, ~u64{0});  // -1, per key, approximate
 }
 
 // reset(): the slot's key (generation of `meta`) is gone; clear its

@@ -1,6 +1,12 @@
 // acquire_many: several limits, all or nothing (limiter_impl.hpp). Peek at
 // every limit, then charge one by one and give back what was taken if a
 // limit filled meanwhile.
+//
+// Counting (the exact totals, counters.hpp, and the per-key counts): an
+// admitted request is one admitted decision of each limit; a refused one is
+// one denied decision of each limit that refused it (every limit whose peek
+// refused, or the one limit that refused its charge), and nothing for the
+// limits that would have admitted it.
 #include <iterator>
 #include <vector>
 
@@ -27,7 +33,7 @@ void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost, std
     const detail::AlgoOutcome out = detail::algo_refund(p.algo, payload, now, cost);
     return out.store ? detail::SlotStep::store(out.new_state) : detail::SlotStep::leave();
   });
-  if (r == detail::UpdateResult::kStored) h.admitted.fetch_sub(1, std::memory_order_relaxed);  // a statistic
+  if (r == detail::UpdateResult::kStored) detail::approx_add(h.admitted, ~u64{0});  // -1, per key, approximate
 }
 
 Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {
@@ -41,7 +47,10 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
   // every denial (the largest retry-after wins).
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
-    if (!d.allowed) noted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+    if (!d.allowed && d.reason != Reason::kUnknownPolicy) {
+      counted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+      slot_denied(requests[i].policy.index, requests[i].key);  // a peek counts nothing on the slot itself
+    }
     if (i < each.size()) each[i] = d;
     fold.add(d);
   }
@@ -60,7 +69,7 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const Decision d =
         apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kAcquire, &charges[i]);
-    if (!d.allowed) noted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+    if (!d.allowed) counted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
     if (i < each.size()) each[i] = d;
     fold.add(d);
     if (!d.allowed) {
@@ -73,7 +82,15 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
       return uncharged(requests, each, now, fold.combined);
     }
   }
+  for (const Request& r : requests) counters.add(r.policy.index, true);
   return fold.combined;
+}
+
+// The per-key count of a refusal found by a peek (approximate, table.hpp).
+void Limiter::Impl::slot_denied(std::uint32_t policy, std::string_view key) noexcept {
+  if (seg->read_only() || key.size() > table.key_capacity()) return;
+  detail::SlotRef ref;
+  if (table.find(detail::PackedKey(seed, policy, key), &ref)) detail::approx_add(table.head(ref.index).denied);
 }
 
 // A refused multi-limit request charged nothing: each limit that admitted

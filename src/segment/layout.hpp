@@ -42,7 +42,8 @@ inline constexpr u64 magic_of(SegmentKind kind) { return kind == SegmentKind::kL
 inline constexpr const char* describe(SegmentKind kind) {
   return kind == SegmentKind::kLeasePool ? "a hybrid lease pool (HybridLimiter's NAME.lease)" : "a limiter segment";
 }
-inline constexpr u32 kLayoutVersion = 3;  // 2: lease records, sliding-log region; 3: retired policy entries
+// 2: lease records, sliding-log region; 3: retired policy entries, counter blocks
+inline constexpr u32 kLayoutVersion = 3;
 inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
 inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)
 inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
@@ -50,6 +51,7 @@ inline constexpr u32 kSlotHeadBytes = 40;    // meta, word, owner, admitted, den
 inline constexpr u32 kMinCapacity = 16;
 inline constexpr u32 kMaxCapacity = 1u << 28;
 inline constexpr u32 kLeaseRecords = 64;     // lease records per process registry entry (bits of LeaseArea::used)
+inline constexpr u32 kCounterBlocks = 512;   // per-policy counter blocks (block 0 = shared overflow)
 
 /// Init states of Header::init_state.
 inline constexpr u32 kInitZero = 0;   // freshly truncated, creator still writing
@@ -168,8 +170,12 @@ static_assert(sizeof(ProcessEntry) == 64, "one cache line per process");
 //   +0  meta      state | key length | policy | fingerprint | generation
 //   +8  word      version(8) | payload(56): the bucket's whole limiting state
 //   +16 owner     claim token: 0 = free, else the ProcessToken of the claimer
-//   +24 admitted  decisions admitted since the key was claimed (relaxed)
-//   +32 denied    decisions denied since the key was claimed (relaxed)
+//   +24 admitted  decisions admitted since the key was claimed: APPROXIMATE
+//   +32 denied    decisions denied since the key was claimed: APPROXIMATE
+//                 (a relaxed load and a relaxed store, no locked instruction:
+//                 two processes counting on one key at once may lose one of
+//                 the two increments; the exact totals are the counter
+//                 blocks below)
 //   +40 key       key bytes, NUL-padded, slot_bytes - 40 of them
 struct SlotHead {
   AtomicU64 meta;
@@ -252,6 +258,36 @@ static_assert(sizeof(LeaseRecord) == 16 && sizeof(LeaseArea) == 64 + 16 * kLease
               "lease layout is part of the segment format");
 static_assert(kLeaseRecords == 64, "LeaseArea::used is one 64-bit mask");
 
+// ---------------------------------------------------------------------------
+// Counter blocks: exact, monotonic per-policy totals of admitted and denied
+// decisions (src/limiter/counters.hpp has the protocol), kCounterBlocks of
+// them at Geometry::counters_offset.
+//   (1) Block b > 0 has exactly one writer at a time: the thread that took it
+//       by CAS of `owner` from 0 (or from a dead process's token) to its
+//       process's token. The writer adds with a relaxed load and a relaxed
+//       store of its own counter: no locked instruction, and no cache line
+//       shared with another writer (a block is 128-byte aligned, and
+//       adjacent-line prefetch pairs 128-byte lines).
+//   (2) Blocks are never zeroed or folded: a block freed by its owner (owner
+//       = 0) or left by a dead process is taken over by a later registrant,
+//       who keeps adding to the values it finds. Every counter therefore
+//       only grows, and a reader's sum over all blocks never decreases.
+//   (3) Block 0 is shared by the threads that find no free block: they add
+//       with fetch_add (exact, but a shared line).
+struct PolicyCounter {
+  AtomicU64 admitted;  // decisions admitted by this policy, counted by the block's owners
+  AtomicU64 denied;    // decisions denied by this policy (each refusing limit of an acquire_many)
+};
+struct alignas(128) CounterBlock {
+  AtomicU64 owner;  // 0 = free, else the ProcessToken of the process whose thread writes the block
+  AtomicU64 reserved[15];
+  PolicyCounter counts[kMaxPolicies];  // indexed by policy index
+};
+static_assert(sizeof(PolicyCounter) == 16 && sizeof(CounterBlock) == 128 + 16 * kMaxPolicies &&
+                  offsetof(CounterBlock, counts) == 128,
+              "counter block layout is part of the segment format");
+static_assert(sizeof(CounterBlock) % 128 == 0, "no two blocks share a cache line or an adjacent-line pair");
+
 // Sliding log: slot i owns log_entries words at log_offset + i * log_entries
 // * 8. An entry is version(8) << 56 | (t + 1): one admission at t ns since
 // the epoch, made while the slot's word had `version`; 0 = never written.
@@ -316,6 +352,7 @@ constexpr u64 layout_fingerprint() {
       kLeaseRecords, kMaxLogEntries,
       kDenialRingEntries, kDenialKeyBytes, sizeof(DenialRingHead), sizeof(DenialEntry), offsetof(DenialEntry, key),
       PolicyState::kRetired, PolicyState::kForwardShift,
+      kCounterBlocks, sizeof(CounterBlock), alignof(CounterBlock), offsetof(CounterBlock, counts), sizeof(PolicyCounter),
   };
   u64 h = 0xcbf29ce484222325ULL;  // FNV-1a over the facts
   for (u64 f : facts) {
@@ -341,6 +378,7 @@ struct Geometry {
   u32 log_entries = 0;     // sliding-log entries per slot
   u64 lease_offset = 0;    // LeaseArea[kMaxProcesses]
   u64 log_offset = 0;      // u64[capacity * log_entries]
+  u64 counters_offset = 0; // CounterBlock[kCounterBlocks]
 
   static Geometry compute(u32 capacity, u32 slot_bytes, u32 max_probe, u32 log_entries = 0) {
     Geometry g;
@@ -356,6 +394,10 @@ struct Geometry {
     g.lease_offset = g.total_bytes;
     g.log_offset = g.lease_offset + u64{kMaxProcesses} * sizeof(LeaseArea);
     g.total_bytes = g.log_offset + u64{capacity} * log_entries * 8;
+    // Counter blocks, 128-byte aligned (every region before ends on a
+    // multiple of 128: capacity >= 16 words of 8 bytes), then the ring.
+    g.counters_offset = (g.total_bytes + 127) & ~u64{127};
+    g.total_bytes = g.counters_offset + u64{kCounterBlocks} * sizeof(CounterBlock);
     // The denials ring goes last, after every other region.
     g.denials_offset = g.total_bytes;
     g.total_bytes += kDenialRingBytes;

@@ -340,8 +340,14 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
   if (std::string why = kind_problem(magic, kind); !why.empty()) return why;
   if (h.init_state.load(std::memory_order_acquire) != kInitReady) return "it is not initialised";
   if (h.layout_version != kLayoutVersion) {
+    // An older segment is not migrated in place (its regions would move
+    // under the workers that map it): it is refused, with the cure.
     return "its layout version is " + std::to_string(h.layout_version) + ", this library reads version " +
-           std::to_string(kLayoutVersion);
+           std::to_string(kLayoutVersion) +
+           (h.layout_version < kLayoutVersion
+                ? " (it was created by an older shmlimit: stop its users, remove it with `shmlimit rm` and let "
+                  "them create it again, or `shmlimit export` its buckets first and `import` them)"
+                : " (it was created by a newer shmlimit)");
   }
   if (h.fingerprint != layout_fingerprint() || h.header_bytes != sizeof(Header)) {
     return "its layout fingerprint differs from this build's (built with other struct sizes)";

@@ -44,12 +44,25 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
+#include <cstring>
 #include <string_view>
+
+#include "table/hash.hpp"
 
 #include "segment/layout.hpp"
 #include "segment/process.hpp"
 
 namespace shmlimit::detail {
+
+/// Adds `n` (may be negative) to a per-slot statistic (SlotHead::admitted,
+/// SlotHead::denied) with a relaxed load and a relaxed store: no locked
+/// instruction on the hot path. Approximate by design: two processes
+/// counting on one key at the same instant may lose one increment. The
+/// exact totals are the counter blocks (limiter/counters.hpp).
+inline void approx_add(AtomicU64& counter, std::uint64_t n = 1) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
 
 /// A key prepared for the table: hashed and packed into words once.
 struct PackedKey {
@@ -212,5 +225,78 @@ class Table {
   std::uint32_t max_probe_;
   std::uint32_t key_capacity_;
 };
+
+// ---------------------------------------------------------------------------
+// The lookup, inline: every decision packs its key and probes, and the
+// common case (the key at or near its home slot) is a few loads.
+
+constexpr std::uint64_t identity_of(const PackedKey& key) {
+  return Meta::identity(Meta::make(0, key.len, key.policy, key.fp, 0));
+}
+
+inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std::string_view key) noexcept
+    : len(static_cast<std::uint32_t>(std::min<std::size_t>(key.size(), kMaxWords * 8))),
+      nwords((len + 7) / 8),
+      policy(policy_index) {
+  // Whole words by 8-byte loads, the tail assembled in a register: the
+  // words are then hashed at once, without re-reading a partly written one.
+  const char* p = key.data();
+  const std::uint32_t full = len / 8;
+  for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
+  if (const std::uint32_t rest = len % 8; rest != 0) {
+    std::uint64_t w = 0;
+    for (std::uint32_t j = 0; j < rest; ++j) w |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[8 * full + j])) << (8 * j);
+    words[full] = w;
+  }
+  hash = hash_words(seed, policy_index, words, nwords, len);
+  fp = (hash >> 48) & 0xFFFF;
+}
+
+[[gnu::always_inline]] inline bool Table::key_equal(std::uint32_t index, const PackedKey& key) const noexcept {
+  const AtomicU64* kw = key_words(index);
+  // Relaxed: the caller validates the whole read by re-reading meta after
+  // an acquire fence (seqlock read, invariant 1).
+  for (std::uint32_t i = 0; i < key.nwords; ++i) {
+    if (kw[i].load(std::memory_order_relaxed) != key.words[i]) return false;
+  }
+  return true;
+}
+
+[[gnu::always_inline]] inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta, const PackedKey& key,
+                          SlotRef* out) const noexcept {
+  if (Meta::state(meta) != kLive || Meta::identity(meta) != identity_of(key)) return Match::kNo;
+  SlotHead& h = head(index);
+  const bool equal = key_equal(index, key);
+  // Acquire: the meta re-read below may not move before the word read.
+  const std::uint64_t word = h.word.load(std::memory_order_acquire);
+  // Acquire fence: the relaxed key loads above complete before meta is read
+  // again, so an unchanged meta proves they saw one key (seqlock read).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const std::uint64_t again = h.meta.load(std::memory_order_relaxed);
+  if (again != meta) return Match::kChanged;
+  if (!equal) return Match::kNo;
+  // A committed reclaim (invariant 2): the key is leaving; it is absent.
+  if (Word::version(word) != Meta::version(meta)) return Match::kNo;
+  *out = SlotRef{index & mask_, meta, word};
+  return Match::kYes;
+}
+
+[[gnu::always_inline]] inline bool Table::find(const PackedKey& key, SlotRef* out) const noexcept {
+  const std::uint32_t home_index = home(key.hash);
+  for (std::uint32_t d = 0; d < max_probe_; ++d) {
+    const std::uint32_t i = (home_index + d) & mask_;
+    for (;;) {
+      // Acquire: pairs with the claimer's release store of LIVE, so the key
+      // bytes it wrote are visible.
+      const std::uint64_t m = head(i).meta.load(std::memory_order_acquire);
+      if (Meta::state(m) == kEmpty) return false;  // invariant 3: end of the sequence
+      const Match r = match(i, m, key, out);
+      if (r == Match::kYes) return true;
+      if (r == Match::kNo) break;
+      // kChanged: another process changed this slot; look at it again.
+    }
+  }
+  return false;
+}
 
 }  // namespace shmlimit::detail

@@ -287,6 +287,16 @@ static void test_decisions(shmlimit_limiter* l, uint32_t api) {
   CHECK(d.retry_after_ns > 0);
   CHECK_STATUS(shmlimit_peek(l, api, "carol", 5, 0, &d), SHMLIMIT_OK);
   CHECK(d.remaining == 8); /* the refused call charged nothing */
+  {
+    /* Exact totals: the refused request is one denial of "tight" only. */
+    uint64_t admitted = 0, denied = 0;
+    CHECK_STATUS(shmlimit_policy_counters(l, other, &admitted, &denied), SHMLIMIT_OK);
+    CHECK(admitted == 2 && denied == 1);
+    CHECK_STATUS(shmlimit_policy_counters(l, api, &admitted, &denied), SHMLIMIT_OK);
+    CHECK(admitted >= 2);
+    CHECK_STATUS(shmlimit_policy_counters(l, 63, &admitted, &denied), SHMLIMIT_E_NOT_FOUND);
+    CHECK_STATUS(shmlimit_policy_counters(l, api, NULL, &denied), SHMLIMIT_E_INVALID_ARGUMENT);
+  }
   CHECK_STATUS(shmlimit_acquire_many(l, reqs, 0, &d, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
   CHECK_STATUS(shmlimit_acquire_many(l, reqs, 65, &d, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
   CHECK_ERROR_MENTIONS("count");

@@ -57,7 +57,9 @@ for field in ["segment", "layout_version", "layout_fingerprint", "capacity", "sl
 assert (s["capacity"], s["slot_bytes"], s["max_key_bytes"], s["max_probe"]) == (128, 64, 24, 8), s
 assert s["used"] == 3, s
 assert s["free"] == s["empty"] + s["dead"] and s["used"] + s["free"] + s["claiming"] == 128, s
-assert (s["admitted"], s["denied"]) == (4, 2), s
+# Exact totals: the key_too_long refusal (no bucket) counts too.
+assert (s["admitted"], s["denied"]) == (4, 3), s
+assert s["policy_counters"] == {"web": {"admitted": 1, "denied": 0}, "api": {"admitted": 3, "denied": 3}}, s
 assert s["layout_fingerprint"].startswith("0x") and len(s["layout_fingerprint"]) == 18, s
 assert s["created"].endswith("Z") and "T" in s["created"], s
 assert [p["name"] for p in s["policies"]] == ["web", "api"], s

@@ -103,7 +103,7 @@ if unshare -m true 2>/dev/null; then
     [[ ! -e /dev/shm/big ]] || { echo "left /dev/shm/big"; exit 1; }
     "$1" create /huge --capacity 268435456 --log-entries 4096 2>"$2/err"; rc=$?
     [[ $rc == 2 ]] || { echo "create /huge exited $rc"; exit 1; }
-    grep -q "8830453198912 bytes" "$2/err" || { cat "$2/err"; exit 1; }
+    grep -q "8830453788736 bytes" "$2/err" || { cat "$2/err"; exit 1; }
     "$1" create /a --capacity 65536 || exit 1
     "$1" create /b --capacity 65536 2>"$2/err"; rc=$?
     [[ $rc == 2 ]] || { echo "create /b exited $rc"; exit 1; }

@@ -45,10 +45,15 @@ TEST(Exactness, HotKeyAdmitsExactlyTheBurstAcrossProcesses) {
   std::uint64_t total = 0;
   for (int i = 0; i < kProcs; ++i) total += admitted[i].load();
   EXPECT_EQ(total, 300u);
+  // The exact totals count every decision; the dump's per-key counts are
+  // statistics that a race may leave short, never over.
+  const PolicyCounters c = parent.counters().at(0);
+  EXPECT_EQ(c.admitted, 300u);
+  EXPECT_EQ(c.denied, kProcs * 5000u - 300u);
   const auto rows = parent.dump();
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].admitted, 300u);
-  EXPECT_EQ(rows[0].denied, kProcs * 5000u - 300u);
+  EXPECT_LE(rows[0].admitted, 300u);
+  EXPECT_LE(rows[0].denied, kProcs * 5000u - 300u);
   EXPECT_TRUE(parent.check(false).clean());
 }
 

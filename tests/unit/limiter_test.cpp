@@ -776,7 +776,8 @@ TEST_F(LimiterTest, ThreadsSharingOneHandleAdmitExactlyTheBurstOfOneKey) {
   EXPECT_EQ(total, 1000u);
   const std::vector<BucketView> dump = limiter_.dump();
   ASSERT_EQ(dump.size(), 1u);
-  EXPECT_EQ(dump[0].admitted, 1000u);
+  EXPECT_LE(dump[0].admitted, 1000u);  // a statistic (plain stores); the exact total is counters()
+  EXPECT_EQ(limiter_.counters().at(0).admitted, 1000u);
   EXPECT_EQ(dump[0].state, static_cast<std::uint64_t>(kT0.count()) + 1000u * 3'600'000'000'000u);
 }
 

@@ -153,7 +153,7 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
     // 1. Larger than the file system: refused up front, nothing left behind.
     Options big = small_options("/big", 1048576);  // 128 MiB
     if (auto e = expect_error([&] { Limiter::create(big); }, ErrorCode::kNoSpace,
-                              {"/big", "134656064 bytes", "16777216 bytes", "--shm-size", "remount,size="});
+                              {"/big", "135245888 bytes", "16777216 bytes", "--shm-size", "remount,size="});
         !e.empty()) {
       return "capacity 1048576: " + e;
     }
@@ -166,7 +166,7 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
     // 2. Beyond what any machine here holds (8 TiB): refused up front.
     Options huge = small_options("/huge", 268435456);
     huge.log_entries = 4096;
-    if (auto e = expect_error([&] { Limiter::create(huge); }, ErrorCode::kNoSpace, {"/huge", "8830453198912 bytes"});
+    if (auto e = expect_error([&] { Limiter::create(huge); }, ErrorCode::kNoSpace, {"/huge", "8830453788736 bytes"});
         !e.empty()) {
       return "8 TiB: " + e;
     }
@@ -176,7 +176,7 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
     Limiter first = Limiter::create(small_options("/first", 65536));  // 8.4 MiB
     const PolicyId api = first.add_policy(gcra("api", 1000));
     if (auto e = expect_error([&] { Limiter::create(small_options("/second", 65536)); }, ErrorCode::kNoSpace,
-                              {"/second", "8826944 bytes", "free", "--shm-size"});
+                              {"/second", "9416768 bytes", "free", "--shm-size"});
         !e.empty()) {
       return "second segment: " + e;
     }
@@ -203,7 +203,7 @@ TEST(Segment, CreateRefusesASizeNoMachineCanHoldWithoutCreatingAFile) {
   const auto err = catch_error([&] { Limiter::create(o); });
   ASSERT_TRUE(err);
   EXPECT_EQ(err->code(), ErrorCode::kNoSpace) << err->what();
-  EXPECT_TRUE(contains(err->what(), "8830453198912 bytes (8.0 TiB)")) << err->what();
+  EXPECT_TRUE(contains(err->what(), "8830453788736 bytes (8.0 TiB)")) << err->what();
   EXPECT_FALSE(exists(name.path()));
 }
 
