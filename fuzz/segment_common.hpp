@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "segment/segment.hpp"  // detail::Segment::validate: the raw-bytes validator
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::fuzz {

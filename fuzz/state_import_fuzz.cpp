@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace {

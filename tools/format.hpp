@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::tools {

@@ -52,6 +52,7 @@
 #include "format.hpp"
 #include "inspect.hpp"
 #include "shmlimit/config.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace {

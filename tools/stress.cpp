@@ -68,6 +68,7 @@
 #include <vector>
 
 #include "format.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace {

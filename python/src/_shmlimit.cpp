@@ -47,6 +47,7 @@
 
 #include "common.hpp"
 #include "shmlimit/config.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace py = pybind11;

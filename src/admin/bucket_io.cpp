@@ -1,4 +1,4 @@
-// Limiter::store_bucket: writes one bucket's state as import_state
+// Limiter::Impl::store_bucket: writes one bucket's state as import_state
 // (state_io.cpp) asks, through the same version-checked CAS as a decision.
 #include <string>
 
@@ -10,14 +10,15 @@ using detail::u64;
 using detail::AtomicU64;
 using detail::PolicySnapshot;
 
-int Limiter::store_bucket(std::uint32_t policy, std::string_view key, std::uint64_t state, std::uint64_t admitted,
-                          std::uint64_t denied, bool replace, std::span<const std::int64_t> log) {
-  Impl& m = *impl_;
+Limiter::Impl::StoreResult Limiter::Impl::store_bucket(std::uint32_t policy, std::string_view key, u64 state,
+                                                       u64 admitted, u64 denied, bool replace,
+                                                       std::span<const std::int64_t> log) {
+  Impl& m = *this;
   if (m.seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
-  if (key.size() > m.table.key_capacity() || policy >= detail::kMaxPolicies) return 2;
+  if (key.size() > m.table.key_capacity() || policy >= detail::kMaxPolicies) return StoreResult::kNoRoom;
   const detail::PackedKey pk(m.seed, policy, key);
   detail::ClaimEvents ev;
-  int result = 2;
+  StoreResult result = StoreResult::kNoRoom;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     detail::SlotRef ref;
     if (!m.table.find(pk, &ref)) {
@@ -29,12 +30,12 @@ int Limiter::store_bucket(std::uint32_t policy, std::string_view key, std::uint6
         h.admitted.store(admitted, std::memory_order_relaxed);
         h.denied.store(denied, std::memory_order_relaxed);
         m.log_store(policy, ref.index, detail::Word::version(ref.word), log);
-        result = 0;
+        result = StoreResult::kStored;
         break;
       }
     }
     if (!replace) {
-      result = 1;
+      result = StoreResult::kKept;
       break;
     }
     detail::SlotHead& h = m.table.head(ref.index);
@@ -49,7 +50,7 @@ int Limiter::store_bucket(std::uint32_t policy, std::string_view key, std::uint6
       h.admitted.store(admitted, std::memory_order_relaxed);
       h.denied.store(denied, std::memory_order_relaxed);
       m.log_store(policy, ref.index, version, log);
-      result = 0;
+      result = StoreResult::kStored;
       break;
     }
     // The slot was reclaimed for another key meanwhile: look again.

@@ -8,6 +8,7 @@
 
 #include "limiter/limiter_impl.hpp"
 #include "limiter/policy_spec.hpp"
+#include "shmlimit/inspect.hpp"
 
 namespace shmlimit {
 

@@ -21,6 +21,7 @@
 #include "segment/process.hpp"
 #include "segment/segment.hpp"
 #include "table/table.hpp"
+#include "shmlimit/inspect.hpp"
 
 namespace bip = boost::interprocess;
 

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::detail {

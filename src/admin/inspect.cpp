@@ -8,6 +8,7 @@
 
 #include "algorithms/sliding_log.hpp"
 #include "limiter/limiter_impl.hpp"
+#include "shmlimit/inspect.hpp"
 
 namespace shmlimit {
 
@@ -173,8 +174,8 @@ RecentDenials Limiter::recent_denials(std::uint64_t since_cursor) const {
   return out;
 }
 
-std::vector<std::int64_t> Limiter::log_admissions(std::uint32_t slot) const {
-  const Impl& m = *impl_;
+std::vector<std::int64_t> Limiter::Impl::log_admissions(std::uint32_t slot) const {
+  const Impl& m = *this;
   std::vector<std::int64_t> out;
   if (slot >= m.table.capacity()) return out;
   // Acquire: as read_consistent; the version names the key's entries.

@@ -34,6 +34,7 @@
 #include "limiter/limiter_impl.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "algorithms/sliding_log.hpp"
 
@@ -382,7 +383,7 @@ constexpr std::array kCodecs{
 // entries rather than in the word, so it has no entry in kCodecs. Export
 // lists the live admission times (oldest first); import re-encodes them
 // against the target's clock and the target slot's version
-// (Limiter::store_bucket), and the word becomes the time the log is empty.
+// (Limiter::Impl::store_bucket), and the word becomes the time the log is empty.
 void encode_log(const std::vector<i64>& admissions, const Clock& c, Json& out) {
   Json times = Json::array();
   for (const i64 t : admissions) times.push_back(iso8601(c.wall(t)));
@@ -484,7 +485,7 @@ std::string Limiter::export_state(std::optional<PolicyId> policy, std::optional<
       ++not_exported[b.policy];
       continue;
     }
-    const std::vector<i64> admissions = is_log ? log_admissions(b.slot) : std::vector<i64>{};
+    const std::vector<i64> admissions = is_log ? impl_->log_admissions(b.slot) : std::vector<i64>{};
     if (is_log ? admissions.empty() : detail::algo_is_full(params, b.state, clock.now)) continue;  // same as absent
     Json j;
     j["policy"] = b.policy;
@@ -509,6 +510,8 @@ std::string Limiter::export_state(std::optional<PolicyId> policy, std::optional<
   // replace: a policy name in a hostile segment may be any bytes.
   return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
+
+ImportReport Limiter::import_state(std::string_view text) { return import_state(text, ImportMode::kReplace); }
 
 ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
   if (read_only()) throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
@@ -652,10 +655,10 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
     plan.push_back(Planned{t->second.index, std::move(key), state, admitted, denied, std::move(log)});
   }
   for (const Planned& p : plan) {
-    switch (store_bucket(p.policy, p.key, p.state, p.admitted, p.denied, mode == ImportMode::kReplace, p.log)) {
-      case 0: ++report.imported; break;
-      case 1: ++report.skipped_existing; break;
-      default: ++report.no_room; break;
+    switch (impl_->store_bucket(p.policy, p.key, p.state, p.admitted, p.denied, mode == ImportMode::kReplace, p.log)) {
+      case Impl::StoreResult::kStored: ++report.imported; break;
+      case Impl::StoreResult::kKept: ++report.skipped_existing; break;
+      case Impl::StoreResult::kNoRoom: ++report.no_room; break;
     }
   }
   return report;

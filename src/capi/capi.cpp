@@ -21,6 +21,7 @@
 #include "shmlimit/http.hpp"
 #include "shmlimit/identity.hpp"
 #include "shmlimit/shmlimit.h"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 struct shmlimit_limiter {

@@ -446,6 +446,22 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   std::uint32_t repair_orphans();                          // takes the admin token
   std::vector<std::pair<std::uint32_t, std::uint32_t>> orphans() const;  // (orphan, the entry it duplicates)
   std::pair<u64, u64> buckets_of(std::uint32_t index, const PolicySnapshot& p) const;  // (holding state, lease units)
+
+  // ---- state I/O (src/admin/bucket_io.cpp, inspect.cpp) ----------------------
+  // import_state()'s one write: claims (policy, key) and stores `state` and
+  // the per-key statistics. A sliding-log key's admissions (`log`, segment
+  // times) are written into its slot's entries, tagged with the slot's version.
+  enum class StoreResult {
+    kStored,  // the bucket now holds `state`
+    kKept,    // the key had a bucket and `replace` was false: left as it was
+    kNoRoom,  // no slot (table full, a claimer stalled, a key too long)
+  };
+  StoreResult store_bucket(std::uint32_t policy, std::string_view key, u64 state, u64 admitted, u64 denied,
+                           bool replace, std::span<const std::int64_t> log = {});
+  // export_state(): the admission times (segment clock) of the live entries
+  // of sliding-log slot `slot` as of now, oldest first; empty if the slot
+  // holds no live sliding-log key.
+  std::vector<std::int64_t> log_admissions(std::uint32_t slot) const;
 };
 
 }  // namespace shmlimit

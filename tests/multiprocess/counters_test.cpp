@@ -16,6 +16,7 @@
 
 #include "inspect.hpp"  // tools/: the CLI's metrics and watch renderers
 #include "mp.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::test {

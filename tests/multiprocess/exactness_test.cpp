@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mp.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::test {

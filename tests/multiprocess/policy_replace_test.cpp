@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "mp.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::test {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mp.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::test {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "mp.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::test {

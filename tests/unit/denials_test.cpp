@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

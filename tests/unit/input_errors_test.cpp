@@ -17,6 +17,7 @@
 #include "shmlimit/config.hpp"
 #include "shmlimit/http.hpp"
 #include "shmlimit/identity.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

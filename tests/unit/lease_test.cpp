@@ -10,6 +10,7 @@
 
 #include "limiter/lease.hpp"
 #include "shmlimit/config.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

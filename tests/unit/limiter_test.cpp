@@ -23,6 +23,7 @@
 
 #include "algorithms/gcra.hpp"
 #include "segment/layout.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

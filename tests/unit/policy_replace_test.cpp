@@ -14,6 +14,7 @@
 
 #include "algorithms/algorithms.hpp"
 #include "segment/layout.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

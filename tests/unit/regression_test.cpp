@@ -14,6 +14,7 @@
 #include "segment/layout.hpp"
 #include "segment/process.hpp"
 #include "shmlimit/config.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit {

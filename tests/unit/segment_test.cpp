@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "segment/layout.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

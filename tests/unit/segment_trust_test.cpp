@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "segment/segment.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 

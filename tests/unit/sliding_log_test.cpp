@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "shmlimit/config.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "algorithms/sliding_log.hpp"
 #include "unit_segment.hpp"
