@@ -1,6 +1,7 @@
 // Limiter::check: audits every slot, policy and lease record of a mapped
 // segment, and repairs what dead processes left half-done when asked.
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -14,6 +15,16 @@ namespace shmlimit {
 using detail::u64;
 using detail::AtomicU64;
 using detail::PolicySnapshot;
+
+namespace {
+
+std::string hex(u64 v) {
+  char buf[19];
+  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
 
 CheckReport Limiter::check(bool repair) {
   Impl& m = *impl_;
@@ -69,12 +80,22 @@ CheckReport Limiter::check(bool repair) {
     const u64 owner = h.owner.load(std::memory_order_acquire);
     if (owner != 0) {
       if (detail::token_is_dead(owner)) {
+        // An impossible token (token_is_dead counts it as dead) is
+        // corruption, not a crash: reported even when repaired.
+        const char* impossible = detail::token_impossible(owner);
         detail::ClaimEvents ev;
         if (may_repair && m.table.repair_if_dead(i, &ev)) {
           r.repaired += ev.repairs;
           m.count(&detail::ProcessEntry::repairs, ev.repairs);
+          if (impossible != nullptr) {
+            r.problems.push_back(where + "impossible claim token " + hex(owner) + " (" + impossible +
+                                 "): no process holds it; repaired");
+          }
         } else if (!may_repair) {
-          r.problems.push_back(where + "claim left by dead process " + std::to_string(detail::token_pid(owner)));
+          r.problems.push_back(impossible != nullptr ? where + "impossible claim token " + hex(owner) + " (" +
+                                                           impossible + "): no process holds it"
+                                                     : where + "claim left by dead process " +
+                                                           std::to_string(detail::token_pid(owner)));
         }
       } else {
         ++r.in_progress;

@@ -148,7 +148,9 @@ void inspect_slots(const std::byte* base, std::size_t size, const Geometry& g, u
     const u64 owner = h.owner.load(std::memory_order_relaxed);
     const u64 state = Meta::state(meta);
     if (owner != 0) {
-      if (token_is_dead(owner)) {
+      if (const char* impossible = token_impossible(owner)) {
+        out.add(where + "impossible claim token " + hex(owner) + " (" + impossible + "): no process holds it");
+      } else if (token_is_dead(owner)) {
         out.add(where + "claim left by dead process " + std::to_string(token_pid(owner)));
       } else {
         ++report->in_progress;
@@ -297,6 +299,7 @@ void inspect_segment_bytes(const std::byte* base, std::size_t size, CheckReport*
   if (h.max_policies != kMaxPolicies) {
     out.add("header: max_policies " + std::to_string(h.max_policies) + ", this build has " + std::to_string(kMaxPolicies));
   }
+  if (const std::string why = Segment::epoch_problem(h.epoch_mono_ns); !why.empty()) out.add("header: " + why);
   if (h.max_processes != kMaxProcesses) {
     out.add("header: max_processes " + std::to_string(h.max_processes) + ", this build has " +
             std::to_string(kMaxProcesses));
