@@ -5,6 +5,7 @@
 // line; random garbage of every size never crashes it; and
 // Limiter::check_segment on the named object.
 #include "admin/check_segment.hpp"
+#include "admin/slot_audit.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "segment/clock.hpp"
 #include "segment/layout.hpp"
 #include "segment/process.hpp"
+#include "table/table.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
 
@@ -231,6 +233,59 @@ TEST_F(CheckCorrupt, ImpossibleClaimTokensAreProblemsNotClaimsInProgress) {
   } else {
     std::printf("no kernel thread visible in this pid namespace: its case is not tried\n");
   }
+}
+
+// The one slot auditor (slot_audit.hpp) that Limiter::check and the raw
+// checker share: each slot alone, its sink, the repair and live hooks.
+TEST_F(CheckCorrupt, SlotAuditorReportsEachSlotToItsSinkAndCallsItsHooks) {
+  ASSERT_GE(live_slots_.size(), 2u);
+  const std::uint32_t a = live_slots_[0], b = live_slots_[1];
+  put<std::uint64_t>(slot_offset(b) + offsetof(detail::SlotHead, owner), token_of(unit::dead_pid(), 1));
+  AlignedBytes buf(bytes_.size());
+  std::memcpy(buf.data(), bytes_.data(), bytes_.size());
+  detail::Geometry g;
+  std::uint64_t seed = 0;
+  {
+    std::uint32_t capacity = 0, slot_bytes = 0, max_probe = 0, log_entries = 0;
+    std::memcpy(&capacity, bytes_.data() + offsetof(detail::Header, capacity), 4);
+    std::memcpy(&slot_bytes, bytes_.data() + offsetof(detail::Header, slot_bytes), 4);
+    std::memcpy(&max_probe, bytes_.data() + offsetof(detail::Header, max_probe), 4);
+    std::memcpy(&log_entries, bytes_.data() + offsetof(detail::Header, log_entries), 4);
+    std::memcpy(&seed, bytes_.data() + offsetof(detail::Header, hash_seed), 8);
+    g = detail::Geometry::compute(capacity, slot_bytes, max_probe, log_entries);
+  }
+  const detail::Table table(buf.data() + g.slot_offset, g);
+  std::vector<std::string> lines;
+  std::vector<std::uint32_t> checked;
+  detail::SlotAuditor audit(table, g, seed, 1, [&](std::string line) { lines.push_back(std::move(line)); });
+  audit.set_check_live([&](std::uint32_t i, std::uint64_t, std::uint64_t) {
+    checked.push_back(i);
+    return std::string(i == a ? "looked at" : "");
+  });
+  audit.audit(a);  // one slot: live, and the live hook's problem lands in the sink
+  EXPECT_EQ(audit.live(), 1u);
+  EXPECT_EQ(lines, std::vector<std::string>{"slot " + std::to_string(a) + ": looked at"});
+  audit.audit(b);  // a dead owner, without a repair hook: reported
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[1].find("slot " + std::to_string(b) + ": claim left by dead process"), std::string::npos) << lines[1];
+  // With a repair hook that repairs, the dead owner is counted, not reported.
+  lines.clear();
+  std::vector<std::uint32_t> repaired;
+  detail::SlotAuditor fixing(table, g, seed, 1, [&](std::string line) { lines.push_back(std::move(line)); });
+  fixing.set_repair([&](std::uint32_t i) {
+    repaired.push_back(i);
+    return true;
+  });
+  fixing.audit_all();
+  EXPECT_EQ(repaired, std::vector<std::uint32_t>{b});
+  EXPECT_EQ(fixing.repaired(), 1u);
+  EXPECT_EQ(fixing.live(), live_slots_.size());
+  EXPECT_TRUE(lines.empty()) << ::testing::PrintToString(lines);
+  // Slots from `readable` on are never read.
+  detail::SlotAuditor none(table, g, seed, 1, [&](std::string line) { lines.push_back(std::move(line)); });
+  none.set_readable(0);
+  none.audit_all();
+  EXPECT_EQ(none.live(), 0u);
 }
 
 TEST(ProcessTokens, TokensThisLibraryMakesAreNeverImpossible) {
