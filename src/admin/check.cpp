@@ -2,10 +2,10 @@
 // segment, and repairs what dead processes left half-done when asked.
 #include <algorithm>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <vector>
 
+#include "admin/slot_audit.hpp"
 #include "limiter/limiter_impl.hpp"
 #include "limiter/policy_spec.hpp"
 #include "shmlimit/inspect.hpp"
@@ -60,95 +60,23 @@ CheckReport Limiter::check(bool repair) {
     m.reclaim_dead_leases(Impl::kNoRecord, &r.problems);
   }
   const std::unordered_map<u64, u64> lease_costs = m.lease_costs();
-  const std::uint32_t mask = g.capacity - 1;
-  struct Seen { std::uint32_t slot; std::uint32_t policy; std::string key; };
-  std::vector<Seen> live;
-  char key[256];
-  for (std::uint32_t i = 0; i < g.capacity; ++i) {
-    detail::SlotHead& h = m.table.head(i);
-    const std::string where = "slot " + std::to_string(i) + ": ";
-    const u64 owner = h.owner.load(std::memory_order_acquire);
-    if (owner != 0) {
-      if (detail::token_is_dead(owner)) {
-        detail::ClaimEvents ev;
-        if (may_repair && m.table.repair_if_dead(i, &ev)) {
-          r.repaired += ev.repairs;
-          m.count(&detail::ProcessEntry::repairs, ev.repairs);
-        } else if (!may_repair) {
-          r.problems.push_back(where + "claim left by dead process " + std::to_string(detail::token_pid(owner)));
-        }
-      } else {
-        ++r.in_progress;
-        continue;
-      }
-    }
-    u64 meta = 0, word = 0, admitted = 0, denied = 0;
-    if (!m.table.read_consistent(i, &meta, &word, key, &admitted, &denied)) {
-      ++r.in_progress;
-      continue;
-    }
-    const u64 state = detail::Meta::state(meta);
-    if (state == detail::kEmpty) {
-      if (meta != 0) r.problems.push_back(where + "empty slot with non-zero fields");
-      else if (word != 0) r.problems.push_back(where + "empty slot whose state word was committed (no owner)");
-      continue;
-    }
-    if (state == detail::kDead) continue;
-    if (state == detail::kClaiming) {
-      if (h.owner.load(std::memory_order_acquire) == 0) r.problems.push_back(where + "orphaned claim (no owner)");
-      else ++r.in_progress;
-      continue;
-    }
-    // LIVE
-    const auto len = static_cast<std::uint32_t>(detail::Meta::key_len(meta));
-    const auto policy = static_cast<std::uint32_t>(detail::Meta::policy(meta));
-    if (len > g.key_capacity()) {
-      r.problems.push_back(where + "key length " + std::to_string(len) + " exceeds the slot's " +
-                           std::to_string(g.key_capacity()) + " bytes");
-      continue;
-    }
-    if (policy >= registered) r.problems.push_back(where + "names unregistered policy " + std::to_string(policy));
-    if (detail::Word::version(word) != detail::Meta::version(meta)) {
-      if (h.owner.load(std::memory_order_acquire) != 0) {
-        ++r.in_progress;
-      } else {
-        r.problems.push_back(where + "state version " + std::to_string(detail::Word::version(word)) +
-                             " does not match generation " + std::to_string(detail::Meta::gen(meta)));
-      }
-      continue;
-    }
-    ++r.live;
-    if (const std::string lease_problem = m.check_lease_count(i, meta, word, lease_costs); !lease_problem.empty()) {
-      r.problems.push_back(where + lease_problem);
-    }
-    const std::string_view k(key, len);
-    const u64 hash = detail::PackedKey(m.seed, policy, k).hash;
-    if (((hash >> 48) & 0xFFFF) != detail::Meta::fp(meta)) r.problems.push_back(where + "fingerprint does not match its key");
-    const std::uint32_t home = m.table.home(hash);
-    const std::uint32_t dist = (i - home) & mask;
-    if (dist >= g.max_probe) {
-      r.problems.push_back(where + "key is " + std::to_string(dist) + " slots from home, beyond max_probe");
-    } else {
-      for (std::uint32_t d = 0; d < dist; ++d) {
-        const u64 before = m.table.head((home + d) & mask).meta.load(std::memory_order_acquire);
-        if (detail::Meta::state(before) == detail::kEmpty) {
-          r.problems.push_back(where + "key is unreachable: slot " + std::to_string((home + d) & mask) +
-                               " before it is empty");
-          break;
-        }
-      }
-    }
-    live.push_back(Seen{i, policy, std::string(k)});
+  // The slots: the one auditor the raw checker uses too (slot_audit.hpp),
+  // repairing dead owners and checking each lease count on the way.
+  detail::SlotAuditor audit(m.table, g, m.seed, registered, [&](std::string line) { r.problems.push_back(std::move(line)); });
+  if (may_repair) {
+    audit.set_repair([&](std::uint32_t i) {
+      detail::ClaimEvents ev;
+      if (!m.table.repair_if_dead(i, &ev)) return false;
+      m.count(&detail::ProcessEntry::repairs, ev.repairs);
+      return true;
+    });
   }
-  std::sort(live.begin(), live.end(), [](const Seen& a, const Seen& b) {
-    return std::tie(a.policy, a.key, a.slot) < std::tie(b.policy, b.key, b.slot);
-  });
-  for (std::size_t i = 1; i < live.size(); ++i) {
-    if (live[i].policy == live[i - 1].policy && live[i].key == live[i - 1].key) {
-      r.problems.push_back("slots " + std::to_string(live[i - 1].slot) + " and " + std::to_string(live[i].slot) +
-                           " hold the same key (policy " + std::to_string(live[i].policy) + ")");
-    }
-  }
+  audit.set_check_live(
+      [&](std::uint32_t i, u64 meta, u64 word) { return m.check_lease_count(i, meta, word, lease_costs); });
+  audit.audit_all();
+  r.live += audit.live();
+  r.in_progress += audit.in_progress();
+  r.repaired += audit.repaired();
   return r;
 }
 

@@ -1,6 +1,7 @@
 // Field-by-field audit of a segment's raw bytes (check_segment.hpp), and
 // Limiter::check_segment(), which maps a named segment read-only for it.
 #include "admin/check_segment.hpp"
+#include "admin/slot_audit.hpp"
 
 #include <sys/stat.h>
 
@@ -27,12 +28,6 @@ namespace bip = boost::interprocess;
 
 namespace shmlimit::detail {
 namespace {
-
-std::string hex(u64 v) {
-  char buf[19];
-  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 class Problems {
  public:
@@ -122,8 +117,6 @@ std::uint32_t inspect_policies(const std::byte* base, const Geometry& g, Problem
 
 void inspect_slots(const std::byte* base, std::size_t size, const Geometry& g, u64 seed, std::uint32_t registered,
                    Problems& out, CheckReport* report) {
-  const std::uint32_t mask = g.capacity - 1;
-  const std::uint32_t key_cap = g.key_capacity();
   // Slots that fit the bytes we have (a truncated file has fewer).
   const u64 fit = size > g.slot_offset ? (size - g.slot_offset) / g.slot_bytes : 0;
   const auto scanned = static_cast<std::uint32_t>(std::min<u64>(fit, g.capacity));
@@ -131,89 +124,15 @@ void inspect_slots(const std::byte* base, std::size_t size, const Geometry& g, u
     out.add("slots " + std::to_string(scanned) + " to " + std::to_string(g.capacity - 1) +
             " lie beyond the end of the object (not checked)");
   }
-  const auto head = [&](std::uint32_t i) -> const SlotHead& {
-    return *reinterpret_cast<const SlotHead*>(base + g.slot_offset + u64{i} * g.slot_bytes);
-  };
-  struct Seen {
-    std::uint32_t policy;
-    std::string key;
-    std::uint32_t slot;
-  };
-  std::vector<Seen> live;
-  for (std::uint32_t i = 0; i < scanned; ++i) {
-    const SlotHead& h = head(i);
-    const std::string where = "slot " + std::to_string(i) + ": ";
-    // Relaxed: see inspect_policies.
-    const u64 meta = h.meta.load(std::memory_order_relaxed);
-    const u64 word = h.word.load(std::memory_order_relaxed);
-    const u64 owner = h.owner.load(std::memory_order_relaxed);
-    const u64 state = Meta::state(meta);
-    if (owner != 0) {
-      if (token_is_dead(owner)) {
-        out.add(where + "claim left by dead process " + std::to_string(token_pid(owner)));
-      } else {
-        ++report->in_progress;
-        continue;
-      }
-    }
-    if (state == kEmpty) {
-      if (meta != 0) out.add(where + "empty slot with non-zero fields (meta " + hex(meta) + ")");
-      else if (word != 0) out.add(where + "empty slot whose state word was committed (" + hex(word) + ")");
-      continue;
-    }
-    if (state == kDead) continue;
-    if (state == kClaiming) {
-      if (owner == 0) out.add(where + "orphaned claim (CLAIMING with no owner)");
-      continue;
-    }
-    const auto len = static_cast<std::uint32_t>(Meta::key_len(meta));
-    const auto policy = static_cast<std::uint32_t>(Meta::policy(meta));
-    bool ok = true;
-    if (len > key_cap) {
-      out.add(where + "key length " + std::to_string(len) + " exceeds the slot's " + std::to_string(key_cap) + " bytes");
-      ok = false;
-    }
-    if (policy >= registered) {
-      out.add(where + "names unregistered policy " + std::to_string(policy));
-      ok = false;
-    }
-    if (Word::version(word) != Meta::version(meta) && owner == 0) {
-      out.add(where + "state version " + std::to_string(Word::version(word)) + " does not match generation " +
-              std::to_string(Meta::gen(meta)));
-      ok = false;
-    }
-    if (!ok) continue;
-    ++report->live;
-    std::string key(len, '\0');
-    std::memcpy(key.data(), reinterpret_cast<const char*>(&h) + kSlotHeadBytes, len);
-    const PackedKey pk(seed, policy, key);
-    if (pk.fp != Meta::fp(meta)) {
-      out.add(where + "fingerprint does not match its key");
-      continue;
-    }
-    const std::uint32_t home = static_cast<std::uint32_t>(pk.hash) & mask;
-    const std::uint32_t dist = (i - home) & mask;
-    if (dist >= g.max_probe) {
-      out.add(where + "key is " + std::to_string(dist) + " slots from home, beyond max_probe");
-    } else {
-      for (std::uint32_t d = 0; d < dist; ++d) {
-        const std::uint32_t j = (home + d) & mask;
-        if (j < scanned && Meta::state(head(j).meta.load(std::memory_order_relaxed)) == kEmpty) {
-          out.add(where + "key is unreachable: slot " + std::to_string(j) + " before it is empty");
-          break;
-        }
-      }
-    }
-    live.push_back(Seen{policy, std::move(key), i});
-  }
-  std::sort(live.begin(), live.end(),
-            [](const Seen& a, const Seen& b) { return std::tie(a.policy, a.key, a.slot) < std::tie(b.policy, b.key, b.slot); });
-  for (std::size_t i = 1; i < live.size(); ++i) {
-    if (live[i].policy == live[i - 1].policy && live[i].key == live[i - 1].key) {
-      out.add("slots " + std::to_string(live[i - 1].slot) + " and " + std::to_string(live[i].slot) +
-              " hold the same key (policy " + std::to_string(live[i].policy) + ")");
-    }
-  }
+  // The auditor Limiter::check uses (slot_audit.hpp), without repair. The
+  // cast only lets a Table view the bytes: the auditor loads, never
+  // stores, and reads no slot at or past `scanned`.
+  const Table table(const_cast<std::byte*>(base) + g.slot_offset, g);
+  SlotAuditor audit(table, g, seed, registered, [&](std::string line) { out.add(std::move(line)); });
+  audit.set_readable(scanned);
+  audit.audit_all();
+  report->live += audit.live();
+  report->in_progress += audit.in_progress();
 }
 
 void inspect_denials(const std::byte* base, std::size_t size, const Geometry& g, std::uint32_t registered,
@@ -298,6 +217,7 @@ void inspect_segment_bytes(const std::byte* base, std::size_t size, CheckReport*
   if (h.max_policies != kMaxPolicies) {
     out.add("header: max_policies " + std::to_string(h.max_policies) + ", this build has " + std::to_string(kMaxPolicies));
   }
+  if (const std::string why = Segment::epoch_problem(h.epoch_mono_ns); !why.empty()) out.add("header: " + why);
   if (h.max_processes != kMaxProcesses) {
     out.add("header: max_processes " + std::to_string(h.max_processes) + ", this build has " +
             std::to_string(kMaxProcesses));

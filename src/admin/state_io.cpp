@@ -26,11 +26,13 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <vector>
 
 #include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
+#include "algorithms/state_codec.hpp"
 #include "limiter/limiter_impl.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
@@ -43,6 +45,10 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 using detail::AlgoParams;
+using detail::state_codec::FixedWindow;
+using detail::state_codec::QuietPeriod;
+using detail::state_codec::SlidingWindow;
+using detail::state_codec::TokenBucket;
 using detail::u64;
 using i64 = std::int64_t;
 
@@ -200,7 +206,6 @@ Clock clock_of(const Limiter& limiter) {
   return c;
 }
 
-constexpr u64 mask(unsigned bits) { return (u64{1} << bits) - 1; }
 
 /// Reads the fields of one bucket's "state" object (import side), naming
 /// the bucket in every error.
@@ -285,21 +290,20 @@ u64 decode_time(const AlgoParams& p, const Fields& f, const Clock& c) {
 constexpr char kTat[] = "tat";
 constexpr char kEmptyAt[] = "empty_at";
 
-// A period's start (at most one period ahead) and a count up to max, packed
-// as (index of the start's period << shift) | count: the token bucket's and
-// the fixed window's state.
-u64 decode_period_count(const AlgoParams& p, const Fields& f, const Clock& c,
-                        const char* start_field, const char* count_field, u64 max,
-                        unsigned shift) {
+// A period's start (at most one period ahead) as its period's index, and a
+// count up to max: the token bucket's and the fixed window's fields.
+std::pair<u64, u64> decode_period_count(const AlgoParams& p, const Fields& f, const Clock& c,
+                                        const char* start_field, const char* count_field, u64 max) {
   const i64 start = f.time(start_field, c);
   f.not_after(start, c.now + static_cast<i64>(p.period_ns) + kFutureSlackNs, start_field);
   const u64 count = f.count(count_field, max);
-  return (realigned_index(start, p.period_ns) << shift) | count;
+  return {realigned_index(start, p.period_ns), count};
 }
 
-// Token bucket: bits 20-55 refill index, 0-19 tokens missing.
+// Token bucket (state_codec.hpp: refill index, tokens missing).
 void encode_tb(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
-  u64 index = state >> 20, missing = state & mask(20);
+  const TokenBucket stored = TokenBucket::unpack(state);
+  u64 index = stored.index, missing = stored.missing;
   const u64 cur = static_cast<u64>(std::max<i64>(c.now, 0)) / p.period_ns;
   if (cur > index) {  // refills since the last update, as the algorithm counts them
     const __uint128_t refill = static_cast<__uint128_t>(cur - index) * p.count;
@@ -310,30 +314,35 @@ void encode_tb(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
   out["missing"] = missing;
 }
 u64 decode_tb(const AlgoParams& p, const Fields& f, const Clock& c) {
-  return decode_period_count(p, f, c, "period_start", "missing", p.burst, 20);
+  const auto [index, missing] = decode_period_count(p, f, c, "period_start", "missing", p.burst);
+  return TokenBucket{index, missing}.pack();
 }
 
-// Fixed window: bits 24-55 window index, 0-23 used.
+// Fixed window (state_codec.hpp: window index, used).
 void encode_fw(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
-  out["window_start"] = iso8601(c.wall(static_cast<i64>((state >> 24) * p.period_ns)));
-  out["used"] = state & mask(24);
+  const FixedWindow s = FixedWindow::unpack(state);
+  out["window_start"] = iso8601(c.wall(static_cast<i64>(s.index * p.period_ns)));
+  out["used"] = s.used;
 }
 u64 decode_fw(const AlgoParams& p, const Fields& f, const Clock& c) {
-  return decode_period_count(p, f, c, "window_start", "used", p.count, 24);
+  const auto [index, used] = decode_period_count(p, f, c, "window_start", "used", p.count);
+  return FixedWindow{index, used}.pack();
 }
 
-// Sliding window: bits 32-55 window index mod 2^24, 16-31 previous, 0-15 current.
+// Sliding window (state_codec.hpp: window index mod 2^24, previous, current).
 // The full index is recovered as the algorithm does (src/algorithms/algorithms.cpp sw_at).
 void encode_sw(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
   const u64 W = p.period_ns;
   const u64 k = static_cast<u64>(std::max<i64>(c.now, 0)) / W;
-  const u64 stored = state >> 32;
-  u64 prev = (state >> 16) & mask(16), cur = state & mask(16);
-  const u64 ahead = (stored - k) & mask(24);
-  const bool wraps = (static_cast<__uint128_t>(W) << 24) <= static_cast<__uint128_t>(detail::kClockHorizonNs);
+  const SlidingWindow s = SlidingWindow::unpack(state);
+  const u64 stored = s.index;
+  u64 prev = s.prev, cur = s.cur;
+  const u64 ahead = (stored - k) & SlidingWindow::kIndexMask;
+  const bool wraps = (static_cast<__uint128_t>(W) << SlidingWindow::kIndexBits) <=
+                     static_cast<__uint128_t>(detail::kClockHorizonNs);
   const u64 tolerance = (10'000'000'000ULL + W - 1) / W;
   u64 index = k;
-  if (ahead == mask(24)) {  // stored = k - 1: its current window is now the previous one
+  if (ahead == SlidingWindow::kIndexMask) {  // stored = k - 1: its current window is now the previous one
     prev = cur;
     cur = 0;
   } else if (ahead != 0) {
@@ -349,17 +358,16 @@ u64 decode_sw(const AlgoParams& p, const Fields& f, const Clock& c) {
   f.not_after(start, c.now + static_cast<i64>(p.period_ns) + kFutureSlackNs, "window_start");
   const u64 prev = f.count("previous", p.count);
   const u64 cur = f.count("current", p.count);
-  return ((realigned_index(start, p.period_ns) & mask(24)) << 32) | (prev << 16) | cur;
+  return SlidingWindow{realigned_index(start, p.period_ns), prev, cur}.pack();
 }
 
-// Quiet period: bits 19-55 expiry in ms since the epoch (rounded up), 0-18
-// used, or all ones: blocked until the expiry.
-constexpr u64 kQpBlocked = mask(19);
+// Quiet period (state_codec.hpp: expiry in ms since the epoch, rounded up;
+// used, or kBlocked until the expiry).
 void encode_qp(const AlgoParams&, u64 state, const Clock& c, Json& out) {
-  out["expires_at"] = iso8601(c.wall(static_cast<i64>((state >> 19) * kMs)));
-  const u64 used = state & mask(19);
-  out["blocked"] = used == kQpBlocked;
-  out["used"] = used == kQpBlocked ? 0 : used;
+  const QuietPeriod s = QuietPeriod::unpack(state);
+  out["expires_at"] = iso8601(c.wall(static_cast<i64>(s.expires_ms * kMs)));
+  out["blocked"] = s.used == QuietPeriod::kBlocked;
+  out["used"] = s.used == QuietPeriod::kBlocked ? 0 : s.used;
 }
 u64 decode_qp(const AlgoParams& p, const Fields& f, const Clock& c) {
   const i64 t = f.time("expires_at", c);
@@ -367,7 +375,7 @@ u64 decode_qp(const AlgoParams& p, const Fields& f, const Clock& c) {
   const bool blocked = f.flag("blocked");
   const u64 used = f.count("used", p.count);
   const u64 ms = t <= 0 ? 0 : static_cast<u64>((t + kMs - 1) / kMs);  // rounded up, as the algorithm does
-  return (ms << 19) | (blocked ? kQpBlocked : used);
+  return QuietPeriod{ms, blocked ? QuietPeriod::kBlocked : used}.pack();
 }
 
 constexpr std::array kCodecs{

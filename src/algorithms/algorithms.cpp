@@ -23,6 +23,7 @@
 #include <string_view>
 
 #include "algorithms/gcra.hpp"
+#include "algorithms/state_codec.hpp"
 #include "algorithms/state_word.hpp"
 #include "shmlimit/shmlimit.hpp"
 
@@ -215,8 +216,8 @@ bool leaky_is_full(u64 empty_at, i64 now) { return empty_at <= static_cast<u64>(
 //   state bits 20-55  refill index: floor(t / period) of the last update (36 bits)
 //   state bits 0-19   missing: burst - tokens at that index (20 bits)
 // State 0: index 0, nothing missing: full.
-constexpr unsigned kTbMissingBits = 20;
-constexpr unsigned kTbIndexBits = 36;
+constexpr unsigned kTbMissingBits = state_codec::TokenBucket::kMissingBits;
+constexpr unsigned kTbIndexBits = state_codec::TokenBucket::kIndexBits;
 static_assert(kTbMissingBits + kTbIndexBits == kStatePayloadBits,
               "token bucket state fills the payload");
 constexpr u64 kTbMinPeriodNs = 2 * kMs;  // 2^36 periods of 2 ms outlast the clock horizon
@@ -231,7 +232,8 @@ struct TbState {
 // was written at does not matter.
 TbState tb_at(const AlgoParams& p, u64 state, i64 now) {
   const u64 cur = static_cast<u64>(now) / p.period_ns;  // < 2^36 (valid, now clamped)
-  TbState s{state >> kTbMissingBits, state & mask(kTbMissingBits)};
+  const state_codec::TokenBucket stored = state_codec::TokenBucket::unpack(state);
+  TbState s{stored.index, stored.missing};
   if (s.missing == 0 || cur > s.index) {
     if (s.missing != 0) {
       const u128 refill = static_cast<u128>(cur - s.index) * p.count;
@@ -268,14 +270,14 @@ AlgoOutcome tb_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
     return outcome(tb_report(p, s, now, false, tb_wait(p, s, after - p.burst, now)));
   s.missing = after;
   return outcome(tb_report(p, s, now, true, Nanos(0)), cost > 0,
-                 (s.index << kTbMissingBits) | s.missing);
+                 state_codec::TokenBucket{s.index, s.missing}.pack());
 }
 
 AlgoOutcome tb_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   TbState s = tb_at(p, state, now);
   const u64 before = s.missing;
   s.missing = s.missing > cost ? s.missing - cost : 0;
-  return refunded(tb_decide, p, (s.index << kTbMissingBits) | s.missing, now, s.missing != before);
+  return refunded(tb_decide, p, state_codec::TokenBucket{s.index, s.missing}.pack(), now, s.missing != before);
 }
 
 bool tb_is_full(const AlgoParams& p, u64 state, i64 now) {
@@ -286,8 +288,8 @@ bool tb_is_full(const AlgoParams& p, u64 state, i64 now) {
 // Fixed window: at most `count` per window [k*period, (k+1)*period).
 //   state bits 24-55  window index k (32 bits)
 //   state bits 0-23   used in window k (24 bits)
-constexpr unsigned kFwUsedBits = 24;
-constexpr unsigned kFwIndexBits = 32;
+constexpr unsigned kFwUsedBits = state_codec::FixedWindow::kUsedBits;
+constexpr unsigned kFwIndexBits = state_codec::FixedWindow::kIndexBits;
 static_assert(kFwUsedBits + kFwIndexBits == kStatePayloadBits,
               "fixed window state fills the payload");
 constexpr u64 kFwMinPeriodNs = 20 * kMs;  // 2^32 windows of 20 ms outlast the clock horizon
@@ -301,7 +303,8 @@ struct FwState {
 // refund); a window with nothing used is an absent key.
 FwState fw_at(const AlgoParams& p, u64 state, i64 now) {
   const u64 cur = static_cast<u64>(now) / p.period_ns;  // < 2^32 (valid, now clamped)
-  FwState s{state >> kFwUsedBits, state & mask(kFwUsedBits)};
+  const state_codec::FixedWindow stored = state_codec::FixedWindow::unpack(state);
+  FwState s{stored.index, stored.used};
   if (s.used == 0 || cur > s.index) s = FwState{cur, 0};
   return s;
 }
@@ -324,14 +327,14 @@ AlgoOutcome fw_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   if (s.used + cost > p.count)
     return outcome(fw_report(p, s, now, false, fw_until_next(p, s, now)));
   s.used += cost;  // <= count < 2^24
-  return outcome(fw_report(p, s, now, true, Nanos(0)), cost > 0, (s.index << kFwUsedBits) | s.used);
+  return outcome(fw_report(p, s, now, true, Nanos(0)), cost > 0, state_codec::FixedWindow{s.index, s.used}.pack());
 }
 
 AlgoOutcome fw_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   FwState s = fw_at(p, state, now);
   const u64 before = s.used;
   s.used = s.used > cost ? s.used - cost : 0;
-  return refunded(fw_decide, p, (s.index << kFwUsedBits) | s.used, now, s.used != before);
+  return refunded(fw_decide, p, state_codec::FixedWindow{s.index, s.used}.pack(), now, s.used != before);
 }
 
 bool fw_is_full(const AlgoParams& p, u64 state, i64 now) { return fw_at(p, state, now).used == 0; }
@@ -346,8 +349,8 @@ bool fw_is_full(const AlgoParams& p, u64 state, i64 now) { return fw_at(p, state
 //   state bits 32-55  k mod 2^24 (24 bits)
 //   state bits 16-31  prev: used in window k - 1 (16 bits)
 //   state bits 0-15   cur: used in window k (16 bits)
-constexpr unsigned kSwCountBits = 16;
-constexpr unsigned kSwIndexBits = 24;
+constexpr unsigned kSwCountBits = state_codec::SlidingWindow::kCountBits;
+constexpr unsigned kSwIndexBits = state_codec::SlidingWindow::kIndexBits;
 static_assert(2 * kSwCountBits + kSwIndexBits == kStatePayloadBits,
               "sliding window state fills the payload");
 constexpr u64 kSwIndexMask = mask(kSwIndexBits);
@@ -385,10 +388,10 @@ SwState sw_at(const AlgoParams& p, u64 state, i64 now_in) {
   const auto now = static_cast<u64>(now_in);
   const u64 W = p.period_ns;
   const u64 k = now / W;  // W >= 1 ms (valid)
-  SwState s{k, now - k * W, (state >> kSwCountBits) & mask(kSwCountBits),
-            state & mask(kSwCountBits)};
+  const state_codec::SlidingWindow packed = state_codec::SlidingWindow::unpack(state);
+  SwState s{k, now - k * W, packed.prev, packed.cur};
   if (s.prev == 0 && s.cur == 0) return s;
-  const u64 stored = state >> (2 * kSwCountBits);
+  const u64 stored = packed.index;
   const u64 ahead = (stored - k) & kSwIndexMask;  // windows from k forward to the stored index
   bool is_ahead = false;
   if (!sw_index_wraps(p)) {
@@ -462,7 +465,7 @@ Nanos sw_retry(const AlgoParams& p, const SwState& s, u64 cost, i64 now) {
 }
 
 u64 sw_pack(const SwState& s) {
-  return ((s.index & kSwIndexMask) << (2 * kSwCountBits)) | (s.prev << kSwCountBits) | s.cur;
+  return state_codec::SlidingWindow{s.index, s.prev, s.cur}.pack();
 }
 
 AlgoOutcome sw_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
@@ -498,8 +501,8 @@ bool sw_is_full(const AlgoParams& p, u64 state, i64 now) {
 //   state bits 0-18   used in the current period (19 bits), or kQuietBlocked
 // State 0: expired. Expiries are rounded up to a whole ms, so the quiet
 // period is never shorter than asked (at most 1 ms longer).
-constexpr unsigned kQpUsedBits = 19;
-constexpr unsigned kQpExpiryBits = 37;
+constexpr unsigned kQpUsedBits = state_codec::QuietPeriod::kUsedBits;
+constexpr unsigned kQpExpiryBits = state_codec::QuietPeriod::kExpiryBits;
 static_assert(kQpUsedBits + kQpExpiryBits == kStatePayloadBits,
               "quiet period state fills the payload");
 static_assert((kHorizon / kMs) < (u64{1} << kQpExpiryBits), "ms expiries of the whole horizon fit");
@@ -519,7 +522,8 @@ u64 ceil_ms(u64 ns) { return ns / kMs + (ns % kMs != 0 ? 1 : 0); }
 // A period that has expired, or in which nothing is used, is an absent key.
 // An older `now` sees the period still running: never a refund.
 QpState qp_at(u64 state, i64 now) {
-  QpState s{state >> kQpUsedBits, state & mask(kQpUsedBits), false};
+  const state_codec::QuietPeriod stored = state_codec::QuietPeriod::unpack(state);
+  QpState s{stored.expires_ms, stored.used, false};
   s.open = s.used != 0 && static_cast<u64>(now) < s.expires_ns();
   if (!s.open) s = QpState{};
   return s;
@@ -533,7 +537,7 @@ Nanos qp_reset(const QpState& s, i64 now) {
   return s.open ? Nanos(static_cast<i64>(s.expires_ns() - static_cast<u64>(now))) : Nanos(0);
 }
 
-u64 qp_pack(const QpState& s) { return (s.expires_ms << kQpUsedBits) | s.used; }
+u64 qp_pack(const QpState& s) { return state_codec::QuietPeriod{s.expires_ms, s.used}.pack(); }
 
 AlgoOutcome qp_decide(const AlgoParams& p, u64 state, i64 now_in, u64 cost) {
   QpState s = qp_at(state, now_in);

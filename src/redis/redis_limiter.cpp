@@ -54,16 +54,6 @@ using u128 = __uint128_t;
 /// at most 2^50 ns (limiter.lua, "Numbers").
 constexpr u64 kMaxSpan = u64{1} << 50;
 
-bool valid_name(std::string_view name) {
-  if (name.empty() || name.size() > 31) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '.' || c == ':' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 [[noreturn]] void invalid(const TierPolicy& p, const std::string& why) {
   throw Error(ErrorCode::kInvalidArgument, "policy \"" + p.spec.name + "\" (" + std::string(to_string(p.spec.algorithm)) +
                                                ", " + format_rate(p.spec.rate) + "): " + why);
@@ -134,15 +124,10 @@ TierPolicyData make_tier_policy(const TierPolicy& policy, bool allow_local_share
   TierPolicyData out;
   out.policy = policy;
   PolicySpec& spec = out.policy.spec;
-  if (!valid_name(spec.name)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "policy name \"" + spec.name + "\" must be 1..31 bytes of [A-Za-z0-9_.:-]");
-  }
-  if (spec.rate.count == 0 || spec.rate.period.count() <= 0) invalid(policy, "the rate needs a count >= 1 and a period > 0");
-  // As Limiter::add_policy: window algorithms' capacity is their count.
-  const bool windowed = spec.algorithm == Algorithm::kFixedWindow || spec.algorithm == Algorithm::kSlidingWindow ||
-                        spec.algorithm == Algorithm::kQuietPeriod;
-  if (spec.burst == 0 || windowed) spec.burst = spec.rate.count;
+  // The core's one validator and normaliser (name, rate, burst, wait,
+  // on_full, the algorithm's limits), so a spec means the same in every
+  // tier; then the Redis tier's own limits below.
+  spec = normalize_policy_spec(spec);
   const u64 period = static_cast<u64>(spec.rate.period.count());
   out.algo = AlgoParams{spec.algorithm, spec.rate.count, period, spec.burst, gcra_emission(spec.rate.count, period)};
   const char* why = "unknown algorithm";

@@ -15,8 +15,13 @@
 namespace shmlimit::detail {
 namespace {
 
+// PF_KTHREAD in /proc/<pid>/stat field 9 (flags): a kernel thread, which
+// never maps a segment.
+constexpr std::uint64_t kPfKthread = 0x00200000;
+
 struct ProcStat {
   char state = '?';
+  std::uint64_t flags = 0;
   std::uint64_t start_time = 0;
 };
 
@@ -41,18 +46,27 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
   if (close == nullptr || close[1] != ' ') return ProcStat{};
   ProcStat st;
   st.state = close[2];
-  // Field 3 is the state; field 22 is starttime: skip 19 more fields.
+  // Field 3 is the state, field 9 the flags, field 22 starttime.
   const char* p = close + 2;
   for (int field = 3; field < 22 && *p != '\0'; ++p) {
-    if (*p == ' ') ++field;
+    if (*p == ' ') {
+      ++field;
+      if (field == 9) st.flags = std::strtoull(p + 1, nullptr, 10);
+    }
   }
   st.start_time = std::strtoull(p, nullptr, 10);
   return st;
 }
 
+// The start field of a token (process.hpp): never 0, so that a start
+// field of 0 is always corruption.
+std::uint32_t start_field(const std::optional<ProcStat>& st) {
+  const auto start = st && st->state != '?' ? static_cast<std::uint32_t>(st->start_time) : 0u;
+  return start != 0 ? start : kStartUnknown;
+}
+
 ProcessToken make_token(pid_t pid) {
-  const auto st = read_proc_stat(pid);
-  const std::uint64_t start = st ? (st->start_time & 0xFFFFFFFFu) : 0;
+  const std::uint32_t start = start_field(read_proc_stat(pid));
   return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32) | start;
 }
 
@@ -77,17 +91,27 @@ ProcessToken self_token() {
   return cached;
 }
 
+const char* token_impossible(ProcessToken token) {
+  if (token_pid(token) == 0) return "pid 0";
+  if (static_cast<pid_t>(token_pid(token)) < 0) return "a pid beyond any pid_max";
+  if (token_start(token) == 0) return "start time 0";
+  const auto st = read_proc_stat(static_cast<pid_t>(token_pid(token)));
+  if (st && (st->flags & kPfKthread) != 0) return "names a kernel thread";
+  return nullptr;
+}
+
 bool token_is_dead(ProcessToken token) {
   const auto pid = static_cast<pid_t>(token_pid(token));
-  if (pid <= 0) return true;
+  if (pid <= 0 || token_start(token) == 0) return true;  // impossible: no token of ours
   const auto st = read_proc_stat(pid);
   if (!st) return true;
+  if ((st->flags & kPfKthread) != 0) return true;  // impossible: a kernel thread holds nothing
   if (st->state == '?') {
     // /proc could not tell: ask the kernel whether the pid exists at all.
     return ::kill(pid, 0) != 0 && errno == ESRCH;
   }
   if (st->state == 'Z' || st->state == 'X') return true;  // exited, not yet reaped
-  if ((token & 0xFFFFFFFFu) != 0 && (st->start_time & 0xFFFFFFFFu) != (token & 0xFFFFFFFFu)) {
+  if (token_start(token) != kStartUnknown && start_field(st) != token_start(token)) {
     return true;  // the pid was reused by another process
   }
   return false;

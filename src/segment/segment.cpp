@@ -370,6 +370,7 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
       h.total_bytes != g.total_bytes || h.lease_offset != g.lease_offset || h.log_offset != g.log_offset) {
     return "its offsets contradict its capacity (corrupt header)";
   }
+  if (std::string why = epoch_problem(h.epoch_mono_ns); !why.empty()) return why;
   if (size != g.total_bytes) {
     return "it is " + std::to_string(size) + " bytes but its header says " + std::to_string(g.total_bytes) +
            " (truncated or resized)";
@@ -380,6 +381,18 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
   }
   if (out != nullptr) *out = g;
   return {};
+}
+
+std::string Segment::epoch_problem(std::int64_t epoch_mono_ns) {
+  const std::int64_t now = monotonic_ns();
+  if (epoch_mono_ns <= now) return {};
+  // Whole ms, rounded up: "0 ms in the future" would read as no problem.
+  const std::int64_t ahead_ms = (epoch_mono_ns - now) / 1'000'000 + 1;
+  return "corrupt header: its epoch (CLOCK_MONOTONIC " + std::to_string(epoch_mono_ns) + " ns) is " +
+         std::to_string(ahead_ms) +
+         " ms in the future, so every bucket's clock would stand still at 0 (the header was overwritten, or "
+         "this process runs in another time namespace); it cannot be repaired while processes use it: stop "
+         "them, remove it with `shmlimit rm` and let them create it again";
 }
 
 std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, SegmentKind kind) {

@@ -112,6 +112,15 @@ class Segment {
   static std::string validate(const std::byte* base, std::size_t size, std::uint32_t expected_capacity,
                               Geometry* out, SegmentKind kind = SegmentKind::kLimiter);
 
+  /// Why `epoch_mono_ns` (Header::epoch_mono_ns) cannot be this segment's
+  /// epoch, or an empty string: the creator read CLOCK_MONOTONIC, which is
+  /// system-wide, so an epoch later than now is corrupt (or this process
+  /// runs in another time namespace). Such a segment is refused at open
+  /// and reported by `check`, never repaired in place: every attached
+  /// process copied the epoch at open, so a rewritten one would have
+  /// processes measure bucket times from two origins (doc/design.md).
+  static std::string epoch_problem(std::int64_t epoch_mono_ns);
+
   Segment();  // use open()
 
  private:

@@ -16,7 +16,7 @@ constexpr u64 kKeyWords = kDenialKeyBytes / 8;
 // True when `pid` names no live process (a zombie counts as dead: it can
 // no longer store). Without a start time a reused pid reads as alive, which
 // costs entries, never correctness.
-bool writer_is_dead(u32 pid) noexcept { return token_is_dead(ProcessToken{pid} << 32); }
+bool writer_is_dead(u32 pid) noexcept { return pid_is_dead(pid); }
 
 }  // namespace
 

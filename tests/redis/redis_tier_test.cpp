@@ -337,6 +337,36 @@ TEST_F(RedisTier, PoliciesTheScriptCannotRepresentAreRefusedClearly) {
   EXPECT_THROW(redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("6/s"), 5, OnFull::kDeny}}), Error);
 }
 
+// The Redis tier validates a spec with the core's normalize_policy_spec:
+// what Limiter::add_policy refuses, it refuses with the same message.
+TEST_F(RedisTier, SpecsAreValidatedByTheCoresOneValidator) {
+  RedisLimiter redis(options_for(*server_, false));
+  const PolicySpec specs[] = {
+      {"win", Algorithm::kFixedWindow, parse_rate("5/s"), 3, OnFull::kDeny},  // burst dropped before
+      {"p\xc3", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny},     // half a UTF-8 character
+      {"drf", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny, LogWait::kDrf},
+      {"zero", Algorithm::kGcra, Rate{0, std::chrono::seconds(1)}, 5, OnFull::kDeny},
+  };
+  for (const PolicySpec& spec : specs) {
+    std::string core;
+    try {
+      (void)normalize_policy_spec(spec);
+      ADD_FAILURE() << "the core accepts " << spec.name;
+    } catch (const Error& e) {
+      core = e.what();
+    }
+    try {
+      redis.add_policy(TierPolicy{spec});
+      ADD_FAILURE() << "the Redis tier accepts " << spec.name;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_EQ(std::string(e.what()), core);
+    }
+  }
+  // A window's burst equal to its count is the count, as in the core.
+  (void)redis.add_policy(TierPolicy{{"win", Algorithm::kFixedWindow, parse_rate("5/s"), 5, OnFull::kDeny}});
+}
+
 // The production script has no path for an injected time: an ARGV "now"
 // sent straight to it (bypassing the client) is ignored and TIME is used.
 TEST_F(RedisTier, ProductionScriptIgnoresAnInjectedTime) {
