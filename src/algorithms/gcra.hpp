@@ -39,7 +39,8 @@ inline std::uint64_t gcra_reciprocal(std::uint64_t t) {
   return t == 1 ? ~std::uint64_t{0} : static_cast<std::uint64_t>((static_cast<__uint128_t>(1) << 64) / t);
 }
 
-/// n / T. With m = floor(2^64 / T) (2^64 - 1 for T = 1), q = floor(n * m / 2^64)
+/// n / T for n <= kMaxTauNs (every caller's n is at most tau). With
+/// m = floor(2^64 / T) (2^64 - 1 for T = 1), q = floor(n * m / 2^64)
 /// is n / T or one less (m is below 2^64 / T by at most 1, so the error is
 /// below n / 2^64 < 1): one correction makes it exact.
 inline std::uint64_t gcra_div(std::uint64_t n, const GcraParams& p) {
