@@ -8,6 +8,10 @@
 #                         the mutex map (plot: bench/throughput.png);
 #   shmlimit_bench_tiers  the local, Redis and hybrid tiers (when the Redis tier
 #                         is built and redis-server is installed);
+#   bench/bench_drf.py    the per-call cost of shmlimit's DRF throttle against
+#                         DRF's own on LocMemCache (when /usr/bin/python3 has
+#                         django and rest_framework; the module is then built
+#                         in the same preset, SHMLIMIT_BUILD_PYTHON=ON);
 # and writes one report, bench/results.md: the machine, then each section.
 # Cases and how to read them: bench/README.md.
 #
@@ -26,6 +30,8 @@
 #   SHMLIMIT_THROUGHPUT_ARGS="..."  arguments of shmlimit_throughput (default "--duration=2 --procs=1,2,4";
 #                                   "skip": not run)
 #   SHMLIMIT_BENCH_TIERS=0          do not run shmlimit_bench_tiers
+#   SHMLIMIT_BENCH_DRF=0            do not run bench/bench_drf.py
+#   SHMLIMIT_BENCH_DRF_ARGS="..."   its arguments (default: its own, 7 rounds of 2000 calls)
 #   SHMLIMIT_BENCH_WAIT_IDLE=s      wait up to s seconds for the CPUs to be >= 90% idle before running (default 0)
 #   SHMLIMIT_BENCH_NO_APT=1         do not apt-get install the alternatives' servers and client
 #                                   libraries and matplotlib when missing (installed only as root)
@@ -43,6 +49,8 @@ repetitions="${SHMLIMIT_BENCH_REPETITIONS:-5}"
 min_time="${SHMLIMIT_BENCH_MIN_TIME:-}"
 tp_args="${SHMLIMIT_THROUGHPUT_ARGS:---duration=2 --procs=1,2,4}"
 run_tiers="${SHMLIMIT_BENCH_TIERS:-1}"
+run_drf="${SHMLIMIT_BENCH_DRF:-1}"
+drf_args="${SHMLIMIT_BENCH_DRF_ARGS:-}"
 wait_idle="${SHMLIMIT_BENCH_WAIT_IDLE:-0}"
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -70,9 +78,21 @@ if [[ ${#missing[@]} -gt 0 && ${SHMLIMIT_BENCH_NO_APT:-0} != 1 && $(id -u) == 0 
 fi
 
 # ---- build ------------------------------------------------------------------------
-run cmake --preset "$preset" >&2
+# The DRF comparison needs Debian's python3 with django and DRF, and the
+# Python module built (Release, like the rest) in this preset.
+drf_note=""
+configure_args=()
+if [[ "$run_drf" == 0 ]]; then
+  drf_note="Not run (SHMLIMIT_BENCH_DRF=0)."
+elif ! /usr/bin/python3 -c 'import django, rest_framework' 2>/dev/null; then
+  drf_note="Not run: /usr/bin/python3 has no django and djangorestframework (Debian python3-django, python3-djangorestframework)."
+else
+  configure_args+=(-DSHMLIMIT_BUILD_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3)
+fi
+run cmake --preset "$preset" "${configure_args[@]}" >&2
 targets=(shmlimit_bench shmlimit_throughput)
 if grep -q '^SHMLIMIT_BUILD_REDIS:BOOL=ON' "build/$preset/CMakeCache.txt"; then targets+=(shmlimit_bench_tiers); fi
+if [[ -z "$drf_note" ]]; then targets+=(shmlimit_python); fi
 run cmake --build --preset "$preset" --target "${targets[@]}" >&2
 bindir="build/$preset/bench"
 build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "build/$preset/CMakeCache.txt")"
@@ -132,7 +152,8 @@ bench_out="$(mktemp)"
 tp_out="$(mktemp)"
 tp_csv="$(mktemp)"
 tiers_out="$(mktemp)"
-trap 'rm -f "$bench_out" "$tp_out" "$tp_csv" "$tiers_out"' EXIT
+drf_out="$(mktemp)"
+trap 'rm -f "$bench_out" "$tp_out" "$tp_csv" "$tiers_out" "$drf_out"' EXIT
 
 # Google Benchmark: every case <repetitions> times, interleaved at random (a
 # burst of load from other processes then does not land on all repetitions of
@@ -173,6 +194,14 @@ elif ! command -v redis-server >/dev/null 2>&1; then
 else
   # In order, not interleaved: x_local divides by the local case, which runs first.
   gbench "$bindir/shmlimit_bench_tiers" "$tiers_out" false
+fi
+
+if [[ -z "$drf_note" ]]; then
+  say "running bench/bench_drf.py $drf_args"
+  # shellcheck disable=SC2086  # word splitting of the argument list is intended
+  if ! /usr/bin/python3 bench/bench_drf.py --build "build/$preset" $drf_args | tee "$drf_out"; then
+    drf_note="Failed: see the output of bench/bench_drf.py above."
+  fi
 fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -264,6 +293,14 @@ fi
     echo '```'
     sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$tiers_out"
     echo '```'
+  fi
+  echo
+  if [[ -n "$drf_note" ]]; then
+    echo "## DRF throttle per call (bench/bench_drf.py)"
+    echo
+    echo "$drf_note"
+  else
+    cat "$drf_out"  # its own "## DRF throttle per call" section
   fi
   echo
   echo "## shmlimit_bench console output"

@@ -31,14 +31,18 @@ struct GcraParams {
   std::uint64_t reciprocal = 0;   // gcra_reciprocal(T), or 0 to divide plainly
 };
 
-/// floor(2^64 / T) for T >= 2 (0 for T < 2): lets the hot path replace its
-/// one 64-bit division by a multiplication (see gcra_div).
+/// floor(2^64 / T) for T >= 2, 2^64 - 1 for T = 1 (2^64 does not fit; see
+/// gcra_div), 0 for T = 0: lets the hot path replace its one 64-bit
+/// division by a multiplication.
 inline std::uint64_t gcra_reciprocal(std::uint64_t t) {
-  return t < 2 ? 0 : static_cast<std::uint64_t>((static_cast<__uint128_t>(1) << 64) / t);
+  if (t == 0) return 0;
+  return t == 1 ? ~std::uint64_t{0} : static_cast<std::uint64_t>((static_cast<__uint128_t>(1) << 64) / t);
 }
 
-/// n / T. With m = floor(2^64 / T), q = floor(n * m / 2^64) is n / T or one
-/// less (the error is below n / 2^64 < 1): one correction makes it exact.
+/// n / T for n <= kMaxTauNs (every caller's n is at most tau). With
+/// m = floor(2^64 / T) (2^64 - 1 for T = 1), q = floor(n * m / 2^64)
+/// is n / T or one less (m is below 2^64 / T by at most 1, so the error is
+/// below n / 2^64 < 1): one correction makes it exact.
 inline std::uint64_t gcra_div(std::uint64_t n, const GcraParams& p) {
   if (p.reciprocal == 0) return n / p.emission_ns;
   std::uint64_t q = static_cast<std::uint64_t>((static_cast<__uint128_t>(n) * p.reciprocal) >> 64);

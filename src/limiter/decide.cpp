@@ -70,11 +70,8 @@ std::optional<Decision> Limiter::Impl::claim(const PolicySnapshot& p, const deta
   return std::nullopt;
 }
 
-Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
-               Charge* charge, bool live_clock) noexcept {
-  now = std::max<std::int64_t>(now, 0);
-  PolicySnapshot p;
-  if (auto early = precheck(policy, key, now, &p)) return *early;
+inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
+                                      std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept {
   if (seg->read_only() && op == Op::kAcquire) op = Op::kPeek;
   const detail::PackedKey pk(seed, policy, key);
   if (p.algo.algorithm == Algorithm::kSlidingLog) return log_apply(p, pk, cost, now, op, charge, live_clock);
@@ -125,6 +122,28 @@ Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 co
     // Reclaimed since the lookup (our bucket had become full): look the
     // key up again.
   }
+}
+
+// The checks of precheck(), on the cached snapshot: a hit is a valid,
+// unretired entry (cached_policy), so only the key length and the clock
+// horizon remain; anything else takes apply_slow, which decides exactly as
+// before.
+Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
+               Charge* charge, bool live_clock) noexcept {
+  now = std::max<std::int64_t>(now, 0);
+  const PolicySnapshot* hot = cached_policy(policy);
+  if (hot != nullptr && hot->valid && key.size() <= table.key_capacity() &&
+      now <= detail::kClockHorizonNs - hot->margin) [[likely]] {
+    return decide(*hot, policy, key, cost, now, op, charge, live_clock);
+  }
+  return apply_slow(policy, key, cost, now, op, charge, live_clock);
+}
+
+Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
+                    Charge* charge, bool live_clock) noexcept {
+  PolicySnapshot p;
+  if (auto early = precheck(policy, key, now, &p)) return *early;
+  return decide(p, policy, key, cost, now, op, charge, live_clock);
 }
 
 // The decision is built once, in the caller's return slot (apply's result

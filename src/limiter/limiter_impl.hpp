@@ -21,6 +21,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -149,6 +150,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // process-local throttle.
   mutable std::atomic<std::int64_t> last_lease_scan{-kLeaseScanNs};
   static constexpr std::int64_t kLeaseScanNs = 1'000'000;
+  // The recent-denials ring (denials.hpp), located once: a denial records
+  // into it without recomputing its address.
+  detail::DenialRing denials;
 
   explicit Impl(std::unique_ptr<detail::Segment> s, const Options& o)
       : seg(std::move(s)),
@@ -162,20 +166,81 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()),
         leases(&table, reinterpret_cast<detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset)),
         log_base(reinterpret_cast<AtomicU64*>(seg->base() + seg->geometry().log_offset)),
-        log_entries(seg->geometry().log_entries) {}
+        log_entries(seg->geometry().log_entries),
+        denials(detail::DenialRing::at(seg->base(), seg->geometry())) {}
   // ---- policies -----------------------------------------------------------
-  // Process-local cache of validated policy snapshots, keyed by the raw
-  // parameter words, so the divisions of validation run once per
-  // parameter change rather than once per decision. Filled under
-  // cache_mutex; read without locking (a seqlock: seq is odd while a fill
-  // is under way). Every field is an atomic so threads may read while
-  // another fills.
-  struct CacheEntry {
-    std::atomic<u64> seq{0};
-    std::atomic<u64> kind{0}, count{0}, period{0}, burst{0}, emission{0}, valid{0}, reciprocal{0}, margin{0};
+  // Process-local cache of validated policy snapshots. Per entry, a pointer
+  // to an immutable CachedPolicy: the raw words it was derived from (the
+  // entry's state word and its active parameter set) and the snapshot, so
+  // the divisions of validation run once per parameter change rather than
+  // once per decision. A CachedPolicy is written completely, then published
+  // by a release store of the pointer under cache_mutex; readers take the
+  // pointer with acquire and never lock. It is never freed while the handle
+  // lives (a reader may still be using it); at most kMaxCachedPolicies are
+  // made per handle, after which a change is validated on every decision
+  // (only a segment whose policy words keep changing, i.e. a buggy or
+  // hostile writer, gets there).
+  struct CachedPolicy {
+    u64 state = 0;               // PolicyEntry::state it was read under; never 0, never retired
+    std::array<u64, 5> raw{};    // kind, count, period_ns, burst, emission_ns as read
+    PolicySnapshot snap;
   };
-  mutable std::array<CacheEntry, detail::kMaxPolicies> cache{};
+  static constexpr std::size_t kMaxCachedPolicies = 4096;
+  mutable std::array<std::atomic<const CachedPolicy*>, detail::kMaxPolicies> cache{};
   mutable std::mutex cache_mutex;
+  mutable std::vector<std::unique_ptr<const CachedPolicy>> cache_store;  // guarded by cache_mutex
+
+  // The hot path's policy read: the cached snapshot of entry `index` if the
+  // entry's state word and active parameter words are still exactly those
+  // it was derived from; nullptr otherwise (no cache yet, a replacement, a
+  // retired entry, bytes changed in place by a buggy or hostile writer:
+  // load_policy reads and validates afresh). One acquire load of the
+  // process-local pointer, one of the entry's state, five relaxed loads,
+  // no store. Lock-free (wait-free).
+  [[gnu::always_inline]] const PolicySnapshot* cached_policy(std::uint32_t index) const noexcept {
+    if (index >= detail::kMaxPolicies) [[unlikely]] return nullptr;
+    // Acquire: pairs with the release store in remember_policy, so the
+    // CachedPolicy's fields written before it was published are visible.
+    const CachedPolicy* c = cache[index].load(std::memory_order_acquire);
+    if (c == nullptr) [[unlikely]] return nullptr;
+    const detail::PolicyEntry& e = policy_table[index];
+    // Acquire: pairs with the policy writer's release store of state, so
+    // the parameter set it names is complete (as in read_policy).
+    const u64 s = e.state.load(std::memory_order_acquire);
+    const detail::PolicyParams& p = e.params[detail::PolicyState::active(s)];
+    // Relaxed, and no second read of state (read_policy's seqlock check is
+    // not needed here): a hit requires every word to equal the set the
+    // snapshot was validated from, read consistently under this same state
+    // word. Even if a writer has moved on and is rewriting this set, words
+    // that all equal the cached ones are exactly the parameters state `s`
+    // named when it was loaded, so the decision is the one it would have
+    // been at that instant. A word changed in place is a miss as soon as it
+    // is visible.
+    const u64 diff = (s ^ c->state) | (p.kind.load(std::memory_order_relaxed) ^ c->raw[0]) |
+                     (p.count.load(std::memory_order_relaxed) ^ c->raw[1]) |
+                     (p.period_ns.load(std::memory_order_relaxed) ^ c->raw[2]) |
+                     (p.burst.load(std::memory_order_relaxed) ^ c->raw[3]) |
+                     (p.emission_ns.load(std::memory_order_relaxed) ^ c->raw[4]);
+    return diff == 0 ? &c->snap : nullptr;
+  }
+
+  // Publishes a snapshot read (consistently, read_policy) under `state`.
+  void remember_policy(std::uint32_t index, u64 state, const PolicySnapshot& s) const noexcept {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (cache_store.size() >= kMaxCachedPolicies) return;
+    try {
+      auto c = std::make_unique<CachedPolicy>();
+      c->state = state;
+      c->raw = {s.kind_word, s.algo.count, s.algo.period_ns, s.algo.burst, s.algo.emission_ns};
+      c->snap = s;
+      cache_store.reserve(cache_store.size() + 1);
+      // Release: publishes the fields above to cached_policy's acquire load.
+      cache[index].store(c.get(), std::memory_order_release);
+      cache_store.push_back(std::move(c));  // cannot throw: reserved
+    } catch (...) {
+      // Out of memory: stay uncached; every decision validates afresh.
+    }
+  }
 
   // Reads one policy entry's active parameter set from the segment,
   // consistently (a seqlock read); validates it when asked.
@@ -229,47 +294,20 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   }
 
   bool load_policy(std::uint32_t index, PolicySnapshot* out) const noexcept {
+    if (const PolicySnapshot* hit = cached_policy(index)) {
+      *out = *hit;
+      return true;
+    }
     if (index >= detail::kMaxPolicies) return false;
     const detail::PolicyEntry& e = policy_table[index];
     u64 raw_state = 0;
     if (!read_policy(e, out, &raw_state, /*validate=*/false)) return false;
     if (out->retired) return true;
-    // The raw words just read are compared with the cached ones: a hit
-    // reuses the derived values; any change (a replacement, or bytes
-    // written by a buggy or hostile process) is validated afresh.
-    CacheEntry& c = cache[index];
-    // Acquire: the fields below were stored before seq became even.
-    const u64 q = c.seq.load(std::memory_order_acquire);
-    const u64 kind = out->kind_word;
-    if ((q & 1) == 0 && c.kind.load(std::memory_order_relaxed) == kind &&
-        c.count.load(std::memory_order_relaxed) == out->algo.count &&
-        c.period.load(std::memory_order_relaxed) == out->algo.period_ns &&
-        c.burst.load(std::memory_order_relaxed) == out->algo.burst &&
-        c.emission.load(std::memory_order_relaxed) == out->algo.emission_ns) {
-      out->valid = c.valid.load(std::memory_order_relaxed) != 0;
-      out->reciprocal = c.reciprocal.load(std::memory_order_relaxed);
-      out->margin = static_cast<std::int64_t>(c.margin.load(std::memory_order_relaxed));
-      // Acquire fence: the field loads complete before seq is re-read.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      if (c.seq.load(std::memory_order_relaxed) == q) return true;
-    }
+    // Not the cached words (a replacement, or bytes written by a buggy or
+    // hostile process): validated afresh, and cached unless the entry kept
+    // changing while it was read (raw_state 0).
     validate(out);
-    if (raw_state != 0) {
-      std::lock_guard<std::mutex> lock(cache_mutex);
-      // Relaxed stores inside the seqlock: seq is odd around them, and the
-      // release increment publishes them to readers.
-      c.seq.fetch_add(1, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_release);
-      c.kind.store(kind, std::memory_order_relaxed);
-      c.count.store(out->algo.count, std::memory_order_relaxed);
-      c.period.store(out->algo.period_ns, std::memory_order_relaxed);
-      c.burst.store(out->algo.burst, std::memory_order_relaxed);
-      c.emission.store(out->algo.emission_ns, std::memory_order_relaxed);
-      c.valid.store(out->valid ? 1 : 0, std::memory_order_relaxed);
-      c.reciprocal.store(out->reciprocal, std::memory_order_relaxed);
-      c.margin.store(static_cast<u64>(out->margin), std::memory_order_relaxed);
-      c.seq.fetch_add(1, std::memory_order_release);
-    }
+    if (raw_state != 0) remember_policy(index, raw_state, *out);
     return true;
   }
 
@@ -313,7 +351,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   }
 
   // ---- recent denials ------------------------------------------------------
-  detail::DenialRing denial_ring() const noexcept { return detail::DenialRing::at(seg->base(), seg->geometry()); }
+  detail::DenialRing denial_ring() const noexcept { return denials; }
 
   // Records a denied acquire in the ring (denials.hpp); the admit path
   // never gets here. Returns `d`.
@@ -380,6 +418,13 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // caller), so it may be read again.
   Decision apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
                  Charge* charge = nullptr, bool live_clock = false) noexcept;
+  // apply() when the cached snapshot does not do: precheck, then decide.
+  [[gnu::noinline]] Decision apply_slow(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
+                                        Charge* charge, bool live_clock) noexcept;
+  // The decision on a checked policy snapshot and key (apply's body).
+  [[gnu::always_inline]] inline Decision decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key,
+                                                u64 cost, std::int64_t now, Op op, Charge* charge,
+                                                bool live_clock) noexcept;
 
   // ---- sliding log (log_apply.cpp, algorithms/sliding_log.hpp) ----------------
   AtomicU64* log_of(std::uint32_t index) const noexcept {
@@ -435,7 +480,13 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
                      Decision combined) noexcept;
   void slot_denied(std::uint32_t policy, std::string_view key) noexcept;
 
-  std::int64_t now() const noexcept { return detail::monotonic_ns() - epoch; }
+  // CLOCK_MONOTONIC through the vDSO, as detail::monotonic_ns()
+  // (segment/clock.cpp), but inline: the hot path makes one call, not two.
+  std::int64_t now() const noexcept {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec - epoch;
+  }
 
   // ---- the policy table (policies.cpp) ---------------------------------------
   class AdminGuard;  // serialises policy-table writers across processes

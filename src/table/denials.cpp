@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "segment/process.hpp"
+#include "table/hash.hpp"
 
 namespace shmlimit::detail {
 namespace {
@@ -66,9 +67,20 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
                std::memory_order_relaxed);
   e.cost.store(cost, std::memory_order_relaxed);
   e.retry_after_ns.store(static_cast<u64>(std::max<Nanos::rep>(retry_after.count(), 0)), std::memory_order_relaxed);
-  u64 words[kKeyWords] = {};
-  std::memcpy(words, key.data(), std::min<std::size_t>(key.size(), kDenialKeyBytes));
-  for (u64 i = 0; i < kKeyWords; ++i) e.key[i].store(words[i], std::memory_order_relaxed);
+  // Each word loaded straight from the key (load_word_upto8 for the tail):
+  // bytes copied into a stack buffer and read back as words stalled the
+  // store-forwarding of every short key.
+  const std::size_t kept = std::min<std::size_t>(key.size(), kDenialKeyBytes);
+  for (u64 i = 0; i < kKeyWords; ++i) {
+    const std::size_t at = 8 * i;
+    u64 w = 0;
+    if (at + 8 <= kept) {
+      std::memcpy(&w, key.data() + at, 8);
+    } else if (at < kept) {
+      w = load_word_upto8(key.data() + at, static_cast<std::uint32_t>(kept - at));
+    }
+    e.key[i].store(w, std::memory_order_relaxed);
+  }
   // Release: the fields are visible to whoever reads seq == 2t+2 with
   // acquire. Only a writer that judged this process dead takes an entry
   // over, so the CAS fails only when the segment's users do not share one
@@ -76,6 +88,14 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
   u64 expected = writing;
   e.seq.compare_exchange_strong(expected, denial_seq_complete(t), std::memory_order_release,
                                 std::memory_order_relaxed);
+  // The ring (128 KiB) does not stay in L1, and every ticket writes another
+  // entry: without this the next denial's CAS of seq and its stores wait
+  // for two lines from L2 or memory. Prefetch (for writing) the entry the
+  // next ticket will most likely be, ours again when one process is being
+  // refused in a loop. A hint only: no store, nothing to order.
+  const DenialEntry& next = entry(t + 1);
+  __builtin_prefetch(&next, 1);
+  __builtin_prefetch(reinterpret_cast<const char*>(&next) + 64, 1);
 }
 
 DenialRead DenialRing::read(std::uint64_t since) const {

@@ -6,8 +6,24 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace shmlimit::detail {
+
+// Bytes [0, n) of `p` (n <= 8) as a little-endian word, zero-padded: at
+// most three loads and no loop, never reading outside [p, p + n). For n >= 4
+// two 4-byte loads overlap; the bytes they share are ORed with themselves.
+[[gnu::always_inline]] inline std::uint64_t load_word_upto8(const char* p, std::uint32_t n) noexcept {
+  if (n >= 4) {
+    std::uint32_t lo = 0, hi = 0;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    return std::uint64_t{lo} | (std::uint64_t{hi} << (8 * (n - 4)));
+  }
+  if (n == 0) return 0;
+  const auto byte = [p](std::uint32_t i) { return std::uint64_t{static_cast<unsigned char>(p[i])}; };
+  return byte(0) | (byte(n / 2) << (8 * (n / 2))) | (byte(n - 1) << (8 * (n - 1)));
+}
 
 inline std::uint64_t mum(std::uint64_t a, std::uint64_t b) {
   const __uint128_t r = static_cast<__uint128_t>(a) * b;

@@ -45,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <string_view>
 
@@ -238,15 +239,23 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std:
     : len(static_cast<std::uint32_t>(std::min<std::size_t>(key.size(), kMaxWords * 8))),
       nwords((len + 7) / 8),
       policy(policy_index) {
-  // Whole words by 8-byte loads, the tail assembled in a register: the
-  // words are then hashed at once, without re-reading a partly written one.
+  static_assert(std::endian::native == std::endian::little,
+                "keys are packed into words by memcpy; the table stores them little-endian");
+  // Whole words by 8-byte loads, the tail by load_word_upto8: the words are
+  // then hashed at once, without re-reading a partly written one. Keys of
+  // up to 16 bytes (IPs, user ids: the common case) take no loop at all.
   const char* p = key.data();
-  const std::uint32_t full = len / 8;
-  for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
-  if (const std::uint32_t rest = len % 8; rest != 0) {
-    std::uint64_t w = 0;
-    for (std::uint32_t j = 0; j < rest; ++j) w |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[8 * full + j])) << (8 * j);
-    words[full] = w;
+  if (len <= 16) [[likely]] {
+    if (len > 8) {
+      std::memcpy(&words[0], p, 8);
+      words[1] = load_word_upto8(p + 8, len - 8);
+    } else {
+      words[0] = load_word_upto8(p, len);
+    }
+  } else {
+    const std::uint32_t full = len / 8;
+    for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
+    if (const std::uint32_t rest = len % 8; rest != 0) words[full] = load_word_upto8(p + 8 * full, rest);
   }
   hash = hash_words(seed, policy_index, words, nwords, len);
   fp = (hash >> 48) & 0xFFFF;

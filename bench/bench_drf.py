@@ -1,0 +1,165 @@
+"""Per-call cost of a DRF throttle: shmlimit's against DRF's own (issue 16).
+
+Cases, in one process, rate "60/min" (scope "anon"), each as one
+``allow_request(request, view)`` call on a throttle built once:
+  shmlimit   shmlimit.django.throttling.AnonRateThrottle (one segment for
+             every worker; the scope's default algorithm, sliding_window)
+  drf        rest_framework.throttling.AnonRateThrottle on Django's default
+             cache, LocMemCache (per process: N workers allow N times the rate)
+Workloads:
+  one client    the same address on every call: 60 admitted, then every call
+                is refused (DRF's history holds 60 timestamps); timed after
+                the first 60, so both sides are in that steady state
+  new clients   a new address on every call: always admitted (DRF writes its
+                cache; shmlimit claims a slot). Addresses are not reused
+                within a run, and a run stays below both tables' capacity
+                (LocMemCache culls past 300 entries: part of DRF's cost)
+
+Each figure is the CPU time (this thread's, as the C++ benchmarks' ratios
+use CPU time) of the fastest of --rounds rounds of --calls calls (the round
+least disturbed by other processes), in microseconds per call; the ratio is
+shmlimit / drf (target <= 1/3). Prints a markdown section on stdout.
+
+Run (the built module is found as python/tests find it, PYTHONPATH=<build>/python):
+  /usr/bin/python3 bench/bench_drf.py --build build/bench
+  bash scripts/bench.sh             builds the module and puts this section into bench/results.md
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default=None, help="a CMake build directory holding python/shmlimit (default: the first of build/bench, build/ci, build/dev)")
+    ap.add_argument("--calls", type=int, default=2000, help="calls per round (default 2000)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds per case; the fastest counts (default 7)")
+    ap.add_argument("--rate", default="60/min", help="the anon rate (default 60/min)")
+    return ap.parse_args()
+
+
+def find_module(build: str | None) -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [build] if build else [os.path.join(root, "build", p) for p in ("bench", "ci", "dev")]
+    for c in candidates:
+        path = os.path.join(c, "python")
+        if os.path.isdir(os.path.join(path, "shmlimit")):
+            return path
+    sys.exit("bench_drf.py: no built Python module in %s (build the target shmlimit_python)" % ", ".join(candidates))
+
+
+def main() -> int:
+    args = parse_args()
+    sys.path.insert(0, find_module(args.build))
+
+    import django
+    from django.conf import settings
+
+    segment = "/shmlimit-bench-%d-drf" % os.getpid()
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="shmlimit-bench",
+        ALLOWED_HOSTS=["*"],
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "rest_framework"],
+        DATABASES={},
+        # CACHES unset: Django's default, one LocMemCache per process.
+        REST_FRAMEWORK={
+            "DEFAULT_AUTHENTICATION_CLASSES": [],
+            "DEFAULT_PERMISSION_CLASSES": [],
+            "UNAUTHENTICATED_USER": None,
+            "DEFAULT_THROTTLE_RATES": {"anon": args.rate},
+        },
+        SHMLIMIT={"SEGMENT": segment},
+    )
+    django.setup()
+
+    import rest_framework
+    from django.core.cache import cache
+    from rest_framework import throttling as drf
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    import shmlimit
+    from shmlimit.django import conf
+    from shmlimit.django import throttling as sl
+
+    factory = APIRequestFactory()
+
+    def request(addr: str) -> Request:
+        return Request(factory.get("/x", REMOTE_ADDR=addr))
+
+    def timed(throttle: object, requests: list, expect: bool) -> float:
+        """ns per call of allow_request over `requests`; checks every answer."""
+        allow = throttle.allow_request  # type: ignore[attr-defined]
+        gc.disable()
+        try:
+            t0 = time.thread_time_ns()
+            for r in requests:
+                if allow(r, None) is not expect:
+                    raise SystemExit("bench_drf.py: %s answered %s, not %s" % (type(throttle).__module__, not expect, expect))
+            return (time.thread_time_ns() - t0) / len(requests)
+        finally:
+            gc.enable()
+
+    count = int(args.rate.split("/")[0])
+    next_addr = [0]
+
+    def fresh_addrs(n: int) -> list:
+        out = []
+        for _ in range(n):
+            i = next_addr[0]
+            next_addr[0] += 1
+            out.append(request("10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)))
+        return out
+
+    results: dict = {}
+    try:
+        for name, cls in (("shmlimit", sl.AnonRateThrottle), ("drf", drf.AnonRateThrottle)):
+            throttle = cls()
+            # One client: spend the rate, then time the refusals.
+            one = request("192.0.2.%d" % (1 if name == "shmlimit" else 2))
+            for i in range(count):
+                if not throttle.allow_request(one, None):
+                    raise SystemExit("bench_drf.py: %s refused call %d of the first %d" % (name, i + 1, count))
+            # A request object per call, built before the timing, as a server
+            # builds one per request (the throttle notes its decision on it).
+            addr = one.META["REMOTE_ADDR"]
+            results[(name, "one")] = min(
+                timed(throttle, [request(addr) for _ in range(args.calls)], False) for _ in range(args.rounds)
+            )
+            # New clients: every call admitted. LocMemCache keeps at most
+            # 300 keys and culls a third when full, as it does in a server.
+            best = float("inf")
+            for _ in range(args.rounds):
+                best = min(best, timed(throttle, fresh_addrs(args.calls), True))
+            results[(name, "new")] = best
+            cache.clear()
+    finally:
+        conf.registry.clear()
+        shmlimit.Limiter.remove(segment)
+
+    print("## DRF throttle per call (bench/bench_drf.py)")
+    print()
+    print("`AnonRateThrottle.allow_request` at `%s`, one process: shmlimit's (`shmlimit.django.throttling`)" % args.rate)
+    print("against DRF's own (`rest_framework.throttling`, Django's default LocMemCache). Thread CPU time, fastest of %d" % args.rounds)
+    print("rounds of %d calls; Python %s, Django %s, DRF %s, shmlimit module from `%s`." % (
+        args.calls, sys.version.split()[0], django.get_version(), rest_framework.VERSION,
+        os.path.relpath(os.path.dirname(shmlimit.__file__))))
+    print()
+    print("| workload | shmlimit (us/call) | DRF LocMemCache (us/call) | shmlimit / DRF |")
+    print("|---|---:|---:|---:|")
+    for key, label in (("one", "one client, refused after %d" % count), ("new", "a new client every call (admitted)")):
+        a, b = results[("shmlimit", key)] / 1000, results[("drf", key)] / 1000
+        print("| %s | %.2f | %.2f | %.2fx |" % (label, a, b, a / b))
+    a, b = results[("shmlimit", "one")], results[("drf", "one")]
+    print()
+    print("One client: shmlimit / DRF = %.2fx; target <= 0.33x: %s" % (a / b, "MET" if a / b <= 1 / 3 else "NOT MET"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
