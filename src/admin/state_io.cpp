@@ -10,7 +10,7 @@
 // One table of per-algorithm codecs (kCodecs) turns a state word into named
 // fields and back; an algorithm without an entry is not exported (counted
 // under "not_exported"). The bit layouts decoded here are those of
-// src/algorithms/algorithms.cpp and doc/algorithms.md; the round-trip tests
+// src/algorithms/state_codec.hpp and doc/algorithms.md; the round-trip tests
 // (tests/unit/state_io_test.cpp) fail if they drift apart.
 //
 // Thread and process safety: export reads like dump() (never writes);
@@ -330,7 +330,7 @@ u64 decode_fw(const AlgoParams& p, const Fields& f, const Clock& c) {
 }
 
 // Sliding window (state_codec.hpp: window index mod 2^24, previous, current).
-// The full index is recovered as the algorithm does (src/algorithms/algorithms.cpp sw_at).
+// The full index is recovered as the algorithm does (src/algorithms/windows.cpp sw_at).
 void encode_sw(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
   const u64 W = p.period_ns;
   const u64 k = static_cast<u64>(std::max<i64>(c.now, 0)) / W;
