@@ -1,5 +1,5 @@
 // Limiter::Impl::store_bucket: writes one bucket's state as import_state
-// (state_io.cpp) asks, through the same version-checked CAS as a decision.
+// (state_import.cpp) asks, through the same version-checked CAS as a decision.
 #include <string>
 
 #include "limiter/limiter_impl.hpp"

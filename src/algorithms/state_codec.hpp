@@ -1,7 +1,8 @@
 // The one codec of each algorithm's packed state word (the 56-bit payload
 // of state_word.hpp): the stored fields, as the algorithm writes them.
-// algorithms.cpp decides with these, and state I/O (src/admin/state_io.cpp)
-// exports and imports through them, so a layout is written in one place.
+// buckets.cpp and windows.cpp decide with these, and state I/O
+// (src/admin/state_codecs.cpp) exports and imports through them, so a
+// layout is written in one place.
 // GCRA's state is the bare TAT and the concurrency count the bare count:
 // neither packs fields. Pure, constexpr, no shared memory.
 #pragma once

@@ -1,4 +1,4 @@
--- shmlimit's six algorithms (src/algorithms.cpp, src/gcra.hpp) as one Redis
+-- shmlimit's six algorithms (src/algorithms/buckets.cpp, windows.cpp, gcra.hpp) as one Redis
 -- script, called with EVALSHA. Every decision is the same five values the
 -- local segment computes from the same (state, now, cost, params).
 --
@@ -95,7 +95,7 @@ end
 -- refund(p, s, now, cost) -> new state, changed.
 
 -- GCRA: a = TAT. The leaky bucket (a = empty_at) decides identically
--- (src/algorithms.cpp: "This is GCRA with empty_at = TAT").
+-- (src/algorithms/buckets.cpp: "This is GCRA with empty_at = TAT").
 local gcra = {}
 function gcra.decide(p, s, now, cost)
   local T, B = p.emission, p.burst

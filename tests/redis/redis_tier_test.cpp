@@ -1,6 +1,6 @@
 // The Redis tier against the local algorithms: the same tables of (time,
 // cost) give identical five values in Redis (limiter.lua, injected time) and
-// in the pure functions of src/algorithms/algorithms.cpp; multi-limit calls agree with
+// in the pure functions of src/algorithms/ (buckets.cpp, windows.cpp); multi-limit calls agree with
 // Limiter::acquire_many_at; keys expire when full; the script is reloaded
 // after SCRIPT FLUSH; AUTH; policies the script cannot represent are refused.
 #include <gtest/gtest.h>

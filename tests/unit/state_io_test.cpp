@@ -1,4 +1,4 @@
-// Export / import of live state (src/admin/state_io.cpp, doc/state-format.md):
+// Export / import of live state (src/admin/state_export.cpp, state_import.cpp, doc/state-format.md):
 // every algorithm round-trips through JSON onto a segment with another
 // epoch and then decides as the original does at the same wall-clock
 // instants; the document's shape; keys that are not UTF-8; and a table of

@@ -1,0 +1,149 @@
+// The bucket algorithms as pure functions of (params, state, now, cost):
+// GCRA's refund (its decision is gcra.hpp), the leaky bucket (a meter, GCRA
+// by another name) and the token bucket with discrete refill. Dispatched to
+// by algorithms.cpp; conventions there and in algorithms.hpp, formulas in
+// doc/algorithms.md.
+#include "algorithms/algorithms_impl.hpp"
+
+namespace shmlimit::detail::algo {
+
+// ===========================================================================
+// GCRA (gcra.hpp). Refund: a TAT in the future moves back by cost * T, never
+// before now (the bucket never holds more than B).
+AlgoOutcome gcra_refund(const AlgoParams& p, u64 tat, i64 now, u64 cost) {
+  const GcraParams g{p.emission_ns, p.burst};
+  u64 next = tat;
+  if (tat > static_cast<u64>(now)) {
+    const u128 back = static_cast<u128>(cost) * p.emission_ns;
+    const u64 debt = tat - static_cast<u64>(now);
+    next = back >= debt ? static_cast<u64>(now) : tat - static_cast<u64>(back);
+  }
+  const GcraOutcome peek = gcra_decide(next, now, 0, g);
+  return outcome(peek.decision, next != tat, next);
+}
+
+// ===========================================================================
+// Leaky bucket as a meter. State: the time the bucket will be empty, ns
+// since the epoch. Water is measured as the time it takes to drain:
+//   drain    = emission_ns, the time one unit takes to leak out
+//   capacity = burst * drain
+//   level    = max(empty_at - now, 0)
+// A request pours cost * drain in; it is admitted iff the bucket does not
+// overflow, and then empty_at = now + level + cost * drain.
+// This is GCRA with empty_at = TAT (the tests check it decision by decision).
+namespace {
+
+struct Meter {
+  u64 drain;     // ns per unit, >= 1
+  u64 capacity;  // ns of water the bucket holds, <= 2^55
+  u64 units;     // burst
+  // Whole units that still fit on top of `level`.
+  u64 room(u64 level) const { return level >= capacity ? 0 : (capacity - level) / drain; }
+};
+
+}  // namespace
+
+AlgoOutcome leaky_decide(const AlgoParams& p, u64 empty_at, i64 now_in, u64 cost) {
+  const Meter m{p.emission_ns, p.burst * p.emission_ns, p.burst};  // product <= 2^55 (valid)
+  const auto now = static_cast<u64>(now_in);
+  // Above `capacity` only when another process's later reading filled it.
+  const u64 level = empty_at > now ? empty_at - now : 0;
+  if (cost > m.units) return too_high(m.units, m.room(level), Nanos(static_cast<i64>(level)));
+  const u64 poured = level + cost * m.drain;  // each term < 2^57 here
+  if (poured <= m.capacity) {
+    return outcome(
+        make_decision(true, m.units, m.room(poured), Nanos(0), Nanos(static_cast<i64>(poured))),
+        cost > 0, now + poured);
+  }
+  return outcome(make_decision(false, m.units, m.room(level),
+                               Nanos(static_cast<i64>(poured - m.capacity)),
+                               Nanos(static_cast<i64>(level))));
+}
+
+AlgoOutcome leaky_refund(const AlgoParams& p, u64 empty_at, i64 now_in, u64 cost) {
+  const auto now = static_cast<u64>(now_in);
+  u64 next = empty_at;
+  if (empty_at > now) {
+    // Take cost units of water back out, never below empty.
+    const u128 taken = static_cast<u128>(cost) * p.emission_ns;
+    const u64 level = empty_at - now;
+    next = taken >= level ? now : empty_at - static_cast<u64>(taken);
+  }
+  return refunded(leaky_decide, p, next, now_in, next != empty_at);
+}
+
+bool leaky_is_full(u64 empty_at, i64 now) { return empty_at <= static_cast<u64>(now); }
+
+// ===========================================================================
+// Token bucket with discrete refill (q2_sdk RateLimiter): `count` tokens are
+// added at every multiple of `period`, up to `burst`.
+//   state bits 20-55  refill index: floor(t / period) of the last update (36 bits)
+//   state bits 0-19   missing: burst - tokens at that index (20 bits)
+// State 0: index 0, nothing missing: full.
+namespace {
+
+struct TbState {
+  u64 index = 0;    // refill index the state is valid at
+  u64 missing = 0;  // tokens below burst (may exceed burst after a policy shrank it)
+};
+
+// The bucket at `now`. An older `now` than the stored index counts as that
+// index (no refund). A bucket missing nothing is an absent key: the index it
+// was written at does not matter.
+TbState tb_at(const AlgoParams& p, u64 state, i64 now) {
+  const u64 cur = static_cast<u64>(now) / p.period_ns;  // < 2^36 (valid, now clamped)
+  const state_codec::TokenBucket stored = state_codec::TokenBucket::unpack(state);
+  TbState s{stored.index, stored.missing};
+  if (s.missing == 0 || cur > s.index) {
+    if (s.missing != 0) {
+      const u128 refill = static_cast<u128>(cur - s.index) * p.count;
+      s.missing = refill >= s.missing ? 0 : s.missing - static_cast<u64>(refill);
+    }
+    s.index = cur;
+  }
+  return s;
+}
+
+u64 tb_tokens(const AlgoParams& p, const TbState& s) {
+  return p.burst > s.missing ? p.burst - s.missing : 0;
+}
+
+// Time from now to the refill boundary that brings `need` more tokens.
+Nanos tb_wait(const AlgoParams& p, const TbState& s, u64 need, i64 now) {
+  if (need == 0) return Nanos(0);
+  const u128 k = ceil_div(need, p.count);  // count >= 1 (valid)
+  return sat_ns((s.index + k) * p.period_ns - static_cast<u128>(now));
+}
+
+Decision tb_report(const AlgoParams& p, const TbState& s, i64 now, bool allowed, Nanos retry) {
+  return make_decision(allowed, p.burst, tb_tokens(p, s), retry, tb_wait(p, s, s.missing, now));
+}
+
+}  // namespace
+
+AlgoOutcome tb_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
+  TbState s = tb_at(p, state, now);
+  if (cost > p.burst) return too_high(p.burst, tb_tokens(p, s), tb_wait(p, s, s.missing, now));
+  // Admitted iff missing + cost <= burst. (missing > burst only in a
+  // state from a corrupt or foreign writer: a replacement that lowers the
+  // burst starts the bucket fresh, algo_state_compatible.)
+  const u64 after = s.missing + cost;  // both < 2^20 here
+  if (after > p.burst)
+    return outcome(tb_report(p, s, now, false, tb_wait(p, s, after - p.burst, now)));
+  s.missing = after;
+  return outcome(tb_report(p, s, now, true, Nanos(0)), cost > 0,
+                 state_codec::TokenBucket{s.index, s.missing}.pack());
+}
+
+AlgoOutcome tb_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
+  TbState s = tb_at(p, state, now);
+  const u64 before = s.missing;
+  s.missing = s.missing > cost ? s.missing - cost : 0;
+  return refunded(tb_decide, p, state_codec::TokenBucket{s.index, s.missing}.pack(), now, s.missing != before);
+}
+
+bool tb_is_full(const AlgoParams& p, u64 state, i64 now) {
+  return tb_at(p, state, now).missing == 0;
+}
+
+}  // namespace shmlimit::detail::algo
