@@ -1,5 +1,5 @@
 // Conversions shared by the parts of shmlimit._shmlimit: the segment's
-// Limiter (_shmlimit.cpp) and the Redis and hybrid tiers (tiers.cpp).
+// Limiter (limiter.cpp) and the Redis and hybrid tiers (tiers.cpp).
 //
 //   * Durations cross as float seconds and, where exactness matters, as
 //     integer nanoseconds; Nanos::max() ("never") is float('inf').

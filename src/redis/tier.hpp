@@ -1,4 +1,4 @@
-// Internals shared by the Redis tier (redis_limiter.cpp) and the hybrid
+// Internals shared by the Redis tier (redis_*.cpp) and the hybrid
 // tier (hybrid.cpp): one Redis connection with backoff, the script call and
 // the policies as the script sees them.
 #pragma once
