@@ -43,8 +43,8 @@
 // passed through untouched and the ratio table goes to stderr.
 //
 // Run:
-//   bash scripts/bench.sh                  build (preset bench), 5 repetitions, write bench/results.md
-//   build/bench/bench/shmlimit_bench       one run, console + ratio table
+//   bash scripts/bench.sh                  build (preset bench), 5 repetitions, write
+//   bench/results.md build/bench/bench/shmlimit_bench       one run, console + ratio table
 //   build/bench/bench/shmlimit_bench --benchmark_filter='Floor|HotKey$'
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //                                          (one command line)
@@ -343,8 +343,8 @@ class AlgoEnv final : public Env {
  public:
   AlgoEnv() : seg_("algo", 1024, kLogEntries) {
     Limiter& l = seg_.limiter();
-    const auto add = [&](const char* name, shmlimit::Algorithm a, std::uint64_t count, shmlimit::Nanos period,
-                         std::uint64_t burst) {
+    const auto add = [&](const char* name, shmlimit::Algorithm a, std::uint64_t count,
+                         shmlimit::Nanos period, std::uint64_t burst) {
       PolicySpec spec = policy(name, count, period, burst);
       spec.algorithm = a;
       return l.add_policy(spec);
@@ -356,7 +356,8 @@ class AlgoEnv final : public Env {
     ids[2] = add("fixed_window", shmlimit::Algorithm::kFixedWindow, 16'000'000, 20ms, 0);
     ids[3] = add("sliding_window", shmlimit::Algorithm::kSlidingWindow, 65'000, 1ms, 0);
     ids[4] = add("quiet_period", shmlimit::Algorithm::kQuietPeriod, 500'000, 1ms, 0);
-    ids[5] = add("leaky_bucket", shmlimit::Algorithm::kLeakyBucket, 1'000'000'000, 1s, 1'000'000'000);
+    ids[5] =
+        add("leaky_bucket", shmlimit::Algorithm::kLeakyBucket, 1'000'000'000, 1s, 1'000'000'000);
     // sliding_log: 64 entries per 2 us always admits at one decision per
     // 30+ ns (each admission finds an expired entry: the admitted path);
     // 16 per hour admits 16 times and then always denies (the scan of a
@@ -851,7 +852,7 @@ class MutexEnv final : public Env {
   shmlimit_bench::MutexMap map;
 };
 
-constexpr std::uint64_t kAltT = 1;              // ns: 1e9/s
+constexpr std::uint64_t kAltT = 1;  // ns: 1e9/s
 constexpr std::uint64_t kAltBurst = 1'000'000'000;
 
 void BM_Alt_MutexMap_HotKey(benchmark::State& state) {
@@ -1029,7 +1030,8 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
       const auto t = cpu_of(name);
       if (!t || !hot || *hot <= 0) continue;
       char buf[200];
-      std::snprintf(buf, sizeof buf, "%s / BM_Acquire_HotKey: %.2fx (CPU, min); target <= 1.00x: %s\n", name,
+      std::snprintf(buf, sizeof buf,
+                    "%s / BM_Acquire_HotKey: %.2fx (CPU, min); target <= 1.00x: %s\n", name,
                     *t / *hot, *t <= *hot ? "MET" : "NOT MET");
       os << buf;
     }
@@ -1081,9 +1083,10 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
     const auto s1 = cpu_of("BM_Acquire_HotKey");
     if (m1 && s1 && *m1 > 0) {
       char buf[200];
-      std::snprintf(buf, sizeof buf,
-                    "\nHot key, 1 process: shmlimit / mutex map = %.2fx (CPU, min); target < 1.00x: %s\n",
-                    *s1 / *m1, *s1 < *m1 ? "MET" : "NOT MET");
+      std::snprintf(
+          buf, sizeof buf,
+          "\nHot key, 1 process: shmlimit / mutex map = %.2fx (CPU, min); target < 1.00x: %s\n",
+          *s1 / *m1, *s1 < *m1 ? "MET" : "NOT MET");
       os << buf;
     }
     const auto a = real_of("BM_Alt_MutexMap_HotKey_2Proc");

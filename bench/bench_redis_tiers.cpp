@@ -12,7 +12,8 @@
 // 1,000 decisions) and x_local (time per decision / the local case's, from
 // the same run; the local case must run first, as it does by default).
 //
-//   ./build/bench/bench/shmlimit_bench_tiers --benchmark_min_time=1   (scripts/bench.sh runs it too)
+//   ./build/bench/bench/shmlimit_bench_tiers --benchmark_min_time=1   (scripts/bench.sh runs it
+//   too)
 //
 // The redis-server (Debian's) is started on a free loopback port by the first
 // case that needs it and stopped at exit (tests/redis/redis_server.hpp).
@@ -30,8 +31,11 @@ namespace {
 
 using shmlimit::test::RedisServer;
 
-const shmlimit::PolicySpec kSpec{"bench", shmlimit::Algorithm::kGcra, {1'000'000'000, std::chrono::seconds(1)},
-                                 1'000'000, shmlimit::OnFull::kAllow};
+const shmlimit::PolicySpec kSpec{"bench",
+                                 shmlimit::Algorithm::kGcra,
+                                 {1'000'000'000, std::chrono::seconds(1)},
+                                 1'000'000,
+                                 shmlimit::OnFull::kAllow};
 
 double g_local_ns = 0;  // time per decision of BM_Tier_Local in this run
 
@@ -46,7 +50,9 @@ shmlimit::RedisOptions redis_options() {
   return o;
 }
 
-std::string segment_name(const char* tag) { return std::string("/shmlimit-bench-tiers-") + tag + "-" + std::to_string(::getpid()); }
+std::string segment_name(const char* tag) {
+  return std::string("/shmlimit-bench-tiers-") + tag + "-" + std::to_string(::getpid());
+}
 
 // Runs `decide` in the timed loop; sets the counters.
 template <class Decide, class Calls>
@@ -68,7 +74,8 @@ void run(benchmark::State& state, Decide decide, Calls calls, bool is_local) {
   // Wall-clock rate: a Redis round trip mostly waits, which CPU time hides.
   state.counters["ops_per_s"] = ns > 0 ? 1e9 / ns : 0;
   state.counters["round_trips_per_1k"] =
-      1000.0 * static_cast<double>(calls() - calls_before) / static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
+      1000.0 * static_cast<double>(calls() - calls_before) /
+      static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
   if (g_local_ns > 0) state.counters["x_local"] = ns / g_local_ns;
 }
 
@@ -80,7 +87,9 @@ void BM_Tier_Local(benchmark::State& state) {
   o.capacity = 1024;
   auto l = shmlimit::Limiter::create(o);
   const auto id = l.add_policy(kSpec);
-  run(state, [&] { return l.acquire(id, "hot-key").allowed; }, [] { return std::uint64_t{0}; }, true);
+  run(
+      state, [&] { return l.acquire(id, "hot-key").allowed; }, [] { return std::uint64_t{0}; },
+      true);
   shmlimit::Limiter::remove(name);
 }
 BENCHMARK(BM_Tier_Local);
@@ -89,7 +98,9 @@ void BM_Tier_Redis(benchmark::State& state) {
   try {
     shmlimit::RedisLimiter r(redis_options());
     const auto id = r.add_policy(shmlimit::TierPolicy{kSpec});
-    run(state, [&] { return r.acquire(id, "hot-key").decision.allowed; }, [&] { return r.round_trips(); }, false);
+    run(
+        state, [&] { return r.acquire(id, "hot-key").decision.allowed; },
+        [&] { return r.round_trips(); }, false);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
@@ -107,7 +118,9 @@ void BM_Tier_Hybrid(benchmark::State& state) {
     o.max_batch = static_cast<std::uint32_t>(state.range(0));
     auto h = shmlimit::HybridLimiter::open_or_create(o);
     const auto id = h.add_policy(shmlimit::TierPolicy{kSpec});
-    run(state, [&] { return h.acquire(id, "hot-key").decision.allowed; }, [&] { return h.round_trips(); }, false);
+    run(
+        state, [&] { return h.acquire(id, "hot-key").decision.allowed; },
+        [&] { return h.round_trips(); }, false);
     shmlimit::HybridLimiter::remove(name);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());

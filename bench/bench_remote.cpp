@@ -98,8 +98,8 @@ struct MemcachedEnv {
       throw std::runtime_error("memcached not found on PATH");
     }
     const int port = ServerProcess::free_port();
-    std::vector<std::string> argv{"memcached", "-p", std::to_string(port), "-l", "127.0.0.1",
-                                  "-U", "0", "-m", "64"};
+    std::vector<std::string> argv{
+        "memcached", "-p", std::to_string(port), "-l", "127.0.0.1", "-U", "0", "-m", "64"};
     if (::geteuid() == 0) {
       argv.emplace_back("-u");
       argv.emplace_back("root");
@@ -124,8 +124,8 @@ struct MemcachedEnv {
     char k[96];
     const int n = std::snprintf(k, sizeof k, "%s:%lld", key, static_cast<long long>(ts.tv_sec));
     std::uint64_t value = 0;
-    const memcached_return_t rc = ::memcached_increment_with_initial(
-        memc, k, static_cast<std::size_t>(n), 1, 1, 2, &value);
+    const memcached_return_t rc =
+        ::memcached_increment_with_initial(memc, k, static_cast<std::size_t>(n), 1, 1, 2, &value);
     if (rc != MEMCACHED_SUCCESS) return -1;
     return value <= limit ? 1 : 0;
   }
@@ -143,7 +143,8 @@ void BM_Alt_Redis_HotKey(benchmark::State& state) {
     if (!g_redis) g_redis = std::make_unique<RedisEnv>();
     std::uint64_t bad = 0;
     for (auto _ : state) bad += g_redis->acquire("hot-key") != 1;
-    if (bad != 0) state.SkipWithError((std::to_string(bad) + " decisions were not admitted").c_str());
+    if (bad != 0)
+      state.SkipWithError((std::to_string(bad) + " decisions were not admitted").c_str());
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
@@ -156,7 +157,8 @@ void BM_Alt_Memcached_HotKey(benchmark::State& state) {
     if (!g_memcached) g_memcached = std::make_unique<MemcachedEnv>();
     std::uint64_t bad = 0;
     for (auto _ : state) bad += g_memcached->acquire("hot-key", 1'000'000'000) != 1;
-    if (bad != 0) state.SkipWithError((std::to_string(bad) + " decisions were not admitted").c_str());
+    if (bad != 0)
+      state.SkipWithError((std::to_string(bad) + " decisions were not admitted").c_str());
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }

@@ -102,8 +102,8 @@ class SharedArea {
     base_ = static_cast<std::byte*>(p);
     ctl = new (base_) Control{};
     results = reinterpret_cast<ChildResult*>(base_ + sizeof(Control));
-    samples = reinterpret_cast<std::uint32_t*>(base_ + sizeof(Control) +
-                                               static_cast<std::size_t>(procs) * sizeof(ChildResult));
+    samples = reinterpret_cast<std::uint32_t*>(
+        base_ + sizeof(Control) + static_cast<std::size_t>(procs) * sizeof(ChildResult));
   }
   ~SharedArea() { ::munmap(base_, bytes_); }
   SharedArea(const SharedArea&) = delete;
@@ -197,8 +197,8 @@ struct Row {
   std::uint64_t samples = 0;
 };
 
-Row run_one(const Config& cfg, const std::string& impl_name, const std::string& workload,
-            int procs, const std::vector<std::string>& keys) {
+Row run_one(const Config& cfg, const std::string& impl_name, const std::string& workload, int procs,
+            const std::vector<std::string>& keys) {
   const std::string seg = "/shmlimit-bench-" + std::to_string(::getpid()) + "-tp-" + impl_name;
   // The key table: 2^18 entries for 100k keys (38% full) in both.
   std::uint32_t capacity = 1024;

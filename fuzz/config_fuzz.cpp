@@ -29,15 +29,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   try {
     const shmlimit::Config config = shmlimit::parse_config(text, "<fuzz>");
-    if (config.segment.name.empty() || config.segment.name[0] != '/') fail("segment name accepted", config.segment.name);
+    if (config.segment.name.empty() || config.segment.name[0] != '/')
+      fail("segment name accepted", config.segment.name);
     for (const shmlimit::PolicySpec& p : config.policies) {
-      if (p.name.empty() || p.rate.count == 0 || p.rate.period.count() <= 0) fail("unusable policy accepted", p.name);
+      if (p.name.empty() || p.rate.count == 0 || p.rate.period.count() <= 0)
+        fail("unusable policy accepted", p.name);
     }
   } catch (const shmlimit::Error& e) {
     const std::string_view what = e.what();
     if (what.empty()) fail("empty error message", "");
     if (what.rfind("<fuzz>", 0) != 0) fail("error does not name the source", std::string(what));
-    if (what.find('\n') != std::string_view::npos) fail("error spans several lines", std::string(what));
+    if (what.find('\n') != std::string_view::npos)
+      fail("error spans several lines", std::string(what));
   }
   return 0;
 }

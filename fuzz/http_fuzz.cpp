@@ -142,7 +142,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // A wait no time ends (a cost above the capacity: retry_after is
   // Nanos::max()) is never sent as a number of seconds (doc/headers.md).
-  const bool never_fits = combined.reason == shmlimit::Reason::kCostTooHigh || combined.retry_after == Nanos::max();
+  const bool never_fits =
+      combined.reason == shmlimit::Reason::kCostTooHigh || combined.retry_after == Nanos::max();
   const bool want_retry_after = (options.headers & shmlimit::kHeadersRetryAfter) && v.refuse &&
                                 combined.retry_after > Nanos{0} && !never_fits;
   if (saw_retry_after != want_retry_after)

@@ -33,18 +33,21 @@ namespace fs = std::filesystem;
 
 std::vector<std::uint8_t> read_object(const std::string& name) {
   std::ifstream in("/dev/shm" + name, std::ios::binary);
-  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
 }
 
 void write_file(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   std::printf("%s (%zu bytes)\n", path.c_str(), bytes.size());
 }
 
 // The segment_tail encoding of an image (see segment_tail_fuzz.cpp).
-std::vector<std::uint8_t> tail_of(const std::vector<std::uint8_t>& image, std::uint8_t geometry_byte,
-                                  std::uint32_t max_probe, std::uint64_t t_ns) {
+std::vector<std::uint8_t> tail_of(const std::vector<std::uint8_t>& image,
+                                  std::uint8_t geometry_byte, std::uint32_t max_probe,
+                                  std::uint64_t t_ns) {
   using shmlimit::detail::Header;
   const auto& h = *reinterpret_cast<const Header*>(image.data());
   std::vector<std::uint8_t> out(19);
@@ -57,8 +60,10 @@ std::vector<std::uint8_t> tail_of(const std::vector<std::uint8_t>& image, std::u
   std::memcpy(out.data() + 10, &t, 8);
   out[18] = 1;
   out.insert(out.end(), image.begin() + static_cast<std::ptrdiff_t>(h.policy_offset),
-             image.begin() + static_cast<std::ptrdiff_t>(h.policy_offset + 4 * sizeof(shmlimit::detail::PolicyEntry)));
-  std::vector<std::uint8_t> slots(image.begin() + static_cast<std::ptrdiff_t>(h.slot_offset), image.end());
+             image.begin() + static_cast<std::ptrdiff_t>(
+                                 h.policy_offset + 4 * sizeof(shmlimit::detail::PolicyEntry)));
+  std::vector<std::uint8_t> slots(image.begin() + static_cast<std::ptrdiff_t>(h.slot_offset),
+                                  image.end());
   while (!slots.empty() && slots.back() == 0) slots.pop_back();  // the harness zero-pads
   out.insert(out.end(), slots.begin(), slots.end());
   return out;
@@ -112,14 +117,15 @@ int main(int argc, char** argv) {
       for (int i = 0; i <= k; ++i) (void)l.acquire_at(a, "user-" + std::to_string(k), 1, t);
     }
     for (int i = 0; i < 120; ++i) (void)l.acquire_at(d, "203.0.113.7", 1, t);  // exhausted
-    (void)l.acquire_at(d, std::string(l.max_key_bytes(), 'x'), 3, t);         // longest key
-    (void)l.acquire_at(a, "refilled", 1, std::chrono::nanoseconds(1s));         // full again at t
+    (void)l.acquire_at(d, std::string(l.max_key_bytes(), 'x'), 3, t);          // longest key
+    (void)l.acquire_at(a, "refilled", 1, std::chrono::nanoseconds(1s));        // full again at t
     // A claimer killed at a random moment of a claim storm: may leave a
     // CLAIMING slot or a committed reclaim with a dead owner token.
     const pid_t child = ::fork();
     if (child == 0) {
       shmlimit::Limiter c = shmlimit::Limiter::open(o);
-      for (std::uint64_t i = 0;; ++i) (void)c.acquire_at(a, "churn-" + std::to_string(i), 1, t + 1h);
+      for (std::uint64_t i = 0;; ++i)
+        (void)c.acquire_at(a, "churn-" + std::to_string(i), 1, t + 1h);
     }
     ::usleep(20000);
     ::kill(child, SIGKILL);
@@ -127,7 +133,8 @@ int main(int argc, char** argv) {
     const std::vector<std::uint8_t> image = read_object(o.name);
     write_file(out_dir / "segment" / (std::string(shape.name) + ".bin"), image);
     write_file(out_dir / "segment_tail" / (std::string(shape.name) + ".bin"),
-               tail_of(image, shape.geometry_byte, shape.max_probe, static_cast<std::uint64_t>(t.count())));
+               tail_of(image, shape.geometry_byte, shape.max_probe,
+                       static_cast<std::uint64_t>(t.count())));
     shmlimit::Limiter::remove(o.name);
   }
   return 0;

@@ -8,8 +8,8 @@
 // Run: bash scripts/fuzz.sh rate 60   (doc/fuzzing.md)
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -18,7 +18,8 @@
 namespace {
 
 [[noreturn]] void fail(const char* what, std::string_view input, const std::string& detail) {
-  std::fprintf(stderr, "rate_fuzz: %s for input of %zu bytes: %s\n", what, input.size(), detail.c_str());
+  std::fprintf(stderr, "rate_fuzz: %s for input of %zu bytes: %s\n", what, input.size(),
+               detail.c_str());
   std::abort();
 }
 
@@ -34,7 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (std::string_view(e.what()).empty()) fail("empty error message", text, "");
     return 0;
   }
-  if (rate.count == 0 || rate.period.count() <= 0) fail("unusable rate accepted", text, shmlimit::format_rate(rate));
+  if (rate.count == 0 || rate.period.count() <= 0)
+    fail("unusable rate accepted", text, shmlimit::format_rate(rate));
   const std::string formatted = shmlimit::format_rate(rate);
   shmlimit::Rate again;
   try {
@@ -42,7 +44,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const shmlimit::Error& e) {
     fail("format_rate output does not parse", text, formatted + ": " + e.what());
   }
-  if (!(again == rate)) fail("round trip changed the rate", text, formatted + " -> " + shmlimit::format_rate(again));
-  if (shmlimit::format_rate(again) != formatted) fail("format_rate is not a fixed point", text, formatted);
+  if (!(again == rate))
+    fail("round trip changed the rate", text, formatted + " -> " + shmlimit::format_rate(again));
+  if (shmlimit::format_rate(again) != formatted)
+    fail("format_rate is not a fixed point", text, formatted);
   return 0;
 }

@@ -62,12 +62,12 @@ inline bool write_object(const std::uint8_t* bytes, std::size_t size) {
 /// any read past the end; the header's atomics need the alignment).
 inline void validate_raw(const std::uint8_t* bytes, std::size_t size) {
   if (size == 0) return;
-  auto* copy = static_cast<std::byte*>(::operator new(size, std::align_val_t{64}));
+  auto* copy = static_cast<std::byte*>(::operator new (size, std::align_val_t{64}));
   std::memcpy(copy, bytes, size);
   detail::Geometry g;
   (void)detail::Segment::validate(copy, size, 0, &g);
   (void)detail::Segment::validate(copy, size, 16, nullptr);
-  ::operator delete(copy, std::align_val_t{64});
+  ::operator delete (copy, std::align_val_t{64});
 }
 
 inline Options fuzz_options(bool read_only) {
@@ -75,8 +75,9 @@ inline Options fuzz_options(bool read_only) {
   o.name = object_name();
   o.capacity = 0;  // any geometry
   o.read_only = read_only;
-  o.open_timeout = std::chrono::milliseconds(0);   // an uninitialised header: fail at once
-  o.claim_timeout = std::chrono::milliseconds(0);  // a stalled (or hostile, ownerless) claim: give up at once
+  o.open_timeout = std::chrono::milliseconds(0);  // an uninitialised header: fail at once
+  o.claim_timeout =
+      std::chrono::milliseconds(0);  // a stalled (or hostile, ownerless) claim: give up at once
   return o;
 }
 
@@ -123,7 +124,8 @@ inline void open_and_exercise(std::uint64_t t_ns, std::uint64_t cost) {
         spec.burst = 5;
         try {
           const PolicyId id = l.add_policy(spec, true);
-          (void)l.acquire_at(id, "fuzz-key", cost, Nanos(static_cast<std::int64_t>(t_ns & ((1ULL << 57) - 1))));
+          (void)l.acquire_at(id, "fuzz-key", cost,
+                             Nanos(static_cast<std::int64_t>(t_ns & ((1ULL << 57) - 1))));
           (void)l.check(false);
         } catch (const Error&) {
           // a full or held policy table: a clear error is the contract

@@ -29,7 +29,8 @@
 namespace shmlimit::fuzz {
 
 struct TailInput {
-  static constexpr std::size_t kSeed = 0, kGeometry = 8, kProbe = 9, kTime = 10, kCost = 18, kPolicies = 19;
+  static constexpr std::size_t kSeed = 0, kGeometry = 8, kProbe = 9, kTime = 10, kCost = 18,
+                               kPolicies = 19;
   static constexpr std::size_t kPolicyBytes = 4 * sizeof(detail::PolicyEntry);
   static constexpr std::size_t kSlots = kPolicies + kPolicyBytes;
 };
@@ -66,7 +67,8 @@ inline std::vector<std::uint8_t> build_image(const std::uint8_t* data, std::size
   h->magic.store(detail::kMagic, std::memory_order_relaxed);
   h->init_state.store(detail::kInitReady, std::memory_order_relaxed);
 
-  std::memcpy(image.data() + g.policy_offset, in.data() + TailInput::kPolicies, TailInput::kPolicyBytes);
+  std::memcpy(image.data() + g.policy_offset, in.data() + TailInput::kPolicies,
+              TailInput::kPolicyBytes);
   const std::size_t slot_bytes_total = static_cast<std::size_t>(capacity) * slot_bytes;
   const std::size_t tail = std::min(slot_bytes_total, in.size() - TailInput::kSlots);
   std::memcpy(image.data() + g.slot_offset, in.data() + TailInput::kSlots, tail);

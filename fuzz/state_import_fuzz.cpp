@@ -72,7 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     l.import_state(text);
   } catch (const shmlimit::Error& e) {
-    if (e.code() != shmlimit::ErrorCode::kInvalidArgument && e.code() != shmlimit::ErrorCode::kPolicyConflict) {
+    if (e.code() != shmlimit::ErrorCode::kInvalidArgument &&
+        e.code() != shmlimit::ErrorCode::kPolicyConflict) {
       fail("wrong error code", e.what());
     }
     if (std::string_view(e.what()).empty()) fail("empty error message", "");

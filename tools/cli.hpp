@@ -71,7 +71,7 @@ struct CreateArgs {
   std::uint32_t slot_bytes = 128;
   std::uint32_t max_probe = 32;
   std::uint32_t log_entries = 0;  // sliding-log entries per slot (0: no sliding_log policies)
-  std::string config;  // --config FILE
+  std::string config;             // --config FILE
   bool replace = false;
 };
 

@@ -17,13 +17,12 @@
 #include <string>
 #include <utility>
 
+#include "cli.hpp"
 #include "format.hpp"
 #include "inspect.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
-
-#include "cli.hpp"
 
 namespace cli {
 
@@ -73,10 +72,10 @@ int run_create(const CreateArgs& a) {
 
 int run_policy_list(const PolicyArgs& a) {
   if (a.burst_given || a.on_full_given || a.algorithm_given || a.wait_given || a.replace) {
-    throw Error(
-        ErrorCode::kInvalidArgument,
-        "--algorithm, --burst, --wait, --on-full and --replace apply when registering a policy, not to `policy " +
-            a.name + " list`");
+    throw Error(ErrorCode::kInvalidArgument,
+                "--algorithm, --burst, --wait, --on-full and --replace apply when registering a "
+                "policy, not to `policy " +
+                    a.name + " list`");
   }
   const shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, true));
   const auto policies = limiter.policies();
@@ -123,10 +122,11 @@ int run_policy(const PolicyArgs& a) {
   }
   spec.wait = a.wait == "drf" ? shmlimit::LogWait::kDrf : shmlimit::LogWait::kExact;
   if (a.burst_given && !shmlimit::algorithm_has_burst(spec.algorithm)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("--burst does not apply to {}: its capacity is the rate's count (only gcra, "
-                            "token_bucket and leaky_bucket have a burst)",
-                            shmlimit::to_string(spec.algorithm)));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("--burst does not apply to {}: its capacity is the rate's count (only gcra, "
+                    "token_bucket and leaky_bucket have a burst)",
+                    shmlimit::to_string(spec.algorithm)));
   }
   spec.burst = a.burst;  // given: at least 1 (whole); not given: 0, the rate's count
   // The library's one check, before the segment is opened.
@@ -139,11 +139,12 @@ int run_policy(const PolicyArgs& a) {
       if (!r.changed) {
         tools::write_stdout(fmt::format("policy \"{}\" unchanged\n", spec.name));
       } else if (r.fresh) {
-        tools::write_stdout(fmt::format(
-            "policy \"{}\" replaced; its buckets start full: {} bucket{} reset\n", spec.name,
-            r.buckets_reset, r.buckets_reset == 1 ? "" : "s"));
+        tools::write_stdout(
+            fmt::format("policy \"{}\" replaced; its buckets start full: {} bucket{} reset\n",
+                        spec.name, r.buckets_reset, r.buckets_reset == 1 ? "" : "s"));
       } else {
-        tools::write_stdout(fmt::format("policy \"{}\" replaced; its buckets are kept\n", spec.name));
+        tools::write_stdout(
+            fmt::format("policy \"{}\" replaced; its buckets are kept\n", spec.name));
       }
     } else {
       limiter.add_policy(spec, false);
@@ -195,15 +196,17 @@ int run_import(const std::string& name, const std::string& file, bool keep_exist
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   } else {
     std::ifstream in(file, std::ios::binary);
-    if (!in) throw Error(ErrorCode::kInvalidArgument, "cannot read " + file + " (give a file written by `shmlimit export`)");
+    if (!in)
+      throw Error(ErrorCode::kInvalidArgument,
+                  "cannot read " + file + " (give a file written by `shmlimit export`)");
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(name, false));
   const shmlimit::ImportReport r = limiter.import_state(
       text, keep_existing ? shmlimit::ImportMode::kKeepExisting : shmlimit::ImportMode::kReplace);
-  tools::write_stdout(fmt::format("imported {} bucket{}; skipped {} already full, {} existing; {} without room\n",
-                                  r.imported, r.imported == 1 ? "" : "s", r.skipped_full, r.skipped_existing,
-                                  r.no_room));
+  tools::write_stdout(fmt::format(
+      "imported {} bucket{}; skipped {} already full, {} existing; {} without room\n", r.imported,
+      r.imported == 1 ? "" : "s", r.skipped_full, r.skipped_existing, r.no_room));
   return r.no_room == 0 ? kExitOk : kExitLimited;
 }
 
@@ -216,7 +219,8 @@ int run_check(const std::string& name, bool no_repair, bool json) {
   } catch (const Error& e) {
     // Missing, permission: exit 2 with one line. Anything that exists but
     // does not validate: the raw audit lists every problem, exit 1.
-    if (e.code() != ErrorCode::kIncompatible && e.code() != ErrorCode::kCorrupt && e.code() != ErrorCode::kTimeout) {
+    if (e.code() != ErrorCode::kIncompatible && e.code() != ErrorCode::kCorrupt &&
+        e.code() != ErrorCode::kTimeout) {
       throw;
     }
     return tools::print_raw_check(name, e.what(), json, g_allow_other_users);

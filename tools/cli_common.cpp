@@ -17,13 +17,12 @@
 #include <string>
 #include <utility>
 
+#include "cli.hpp"
 #include "format.hpp"
 #include "inspect.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
-
-#include "cli.hpp"
 
 namespace cli {
 
@@ -50,7 +49,8 @@ void fail_line(const std::string& message) {
 /// 2^64-1). The one parse of every number on the command line: CLI11 alone
 /// reads "-1" into an unsigned option as 2^64-1.
 std::optional<std::uint64_t> parse_whole(const std::string& text) {
-  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos) {
+  if (text.empty() || text.size() > 20 ||
+      text.find_first_not_of("0123456789") != std::string::npos) {
     return std::nullopt;
   }
   std::uint64_t v = 0;
@@ -65,8 +65,9 @@ std::optional<std::uint64_t> parse_whole(const std::string& text) {
 /// CLI11 check of a numeric option: a whole number from min to max. A
 /// failure is a usage error (exit 2) naming the option and the range.
 CLI::Validator whole(std::uint64_t min, std::uint64_t max, std::string hint) {
-  const std::string range = max == UINT64_MAX ? fmt::format("a whole number >= {}", min)
-                                              : fmt::format("a whole number from {} to {}", min, max);
+  const std::string range = max == UINT64_MAX
+                                ? fmt::format("a whole number >= {}", min)
+                                : fmt::format("a whole number from {} to {}", min, max);
   return CLI::Validator(
       [=](std::string& text) -> std::string {
         const std::optional<std::uint64_t> v = parse_whole(text);
@@ -88,7 +89,8 @@ CLI::Validator decimal_seconds(double min, double max) {
           const double v = std::strtod(text.c_str(), nullptr);
           if (v >= min && v <= max) return {};
         }
-        return fmt::format("\"{}\" is not a number of seconds from {} to {}", tools::escape_bytes(text), min, max);
+        return fmt::format("\"{}\" is not a number of seconds from {} to {}",
+                           tools::escape_bytes(text), min, max);
       },
       "", "seconds");
 }

@@ -300,7 +300,8 @@ inline Json policy_json(const PolicyView& p) {
   j["emission_interval_ns"] = emission_interval_ns(p.spec.rate);
   j["burst"] = p.spec.burst;
   j["on_full"] = on_full_name(p.spec.on_full);
-  if (p.spec.algorithm == Algorithm::kSlidingLog) j["wait"] = p.spec.wait == LogWait::kDrf ? "drf" : "exact";
+  if (p.spec.algorithm == Algorithm::kSlidingLog)
+    j["wait"] = p.spec.wait == LogWait::kDrf ? "drf" : "exact";
   return j;
 }
 
@@ -317,7 +318,8 @@ inline std::string render_policies(const std::vector<PolicyView>& policies, bool
   t.right = {false, false, false, true, false};
   for (const auto& p : policies) {
     std::string algorithm = algorithm_name(p.spec.algorithm);
-    if (p.spec.algorithm == Algorithm::kSlidingLog && p.spec.wait == LogWait::kDrf) algorithm += " (wait drf)";
+    if (p.spec.algorithm == Algorithm::kSlidingLog && p.spec.wait == LogWait::kDrf)
+      algorithm += " (wait drf)";
     t.rows.push_back({escape_bytes(p.spec.name), std::move(algorithm), format_rate(p.spec.rate),
                       std::to_string(p.spec.burst), on_full_name(p.spec.on_full)});
   }
@@ -390,7 +392,8 @@ inline Json stats_json(std::string_view name, const Stats& s,
   j["processes"] = s.processes;
   // Exact per-policy totals (Limiter::counters()), by policy name.
   Json counters = Json::object();
-  for (const PolicyCounters& c : s.policies) counters[c.policy] = {{"admitted", c.admitted}, {"denied", c.denied}};
+  for (const PolicyCounters& c : s.policies)
+    counters[c.policy] = {{"admitted", c.admitted}, {"denied", c.denied}};
   j["policy_counters"] = std::move(counters);
   j["policies"] = policies_json(policies);
   return j;
@@ -437,7 +440,8 @@ inline std::string render_stats(std::string_view name, const Stats& s,
   t.headers = {"POLICY", "ADMITTED", "DENIED"};
   t.right = {false, true, true};
   for (const PolicyCounters& c : s.policies) {
-    t.rows.push_back({escape_bytes(c.policy), std::to_string(c.admitted), std::to_string(c.denied)});
+    t.rows.push_back(
+        {escape_bytes(c.policy), std::to_string(c.admitted), std::to_string(c.denied)});
   }
   if (!t.rows.empty()) out += "decisions:\n" + render_table(t, color, "  ");
   return out;
@@ -480,10 +484,10 @@ inline BucketRow bucket_row(const BucketView& b) {
   r.reset_after = b.now.reset_after;
   // A concurrency key has no time to reset: with some (not all) of its
   // leases held it is "in-use", neither full nor refilling.
-  r.state = !b.now.allowed                ? "limited"
-            : r.reset_after.count() != 0  ? "refilling"
-            : r.remaining < r.limit       ? "in-use"
-                                          : "full";
+  r.state = !b.now.allowed               ? "limited"
+            : r.reset_after.count() != 0 ? "refilling"
+            : r.remaining < r.limit      ? "in-use"
+                                         : "full";
   return r;
 }
 

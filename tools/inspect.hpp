@@ -120,7 +120,8 @@ inline std::string render_denials(const RecentDenials& r, bool color) {
     std::string key = escape_bytes(d.key);
     if (d.key_length > d.key.size()) key += fmt::format("... ({} bytes)", d.key_length);
     t.rows.push_back({format_utc(d.unix_ns), escape_bytes(d.policy), key, std::to_string(d.cost),
-                      format_duration(d.retry_after), std::string(to_string(d.reason)), std::to_string(d.pid)});
+                      format_duration(d.retry_after), std::string(to_string(d.reason)),
+                      std::to_string(d.pid)});
   }
   return out + render_table(t, color);
 }
@@ -138,9 +139,9 @@ inline void print_denials(const Limiter& limiter, std::uint64_t since, bool json
 inline PolicyId require_policy(const Limiter& limiter, const std::string& policy) {
   const std::optional<PolicyId> id = limiter.find_policy(policy);
   if (!id) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "unknown policy \"" + escape_bytes(policy) + "\" in " + limiter.name() +
-                    " (see `shmlimit policy " + limiter.name() + " list`)");
+    throw Error(ErrorCode::kInvalidArgument, "unknown policy \"" + escape_bytes(policy) + "\" in " +
+                                                 limiter.name() + " (see `shmlimit policy " +
+                                                 limiter.name() + " list`)");
   }
   return *id;
 }
@@ -159,11 +160,11 @@ inline void print_reset(Limiter& limiter, const std::optional<std::string>& poli
 // `shmlimit dump` filters
 
 struct DumpFilter {
-  std::optional<std::string> policy;      // --policy: only this policy
-  std::string key_prefix;                 // --key-prefix: raw bytes
-  bool limited_only = false;              // --limited-only: state "limited"
-  std::size_t top = 0;                    // --top N (0 = every row)
-  std::string by = "usage";               // --by denials|usage
+  std::optional<std::string> policy;  // --policy: only this policy
+  std::string key_prefix;             // --key-prefix: raw bytes
+  bool limited_only = false;          // --limited-only: state "limited"
+  std::size_t top = 0;                // --top N (0 = every row)
+  std::string by = "usage";           // --by denials|usage
 };
 
 inline std::vector<BucketRow> filter_rows(std::vector<BucketRow> rows, const DumpFilter& f) {
@@ -176,9 +177,8 @@ inline std::vector<BucketRow> filter_rows(std::vector<BucketRow> rows, const Dum
       return f.by == "denials" ? r.denied : r.admitted + r.denied;
     };
     // Stable: ties keep the policy/key order of bucket_rows().
-    std::stable_sort(rows.begin(), rows.end(), [&](const BucketRow& a, const BucketRow& b) {
-      return metric(a) > metric(b);
-    });
+    std::stable_sort(rows.begin(), rows.end(),
+                     [&](const BucketRow& a, const BucketRow& b) { return metric(a) > metric(b); });
     if (rows.size() > f.top) rows.resize(f.top);
   }
   return rows;
@@ -197,14 +197,17 @@ inline std::string csv_field(const std::string& s) {
 
 inline std::string dump_csv(const std::vector<BucketRow>& rows) {
   // A duration that never ends (Nanos::max()) is an empty field.
-  const auto ns = [](Nanos d) { return d == Nanos::max() ? std::string() : std::to_string(d.count()); };
+  const auto ns = [](Nanos d) {
+    return d == Nanos::max() ? std::string() : std::to_string(d.count());
+  };
   std::string out =
       "slot,policy,key,key_hex,remaining,limit,retry_after_ns,reset_after_ns,admitted,denied,"
       "state\n";
   for (const auto& r : rows) {
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{}\n", r.slot, csv_field(escape_bytes(r.policy)),
-                       csv_field(escape_bytes(r.key)), hex_bytes(r.key), r.remaining, r.limit,
-                       ns(r.retry_after), ns(r.reset_after), r.admitted, r.denied, r.state);
+    out +=
+        fmt::format("{},{},{},{},{},{},{},{},{},{},{}\n", r.slot, csv_field(escape_bytes(r.policy)),
+                    csv_field(escape_bytes(r.key)), hex_bytes(r.key), r.remaining, r.limit,
+                    ns(r.retry_after), ns(r.reset_after), r.admitted, r.denied, r.state);
   }
   return out;
 }
@@ -259,8 +262,8 @@ struct PolicyTotals {
 /// a reclaimed or reset bucket takes nothing away from them). Every
 /// registered policy appears, even with no buckets, so its series exist
 /// from the first scrape.
-inline std::map<std::string, PolicyTotals> policy_totals(const std::vector<PolicyCounters>& counters,
-                                                         const std::vector<BucketRow>& rows) {
+inline std::map<std::string, PolicyTotals> policy_totals(
+    const std::vector<PolicyCounters>& counters, const std::vector<BucketRow>& rows) {
   std::map<std::string, PolicyTotals> totals;
   for (const auto& c : counters) {
     PolicyTotals& t = totals[c.policy];
@@ -322,13 +325,15 @@ inline std::string render_metrics(std::string_view segment, const Stats& s,
   };
   per_policy("policy_buckets", "gauge", "Live buckets of the policy.",
              [](const PolicyTotals& t) { return t.buckets; });
-  per_policy("policy_admitted_total", "counter",
-             "Admitted decisions of the policy since the segment was created (exact; never decreases).",
-             [](const PolicyTotals& t) { return t.admitted; });
-  per_policy("policy_denied_total", "counter",
-             "Denied decisions of the policy since the segment was created, each refusing limit of a "
-             "multi-limit request included (exact; never decreases).",
-             [](const PolicyTotals& t) { return t.denied; });
+  per_policy(
+      "policy_admitted_total", "counter",
+      "Admitted decisions of the policy since the segment was created (exact; never decreases).",
+      [](const PolicyTotals& t) { return t.admitted; });
+  per_policy(
+      "policy_denied_total", "counter",
+      "Denied decisions of the policy since the segment was created, each refusing limit of a "
+      "multi-limit request included (exact; never decreases).",
+      [](const PolicyTotals& t) { return t.denied; });
   per_policy("policy_limited_buckets", "gauge", "Live buckets of the policy that are limited now.",
              [](const PolicyTotals& t) { return t.limited; });
   return out;
@@ -372,8 +377,7 @@ inline std::uint64_t counter_growth(std::uint64_t before, std::uint64_t now) {
 
 inline std::string render_watch(std::string_view segment, const WatchSnapshot& prev,
                                 const WatchSnapshot& cur, bool color) {
-  const double secs =
-      std::max(1e-9, std::chrono::duration<double>(cur.taken - prev.taken).count());
+  const double secs = std::max(1e-9, std::chrono::duration<double>(cur.taken - prev.taken).count());
   struct Delta {
     std::uint64_t decisions = 0;
     std::uint64_t denials = 0;

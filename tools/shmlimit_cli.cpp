@@ -52,13 +52,12 @@
 #include <string>
 #include <utility>
 
+#include "cli.hpp"
 #include "format.hpp"
 #include "inspect.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
-
-#include "cli.hpp"
 
 namespace {
 
@@ -124,8 +123,9 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->excludes(config_file);
   create
-      ->add_option("--log-entries", create_args.log_entries,
-                   "admissions kept per key for sliding_log policies (their count at most; 0: none)")
+      ->add_option(
+          "--log-entries", create_args.log_entries,
+          "admissions kept per key for sliding_log policies (their count at most; 0: none)")
       ->check(whole(0, UINT32_MAX))
       ->capture_default_str()
       ->excludes(config_file);
@@ -138,24 +138,27 @@ int run(int argc, char** argv) {
       ->add_option("POLICY", policy_args.policy,
                    "policy name (1..31 of A-Z a-z 0-9 _ . : -), or `list`")
       ->required();
-  policy->add_option("RATE", policy_args.rate,
-                     R"("5/day", "10/5m", "10 per minute" ...; for concurrency the limit, e.g. "8")");
+  policy->add_option(
+      "RATE", policy_args.rate,
+      R"("5/day", "10/5m", "10 per minute" ...; for concurrency the limit, e.g. "8")");
   CLI::Option* algorithm =
       policy
-          ->add_option("--algorithm", policy_args.algorithm,
-                       "gcra, token_bucket, fixed_window, sliding_window, quiet_period, leaky_bucket, "
-                       "concurrency or sliding_log")
+          ->add_option(
+              "--algorithm", policy_args.algorithm,
+              "gcra, token_bucket, fixed_window, sliding_window, quiet_period, leaky_bucket, "
+              "concurrency or sliding_log")
           ->capture_default_str();
-  CLI::Option* wait = policy
-                          ->add_option("--wait", policy_args.wait,
-                                       "sliding_log: the retry-after reported, exact or drf (DRF's wait())")
-                          ->check(CLI::IsMember({"exact", "drf"}))
-                          ->capture_default_str();
-  CLI::Option* burst =
+  CLI::Option* wait =
       policy
-          ->add_option("--burst", policy_args.burst,
-                       "bucket capacity, gcra, token_bucket and leaky_bucket only (default: the rate's count)")
-          ->check(whole(1, UINT64_MAX, " (omit --burst for the rate's count)"));
+          ->add_option("--wait", policy_args.wait,
+                       "sliding_log: the retry-after reported, exact or drf (DRF's wait())")
+          ->check(CLI::IsMember({"exact", "drf"}))
+          ->capture_default_str();
+  CLI::Option* burst = policy
+                           ->add_option("--burst", policy_args.burst,
+                                        "bucket capacity, gcra, token_bucket and leaky_bucket only "
+                                        "(default: the rate's count)")
+                           ->check(whole(1, UINT64_MAX, " (omit --burst for the rate's count)"));
   CLI::Option* on_full =
       policy
           ->add_option("--on-full", policy_args.on_full,
@@ -198,9 +201,9 @@ int run(int argc, char** argv) {
   dump->add_option("--policy", dump_filter.policy, "only the buckets of this policy");
   dump->add_option("--key-prefix", dump_filter.key_prefix, "only keys that start with these bytes");
   dump->add_flag("--limited-only", dump_filter.limited_only, "only buckets whose state is limited");
-  CLI::Option* dump_top =
-      dump->add_option("--top", dump_filter.top, "keep the N buckets with the most --by, most first")
-          ->check(whole(0, UINT64_MAX));
+  CLI::Option* dump_top = dump->add_option("--top", dump_filter.top,
+                                           "keep the N buckets with the most --by, most first")
+                              ->check(whole(0, UINT64_MAX));
   dump->add_option("--by", dump_filter.by, "--top's order: usage (admitted + denied) or denials")
       ->check(CLI::IsMember({"usage", "denials"}))
       ->capture_default_str()
@@ -210,7 +213,8 @@ int run(int argc, char** argv) {
   bool check_json = false;
   bool check_no_repair = false;
   CLI::App* check = app.add_subcommand(
-      "check", "Verify the segment's invariants, repairing dead claims first: exit 0 clean, 1 not.");
+      "check",
+      "Verify the segment's invariants, repairing dead claims first: exit 0 clean, 1 not.");
   check->add_option("NAME", check_name, name_help)->required();
   check->add_flag("--json", check_json, "print one JSON object");
   check->add_flag("--no-repair", check_no_repair, "only report (maps the segment read-only)");
@@ -221,7 +225,9 @@ int run(int argc, char** argv) {
   CLI::App* denials = app.add_subcommand(
       "denials", "List the most recent denied decisions (the segment's ring of the last 1024).");
   denials->add_option("NAME", denials_name, name_help)->required();
-  denials->add_option("--since", denials_since, "only denials from this cursor on (a previous next_cursor)")
+  denials
+      ->add_option("--since", denials_since,
+                   "only denials from this cursor on (a previous next_cursor)")
       ->check(whole(0, UINT64_MAX))
       ->capture_default_str();
   denials->add_flag("--json", denials_json, "print one JSON object");
@@ -236,11 +242,13 @@ int run(int argc, char** argv) {
   std::string import_name;
   std::string import_file;
   bool import_keep = false;
-  CLI::App* import_cmd = app.add_subcommand(
-      "import", "Load a state document written by `shmlimit export` (all or nothing): exit 0, 1 if some had no room.");
+  CLI::App* import_cmd = app.add_subcommand("import",
+                                            "Load a state document written by `shmlimit export` "
+                                            "(all or nothing): exit 0, 1 if some had no room.");
   import_cmd->add_option("NAME", import_name, name_help)->required();
   import_cmd->add_option("FILE", import_file, "the JSON document, or - for stdin")->required();
-  import_cmd->add_flag("--keep-existing", import_keep, "leave keys that already have a bucket as they are");
+  import_cmd->add_flag("--keep-existing", import_keep,
+                       "leave keys that already have a bucket as they are");
 
   std::string reset_name;
   std::optional<std::string> reset_policy;
@@ -249,8 +257,9 @@ int run(int argc, char** argv) {
       "reset", "Forget one key of a policy, every key of a policy, or (no POLICY) every bucket.");
   reset->add_option("NAME", reset_name, name_help)->required();
   reset->add_option("POLICY", reset_policy, "a registered policy (omit: every policy)");
-  reset->add_option("KEY", reset_key,
-                    "the key to forget (omit: every key; put `--` before a key that starts with -)");
+  reset->add_option(
+      "KEY", reset_key,
+      "the key to forget (omit: every key; put `--` before a key that starts with -)");
 
   std::string metrics_name;
   CLI::App* metrics = app.add_subcommand(
@@ -283,7 +292,8 @@ int run(int argc, char** argv) {
                                    [&](const CLI::App* s) { return s->check_name(first); });
     if (!known) {
       fail_line("unknown subcommand \"" + tools::escape_bytes(first) +
-                "\" (expected create, policy, acquire, stat, dump, check, denials, export, import, reset, metrics, watch or rm; see `shmlimit --help`)");
+                "\" (expected create, policy, acquire, stat, dump, check, denials, export, import, "
+                "reset, metrics, watch or rm; see `shmlimit --help`)");
       return kExitError;
     }
   }
@@ -312,8 +322,7 @@ int run(int argc, char** argv) {
     return kExitOk;
   }
   if (*dump) {
-    tools::print_dump_filtered(open_for_inspection(dump_name), dump_filter, dump_json,
-                               dump_csv);
+    tools::print_dump_filtered(open_for_inspection(dump_name), dump_filter, dump_json, dump_csv);
     return kExitOk;
   }
   if (*check) return run_check(check_name, check_no_repair, check_json);

@@ -101,7 +101,7 @@ struct PolicyPlan {
   u64 keys = 0;                    // distinct keys; 0 = --keys
   u64 cost_min = 1;                // each decision charges a cost uniform in [cost_min, cost_max]
   u64 cost_max = 1;
-  unsigned weight = 1;             // share of the decisions
+  unsigned weight = 1;  // share of the decisions
 };
 
 // The default mix: two plain GCRA limits at different speeds, one with
@@ -122,17 +122,20 @@ std::vector<PolicyPlan> default_policies(u64 keys) {
 // "NAME=RATE[,burst=B][,cost=N|LO-HI][,weight=W][,keys=K][,algorithm=A]"
 PolicyPlan parse_policy_plan(const std::string& text) {
   const auto bad = [&](const std::string& why) {
-    throw shmlimit::Error(shmlimit::ErrorCode::kInvalidArgument, "invalid --policy \"" + text + "\": " + why);
+    throw shmlimit::Error(shmlimit::ErrorCode::kInvalidArgument,
+                          "invalid --policy \"" + text + "\": " + why);
   };
   const auto eq = text.find('=');
-  if (eq == std::string::npos || eq == 0) bad("expected NAME=RATE[,burst=B][,cost=LO-HI][,weight=W]");
+  if (eq == std::string::npos || eq == 0)
+    bad("expected NAME=RATE[,burst=B][,cost=LO-HI][,weight=W]");
   PolicyPlan p;
   p.name = text.substr(0, eq);
   std::vector<std::string> parts;
   std::string rest = text.substr(eq + 1);
   for (std::size_t start = 0;;) {
     const auto comma = rest.find(',', start);
-    parts.push_back(rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    parts.push_back(
+        rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
@@ -164,7 +167,8 @@ PolicyPlan parse_policy_plan(const std::string& text) {
       bad("unknown field \"" + field + "\" (burst, cost, weight, keys, algorithm)");
     }
   }
-  if (p.cost_min == 0 || p.cost_max < p.cost_min || p.cost_max > 65535) bad("cost must be 1 <= LO <= HI <= 65535");
+  if (p.cost_min == 0 || p.cost_max < p.cost_min || p.cost_max > 65535)
+    bad("cost must be 1 <= LO <= HI <= 65535");
   if (p.weight == 0) bad("weight must be at least 1");
   return p;
 }
@@ -228,12 +232,15 @@ const AlgorithmModel kGcraModel{
     [](const Params& p, i64 a, i64 b) -> u64 {
       return p.burst + static_cast<u64>(std::max<i64>(0, floor_div(b - a, p.emission_ns)));
     },
-    [](const Params& p, u64 state, i64 a) -> i64 { return floor_div(static_cast<i64>(state) - a, p.emission_ns); },
+    [](const Params& p, u64 state, i64 a) -> i64 {
+      return floor_div(static_cast<i64>(state) - a, p.emission_ns);
+    },
     [](const Params& p, u64 state, i64 a, i64 waste) -> i64 {
       return floor_div(static_cast<i64>(state) - a - waste, p.emission_ns);
     },
     [](const Params& p, u64 cost_max, i64 a, i64 d, i64 waste) -> i64 {
-      return static_cast<i64>(p.burst) - static_cast<i64>(cost_max) + floor_div(d - a - waste, p.emission_ns);
+      return static_cast<i64>(p.burst) - static_cast<i64>(cost_max) +
+             floor_div(d - a - waste, p.emission_ns);
     },
     [](const Params& p, bool allowed, u64 cost, i64 t) -> i64 {
       // After an admission TAT >= n + c*T; after a denial TAT > n + (B - c)*T; n >= t.
@@ -254,8 +261,9 @@ const AlgorithmModel* model_for(const std::string& algorithm) {
 
 using AtomicU64 = std::atomic<u64>;
 using AtomicI64 = std::atomic<i64>;
-static_assert(AtomicU64::is_always_lock_free && AtomicI64::is_always_lock_free,
-              "the counters are shared by processes: a lock-based atomic would not be atomic across them");
+static_assert(
+    AtomicU64::is_always_lock_free && AtomicI64::is_always_lock_free,
+    "the counters are shared by processes: a lock-based atomic would not be atomic across them");
 
 struct alignas(64) Control {
   AtomicU64 stop{0};  // set by the parent: workers finish their decision and exit
@@ -280,11 +288,11 @@ struct KeyRecord {
   AtomicU64 admitted_cost{0};
   AtomicU64 admitted_ops{0};
   AtomicU64 denied_ops{0};
-  AtomicU64 fallback_ops{0};  // decisions whose reason was not "ok"
-  AtomicI64 first_pre{0};     // clock reading before this lane's first decision (any reason)
-  AtomicI64 first_post{0};    // after its first decision that met the bucket (reason "ok")
-  AtomicI64 last_post{0};     // after the latest decision
-  AtomicI64 last_deny_pre{0}; // before the latest denial that met the bucket (reason "ok")
+  AtomicU64 fallback_ops{0};   // decisions whose reason was not "ok"
+  AtomicI64 first_pre{0};      // clock reading before this lane's first decision (any reason)
+  AtomicI64 first_post{0};     // after its first decision that met the bucket (reason "ok")
+  AtomicI64 last_post{0};      // after the latest decision
+  AtomicI64 last_deny_pre{0};  // before the latest denial that met the bucket (reason "ok")
 };
 
 /// One per (policy, key), shared by all workers (one cache line each).
@@ -295,8 +303,11 @@ struct alignas(64) KeyShared {
 
 template <typename T>
 T* map_shared(std::size_t n) {
-  void* p = ::mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) throw std::runtime_error(std::string("cannot map the bookkeeping region: ") + std::strerror(errno));
+  void* p = ::mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    throw std::runtime_error(std::string("cannot map the bookkeeping region: ") +
+                             std::strerror(errno));
   auto* t = static_cast<T*>(p);
   for (std::size_t i = 0; i < n; ++i) new (t + i) T{};
   return t;
@@ -305,12 +316,15 @@ T* map_shared(std::size_t n) {
 void store_max_release(AtomicI64& a, i64 v) {
   // Release: whoever acquires this value also sees our decision's CAS.
   i64 cur = a.load(std::memory_order_relaxed);
-  while (v > cur && !a.compare_exchange_weak(cur, v, std::memory_order_release, std::memory_order_relaxed)) {
+  while (v > cur &&
+         !a.compare_exchange_weak(cur, v, std::memory_order_release, std::memory_order_relaxed)) {
   }
 }
 
 // Single-writer add (a WorkerSlot's counters): no RMW needed.
-void bump(AtomicU64& a, u64 n) { a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+void bump(AtomicU64& a, u64 n) {
+  a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
 
 // KeyRecord updates. Relaxed: read by the parent after the workers are reaped.
 void add(AtomicU64& a, u64 n) { a.fetch_add(n, std::memory_order_relaxed); }
@@ -350,19 +364,26 @@ struct Config {
 
 const char* distribution_name(Distribution d) {
   switch (d) {
-    case Distribution::kUniform: return "uniform";
-    case Distribution::kZipf: return "zipf";
-    case Distribution::kHot: return "hot";
+    case Distribution::kUniform:
+      return "uniform";
+    case Distribution::kZipf:
+      return "zipf";
+    case Distribution::kHot:
+      return "hot";
   }
   return "?";
 }
 
 const char* inject_name(InjectBug b) {
   switch (b) {
-    case InjectBug::kNone: return "none";
-    case InjectBug::kLostUpdate: return "lost-update";
-    case InjectBug::kPeek: return "peek";
-    case InjectBug::kUnrecorded: return "unrecorded";
+    case InjectBug::kNone:
+      return "none";
+    case InjectBug::kLostUpdate:
+      return "lost-update";
+    case InjectBug::kPeek:
+      return "peek";
+    case InjectBug::kUnrecorded:
+      return "unrecorded";
   }
   return "?";
 }
@@ -374,11 +395,11 @@ struct Plan {
   std::vector<shmlimit::PolicyId> ids;
   std::vector<Params> params;
   std::vector<const AlgorithmModel*> models;
-  std::vector<u64> policy_cdf;  // cumulative weights
+  std::vector<u64> policy_cdf;                // cumulative weights
   std::vector<std::vector<double>> zipf_cdf;  // per policy
   std::vector<std::string> key_names;         // "k0", "k1", ... as many as the largest policy needs
-  std::vector<u64> key_base;                  // per policy: index of its key 0 among all (policy, key) pairs
-  u64 total_keys = 0;                         // (policy, key) pairs
+  std::vector<u64> key_base;  // per policy: index of its key 0 among all (policy, key) pairs
+  u64 total_keys = 0;         // (policy, key) pairs
   shmlimit::Options options;
   unsigned lanes = 0;   // = processes: each running worker owns one lane of records
   unsigned nslots = 0;  // WorkerSlots: processes, plus spares for replacements while victims die
@@ -389,7 +410,9 @@ struct Plan {
 
   u64 keys_of(std::size_t p) const { return cfg.policies[p].keys; }
   u64 pair(std::size_t p, u64 k) const { return key_base[p] + k; }
-  KeyRecord& record(std::size_t lane, std::size_t p, u64 k) const { return records[lane * total_keys + pair(p, k)]; }
+  KeyRecord& record(std::size_t lane, std::size_t p, u64 k) const {
+    return records[lane * total_keys + pair(p, k)];
+  }
   KeyShared& key_shared(std::size_t p, u64 k) const { return shared[pair(p, k)]; }
 };
 
@@ -415,11 +438,16 @@ struct Plan {
     while (plan.control->stop.load(std::memory_order_relaxed) == 0) {
       const u64 w = rng() % total_weight;
       const auto p = static_cast<std::size_t>(
-          std::upper_bound(plan.policy_cdf.begin(), plan.policy_cdf.end(), w) - plan.policy_cdf.begin());
+          std::upper_bound(plan.policy_cdf.begin(), plan.policy_cdf.end(), w) -
+          plan.policy_cdf.begin());
       u64 k = 0;
       switch (cfg.distribution) {
-        case Distribution::kUniform: k = rng() % plan.keys_of(p); break;
-        case Distribution::kHot: k = 0; break;
+        case Distribution::kUniform:
+          k = rng() % plan.keys_of(p);
+          break;
+        case Distribution::kHot:
+          k = 0;
+          break;
         case Distribution::kZipf: {
           const std::vector<double>& cdf = plan.zipf_cdf[p];
           k = static_cast<u64>(std::lower_bound(cdf.begin(), cdf.end(), unit(rng)) - cdf.begin());
@@ -456,14 +484,17 @@ struct Plan {
         if (admitted && floor_before != 0 && post > floor_before) {
           s.waste.fetch_add(post - floor_before, std::memory_order_relaxed);
         }
-        store_max_release(s.state_floor, plan.models[p]->state_floor(plan.params[p], admitted, cost, pre));
+        store_max_release(s.state_floor,
+                          plan.models[p]->state_floor(plan.params[p], admitted, cost, pre));
       }
       // --inject-bug: the verifier must catch a broken build.
-      if (cfg.inject == InjectBug::kLostUpdate && !d.allowed && !fallback && ++denies_seen % 16 == 0) {
+      if (cfg.inject == InjectBug::kLostUpdate && !d.allowed && !fallback &&
+          ++denies_seen % 16 == 0) {
         admitted = true;  // as if an update had been lost and two processes got one token
       }
       bool record_it = true;
-      if (cfg.inject == InjectBug::kUnrecorded && admitted && ++admits_seen % 8 == 0) record_it = false;
+      if (cfg.inject == InjectBug::kUnrecorded && admitted && ++admits_seen % 8 == 0)
+        record_it = false;
 
       // first_post bounds when the key's bucket was first created (X0 <=
       // first_post), so only a decision that met the bucket sets it: a
@@ -493,7 +524,8 @@ struct Plan {
       ws.inflight.store(0, std::memory_order_release);
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "shmlimit-stress: worker on lane %u (pid %d): %s\n", lane, static_cast<int>(::getpid()), e.what());
+    std::fprintf(stderr, "shmlimit-stress: worker on lane %u (pid %d): %s\n", lane,
+                 static_cast<int>(::getpid()), e.what());
     rc = 3;
   }
   ::_exit(rc);
@@ -516,7 +548,8 @@ pid_t spawn(const Plan& plan, unsigned lane, unsigned slot, u64 seed) {
 
 std::string group(u64 v) {
   std::string s = std::to_string(v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
+    s.insert(static_cast<std::size_t>(i), ",");
   return s;
 }
 
@@ -527,7 +560,8 @@ std::string rate_text(double per_s) {
 }
 
 struct Violation {
-  std::string kind;  // over_admission, lost_update, under_admission, unreported_charge, worker_crash, table
+  std::string
+      kind;  // over_admission, lost_update, under_admission, unreported_charge, worker_crash, table
   std::string policy;
   std::string key;
   std::string detail;
@@ -540,13 +574,16 @@ struct PolicySummary {
   u64 admitted_cost = 0;
   u64 denied = 0;
   u64 fallbacks = 0;
-  u64 allowance = 0;          // sum over touched keys of the exact upper bound
-  u64 lower_checked = 0;      // keys whose lower bound (L) applied
-  u64 no_waste_keys = 0;      // of those, keys whose E was 0 (never found full after the first decision)
-  i64 max_deficit = std::numeric_limits<i64>::min();  // over those keys: ideal - (recorded + possibly lost)
-  u64 deficit_allowed = 0;    // the bound on it: cost_max + processes (+ 1 per killed decision on the key)
+  u64 allowance = 0;      // sum over touched keys of the exact upper bound
+  u64 lower_checked = 0;  // keys whose lower bound (L) applied
+  u64 no_waste_keys =
+      0;  // of those, keys whose E was 0 (never found full after the first decision)
+  i64 max_deficit =
+      std::numeric_limits<i64>::min();  // over those keys: ideal - (recorded + possibly lost)
+  u64 deficit_allowed =
+      0;  // the bound on it: cost_max + processes (+ 1 per killed decision on the key)
   u64 min_headroom = std::numeric_limits<u64>::max();  // upper bound - recorded, over keys
-  u64 state_checked = 0;      // keys cross-checked against their state word
+  u64 state_checked = 0;  // keys cross-checked against their state word
   u64 violations = 0;
 };
 
@@ -596,14 +633,19 @@ class Runner {
       while (cap < plan_.total_keys / 2 && cap < (1u << 28)) cap <<= 1;
       c.capacity = cap;
     }
-    const double bytes = static_cast<double>(c.processes) * static_cast<double>(plan_.total_keys) * sizeof(KeyRecord);
+    const double bytes = static_cast<double>(c.processes) * static_cast<double>(plan_.total_keys) *
+                         sizeof(KeyRecord);
     if (bytes > 2.0 * (1ull << 30)) {
-      throw std::invalid_argument(fmt::format("{} processes x {} (policy, key) pairs need {:.1f} GiB of records; use fewer keys",
-                                              c.processes, plan_.total_keys, bytes / (1ull << 30)));
+      throw std::invalid_argument(fmt::format(
+          "{} processes x {} (policy, key) pairs need {:.1f} GiB of records; use fewer keys",
+          c.processes, plan_.total_keys, bytes / (1ull << 30)));
     }
     for (const PolicyPlan& p : c.policies) {
       const AlgorithmModel* m = model_for(p.algorithm);
-      if (m == nullptr) throw std::invalid_argument("policy " + p.name + ": the verifier has no model of algorithm \"" + p.algorithm + "\"");
+      if (m == nullptr)
+        throw std::invalid_argument("policy " + p.name +
+                                    ": the verifier has no model of algorithm \"" + p.algorithm +
+                                    "\"");
       plan_.models.push_back(m);
     }
 
@@ -625,9 +667,12 @@ class Runner {
       plan_.ids.push_back(limiter_->add_policy(spec));
       const u64 burst = pp.burst == 0 ? spec.rate.count : pp.burst;
       const auto period = static_cast<u64>(spec.rate.period.count());
-      plan_.params.push_back(Params{period / spec.rate.count + (period % spec.rate.count != 0 ? 1 : 0), burst});
+      plan_.params.push_back(
+          Params{period / spec.rate.count + (period % spec.rate.count != 0 ? 1 : 0), burst});
       if (pp.cost_max > burst) {
-        throw std::invalid_argument(fmt::format("policy {}: cost {} exceeds the burst {} (never admitted)", pp.name, pp.cost_max, burst));
+        throw std::invalid_argument(
+            fmt::format("policy {}: cost {} exceeds the burst {} (never admitted)", pp.name,
+                        pp.cost_max, burst));
       }
       total += pp.weight;
       plan_.policy_cdf.push_back(total);
@@ -636,7 +681,8 @@ class Runner {
       for (const PolicyPlan& pp : c.policies) {
         std::vector<double> cdf(pp.keys);
         double sum = 0;
-        for (u64 k = 0; k < pp.keys; ++k) cdf[k] = (sum += 1.0 / std::pow(static_cast<double>(k + 1), c.zipf_s));
+        for (u64 k = 0; k < pp.keys; ++k)
+          cdf[k] = (sum += 1.0 / std::pow(static_cast<double>(k + 1), c.zipf_s));
         for (double& v : cdf) v /= sum;
         plan_.zipf_cdf.push_back(std::move(cdf));
       }
@@ -650,8 +696,11 @@ class Runner {
     // Spare WorkerSlots for replacements while killed workers die: on a
     // loaded machine a SIGKILLed process can wait tens of ms for a CPU to
     // exit on. (64 bytes each; the records are per lane.)
-    const unsigned spares = c.kill_rate <= 0 ? 0u
-                                             : std::max(4 * c.processes, static_cast<unsigned>(std::min(4096.0, std::ceil(c.kill_rate))));
+    const unsigned spares =
+        c.kill_rate <= 0
+            ? 0u
+            : std::max(4 * c.processes,
+                       static_cast<unsigned>(std::min(4096.0, std::ceil(c.kill_rate))));
     plan_.lanes = c.processes;
     plan_.nslots = c.processes + spares;
     plan_.workers = map_shared<WorkerSlot>(plan_.nslots);
@@ -686,10 +735,12 @@ class Runner {
 
     std::exponential_distribution<double> next_kill(c.kill_rate > 0 ? c.kill_rate : 1.0);
     const auto after = [](double seconds) {
-      return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
+      return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(seconds));
     };
     auto kill_at = start + after(next_kill(rng));
-    const auto status_every = tty ? std::chrono::milliseconds(200) : std::chrono::milliseconds(2000);
+    const auto status_every =
+        tty ? std::chrono::milliseconds(200) : std::chrono::milliseconds(2000);
     auto status_at = start + status_every;
     const auto end = start + after(c.duration_s > 0 ? c.duration_s : 1e9);
     for (;;) {
@@ -700,21 +751,24 @@ class Runner {
       if (c.kill_rate > 0 && now >= kill_at) {
         kill_one(rng);
         kill_at += after(next_kill(rng));
-        if (kill_at < now - std::chrono::milliseconds(100)) kill_at = now;  // far behind: do not burst
+        if (kill_at < now - std::chrono::milliseconds(100))
+          kill_at = now;  // far behind: do not burst
         continue;
       }
       if (now >= status_at) {
         print_status(tty, std::chrono::duration<double>(now - start).count(), ops);
         status_at += status_every;
       }
-      auto wake = std::min({end, status_at, now + std::chrono::milliseconds(c.kill_rate > 0 ? 1 : 50)});
+      auto wake =
+          std::min({end, status_at, now + std::chrono::milliseconds(c.kill_rate > 0 ? 1 : 50)});
       if (c.kill_rate > 0) wake = std::min(wake, kill_at);
       std::this_thread::sleep_until(wake);
     }
     plan_.control->stop.store(1, std::memory_order_relaxed);
     reap(true);
     facts_.t1 = limiter_->now().count();
-    facts_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    facts_.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (tty) std::fprintf(stderr, "\r\x1b[K");
     for (unsigned s = 0; s < plan_.nslots; ++s) {
       const WorkerSlot& w = plan_.workers[s];
@@ -734,7 +788,8 @@ class Runner {
 
   u64 sum_ops() const {
     u64 n = 0;
-    for (unsigned s = 0; s < plan_.nslots; ++s) n += plan_.workers[s].ops.load(std::memory_order_relaxed);
+    for (unsigned s = 0; s < plan_.nslots; ++s)
+      n += plan_.workers[s].ops.load(std::memory_order_relaxed);
     return n;
   }
 
@@ -792,9 +847,10 @@ class Runner {
   }
 
   void finish(unsigned s, int status) {
-    const bool expected = state_[s] == SlotState::kDying ? WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
-                                                         : WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-                                                               plan_.control->stop.load() != 0;
+    const bool expected =
+        state_[s] == SlotState::kDying
+            ? WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
+            : WIFEXITED(status) && WEXITSTATUS(status) == 0 && plan_.control->stop.load() != 0;
     if (!expected) note_crash(s, status);
     account_inflight(s);
     pids_[s] = 0;
@@ -813,9 +869,12 @@ class Runner {
 
   void note_crash(unsigned slot, int status) {
     ++facts_.crashes;
-    std::string how = WIFSIGNALED(status) ? fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)))
-                                          : fmt::format("exited with status {}", WEXITSTATUS(status));
-    violations_.push_back({"worker_crash", "", "", fmt::format("worker on lane {} {}", lane_of_[slot], how)});
+    std::string how =
+        WIFSIGNALED(status)
+            ? fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)))
+            : fmt::format("exited with status {}", WEXITSTATUS(status));
+    violations_.push_back(
+        {"worker_crash", "", "", fmt::format("worker on lane {} {}", lane_of_[slot], how)});
   }
 
   void print_status(bool tty, double elapsed, u64 ops) {
@@ -825,10 +884,11 @@ class Runner {
       denied += plan_.workers[s].denied.load(std::memory_order_relaxed);
     }
     const double rate = elapsed > 0 ? static_cast<double>(ops) / elapsed : 0;
-    const std::string total = plan_.cfg.duration_s > 0 ? fmt::format("/{:.0f}s", plan_.cfg.duration_s) : "";
-    const std::string line = fmt::format("[{:6.1f}s{}] {} decisions ({} ops/s), admitted {}, denied {}, kills {}",
-                                         elapsed, total, group(ops), rate_text(rate), group(admitted), group(denied),
-                                         group(facts_.kills));
+    const std::string total =
+        plan_.cfg.duration_s > 0 ? fmt::format("/{:.0f}s", plan_.cfg.duration_s) : "";
+    const std::string line = fmt::format(
+        "[{:6.1f}s{}] {} decisions ({} ops/s), admitted {}, denied {}, kills {}", elapsed, total,
+        group(ops), rate_text(rate), group(admitted), group(denied), group(facts_.kills));
     if (tty) {
       std::fprintf(stderr, "\r\x1b[K%s", line.c_str());
     } else if (elapsed > 0) {
@@ -847,13 +907,17 @@ class Runner {
     check_ = limiter_->check(true);
     for (const std::string& p : check_.problems) violations_.push_back({"table", "", "", p});
     if (check_.in_progress != 0) {
-      violations_.push_back({"table", "", "", fmt::format("{} slots still being claimed after every worker stopped", check_.in_progress)});
+      violations_.push_back({"table", "", "",
+                             fmt::format("{} slots still being claimed after every worker stopped",
+                                         check_.in_progress)});
     }
     stats_ = limiter_->stats();
     if (stats_.claiming != 0 || stats_.used + stats_.dead + stats_.empty != stats_.capacity) {
-      violations_.push_back({"table", "", "",
-                             fmt::format("slot states do not add up: {} used + {} dead + {} empty + {} claiming != {}",
-                                         stats_.used, stats_.dead, stats_.empty, stats_.claiming, stats_.capacity)});
+      violations_.push_back(
+          {"table", "", "",
+           fmt::format(
+               "slot states do not add up: {} used + {} dead + {} empty + {} claiming != {}",
+               stats_.used, stats_.dead, stats_.empty, stats_.claiming, stats_.capacity)});
     }
 
     // 2. Every key's bounds. The buckets as they are now: (policy, key) -> state.
@@ -889,8 +953,10 @@ class Runner {
         const u64 upper = m.upper(prm, r.first_pre, b);
         sum.allowance += upper;
         if (r.admitted_cost > upper) {
-          fail("over_admission", fmt::format("recorded {} admitted, the most {} can admit in {} is {}", r.admitted_cost,
-                                             pp.rate, tools::format_duration(Nanos(b - r.first_pre)), upper));
+          fail("over_admission",
+               fmt::format("recorded {} admitted, the most {} can admit in {} is {}",
+                           r.admitted_cost, pp.rate, tools::format_duration(Nanos(b - r.first_pre)),
+                           upper));
         } else {
           sum.min_headroom = std::min(sum.min_headroom, upper - r.admitted_cost);
         }
@@ -902,9 +968,10 @@ class Runner {
           const i64 at_most = m.charged_at_most(prm, st->second, r.first_pre);
           ++sum.state_checked;
           if (static_cast<i64>(r.admitted_cost) > at_most) {
-            fail("lost_update", fmt::format("recorded {} admitted but the bucket's state was charged at most {} "
-                                            "(an admission did not reach the state word)",
-                                            r.admitted_cost, at_most));
+            fail("lost_update",
+                 fmt::format("recorded {} admitted but the bucket's state was charged at most {} "
+                             "(an admission did not reach the state word)",
+                             r.admitted_cost, at_most));
           }
         }
 
@@ -923,7 +990,8 @@ class Runner {
           sum.max_deficit = std::max(sum.max_deficit, deficit);
           if (deficit > static_cast<i64>(allowed_short)) {
             fail("under_admission",
-                 fmt::format("admitted {} (+{} possibly lost to kills) but must get at least {} - {}: {} until its "
+                 fmt::format("admitted {} (+{} possibly lost to kills) but must get at least {} - "
+                             "{}: {} until its "
                              "last denial {} later, less {} of possibly wasted refill",
                              r.admitted_cost, lost, ideal, allowed_short, pp.rate,
                              tools::format_duration(Nanos(r.last_deny_pre - r.first_post)),
@@ -933,10 +1001,10 @@ class Runner {
           if (st != states.end()) {
             const i64 at_least = m.charged_at_least(prm, st->second, r.first_post, waste);
             if (at_least > static_cast<i64>(r.admitted_cost + lost + allowed_short)) {
-              fail("unreported_charge",
-                   fmt::format("the bucket's state was charged at least {} but only {} (+{} possibly lost) were "
-                               "reported as admitted",
-                               at_least, r.admitted_cost, lost));
+              fail("unreported_charge", fmt::format("the bucket's state was charged at least {} "
+                                                    "but only {} (+{} possibly lost) were "
+                                                    "reported as admitted",
+                                                    at_least, r.admitted_cost, lost));
             }
           }
         }
@@ -983,7 +1051,8 @@ class Runner {
   void fill_check() {
     const Config& c = plan_.cfg;
     i64 horizon = 0;
-    for (const Params& prm : plan_.params) horizon = std::max<i64>(horizon, static_cast<i64>(prm.burst * prm.emission_ns));
+    for (const Params& prm : plan_.params)
+      horizon = std::max<i64>(horizon, static_cast<i64>(prm.burst * prm.emission_ns));
     const Nanos later(facts_.t1 + horizon + 1'000'000'000);
     shmlimit::Options o = plan_.options;
     o.claim_timeout = std::chrono::milliseconds(1);
@@ -997,12 +1066,15 @@ class Runner {
     }
     reusable_ = taken;
     if (taken < cap || stuck > 0) {
-      violations_.push_back({"table", c.policies[0].name, "",
-                             fmt::format("only {} of {} slots could take a new key once every bucket was full, "
-                                         "{} claims stuck (slots leaked)", taken, cap, stuck)});
+      violations_.push_back(
+          {"table", c.policies[0].name, "",
+           fmt::format("only {} of {} slots could take a new key once every bucket was full, "
+                       "{} claims stuck (slots leaked)",
+                       taken, cap, stuck)});
     }
     const shmlimit::CheckReport again = limiter_->check(false);
-    for (const std::string& p : again.problems) violations_.push_back({"table", "", "", "after refilling: " + p});
+    for (const std::string& p : again.problems)
+      violations_.push_back({"table", "", "", "after refilling: " + p});
   }
 
   void report() {
@@ -1082,37 +1154,50 @@ class Runner {
     }
 
     std::string out;
-    out += fmt::format("shmlimit-stress: {} processes, {} keys ({}), {} policies, capacity {}, kill-rate {}/s, seed {}{}\n",
-                       c.processes, c.keys, distribution_name(c.distribution), c.policies.size(), c.capacity,
-                       c.kill_rate, c.seed,
-                       c.inject == InjectBug::kNone ? "" : fmt::format(", INJECTED BUG: {}", inject_name(c.inject)));
-    out += fmt::format("run: {} decisions in {:.2f} s = {} ops/s; {} kills ({} mid-decision), {} crashes\n\n",
-                       group(facts_.ops), facts_.seconds, rate_text(static_cast<double>(facts_.ops) / secs),
-                       group(facts_.kills), group(facts_.kills_in_flight), facts_.crashes);
+    out += fmt::format(
+        "shmlimit-stress: {} processes, {} keys ({}), {} policies, capacity {}, kill-rate {}/s, "
+        "seed {}{}\n",
+        c.processes, c.keys, distribution_name(c.distribution), c.policies.size(), c.capacity,
+        c.kill_rate, c.seed,
+        c.inject == InjectBug::kNone ? ""
+                                     : fmt::format(", INJECTED BUG: {}", inject_name(c.inject)));
+    out += fmt::format(
+        "run: {} decisions in {:.2f} s = {} ops/s; {} kills ({} mid-decision), {} crashes\n\n",
+        group(facts_.ops), facts_.seconds, rate_text(static_cast<double>(facts_.ops) / secs),
+        group(facts_.kills), group(facts_.kills_in_flight), facts_.crashes);
     tools::Table t;
-    t.headers = {"POLICY", "RATE", "BURST", "COST", "KEYS", "OPS/S", "ADMITTED", "DENIED", "FALLBACK",
-                 "ALLOWANCE", "LOWER", "DEFICIT", "VERDICT"};
+    t.headers = {"POLICY", "RATE",     "BURST",     "COST",  "KEYS",    "OPS/S",  "ADMITTED",
+                 "DENIED", "FALLBACK", "ALLOWANCE", "LOWER", "DEFICIT", "VERDICT"};
     t.right = {false, false, true, false, true, true, true, true, true, true, true, true, false};
     for (std::size_t p = 0; p < c.policies.size(); ++p) {
       const PolicyPlan& pp = c.policies[p];
       const PolicySummary& s = summaries_[p];
-      t.rows.push_back({pp.name, pp.rate, std::to_string(plan_.params[p].burst),
-                        pp.cost_min == pp.cost_max ? std::to_string(pp.cost_min) : fmt::format("{}-{}", pp.cost_min, pp.cost_max),
-                        group(s.keys_touched), rate_text(static_cast<double>(s.ops) / secs), group(s.admitted_cost),
-                        group(s.denied), group(s.fallbacks), group(s.allowance), fmt::format("{}/{}", group(s.lower_checked), group(s.no_waste_keys)),
-                        s.lower_checked == 0 ? "-" : fmt::format("{}/{}", s.max_deficit, s.deficit_allowed),
-                        s.violations == 0 ? "ok" : fmt::format("FAIL ({})", s.violations)});
+      t.rows.push_back(
+          {pp.name, pp.rate, std::to_string(plan_.params[p].burst),
+           pp.cost_min == pp.cost_max ? std::to_string(pp.cost_min)
+                                      : fmt::format("{}-{}", pp.cost_min, pp.cost_max),
+           group(s.keys_touched), rate_text(static_cast<double>(s.ops) / secs),
+           group(s.admitted_cost), group(s.denied), group(s.fallbacks), group(s.allowance),
+           fmt::format("{}/{}", group(s.lower_checked), group(s.no_waste_keys)),
+           s.lower_checked == 0 ? "-" : fmt::format("{}/{}", s.max_deficit, s.deficit_allowed),
+           s.violations == 0 ? "ok" : fmt::format("FAIL ({})", s.violations)});
       t.styles.push_back(s.violations == 0 ? nullptr : tools::kRed);
     }
     out += tools::render_table(t, tools::use_color());
-    out += "\nADMITTED and ALLOWANCE are cost units; ALLOWANCE sums each key's exact upper bound (U).\n"
-           "LOWER: keys whose lower bound (L) was checked / of those, keys never found full after their first\n"
-           "decision (E = 0). DEFICIT: the worst key's shortfall from (L) / the shortfall allowed (processes).\n\n";
-    out += fmt::format("table: check {} ({} problems), {} claims of killed workers repaired by check, {} repairs in all; "
-                       "{} live, {} dead, {} empty, {} claiming; {} table-full, {} contended fallbacks\n",
-                       check_.clean() ? "clean" : "NOT CLEAN", check_.problems.size(), check_.repaired, stats_.repairs,
-                       stats_.used, stats_.dead, stats_.empty, stats_.claiming, stats_.full_events,
-                       stats_.contended_events);
+    out +=
+        "\nADMITTED and ALLOWANCE are cost units; ALLOWANCE sums each key's exact upper bound "
+        "(U).\n"
+        "LOWER: keys whose lower bound (L) was checked / of those, keys never found full after "
+        "their first\n"
+        "decision (E = 0). DEFICIT: the worst key's shortfall from (L) / the shortfall allowed "
+        "(processes).\n\n";
+    out += fmt::format(
+        "table: check {} ({} problems), {} claims of killed workers repaired by check, {} repairs "
+        "in all; "
+        "{} live, {} dead, {} empty, {} claiming; {} table-full, {} contended fallbacks\n",
+        check_.clean() ? "clean" : "NOT CLEAN", check_.problems.size(), check_.repaired,
+        stats_.repairs, stats_.used, stats_.dead, stats_.empty, stats_.claiming, stats_.full_events,
+        stats_.contended_events);
     out += fmt::format("slots reusable after the run: {} of {}\n", reusable_, stats_.capacity);
     if (!violations_.empty()) {
       out += fmt::format("\n{} violations:\n", violations_.size());
@@ -1122,11 +1207,14 @@ class Runner {
           out += fmt::format("  ... and {} more\n", violations_.size() - 20);
           break;
         }
-        out += fmt::format("  {}: {}{}{}\n", v.kind, v.policy.empty() ? "" : "policy " + v.policy + " ",
+        out += fmt::format("  {}: {}{}{}\n", v.kind,
+                           v.policy.empty() ? "" : "policy " + v.policy + " ",
                            v.key.empty() ? "" : "key " + v.key + ": ", v.detail);
       }
     }
-    out += fmt::format("\nverdict: {}\n", violations_.empty() ? "PASS (0 violations)" : fmt::format("FAIL ({} violations)", violations_.size()));
+    out += fmt::format("\nverdict: {}\n", violations_.empty() ? "PASS (0 violations)"
+                                                              : fmt::format("FAIL ({} violations)",
+                                                                            violations_.size()));
     tools::write_stdout(out);
   }
 
@@ -1158,7 +1246,8 @@ class Runner {
   std::vector<SlotState> state_;
   std::vector<unsigned> lane_of_;
   u64 spawned_ = 0;
-  std::vector<u64> lost_;      // [policy][key]: cost of decisions in flight when their process was killed
+  std::vector<u64>
+      lost_;  // [policy][key]: cost of decisions in flight when their process was killed
   RunFacts facts_;
   std::vector<PolicySummary> summaries_;
   std::vector<Violation> violations_;
@@ -1173,29 +1262,41 @@ int main(int argc, char** argv) {
   Config cfg;
   std::string distribution = "zipf", inject = "none";
   std::vector<std::string> policy_texts;
-  CLI::App app{"shmlimit-stress: forked processes hammer one shmlimit segment, some are SIGKILLed, and the "
-               "parent verifies per key that nothing was over- or under-admitted (doc/stress.md)."};
+  CLI::App app{
+      "shmlimit-stress: forked processes hammer one shmlimit segment, some are SIGKILLed, and the "
+      "parent verifies per key that nothing was over- or under-admitted (doc/stress.md)."};
   app.add_option("-p,--processes", cfg.processes, "worker processes (default: number of cores)");
-  app.add_option("-d,--duration", cfg.duration_s, "seconds to run (default 10, or until --ops)")->check(CLI::NonNegativeNumber);
+  app.add_option("-d,--duration", cfg.duration_s, "seconds to run (default 10, or until --ops)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("-n,--ops", cfg.ops, "stop after this many decisions in total");
-  app.add_option("-k,--keys", cfg.keys, "keys per policy (default 1000; the default churn policy has 20x more)")->check(CLI::Range(u64{1}, u64{100'000'000}));
-  app.add_option("--distribution", distribution, "key choice: uniform, zipf (default) or hot (every decision on one key)")
+  app.add_option("-k,--keys", cfg.keys,
+                 "keys per policy (default 1000; the default churn policy has 20x more)")
+      ->check(CLI::Range(u64{1}, u64{100'000'000}));
+  app.add_option("--distribution", distribution,
+                 "key choice: uniform, zipf (default) or hot (every decision on one key)")
       ->check(CLI::IsMember({"uniform", "zipf", "hot"}));
   app.add_option("--zipf-s", cfg.zipf_s, "zipf exponent (default 1.0)")->check(CLI::PositiveNumber);
-  app.add_option("--kill-rate", cfg.kill_rate, "SIGKILLs of random workers per second, each replaced at once (default 0)")
+  app.add_option("--kill-rate", cfg.kill_rate,
+                 "SIGKILLs of random workers per second, each replaced at once (default 0)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--policy", policy_texts,
-                 "NAME=RATE[,burst=B][,cost=LO-HI][,weight=W][,keys=K] (repeatable; replaces the default mix "
-                 "fast=1000/s,burst=20,weight=4 api=100/s,burst=10,weight=3 upload=200/s,burst=50,cost=1-5,weight=2 "
-                 "churn=2000/s,burst=1,keys=20*K,weight=1)");
-  app.add_option("--capacity", cfg.capacity, "segment slots (default: half the (policy, key) pairs, at least 1024)");
-  app.add_option("--segment", cfg.segment, "segment name to create (default /shmlimit-stress-PID); must not exist");
+  app.add_option(
+      "--policy", policy_texts,
+      "NAME=RATE[,burst=B][,cost=LO-HI][,weight=W][,keys=K] (repeatable; replaces the default mix "
+      "fast=1000/s,burst=20,weight=4 api=100/s,burst=10,weight=3 "
+      "upload=200/s,burst=50,cost=1-5,weight=2 "
+      "churn=2000/s,burst=1,keys=20*K,weight=1)");
+  app.add_option("--capacity", cfg.capacity,
+                 "segment slots (default: half the (policy, key) pairs, at least 1024)");
+  app.add_option("--segment", cfg.segment,
+                 "segment name to create (default /shmlimit-stress-PID); must not exist");
   app.add_flag("--keep", cfg.keep, "keep the segment afterwards (inspect it with `shmlimit dump`)");
   app.add_option("--seed", cfg.seed, "random seed (default 1)");
   app.add_flag("--json", cfg.json, "print the summary as one JSON object");
   app.add_option("--inject-bug", inject,
-                 "TEST ONLY: break the workers' bookkeeping so the verifier must fail: lost-update (record a "
-                 "denial as admitted), peek (decide with peek, never charging), unrecorded (drop admissions)")
+                 "TEST ONLY: break the workers' bookkeeping so the verifier must fail: lost-update "
+                 "(record a "
+                 "denial as admitted), peek (decide with peek, never charging), unrecorded (drop "
+                 "admissions)")
       ->check(CLI::IsMember({"none", "lost-update", "peek", "unrecorded"}));
   app.footer("Exit status: 0 every bound held, 1 a violation, 2 an error.");
   try {
@@ -1208,8 +1309,8 @@ int main(int argc, char** argv) {
   cfg.distribution = distribution == "uniform" ? Distribution::kUniform
                      : distribution == "hot"   ? Distribution::kHot
                                                : Distribution::kZipf;
-  cfg.inject = inject == "lost-update" ? InjectBug::kLostUpdate
-               : inject == "peek"      ? InjectBug::kPeek
+  cfg.inject = inject == "lost-update"  ? InjectBug::kLostUpdate
+               : inject == "peek"       ? InjectBug::kPeek
                : inject == "unrecorded" ? InjectBug::kUnrecorded
                                         : InjectBug::kNone;
   try {

@@ -50,11 +50,11 @@
 #include <vector>
 
 #include "server_config.hpp"
-#include "worker.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/http.hpp"
 #include "shmlimit/identity.hpp"
 #include "shmlimit/shmlimit.hpp"
+#include "worker.hpp"
 
 namespace http = boost::beast::http;
 namespace net = boost::asio;

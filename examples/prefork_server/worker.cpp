@@ -9,6 +9,8 @@
 // allow/deny lists -> the route's policies, all or nothing
 // (Limiter::acquire_many) -> 200, or the refuse status with Retry-After,
 // X-RateLimit-* and RateLimit-Policy/RateLimit headers (shmlimit/http.hpp).
+#include "worker.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,8 +44,6 @@
 #include "shmlimit/http.hpp"
 #include "shmlimit/identity.hpp"
 #include "shmlimit/shmlimit.hpp"
-
-#include "worker.hpp"
 
 namespace http = boost::beast::http;
 namespace net = boost::asio;

@@ -9,6 +9,7 @@
 namespace prefork {
 
 // Runs in the forked child; never returns.
-[[noreturn]] void worker_main(const shmlimit::server::ServerConfig& config, int listen_fd, pid_t master);
+[[noreturn]] void worker_main(const shmlimit::server::ServerConfig& config, int listen_fd,
+                              pid_t master);
 
 }  // namespace prefork

@@ -44,22 +44,22 @@ struct Stats {
   std::uint32_t max_key_bytes = 0;
   std::uint32_t max_probe = 0;
   std::uint64_t segment_bytes = 0;
-  std::int64_t created_unix_ns = 0;  ///< wall clock at creation
-  Nanos age{0};                      ///< monotonic time since creation
-  Nanos clock_horizon_left{0};       ///< how long until the clock horizon
-  std::uint64_t used = 0;            ///< live slots
-  std::uint64_t reclaimable = 0;     ///< live slots whose bucket is full
-  std::uint64_t dead = 0;            ///< freed slots (reusable)
-  std::uint64_t empty = 0;           ///< never used slots
-  std::uint64_t claiming = 0;        ///< slots being claimed right now
+  std::int64_t created_unix_ns = 0;    ///< wall clock at creation
+  Nanos age{0};                        ///< monotonic time since creation
+  Nanos clock_horizon_left{0};         ///< how long until the clock horizon
+  std::uint64_t used = 0;              ///< live slots
+  std::uint64_t reclaimable = 0;       ///< live slots whose bucket is full
+  std::uint64_t dead = 0;              ///< freed slots (reusable)
+  std::uint64_t empty = 0;             ///< never used slots
+  std::uint64_t claiming = 0;          ///< slots being claimed right now
   std::uint32_t max_probe_length = 0;  ///< longest distance of a live key from its home slot
   double mean_probe_length = 0;
-  std::uint64_t full_events = 0;     ///< decisions that found no slot (all processes)
+  std::uint64_t full_events = 0;  ///< decisions that found no slot (all processes)
   std::uint64_t contended_events = 0;
-  std::uint64_t repairs = 0;         ///< half-done claims of dead processes repaired
-  std::uint64_t admitted = 0;        ///< exact: the sum of every policy's PolicyCounters::admitted
-  std::uint64_t denied = 0;          ///< exact: the sum of every policy's PolicyCounters::denied
-  std::uint32_t processes = 0;       ///< process registry entries in use
+  std::uint64_t repairs = 0;    ///< half-done claims of dead processes repaired
+  std::uint64_t admitted = 0;   ///< exact: the sum of every policy's PolicyCounters::admitted
+  std::uint64_t denied = 0;     ///< exact: the sum of every policy's PolicyCounters::denied
+  std::uint32_t processes = 0;  ///< process registry entries in use
   std::vector<PolicyCounters> policies;  ///< every registered policy's totals (Limiter::counters())
 };
 
@@ -96,9 +96,9 @@ struct CheckReport {
 /// One denied decision, read from the segment's recent-denials ring (the
 /// last 1024 denials of every process; doc/design.md).
 struct DenialView {
-  std::uint64_t cursor = 0;      ///< its position in the ring's sequence of denials
-  Nanos at{0};                   ///< when: ns since the segment's epoch (the decision's clock)
-  std::int64_t unix_ns = 0;      ///< the same instant on CLOCK_REALTIME, converted when read
+  std::uint64_t cursor = 0;  ///< its position in the ring's sequence of denials
+  Nanos at{0};               ///< when: ns since the segment's epoch (the decision's clock)
+  std::int64_t unix_ns = 0;  ///< the same instant on CLOCK_REALTIME, converted when read
   std::uint32_t policy_index = 0;
   std::string policy;            ///< the policy's name; empty if the index names none
   std::string key;               ///< the key's first bytes (at most 80)
@@ -106,7 +106,7 @@ struct DenialView {
   std::uint64_t cost = 0;        ///< cost units asked for
   Nanos retry_after{0};          ///< the decision's retry_after (Nanos::max(): never fits)
   Reason reason = Reason::kOk;
-  std::int32_t pid = 0;          ///< the process that was denied
+  std::int32_t pid = 0;  ///< the process that was denied
 };
 
 /// The result of Limiter::recent_denials().

@@ -33,17 +33,17 @@ namespace shmlimit {
 
 /// How to reach Redis. Defaults are in the comments.
 struct RedisOptions {
-  std::string host = "127.0.0.1";  ///< TCP host. Default 127.0.0.1
-  int port = 6379;                 ///< TCP port. Default 6379
-  std::string unix_socket;         ///< when non-empty, used instead of host/port
-  std::string password;            ///< AUTH after connecting when non-empty
+  std::string host = "127.0.0.1";                  ///< TCP host. Default 127.0.0.1
+  int port = 6379;                                 ///< TCP port. Default 6379
+  std::string unix_socket;                         ///< when non-empty, used instead of host/port
+  std::string password;                            ///< AUTH after connecting when non-empty
   std::chrono::milliseconds connect_timeout{250};  ///< default 250 ms
   std::chrono::milliseconds command_timeout{250};  ///< per reply; default 250 ms
   /// After a failed connection or command, calls fail fast (no network)
   /// until the backoff has passed; it doubles after each failure up to
   /// backoff_max and returns to backoff_initial after a success.
-  std::chrono::milliseconds backoff_initial{50};   ///< default 50 ms
-  std::chrono::milliseconds backoff_max{2000};     ///< default 2 s
+  std::chrono::milliseconds backoff_initial{50};  ///< default 50 ms
+  std::chrono::milliseconds backoff_max{2000};    ///< default 2 s
   /// Redis keys are `<prefix>{<key>}:<policy>`: the hash tag keeps every
   /// policy of one key on one Redis Cluster shard. Default "shmlimit:".
   std::string prefix = "shmlimit:";
@@ -111,7 +111,8 @@ class RedisLimiter {
   /// of one key are decided in one script call (atomic in Redis); limits
   /// of several keys are pipelined, one call per key, and any key that
   /// admitted is refunded (pipelined) when another denied.
-  TierDecision acquire_many(std::span<const Request> requests, std::span<Decision> each = {}) noexcept;
+  TierDecision acquire_many(std::span<const Request> requests,
+                            std::span<Decision> each = {}) noexcept;
   /// What acquire() would say, without charging.
   TierDecision peek(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
   /// Gives back `cost`, never beyond the capacity: the bucket after it.
@@ -196,7 +197,8 @@ class HybridLimiter {
   /// otherwise the kLocalShare limits decide together in the local segment
   /// (Limiter::acquire_many, all-or-nothing) and kFailOpen limits admit.
   /// noexcept.
-  TierDecision acquire_many(std::span<const Request> requests, std::span<Decision> each = {}) noexcept;
+  TierDecision acquire_many(std::span<const Request> requests,
+                            std::span<Decision> each = {}) noexcept;
 
   /// Gives `cost` back to (policy, key) in Redis, never beyond the
   /// bucket's capacity (a request that failed before doing work). Every

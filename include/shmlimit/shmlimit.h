@@ -60,16 +60,16 @@ typedef int shmlimit_status;
 #define SHMLIMIT_E_INVALID_ARGUMENT 1 /**< bad name, rate, option, spec, NULL pointer */
 #define SHMLIMIT_E_NOT_FOUND 2        /**< the segment (or config file, or policy) does not exist */
 #define SHMLIMIT_E_EXISTS 3           /**< create on a name that already exists */
-#define SHMLIMIT_E_PERMISSION 4       /**< the segment's mode refuses us, or its owner is untrusted */
-#define SHMLIMIT_E_INCOMPATIBLE 5     /**< magic, version, fingerprint, size or capacity differ */
-#define SHMLIMIT_E_CORRUPT 6          /**< the segment's header contradicts itself */
-#define SHMLIMIT_E_TIMEOUT 7          /**< waited too long for another process */
-#define SHMLIMIT_E_POLICY_CONFLICT 8  /**< same policy name, other parameters, no replace */
-#define SHMLIMIT_E_TABLE_FULL 9       /**< no room in the policy table */
-#define SHMLIMIT_E_SYSTEM 10          /**< any other operating-system error */
-#define SHMLIMIT_E_READ_ONLY 11       /**< a write through a read-only handle */
-#define SHMLIMIT_E_NO_SPACE 12        /**< create: /dev/shm cannot hold every byte of the segment */
-#define SHMLIMIT_E_NO_MEMORY 100      /**< allocation failed */
+#define SHMLIMIT_E_PERMISSION 4   /**< the segment's mode refuses us, or its owner is untrusted */
+#define SHMLIMIT_E_INCOMPATIBLE 5 /**< magic, version, fingerprint, size or capacity differ */
+#define SHMLIMIT_E_CORRUPT 6      /**< the segment's header contradicts itself */
+#define SHMLIMIT_E_TIMEOUT 7      /**< waited too long for another process */
+#define SHMLIMIT_E_POLICY_CONFLICT 8 /**< same policy name, other parameters, no replace */
+#define SHMLIMIT_E_TABLE_FULL 9      /**< no room in the policy table */
+#define SHMLIMIT_E_SYSTEM 10         /**< any other operating-system error */
+#define SHMLIMIT_E_READ_ONLY 11      /**< a write through a read-only handle */
+#define SHMLIMIT_E_NO_SPACE 12       /**< create: /dev/shm cannot hold every byte of the segment */
+#define SHMLIMIT_E_NO_MEMORY 100     /**< allocation failed */
 #define SHMLIMIT_E_BUFFER_TOO_SMALL \
   101                           /**< a caller buffer is too small (the size needed is reported) */
 #define SHMLIMIT_E_INTERNAL 102 /**< an unexpected failure inside the library */
@@ -124,18 +124,18 @@ typedef struct shmlimit_limiter shmlimit_limiter;
 
 /** How to open a segment. shmlimit_options_init() sets the defaults shown. */
 typedef struct shmlimit_options {
-  uint32_t struct_size;      /**< sizeof(shmlimit_options); set by shmlimit_options_init */
-  const char* name;          /**< required: "/" then 1..200 of [A-Za-z0-9_.-] */
-  uint32_t capacity;         /**< bucket slots, rounded up to a power of two; 65536. An open
-                                  checks it unless 0 (set 0 to open a segment of any size) */
-  uint32_t mode;             /**< permission bits of a created segment; 0600 */
-  uint32_t slot_bytes;       /**< 64, 128 or 256 (keys up to slot_bytes - 40 bytes); 128 */
-  uint32_t max_probe;        /**< longest probe sequence in slots; 32 */
-  uint32_t open_timeout_ms;  /**< wait for a concurrent creator; 2000 */
-  uint32_t claim_timeout_ms; /**< wait for a stalled claimer of the same key; 100 */
-  uint32_t read_only;        /**< non-zero: map read-only (decisions only peek); 0 */
-  uint32_t log_entries;      /**< sliding-log entries per slot, 0..4096 (SLIDING_LOG policies need
-                                  >= their count); 0 */
+  uint32_t struct_size;       /**< sizeof(shmlimit_options); set by shmlimit_options_init */
+  const char* name;           /**< required: "/" then 1..200 of [A-Za-z0-9_.-] */
+  uint32_t capacity;          /**< bucket slots, rounded up to a power of two; 65536. An open
+                                   checks it unless 0 (set 0 to open a segment of any size) */
+  uint32_t mode;              /**< permission bits of a created segment; 0600 */
+  uint32_t slot_bytes;        /**< 64, 128 or 256 (keys up to slot_bytes - 40 bytes); 128 */
+  uint32_t max_probe;         /**< longest probe sequence in slots; 32 */
+  uint32_t open_timeout_ms;   /**< wait for a concurrent creator; 2000 */
+  uint32_t claim_timeout_ms;  /**< wait for a stalled claimer of the same key; 100 */
+  uint32_t read_only;         /**< non-zero: map read-only (decisions only peek); 0 */
+  uint32_t log_entries;       /**< sliding-log entries per slot, 0..4096 (SLIDING_LOG policies need
+                                   >= their count); 0 */
   uint32_t allow_other_users; /**< non-zero: accept a segment owned by another user or writable
                                    by 'other' (Options::allow_other_users); 0 */
 } shmlimit_options;
@@ -232,8 +232,9 @@ SHMLIMIT_C_EXPORT shmlimit_status shmlimit_find_policy(const shmlimit_limiter* l
  *  and each limit that refused a multi-limit request; they never decrease).
  *  Reads only the segment's counter blocks; never writes. SHMLIMIT_E_NOT_FOUND
  *  if no policy has that id. */
-SHMLIMIT_C_EXPORT shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter, uint32_t id,
-                                                           uint64_t* admitted, uint64_t* denied);
+SHMLIMIT_C_EXPORT shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter,
+                                                           uint32_t id, uint64_t* admitted,
+                                                           uint64_t* denied);
 
 /** The ids of a policy group: name, then name.2, name.3, ... (a config
  *  policy with a list of rates). Writes up to capacity ids; *count receives

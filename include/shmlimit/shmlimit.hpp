@@ -48,14 +48,15 @@ enum class ErrorCode : int {
   kExists = 3,           ///< create() on a name that already exists (EEXIST)
   kPermission = 4,       ///< the segment's mode refuses us (EACCES / EPERM), or it belongs to a
                          ///< user we do not trust (Options::allow_other_users)
-  kIncompatible = 5,     ///< magic, version, fingerprint, size or capacity differ, or not a regular file
-  kCorrupt = 6,          ///< the header contradicts itself
-  kTimeout = 7,          ///< waited too long for another process (initialisation)
-  kPolicyConflict = 8,   ///< same policy name, other parameters, no replace
-  kTableFull = 9,        ///< no room in the policy table
-  kSystem = 10,          ///< any other operating-system error
-  kReadOnly = 11,        ///< a write through a read-only handle
-  kNoSpace = 12,         ///< create: /dev/shm (tmpfs) cannot hold every byte of the segment
+  kIncompatible =
+      5,         ///< magic, version, fingerprint, size or capacity differ, or not a regular file
+  kCorrupt = 6,  ///< the header contradicts itself
+  kTimeout = 7,  ///< waited too long for another process (initialisation)
+  kPolicyConflict = 8,  ///< same policy name, other parameters, no replace
+  kTableFull = 9,       ///< no room in the policy table
+  kSystem = 10,         ///< any other operating-system error
+  kReadOnly = 11,       ///< a write through a read-only handle
+  kNoSpace = 12,        ///< create: /dev/shm (tmpfs) cannot hold every byte of the segment
 };
 
 /// The one exception type thrown by setup calls. what() is a full sentence
@@ -66,7 +67,8 @@ enum class ErrorCode : int {
 /// log, a terminal or Python.
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& what) : std::runtime_error(printable(what)), code_(code) {}
+  Error(ErrorCode code, const std::string& what)
+      : std::runtime_error(printable(what)), code_(code) {}
   ErrorCode code() const noexcept { return code_; }
 
  private:
@@ -77,14 +79,17 @@ class Error : public std::runtime_error {
 /// Limiting algorithm of a policy. Values are stored in the segment.
 /// doc/algorithms.md gives each one's formula, state layout and limits.
 enum class Algorithm : std::uint8_t {
-  kGcra = 1,           ///< continuous-refill token bucket: rate.count per rate.period, capacity burst
-  kTokenBucket = 2,    ///< discrete refill: rate.count tokens at each rate.period boundary, capacity burst
-  kFixedWindow = 3,    ///< at most rate.count per window of rate.period (windows aligned to the epoch)
+  kGcra = 1,  ///< continuous-refill token bucket: rate.count per rate.period, capacity burst
+  kTokenBucket =
+      2,  ///< discrete refill: rate.count tokens at each rate.period boundary, capacity burst
+  kFixedWindow =
+      3,  ///< at most rate.count per window of rate.period (windows aligned to the epoch)
   kSlidingWindow = 4,  ///< approximate sliding window: two fixed windows weighted (Python `limits`)
-  kQuietPeriod = 5,    ///< rate.count per rate.period; once exceeded, every attempt restarts the period
-  kLeakyBucket = 6,    ///< meter that drains rate.count per rate.period, capacity burst (= GCRA)
-  kConcurrency = 7,    ///< at most rate.count in flight (Limiter::lease); no time, rate.period unused
-  kSlidingLog = 8,     ///< exact sliding window: never more than rate.count in any rate.period (DRF)
+  kQuietPeriod =
+      5,  ///< rate.count per rate.period; once exceeded, every attempt restarts the period
+  kLeakyBucket = 6,  ///< meter that drains rate.count per rate.period, capacity burst (= GCRA)
+  kConcurrency = 7,  ///< at most rate.count in flight (Limiter::lease); no time, rate.period unused
+  kSlidingLog = 8,   ///< exact sliding window: never more than rate.count in any rate.period (DRF)
 };
 
 /// "gcra", "token_bucket", "fixed_window", "sliding_window", "quiet_period", "leaky_bucket",
@@ -123,7 +128,7 @@ std::string format_rate(const Rate& rate);
 /// What retry_after a denied Algorithm::kSlidingLog decision reports.
 enum class LogWait : std::uint8_t {
   kExact = 0,  ///< the exact wait until `cost` fits: the cost-th oldest admission + period - now
-  kDrf = 1,    ///< DRF SimpleRateThrottle.wait(): (period - (now - oldest)) / (count - in_window + 1)
+  kDrf = 1,  ///< DRF SimpleRateThrottle.wait(): (period - (now - oldest)) / (count - in_window + 1)
 };
 
 /// A named policy registered in the segment.
@@ -137,15 +142,15 @@ enum class LogWait : std::uint8_t {
 /// (Error kInvalidArgument), never silently dropped. normalize_policy_spec()
 /// is the one check, used by add_policy, configuration files and the CLI.
 struct PolicySpec {
-  std::string name;                      ///< 1..31 bytes of [A-Za-z0-9_.:-]
+  std::string name;  ///< 1..31 bytes of [A-Za-z0-9_.:-]
   Algorithm algorithm = Algorithm::kGcra;
-  Rate rate;                             ///< refill rate
+  Rate rate;  ///< refill rate
   /// Bucket capacity where the algorithm has one (algorithm_has_burst():
   /// gcra, token_bucket, leaky_bucket); 0 = rate.count. The other
   /// algorithms' capacity is rate.count: 0 or rate.count, nothing else.
   std::uint64_t burst = 0;
-  OnFull on_full = OnFull::kAllow;       ///< fail-open by default, like nginx
-  LogWait wait = LogWait::kExact;        ///< kSlidingLog only: which retry_after to report
+  OnFull on_full = OnFull::kAllow;  ///< fail-open by default, like nginx
+  LogWait wait = LogWait::kExact;   ///< kSlidingLog only: which retry_after to report
   friend bool operator==(const PolicySpec&, const PolicySpec&) = default;
 };
 
@@ -170,10 +175,11 @@ struct PolicyId {
 
 /// What Limiter::replace_policy did (doc/algorithms.md, "Replacing a policy").
 struct PolicyReplacement {
-  PolicyId id;                      ///< the policy's id from now on; ids held from before still work
-  bool changed = false;             ///< false: the policy already had this spec, nothing was done
-  bool fresh = false;               ///< the state encoding changed: every bucket of the policy starts full
-  std::uint64_t buckets_reset = 0;  ///< fresh: buckets that held state (were not full) and were forgotten
+  PolicyId id;           ///< the policy's id from now on; ids held from before still work
+  bool changed = false;  ///< false: the policy already had this spec, nothing was done
+  bool fresh = false;    ///< the state encoding changed: every bucket of the policy starts full
+  std::uint64_t buckets_reset =
+      0;  ///< fresh: buckets that held state (were not full) and were forgotten
 };
 
 /// Why a decision came out as it did.
@@ -198,8 +204,8 @@ struct Decision {
   bool allowed = false;
   std::uint64_t limit = 0;      ///< the bucket's capacity (burst), in cost units
   std::uint64_t remaining = 0;  ///< cost units that would be admitted now, after this decision
-  Nanos retry_after{0};         ///< when denied: wait this long before the same cost fits; 0 when allowed
-  Nanos reset_after{0};         ///< time until the bucket is full again
+  Nanos retry_after{0};  ///< when denied: wait this long before the same cost fits; 0 when allowed
+  Nanos reset_after{0};  ///< time until the bucket is full again
   Reason reason = Reason::kOk;
 };
 
@@ -318,7 +324,8 @@ class Limiter {
   Decision acquire(std::string_view policy, std::string_view key, std::uint64_t cost = 1) noexcept;
   /// The same at an explicit time (ns since the segment's epoch): the
   /// injected clock used by tests and replays.
-  Decision acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept;
+  Decision acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost,
+                      Nanos now) noexcept;
   /// What acquire() would say for `cost`, without charging. Never claims a slot.
   Decision peek(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
 
@@ -350,7 +357,8 @@ class Limiter {
   /// charges back. A process killed mid-way may leave earlier limits
   /// charged (never over-admitting). Process-safe, noexcept.
   Decision acquire_many(std::span<const Request> requests, std::span<Decision> each = {}) noexcept;
-  Decision acquire_many_at(std::span<const Request> requests, Nanos now, std::span<Decision> each = {}) noexcept;
+  Decision acquire_many_at(std::span<const Request> requests, Nanos now,
+                           std::span<Decision> each = {}) noexcept;
 
   /// Gives back `cost` already taken (a request that failed before doing
   /// work), never beyond the bucket's capacity. Returns the bucket after

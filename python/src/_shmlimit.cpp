@@ -55,7 +55,7 @@ namespace py = pybind11;
 using namespace pybind11::literals;
 
 namespace shmlimit_python {
-void bind_web(py::module_& m);  // web.cpp: identity and headers
+void bind_web(py::module_& m);      // web.cpp: identity and headers
 void bind_limiter(py::module_& m);  // limiter.cpp: Limiter and Lease
 #ifdef SHMLIMIT_PYTHON_REDIS
 void bind_tiers(py::module_& m);  // tiers.cpp: the Redis and hybrid tiers

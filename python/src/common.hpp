@@ -40,7 +40,8 @@ inline constexpr shmlimit::PolicyId kNoPolicy{std::numeric_limits<std::uint32_t>
 /// (Python's "backslashreplace"), so reading never raises
 /// UnicodeDecodeError. Keys themselves cross as bytes.
 inline py::str text(std::string_view s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+  PyObject* o =
+      PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
   if (o == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<py::str>(o);
 }

@@ -160,12 +160,13 @@ std::optional<shmlimit::PolicyId> optional_policy(const PyLimiter& self,
 }
 
 py::dict check_dict(const shmlimit::CheckReport& r) {
-  return py::dict("clean"_a = r.clean(), "problems"_a = texts(r.problems), "repaired"_a = r.repaired,
-                  "live"_a = r.live, "in_progress"_a = r.in_progress);
+  return py::dict("clean"_a = r.clean(), "problems"_a = texts(r.problems),
+                  "repaired"_a = r.repaired, "live"_a = r.live, "in_progress"_a = r.in_progress);
 }
 
 py::dict policy_dict(const shmlimit::PolicySpec& s) {
-  return py::dict("name"_a = text(s.name), "algorithm"_a = std::string(shmlimit::to_string(s.algorithm)),
+  return py::dict("name"_a = text(s.name),
+                  "algorithm"_a = std::string(shmlimit::to_string(s.algorithm)),
                   "rate"_a = shmlimit::format_rate(s.rate), "rate_count"_a = s.rate.count,
                   "rate_period"_a = seconds(s.rate.period), "burst"_a = s.burst,
                   "on_full"_a = on_full_name(s.on_full),
@@ -436,7 +437,8 @@ void bind_limiter(py::module_& m) {
                 without_gil(self, [](const shmlimit::Limiter& l) { return l.stats(); });
             py::dict policy_counters;
             for (const shmlimit::PolicyCounters& c : s.policies) {
-              policy_counters[py::str(c.policy)] = py::dict("admitted"_a = c.admitted, "denied"_a = c.denied);
+              policy_counters[py::str(c.policy)] =
+                  py::dict("admitted"_a = c.admitted, "denied"_a = c.denied);
             }
             return py::dict(
                 "layout_version"_a = s.layout_version,
@@ -487,11 +489,12 @@ void bind_limiter(py::module_& m) {
                 self, [&](const shmlimit::Limiter& l) { return l.recent_denials(since_cursor); });
             py::list rows;
             for (const auto& d : r.denials) {
-              rows.append(py::dict(
-                  "cursor"_a = d.cursor, "at"_a = seconds(d.at), "unix_ns"_a = d.unix_ns,
-                  "policy"_a = text(d.policy), "key"_a = py::bytes(d.key), "key_length"_a = d.key_length,
-                  "cost"_a = d.cost, "retry_after"_a = seconds(d.retry_after),
-                  "reason"_a = std::string(shmlimit::to_string(d.reason)), "pid"_a = d.pid));
+              rows.append(py::dict("cursor"_a = d.cursor, "at"_a = seconds(d.at),
+                                   "unix_ns"_a = d.unix_ns, "policy"_a = text(d.policy),
+                                   "key"_a = py::bytes(d.key), "key_length"_a = d.key_length,
+                                   "cost"_a = d.cost, "retry_after"_a = seconds(d.retry_after),
+                                   "reason"_a = std::string(shmlimit::to_string(d.reason)),
+                                   "pid"_a = d.pid));
             }
             return py::dict("denials"_a = rows, "next_cursor"_a = r.next_cursor, "lost"_a = r.lost);
           },

@@ -189,8 +189,8 @@ void bind_common(py::class_<PyTier<Tier>>& cls, const char* add_policy_doc) {
               combined = unknown_policy_result();
               for (auto& d : decisions) d = unknown_policy();
             } else {
-              combined = TierResult(self.call(
-                  [&](Tier& t) { return t.acquire_many(r.reqs, decisions); }));
+              combined =
+                  TierResult(self.call([&](Tier& t) { return t.acquire_many(r.reqs, decisions); }));
             }
             if (!each) return py::cast(combined);
             return py::make_tuple(combined, decisions);
@@ -367,7 +367,8 @@ void bind_tiers(py::module_& m) {
           [](PyHybrid& self) {
             return self.call([](shmlimit::HybridLimiter& t) { return t.round_trips(); });
           },
-          "Round trips to Redis made by this object (a pipeline counts once; leased tokens make none).")
+          "Round trips to Redis made by this object (a pipeline counts once; leased tokens make "
+          "none).")
       .def(
           "batch",
           [](PyHybrid& self, const PolicyArg& policy, const std::string& key) -> std::uint32_t {

@@ -6,16 +6,19 @@
 
 namespace shmlimit {
 
-using detail::u64;
 using detail::AtomicU64;
 using detail::PolicySnapshot;
+using detail::u64;
 
-Limiter::Impl::StoreResult Limiter::Impl::store_bucket(std::uint32_t policy, std::string_view key, u64 state,
-                                                       u64 admitted, u64 denied, bool replace,
+Limiter::Impl::StoreResult Limiter::Impl::store_bucket(std::uint32_t policy, std::string_view key,
+                                                       u64 state, u64 admitted, u64 denied,
+                                                       bool replace,
                                                        std::span<const std::int64_t> log) {
   Impl& m = *this;
-  if (m.seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
-  if (key.size() > m.table.key_capacity() || policy >= detail::kMaxPolicies) return StoreResult::kNoRoom;
+  if (m.seg->read_only())
+    throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
+  if (key.size() > m.table.key_capacity() || policy >= detail::kMaxPolicies)
+    return StoreResult::kNoRoom;
   const detail::PackedKey pk(m.seed, policy, key);
   detail::ClaimEvents ev;
   StoreResult result = StoreResult::kNoRoom;
@@ -23,7 +26,8 @@ Limiter::Impl::StoreResult Limiter::Impl::store_bucket(std::uint32_t policy, std
     detail::SlotRef ref;
     if (!m.table.find(pk, &ref)) {
       const auto r = m.table.claim(pk, m.now(), state, m, m.claim_timeout_ns, &ref, &ev);
-      if (r == detail::Table::ClaimResult::kFull || r == detail::Table::ClaimResult::kContended) break;
+      if (r == detail::Table::ClaimResult::kFull || r == detail::Table::ClaimResult::kContended)
+        break;
       if (r == detail::Table::ClaimResult::kClaimed) {
         detail::SlotHead& h = m.table.head(ref.index);
         // Relaxed: statistics.
@@ -44,8 +48,9 @@ Limiter::Impl::StoreResult Limiter::Impl::store_bucket(std::uint32_t policy, std
     // Relaxed (Table::update's default), as every decision's CAS: the word
     // is the bucket's whole state, and its version makes the CAS fail on a
     // reclaimed slot.
-    if (m.table.update(ref.index, version, &w, [&](u64) noexcept { return detail::SlotStep::store(state); }) ==
-        detail::UpdateResult::kStored) {
+    if (m.table.update(ref.index, version, &w, [&](u64) noexcept {
+          return detail::SlotStep::store(state);
+        }) == detail::UpdateResult::kStored) {
       // Relaxed: statistics.
       h.admitted.store(admitted, std::memory_order_relaxed);
       h.denied.store(denied, std::memory_order_relaxed);

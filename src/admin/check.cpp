@@ -12,9 +12,9 @@
 
 namespace shmlimit {
 
-using detail::u64;
 using detail::AtomicU64;
 using detail::PolicySnapshot;
+using detail::u64;
 
 CheckReport Limiter::check(bool repair) {
   Impl& m = *impl_;
@@ -33,7 +33,8 @@ CheckReport Limiter::check(bool repair) {
     ++registered;
     // Names are quoted escaped: a corrupt one may hold any bytes (\xff).
     const std::string name = m.policy_name(i);
-    const std::string label = "policy " + std::to_string(i) + " (\"" + detail::escape_bytes(name) + "\"): ";
+    const std::string label =
+        "policy " + std::to_string(i) + " (\"" + detail::escape_bytes(name) + "\"): ";
     if (const std::string bad = detail::policy_name_problem(name); !bad.empty()) {
       r.problems.push_back(label + "invalid name: " + bad);
     }
@@ -46,8 +47,9 @@ CheckReport Limiter::check(bool repair) {
     r.repaired += m.repair_orphans();
   } else {
     for (const auto& [j, first] : m.orphans()) {
-      r.problems.push_back("policy " + std::to_string(j) + " (\"" + m.policy_name(j) + "\"): duplicates policy " +
-                           std::to_string(first) + ", left by a replacement that did not finish");
+      r.problems.push_back("policy " + std::to_string(j) + " (\"" + m.policy_name(j) +
+                           "\"): duplicates policy " + std::to_string(first) +
+                           ", left by a replacement that did not finish");
     }
   }
   // Leases held by dead processes: recovered (repair) or reported.
@@ -62,7 +64,8 @@ CheckReport Limiter::check(bool repair) {
   const std::unordered_map<u64, u64> lease_costs = m.lease_costs();
   // The slots: the one auditor the raw checker uses too (slot_audit.hpp),
   // repairing dead owners and checking each lease count on the way.
-  detail::SlotAuditor audit(m.table, g, m.seed, registered, [&](std::string line) { r.problems.push_back(std::move(line)); });
+  detail::SlotAuditor audit(m.table, g, m.seed, registered,
+                            [&](std::string line) { r.problems.push_back(std::move(line)); });
   if (may_repair) {
     audit.set_repair([&](std::uint32_t i) {
       detail::ClaimEvents ev;
@@ -71,8 +74,9 @@ CheckReport Limiter::check(bool repair) {
       return true;
     });
   }
-  audit.set_check_live(
-      [&](std::uint32_t i, u64 meta, u64 word) { return m.check_lease_count(i, meta, word, lease_costs); });
+  audit.set_check_live([&](std::uint32_t i, u64 meta, u64 word) {
+    return m.check_lease_count(i, meta, word, lease_costs);
+  });
   audit.audit_all();
   r.live += audit.live();
   r.in_progress += audit.in_progress();

@@ -5,8 +5,6 @@
 // because a typo that silently fell back to a default would run a server
 // with limits nobody chose. doc/config.md is the schema; the unit tests
 // (tests/unit/config_test.cpp) hold a table of valid and invalid files.
-#include "shmlimit/config.hpp"
-
 #include <fcntl.h>
 #include <sys/types.h>
 #include <toml++/toml.h>
@@ -27,11 +25,12 @@
 #include <utility>
 #include <vector>
 
-#include "config_impl.hpp"
 #include "algorithms/algorithms.hpp"
+#include "config_impl.hpp"
 #include "limiter/policy_spec.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
+#include "shmlimit/config.hpp"
 
 namespace shmlimit {
 namespace {
@@ -258,7 +257,8 @@ class Parser {
       } else if (k == "max_probe") {
         o.max_probe = static_cast<std::uint32_t>(integer_of(value, what, 1, 1024));
       } else if (k == "log_entries") {
-        o.log_entries = static_cast<std::uint32_t>(integer_of(value, what, 0, detail::kMaxLogEntries));
+        o.log_entries =
+            static_cast<std::uint32_t>(integer_of(value, what, 0, detail::kMaxLogEntries));
       } else if (k == "open_timeout" || k == "claim_timeout") {
         const Nanos d = duration_of(value, what);
         if (d < std::chrono::milliseconds(1) || d > std::chrono::hours(1)) {
@@ -353,8 +353,8 @@ class Parser {
     }
     const toml::table& t = *tp;
     if (const std::string why = detail::policy_name_problem(name); !why.empty()) {
-      fail(key.source(), "invalid policy name \"" + detail::escape_bytes(name) + "\" in [policies." +
-                             toml_key(name) + "]: " + why);
+      fail(key.source(), "invalid policy name \"" + detail::escape_bytes(name) +
+                             "\" in [policies." + toml_key(name) + "]: " + why);
     }
 
     const toml::node* algorithm = nullptr;
@@ -402,24 +402,30 @@ class Parser {
 
     // concurrency: `limit = N` in flight, and no rate.
     if (limit != nullptr && !concurrency) {
-      fail(limit->source(), label + ": limit applies to algorithm = \"concurrency\" only (this policy is " +
-                                algo_name + "; use rate = \"10/1m\")");
+      fail(limit->source(),
+           label + ": limit applies to algorithm = \"concurrency\" only (this policy is " +
+               algo_name + "; use rate = \"10/1m\")");
     }
     if (concurrency) {
       if (rate != nullptr || refill_period != nullptr || refill_amount != nullptr) {
-        const toml::node* given = rate != nullptr ? rate : refill_period != nullptr ? refill_period : refill_amount;
+        const toml::node* given = rate != nullptr            ? rate
+                                  : refill_period != nullptr ? refill_period
+                                                             : refill_amount;
         fail(given->source(), label + ": a concurrency policy has a limit (in flight), not a rate");
       }
       if (limit == nullptr) {
         fail(t.source().begin.line != 0 ? t.source() : key.source(),
-             label + ": algorithm = \"concurrency\" needs a limit, e.g. limit = 10 (at most 10 in flight)");
+             label +
+                 ": algorithm = \"concurrency\" needs a limit, e.g. limit = 10 (at most 10 in "
+                 "flight)");
       }
     }
     // sliding_log: `wait = "exact" | "drf"`.
     if (wait != nullptr) {
       if (base.algorithm != Algorithm::kSlidingLog) {
-        fail(wait->source(), label + ": wait applies to algorithm = \"sliding_log\" only (this policy is " +
-                                 algo_name + ")");
+        fail(wait->source(),
+             label + ": wait applies to algorithm = \"sliding_log\" only (this policy is " +
+                 algo_name + ")");
       }
       const std::string_view v = string_of(*wait, label + ": wait");
       if (v == "exact") {
@@ -427,7 +433,8 @@ class Parser {
       } else if (v == "drf") {
         base.wait = LogWait::kDrf;
       } else {
-        fail(wait->source(), label + ": wait must be \"exact\" or \"drf\", found \"" + std::string(v) + "\"");
+        fail(wait->source(),
+             label + ": wait must be \"exact\" or \"drf\", found \"" + std::string(v) + "\"");
       }
     }
 
@@ -456,7 +463,8 @@ class Parser {
       rates.push_back(Rate{amount, duration_of(*refill_period, label + ": refill_period")});
       rate_node = refill_amount;
     } else if (concurrency) {
-      rates.push_back(Rate{integer_of(*limit, label + ": limit", 1, detail::kMaxConcurrency), Nanos(0)});
+      rates.push_back(
+          Rate{integer_of(*limit, label + ": limit", 1, detail::kMaxConcurrency), Nanos(0)});
       rate_node = limit;
     } else if (rate == nullptr) {
       fail(t.source().begin.line != 0 ? t.source() : key.source(),
@@ -525,10 +533,11 @@ class Parser {
       }
       if (const std::string why = spec_problem(s); !why.empty()) fail(rate_node->source(), why);
       if (s.algorithm == Algorithm::kSlidingLog && s.rate.count > log_entries_) {
-        fail(rate_node->source(), label + ": sliding_log keeps " + std::to_string(s.rate.count) +
-                                      " admissions per key but [segment] log_entries is " +
-                                      std::to_string(log_entries_) + "; set [segment] log_entries >= " +
-                                      std::to_string(s.rate.count));
+        fail(rate_node->source(),
+             label + ": sliding_log keeps " + std::to_string(s.rate.count) +
+                 " admissions per key but [segment] log_entries is " +
+                 std::to_string(log_entries_) +
+                 "; set [segment] log_entries >= " + std::to_string(s.rate.count));
       }
       p.specs.push_back(std::move(s));
     }

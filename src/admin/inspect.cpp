@@ -1,6 +1,8 @@
 // Inspection of a live segment: stats, the buckets as they are (dump), the
 // recent-denials ring, a sliding log's admissions. Readers only: nothing
 // here writes the segment.
+#include "shmlimit/inspect.hpp"
+
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -8,13 +10,12 @@
 
 #include "algorithms/sliding_log.hpp"
 #include "limiter/limiter_impl.hpp"
-#include "shmlimit/inspect.hpp"
 
 namespace shmlimit {
 
-using detail::u64;
 using detail::AtomicU64;
 using detail::PolicySnapshot;
+using detail::u64;
 
 Stats Limiter::stats() const {
   const Impl& m = *impl_;
@@ -40,9 +41,15 @@ Stats Limiter::stats() const {
       continue;
     }
     switch (detail::Meta::state(meta)) {
-      case detail::kEmpty: ++s.empty; break;
-      case detail::kDead: ++s.dead; break;
-      case detail::kClaiming: ++s.claiming; break;
+      case detail::kEmpty:
+        ++s.empty;
+        break;
+      case detail::kDead:
+        ++s.dead;
+        break;
+      case detail::kClaiming:
+        ++s.claiming;
+        break;
       default: {
         if (detail::Word::version(word) != detail::Meta::version(meta)) {
           ++s.claiming;  // a reclaim in progress
@@ -51,8 +58,10 @@ Stats Limiter::stats() const {
         ++s.used;
         const auto policy = static_cast<std::uint32_t>(detail::Meta::policy(meta));
         if (m.is_full(policy, detail::Word::payload(word), now)) ++s.reclaimable;
-        const auto len = std::min<std::uint32_t>(static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
-        const std::uint32_t home = m.table.home(detail::PackedKey(m.seed, policy, std::string_view(key, len)).hash);
+        const auto len = std::min<std::uint32_t>(
+            static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
+        const std::uint32_t home =
+            m.table.home(detail::PackedKey(m.seed, policy, std::string_view(key, len)).hash);
         const std::uint32_t dist = (i - home) & (g.capacity - 1);
         s.max_probe_length = std::max(s.max_probe_length, dist);
         probe_sum += dist;
@@ -85,17 +94,20 @@ std::vector<PolicyCounters> Limiter::counters() const {
   // name resolves to now.
   for (std::uint32_t i = 0; i < detail::kMaxPolicies; ++i) {
     // Acquire: the name was written before the entry's state was published.
-    if (m.policy_table[i].state.load(std::memory_order_acquire) == 0) break;  // entries are filled in order
+    if (m.policy_table[i].state.load(std::memory_order_acquire) == 0)
+      break;  // entries are filled in order
     const detail::PolicyTotals t = m.counters.totals(i);
     std::string name = m.policy_name(i);
-    const auto row = std::find_if(out.begin(), out.end(), [&](const PolicyCounters& c) { return c.policy == name; });
+    const auto row = std::find_if(out.begin(), out.end(),
+                                  [&](const PolicyCounters& c) { return c.policy == name; });
     if (row != out.end()) {
       row->admitted += t.admitted;
       row->denied += t.denied;
       continue;
     }
     const std::optional<std::uint32_t> live = m.find_policy(name);
-    out.push_back(PolicyCounters{PolicyId{live.value_or(i)}, std::move(name), t.admitted, t.denied});
+    out.push_back(
+        PolicyCounters{PolicyId{live.value_or(i)}, std::move(name), t.admitted, t.denied});
   }
   return out;
 }
@@ -109,14 +121,18 @@ std::vector<BucketView> Limiter::dump() const {
   for (std::uint32_t i = 0; i < g.capacity; ++i) {
     u64 meta = 0, word = 0, admitted = 0, denied = 0;
     if (!m.table.read_consistent(i, &meta, &word, key, &admitted, &denied)) continue;
-    if (detail::Meta::state(meta) != detail::kLive || detail::Word::version(word) != detail::Meta::version(meta)) continue;
+    if (detail::Meta::state(meta) != detail::kLive ||
+        detail::Word::version(word) != detail::Meta::version(meta))
+      continue;
     const auto policy = static_cast<std::uint32_t>(detail::Meta::policy(meta));
     PolicySnapshot p;
-    if (!m.load_policy(policy, &p) || p.retired) continue;  // a retired policy's buckets read as absent
+    if (!m.load_policy(policy, &p) || p.retired)
+      continue;  // a retired policy's buckets read as absent
     BucketView b;
     b.slot = i;
     b.policy = m.policy_name(policy);
-    const auto len = std::min<std::uint32_t>(static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
+    const auto len = std::min<std::uint32_t>(
+        static_cast<std::uint32_t>(detail::Meta::key_len(meta)), g.key_capacity());
     b.key.assign(key, len);
     b.state = detail::Word::payload(word);
     if (p.valid) {
@@ -190,7 +206,8 @@ std::vector<std::int64_t> Limiter::Impl::log_admissions(std::uint32_t slot) cons
   const std::int64_t now = m.now();
   const AtomicU64* log = m.log_of(slot);
   for (std::uint32_t i = 0; i < p.algo.count; ++i) {
-    const u64 e = log[i].load(std::memory_order_relaxed);  // Relaxed: as log_view (a snapshot, entry by entry)
+    const u64 e = log[i].load(
+        std::memory_order_relaxed);  // Relaxed: as log_view (a snapshot, entry by entry)
     if (detail::log_classify(e, v, now, p.algo.period_ns) == detail::LogEntryKind::kLive) {
       out.push_back(detail::log_entry_time(e));
     }

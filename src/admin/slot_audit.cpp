@@ -16,7 +16,8 @@ std::string hex(u64 v) {
   return buf;
 }
 
-SlotAuditor::SlotAuditor(const Table& table, const Geometry& g, u64 seed, std::uint32_t registered, Sink sink)
+SlotAuditor::SlotAuditor(const Table& table, const Geometry& g, u64 seed, std::uint32_t registered,
+                         Sink sink)
     : table_(table),
       capacity_(g.capacity),
       max_probe_(g.max_probe),
@@ -43,8 +44,8 @@ void SlotAuditor::audit(std::uint32_t i) {
     const bool repaired = repair_ && repair_(i);
     if (repaired) ++repaired_;
     if (impossible != nullptr) {
-      sink_(where + "impossible claim token " + hex(owner) + " (" + impossible + "): no process holds it" +
-            (repaired ? "; repaired" : ""));
+      sink_(where + "impossible claim token " + hex(owner) + " (" + impossible +
+            "): no process holds it" + (repaired ? "; repaired" : ""));
     } else if (!repaired) {
       sink_(where + "claim left by dead process " + std::to_string(token_pid(owner)));
     }
@@ -61,22 +62,26 @@ void SlotAuditor::audit(std::uint32_t i) {
   const auto claimed_now = [&] { return h.owner.load(std::memory_order_acquire) != 0; };
   const u64 state = Meta::state(meta);
   if (state == kEmpty) {
-    if (meta != 0) sink_(where + "empty slot with non-zero fields (meta " + hex(meta) + ")");
-    else if (word != 0) sink_(where + "empty slot whose state word was committed (" + hex(word) + ")");
+    if (meta != 0)
+      sink_(where + "empty slot with non-zero fields (meta " + hex(meta) + ")");
+    else if (word != 0)
+      sink_(where + "empty slot whose state word was committed (" + hex(word) + ")");
     return;
   }
   if (state == kDead) return;
   if (state == kClaiming) {
-    if (!claimed_now()) sink_(where + "orphaned claim (CLAIMING with no owner)");
-    else if (!dead_owner_reported) ++in_progress_;
+    if (!claimed_now())
+      sink_(where + "orphaned claim (CLAIMING with no owner)");
+    else if (!dead_owner_reported)
+      ++in_progress_;
     return;
   }
   // LIVE
   const auto len = static_cast<std::uint32_t>(Meta::key_len(meta));
   const auto policy = static_cast<std::uint32_t>(Meta::policy(meta));
   if (len > key_capacity_) {
-    sink_(where + "key length " + std::to_string(len) + " exceeds the slot's " + std::to_string(key_capacity_) +
-          " bytes");
+    sink_(where + "key length " + std::to_string(len) + " exceeds the slot's " +
+          std::to_string(key_capacity_) + " bytes");
     return;
   }
   if (policy >= registered_) {
@@ -85,8 +90,8 @@ void SlotAuditor::audit(std::uint32_t i) {
   }
   if (Word::version(word) != Meta::version(meta)) {
     if (!claimed_now()) {
-      sink_(where + "state version " + std::to_string(Word::version(word)) + " does not match generation " +
-            std::to_string(Meta::gen(meta)));
+      sink_(where + "state version " + std::to_string(Word::version(word)) +
+            " does not match generation " + std::to_string(Meta::gen(meta)));
     } else if (!dead_owner_reported) {
       ++in_progress_;  // a reclaim between its commit and its CLAIMING store
     }
@@ -94,7 +99,8 @@ void SlotAuditor::audit(std::uint32_t i) {
   }
   ++live_;
   if (check_live_) {
-    if (const std::string problem = check_live_(i, meta, word); !problem.empty()) sink_(where + problem);
+    if (const std::string problem = check_live_(i, meta, word); !problem.empty())
+      sink_(where + problem);
   }
   const std::string_view k(key, len);
   const PackedKey pk(seed_, policy, k);
@@ -111,7 +117,8 @@ void SlotAuditor::audit(std::uint32_t i) {
     for (std::uint32_t d = 0; d < dist; ++d) {
       const std::uint32_t j = (home + d) & mask;
       // Acquire: as the reader of a probe sequence does (table.cpp, find).
-      if (j < readable_ && Meta::state(table_.head(j).meta.load(std::memory_order_acquire)) == kEmpty) {
+      if (j < readable_ &&
+          Meta::state(table_.head(j).meta.load(std::memory_order_acquire)) == kEmpty) {
         sink_(where + "key is unreachable: slot " + std::to_string(j) + " before it is empty");
         break;
       }

@@ -111,7 +111,8 @@ void encode_sw(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
                      static_cast<__uint128_t>(detail::kClockHorizonNs);
   const u64 tolerance = (10'000'000'000ULL + W - 1) / W;
   u64 index = k;
-  if (ahead == SlidingWindow::kIndexMask) {  // stored = k - 1: its current window is now the previous one
+  if (ahead ==
+      SlidingWindow::kIndexMask) {  // stored = k - 1: its current window is now the previous one
     prev = cur;
     cur = 0;
   } else if (ahead != 0) {
@@ -143,7 +144,8 @@ u64 decode_qp(const AlgoParams& p, const Fields& f, const Clock& c) {
   f.not_after(t, c.now + static_cast<i64>(p.period_ns) + kMs + kFutureSlackNs, "expires_at");
   const bool blocked = f.flag("blocked");
   const u64 used = f.count("used", p.count);
-  const u64 ms = t <= 0 ? 0 : static_cast<u64>((t + kMs - 1) / kMs);  // rounded up, as the algorithm does
+  const u64 ms =
+      t <= 0 ? 0 : static_cast<u64>((t + kMs - 1) / kMs);  // rounded up, as the algorithm does
   return QuietPeriod{ms, blocked ? QuietPeriod::kBlocked : used}.pack();
 }
 
@@ -170,16 +172,16 @@ void encode_log(const std::vector<i64>& admissions, const Clock& c, Json& out) {
 }
 /// The admissions still live at the target's now (an expired one is the
 /// same as none), oldest first; the word is max(t) + D, 0 when none is.
-std::vector<i64> decode_log(const AlgoParams& p, const Json& state, const std::string& where, const Clock& c,
-                            u64* word) {
+std::vector<i64> decode_log(const AlgoParams& p, const Json& state, const std::string& where,
+                            const Clock& c, u64* word) {
   if (!state.is_object()) bad(where + ": \"state\" must be an object");
   if (!state.contains("admissions") || !state["admissions"].is_array()) {
     bad(where + ": state.admissions must be an array of ISO 8601 UTC times");
   }
   const Json& a = state["admissions"];
   if (a.size() > p.count) {
-    bad(where + ": state.admissions holds " + std::to_string(a.size()) + " times, above the policy's " +
-        std::to_string(p.count));
+    bad(where + ": state.admissions holds " + std::to_string(a.size()) +
+        " times, above the policy's " + std::to_string(p.count));
   }
   std::vector<i64> live;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -206,7 +208,9 @@ const Codec* codec_of(Algorithm a) {
 
 AlgoParams algo_of(const PolicySpec& s) {
   const u64 period = static_cast<u64>(s.rate.period.count());
-  return AlgoParams{s.algorithm, s.rate.count, period, s.burst, detail::gcra_emission(s.rate.count, period), s.wait};
+  return AlgoParams{
+      s.algorithm, s.rate.count, period, s.burst, detail::gcra_emission(s.rate.count, period),
+      s.wait};
 }
 
 }  // namespace shmlimit::detail::state_io

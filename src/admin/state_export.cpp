@@ -37,13 +37,16 @@ Json spec_json(const PolicySpec& s) {
 
 }  // namespace
 
-std::string Limiter::export_state(std::optional<PolicyId> policy, std::optional<std::string_view> key) const {
+std::string Limiter::export_state(std::optional<PolicyId> policy,
+                                  std::optional<std::string_view> key) const {
   const std::vector<PolicyView> policies = this->policies();
   if (policy) policy = PolicyId{impl_->resolved(policy->index)};  // an id from before a replacement
-  const auto chosen = std::find_if(policies.begin(), policies.end(),
-                                   [&](const PolicyView& v) { return policy && v.id.index == policy->index; });
+  const auto chosen = std::find_if(policies.begin(), policies.end(), [&](const PolicyView& v) {
+    return policy && v.id.index == policy->index;
+  });
   if (policy && chosen == policies.end()) {
-    throw Error(ErrorCode::kInvalidArgument, "export: no policy with index " + std::to_string(policy->index));
+    throw Error(ErrorCode::kInvalidArgument,
+                "export: no policy with index " + std::to_string(policy->index));
   }
   std::vector<BucketView> buckets = dump();
   const Clock clock = clock_of(*this);
@@ -79,7 +82,8 @@ std::string Limiter::export_state(std::optional<PolicyId> policy, std::optional<
       continue;
     }
     const std::vector<i64> admissions = is_log ? impl_->log_admissions(b.slot) : std::vector<i64>{};
-    if (is_log ? admissions.empty() : detail::algo_is_full(params, b.state, clock.now)) continue;  // same as absent
+    if (is_log ? admissions.empty() : detail::algo_is_full(params, b.state, clock.now))
+      continue;  // same as absent
     Json j;
     j["policy"] = b.policy;
     if (valid_utf8(b.key)) {

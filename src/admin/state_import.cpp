@@ -26,10 +26,13 @@ namespace shmlimit {
 
 using namespace detail::state_io;
 
-ImportReport Limiter::import_state(std::string_view text) { return import_state(text, ImportMode::kReplace); }
+ImportReport Limiter::import_state(std::string_view text) {
+  return import_state(text, ImportMode::kReplace);
+}
 
 ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
-  if (read_only()) throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
+  if (read_only())
+    throw Error(ErrorCode::kReadOnly, "cannot import buckets through a read-only handle");
   Json doc;
   try {
     doc = Json::parse(text.begin(), text.end());
@@ -41,12 +44,14 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
   if (!doc.contains("format") || doc["format"] != std::string(kFormat)) {
     bad("\"format\" must be \"" + std::string(kFormat) + "\" (is this a `shmlimit export` file?)");
   }
-  if (!doc.contains("version") || !doc["version"].is_number_integer()) bad("\"version\" is missing");
+  if (!doc.contains("version") || !doc["version"].is_number_integer())
+    bad("\"version\" is missing");
   if (doc["version"].get<i64>() != kFormatVersion) {
     bad("format version " + doc["version"].dump() + " is not supported (this build reads version " +
         std::to_string(kFormatVersion) + ")");
   }
-  if (!doc.contains("policies") || !doc["policies"].is_array()) bad("\"policies\" must be an array");
+  if (!doc.contains("policies") || !doc["policies"].is_array())
+    bad("\"policies\" must be an array");
   if (!doc.contains("buckets") || !doc["buckets"].is_array()) bad("\"buckets\" must be an array");
 
   // Every policy the document names must exist here with the same spec.
@@ -60,18 +65,21 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
   for (std::size_t i = 0; i < doc["policies"].size(); ++i) {
     const Json& p = doc["policies"][i];
     const std::string where = "policies[" + std::to_string(i) + "]";
-    if (!p.is_object() || !p.contains("name") || !p["name"].is_string()) bad(where + ": \"name\" is missing");
+    if (!p.is_object() || !p.contains("name") || !p["name"].is_string())
+      bad(where + ": \"name\" is missing");
     const std::string pname = p["name"].get<std::string>();
-    const auto found = std::find_if(here.begin(), here.end(), [&](const PolicyView& v) { return v.spec.name == pname; });
+    const auto found = std::find_if(here.begin(), here.end(),
+                                    [&](const PolicyView& v) { return v.spec.name == pname; });
     if (found == here.end()) {
       unregistered[pname] = where;  // an error only if a bucket uses it
       continue;
     }
     // Integers only: a float is refused, never converted.
     const auto is_count = [&](const char* f) { return p.contains(f) && p[f].is_number_unsigned(); };
-    if (!p.contains("algorithm") || !p["algorithm"].is_string() || !is_count("count") || !is_count("burst") ||
-        !is_count("period_ns")) {
-      bad(where + " (\"" + pname + "\"): algorithm (a name), count, period_ns and burst (integers) are required");
+    if (!p.contains("algorithm") || !p["algorithm"].is_string() || !is_count("count") ||
+        !is_count("burst") || !is_count("period_ns")) {
+      bad(where + " (\"" + pname +
+          "\"): algorithm (a name), count, period_ns and burst (integers) are required");
     }
     PolicySpec want;
     want.name = pname;
@@ -84,20 +92,23 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
     want.rate.period = Nanos(static_cast<i64>(std::min<u64>(p["period_ns"].get<u64>(), INT64_MAX)));
     want.burst = p["burst"].get<u64>();
     if (want.algorithm == Algorithm::kSlidingLog && p.contains("wait")) {
-      if (p["wait"] != "exact" && p["wait"] != "drf") bad(where + " (\"" + pname + "\"): \"wait\" must be \"exact\" or \"drf\"");
+      if (p["wait"] != "exact" && p["wait"] != "drf")
+        bad(where + " (\"" + pname + "\"): \"wait\" must be \"exact\" or \"drf\"");
       want.wait = p["wait"] == "drf" ? LogWait::kDrf : LogWait::kExact;
     }
     const PolicySpec& have = found->spec;
     if (want.algorithm == Algorithm::kSlidingLog && want.wait != have.wait) {
-      throw Error(ErrorCode::kPolicyConflict, "import: policy \"" + pname + "\" has wait " + wait_name(want.wait) +
-                                                  " in the document but " + wait_name(have.wait) + " in " + name());
+      throw Error(ErrorCode::kPolicyConflict, "import: policy \"" + pname + "\" has wait " +
+                                                  wait_name(want.wait) + " in the document but " +
+                                                  wait_name(have.wait) + " in " + name());
     }
     if (want.algorithm != have.algorithm || want.rate != have.rate || want.burst != have.burst) {
       throw Error(ErrorCode::kPolicyConflict,
-                  "import: policy \"" + pname + "\" is " + std::string(to_string(want.algorithm)) + " " +
-                      format_rate(want.rate) + " burst " + std::to_string(want.burst) + " in the document but " +
-                      std::string(to_string(have.algorithm)) + " " + format_rate(have.rate) + " burst " +
-                      std::to_string(have.burst) + " in " + name() + " (its states would mean something else)");
+                  "import: policy \"" + pname + "\" is " + std::string(to_string(want.algorithm)) +
+                      " " + format_rate(want.rate) + " burst " + std::to_string(want.burst) +
+                      " in the document but " + std::string(to_string(have.algorithm)) + " " +
+                      format_rate(have.rate) + " burst " + std::to_string(have.burst) + " in " +
+                      name() + " (its states would mean something else)");
     }
     targets[pname] = Target{found->id.index, have};
   }
@@ -122,10 +133,11 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
     const std::string pname = b["policy"].get<std::string>();
     const auto t = targets.find(pname);
     if (unregistered.count(pname) != 0) {
-      bad(where + ": policy \"" + pname + "\" (" + unregistered[pname] + ") is not registered in " + name() +
-          " (register it with the same parameters first)");
+      bad(where + ": policy \"" + pname + "\" (" + unregistered[pname] + ") is not registered in " +
+          name() + " (register it with the same parameters first)");
     }
-    if (t == targets.end()) bad(where + ": policy \"" + pname + "\" is not listed under \"policies\"");
+    if (t == targets.end())
+      bad(where + ": policy \"" + pname + "\" is not listed under \"policies\"");
     std::string key;
     if (b.contains("key") && b["key"].is_string()) {
       key = b["key"].get<std::string>();
@@ -137,15 +149,16 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
       bad(where + ": \"key\" (a string) or \"key_base64\" is required");
     }
     if (key.size() > max_key_bytes()) {
-      bad(where + ": key of " + std::to_string(key.size()) + " bytes is longer than this segment's " +
-          std::to_string(max_key_bytes()));
+      bad(where + ": key of " + std::to_string(key.size()) +
+          " bytes is longer than this segment's " + std::to_string(max_key_bytes()));
     }
     where += " (policy \"" + pname + "\")";
     const AlgoParams params = algo_of(t->second.spec);
     const Codec* codec = codec_of(params.algorithm);
     const bool is_log = params.algorithm == Algorithm::kSlidingLog;
     if (codec == nullptr && !is_log) {
-      bad(where + ": algorithm " + std::string(to_string(params.algorithm)) + " cannot be imported");
+      bad(where + ": algorithm " + std::string(to_string(params.algorithm)) +
+          " cannot be imported");
     }
     if (!b.contains("state")) bad(where + ": \"state\" is missing");
     u64 state = 0;
@@ -157,7 +170,8 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
     }
     const auto counter = [&](const char* field) -> u64 {
       if (!b.contains(field)) return 0;
-      if (!b[field].is_number_unsigned()) bad(where + ": \"" + field + "\" must be a non-negative integer");
+      if (!b[field].is_number_unsigned())
+        bad(where + ": \"" + field + "\" must be a non-negative integer");
       return b[field].get<u64>();
     };
     const u64 admitted = counter("admitted");
@@ -167,13 +181,21 @@ ImportReport Limiter::import_state(std::string_view text, ImportMode mode) {
       ++report.skipped_full;  // refilled meanwhile: the same as an absent key
       continue;
     }
-    plan.push_back(Planned{t->second.index, std::move(key), state, admitted, denied, std::move(log)});
+    plan.push_back(
+        Planned{t->second.index, std::move(key), state, admitted, denied, std::move(log)});
   }
   for (const Planned& p : plan) {
-    switch (impl_->store_bucket(p.policy, p.key, p.state, p.admitted, p.denied, mode == ImportMode::kReplace, p.log)) {
-      case Impl::StoreResult::kStored: ++report.imported; break;
-      case Impl::StoreResult::kKept: ++report.skipped_existing; break;
-      case Impl::StoreResult::kNoRoom: ++report.no_room; break;
+    switch (impl_->store_bucket(p.policy, p.key, p.state, p.admitted, p.denied,
+                                mode == ImportMode::kReplace, p.log)) {
+      case Impl::StoreResult::kStored:
+        ++report.imported;
+        break;
+      case Impl::StoreResult::kKept:
+        ++report.skipped_existing;
+        break;
+      case Impl::StoreResult::kNoRoom:
+        ++report.no_room;
+        break;
     }
   }
   return report;

@@ -34,7 +34,9 @@ constexpr i64 kNs = 1'000'000'000;
 /// count that import moved to the next target period).
 constexpr i64 kFutureSlackNs = kNs;
 
-[[noreturn]] inline void bad(const std::string& what) { throw Error(ErrorCode::kInvalidArgument, "import: " + what); }
+[[noreturn]] inline void bad(const std::string& what) {
+  throw Error(ErrorCode::kInvalidArgument, "import: " + what);
+}
 
 // state_text.cpp: wall-clock instants ("2026-11-23T17:48:08.123456789Z",
 // parsed as exactly YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z, years 1970..2262) and
@@ -84,7 +86,9 @@ class Fields {
       bad(where_ + ": state." + name + " must be a non-negative integer");
     }
     const u64 n = v.get<u64>();
-    if (n > max) bad(where_ + ": state." + name + " " + std::to_string(n) + " is above the policy's " + std::to_string(max));
+    if (n > max)
+      bad(where_ + ": state." + name + " " + std::to_string(n) + " is above the policy's " +
+          std::to_string(max));
     return n;
   }
   bool flag(const char* name) const {
@@ -123,7 +127,7 @@ const Codec* codec_of(Algorithm a);
 AlgoParams algo_of(const PolicySpec& s);
 const char* wait_name(LogWait w);
 void encode_log(const std::vector<i64>& admissions, const Clock& c, Json& out);
-std::vector<i64> decode_log(const AlgoParams& p, const Json& state, const std::string& where, const Clock& c,
-                            u64* word);
+std::vector<i64> decode_log(const AlgoParams& p, const Json& state, const std::string& where,
+                            const Clock& c, u64* word);
 
 }  // namespace shmlimit::detail::state_io

@@ -24,10 +24,11 @@ std::string iso8601(i64 unix_ns) {
   const i64 in_day = (tp - day).count();
   const i64 secs = in_day / kNs;
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02lld:%02lld:%02lld.%09lldZ", static_cast<int>(ymd.year()),
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                static_cast<long long>(secs / 3600), static_cast<long long>(secs / 60 % 60),
-                static_cast<long long>(secs % 60), static_cast<long long>(in_day % kNs));
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02lld:%02lld:%02lld.%09lldZ",
+                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), static_cast<long long>(secs / 3600),
+                static_cast<long long>(secs / 60 % 60), static_cast<long long>(secs % 60),
+                static_cast<long long>(in_day % kNs));
   return buf;
 }
 
@@ -45,9 +46,9 @@ std::optional<i64> parse_iso8601(std::string_view s) {
     return true;
   };
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0;
-  if (s.size() < 20 || !digits(0, 4, &y) || s[4] != '-' || !digits(5, 2, &mo) || s[7] != '-' || !digits(8, 2, &d) ||
-      s[10] != 'T' || !digits(11, 2, &h) || s[13] != ':' || !digits(14, 2, &mi) || s[16] != ':' ||
-      !digits(17, 2, &se)) {
+  if (s.size() < 20 || !digits(0, 4, &y) || s[4] != '-' || !digits(5, 2, &mo) || s[7] != '-' ||
+      !digits(8, 2, &d) || s[10] != 'T' || !digits(11, 2, &h) || s[13] != ':' ||
+      !digits(14, 2, &mi) || s[16] != ':' || !digits(17, 2, &se)) {
     return std::nullopt;
   }
   std::size_t pos = 19;
@@ -64,7 +65,8 @@ std::optional<i64> parse_iso8601(std::string_view s) {
     for (; n < 9; ++n) frac *= 10;
   }
   if (pos + 1 != s.size() || s[pos] != 'Z') return std::nullopt;
-  const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
+  const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
+                           day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || y < 1970 || y > 2262 || h > 23 || mi > 59 || se > 59) return std::nullopt;
   const i64 days_since = sys_days{ymd}.time_since_epoch().count();
   // 2262-04-11 is where int64 ns ends.
@@ -93,7 +95,9 @@ constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 std::string base64(std::string_view in) {
   std::string out;
   std::size_t i = 0;
-  const auto byte = [&](std::size_t k) { return static_cast<std::uint32_t>(static_cast<unsigned char>(in[k])); };
+  const auto byte = [&](std::size_t k) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(in[k]));
+  };
   for (; i + 3 <= in.size(); i += 3) {
     const std::uint32_t v = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
     for (int s = 18; s >= 0; s -= 6) out += kB64[(v >> s) & 63];

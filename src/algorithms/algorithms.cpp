@@ -158,11 +158,13 @@ bool algo_params_valid(const AlgoParams& p, const char** why) noexcept {
                           "a quiet period must be at least 1 ms long");
     case Algorithm::kConcurrency:
       if (p.count == 0) return fail(why, "the concurrency limit must be at least 1");
-      if (p.count > kMaxConcurrency) return fail(why, "the concurrency limit must be below 2^24 (16777216)");
+      if (p.count > kMaxConcurrency)
+        return fail(why, "the concurrency limit must be below 2^24 (16777216)");
       if (p.period_ns != 0) return fail(why, "a concurrency limit has no period (it must be 0)");
       return true;
     case Algorithm::kSlidingLog:
-      if (p.wait != LogWait::kExact && p.wait != LogWait::kDrf) return fail(why, "unknown sliding-log wait mode");
+      if (p.wait != LogWait::kExact && p.wait != LogWait::kDrf)
+        return fail(why, "unknown sliding-log wait mode");
       return window_valid(p, why, kMaxLogEntries, 1,
                           "a sliding log keeps at most 4096 admissions per window (count <= 4096)",
                           "a sliding log's window must be at least 1 ns long");
@@ -176,7 +178,8 @@ bool algo_state_compatible(const AlgoParams& from, const AlgoParams& to) noexcep
     case Algorithm::kGcra:
     case Algorithm::kLeakyBucket:
       // A debt of at most the old B*T is within the new one.
-      return static_cast<u128>(to.burst) * to.emission_ns >= static_cast<u128>(from.burst) * from.emission_ns;
+      return static_cast<u128>(to.burst) * to.emission_ns >=
+             static_cast<u128>(from.burst) * from.emission_ns;
     case Algorithm::kConcurrency:
       return true;
     case Algorithm::kTokenBucket:

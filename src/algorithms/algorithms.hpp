@@ -43,7 +43,7 @@ struct AlgoParams {
   std::uint64_t count = 0;
   std::uint64_t period_ns = 0;
   std::uint64_t burst = 0;
-  std::uint64_t emission_ns = 0;  // GCRA / leaky bucket: ceil(period / count)
+  std::uint64_t emission_ns = 0;   // GCRA / leaky bucket: ceil(period / count)
   LogWait wait = LogWait::kExact;  // kSlidingLog: which retry_after (policy kind bits 16-23)
 };
 
@@ -62,12 +62,14 @@ bool algo_params_valid(const AlgoParams& p, const char** why = nullptr) noexcept
 /// One decision. Concurrency and sliding-log states are not decided from
 /// the word alone (lease.hpp, sliding_log.hpp): for them this reports the
 /// word (concurrency: in flight; sliding log: empty or not) without a store.
-AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now, std::uint64_t cost) noexcept;
+AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                        std::uint64_t cost) noexcept;
 
 /// Gives back `cost` already taken, never beyond the capacity: the state
 /// after the refund (store = false when nothing changes). decision reports
 /// the bucket after the refund.
-AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t now, std::uint64_t cost) noexcept;
+AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                        std::uint64_t cost) noexcept;
 
 /// True when `state` at `now` is indistinguishable from an absent key.
 bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now) noexcept;

@@ -20,7 +20,7 @@
 // Hidden: the dispatch in algorithms.cpp calls these directly, also in a
 // shared library (no PLT); nothing outside libshmlimit uses them.
 namespace shmlimit::detail {
-namespace [[gnu::visibility("hidden")]] algo {
+namespace algo {
 
 using u128 = __uint128_t;  // the GCC/Clang builtin: accepted by -Wpedantic, unlike `__int128`
 using i64 = std::int64_t;
@@ -44,7 +44,7 @@ inline Nanos sat_ns(u128 ns) {
 inline u128 ceil_div(u128 a, u128 b) { return a / b + (a % b != 0 ? 1 : 0); }
 
 inline Decision make_decision(bool allowed, u64 limit, u64 remaining, Nanos retry, Nanos reset,
-                       Reason reason = Reason::kOk) {
+                              Reason reason = Reason::kOk) {
   Decision d;
   d.allowed = allowed;
   d.limit = limit;

@@ -139,7 +139,8 @@ AlgoOutcome tb_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   TbState s = tb_at(p, state, now);
   const u64 before = s.missing;
   s.missing = s.missing > cost ? s.missing - cost : 0;
-  return refunded(tb_decide, p, state_codec::TokenBucket{s.index, s.missing}.pack(), now, s.missing != before);
+  return refunded(tb_decide, p, state_codec::TokenBucket{s.index, s.missing}.pack(), now,
+                  s.missing != before);
 }
 
 bool tb_is_full(const AlgoParams& p, u64 state, i64 now) {

@@ -36,7 +36,8 @@ struct GcraParams {
 /// division by a multiplication.
 inline std::uint64_t gcra_reciprocal(std::uint64_t t) {
   if (t == 0) return 0;
-  return t == 1 ? ~std::uint64_t{0} : static_cast<std::uint64_t>((static_cast<__uint128_t>(1) << 64) / t);
+  return t == 1 ? ~std::uint64_t{0}
+                : static_cast<std::uint64_t>((static_cast<__uint128_t>(1) << 64) / t);
 }
 
 /// n / T for n <= kMaxTauNs (every caller's n is at most tau). With
@@ -66,7 +67,7 @@ inline bool gcra_params_valid(const GcraParams& p) {
 
 struct GcraOutcome {
   Decision decision;
-  bool store = false;       // true: CAS the state to new_state
+  bool store = false;  // true: CAS the state to new_state
   std::uint64_t new_state = 0;
 };
 
@@ -77,8 +78,9 @@ struct GcraOutcome {
 /// Always inlined: out of line, its Decision comes back through memory and
 /// the caller's wide copy of it stalls on the narrow stores just made
 /// (store forwarding); inlined, the fields stay in registers.
-[[gnu::always_inline]] inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in, std::uint64_t cost,
-                               const GcraParams& p) noexcept {
+[[gnu::always_inline]] inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in,
+                                                      std::uint64_t cost,
+                                                      const GcraParams& p) noexcept {
   GcraOutcome out;
   Decision& d = out.decision;
   const auto T = static_cast<std::int64_t>(p.emission_ns);

@@ -22,8 +22,8 @@ class Parser {
   explicit Parser(std::string_view text) : text_(text) {}
 
   [[noreturn]] void fail(std::size_t pos, const std::string& what) const {
-    throw Error(ErrorCode::kInvalidArgument,
-                "invalid rate \"" + printable(text_) + "\": " + what + " at column " + std::to_string(pos + 1));
+    throw Error(ErrorCode::kInvalidArgument, "invalid rate \"" + printable(text_) + "\": " + what +
+                                                 " at column " + std::to_string(pos + 1));
   }
 
   // The input as it may be shown in a message: other bytes as \xNN.
@@ -64,12 +64,14 @@ class Parser {
   std::uint64_t number(const char* what, std::uint64_t max) {
     const std::size_t start = pos_;
     if (!std::isdigit(static_cast<unsigned char>(peek()))) {
-      fail(pos_, std::string("expected ") + what + (at_end() ? ", found the end" : ", found '" + shown() + "'"));
+      fail(pos_, std::string("expected ") + what +
+                     (at_end() ? ", found the end" : ", found '" + shown() + "'"));
     }
     std::uint64_t value = 0;
     while (std::isdigit(static_cast<unsigned char>(peek()))) {
       const auto digit = static_cast<std::uint64_t>(text_[pos_] - '0');
-      if (value > (max - digit) / 10) fail(start, std::string(what) + " is too large (at most " + std::to_string(max) + ")");
+      if (value > (max - digit) / 10)
+        fail(start, std::string(what) + " is too large (at most " + std::to_string(max) + ")");
       value = value * 10 + digit;
       ++pos_;
     }
@@ -98,7 +100,8 @@ std::string lower(std::string_view s) {
 std::int64_t drf_unit_ns(Parser& p, std::size_t at, std::string_view unit) {
   if (unit.empty()) p.fail(at, "expected a unit (s, m, h or d)");
   switch (std::tolower(static_cast<unsigned char>(unit[0]))) {
-    case 's': return kSecond;
+    case 's':
+      return kSecond;
     case 'm': {
       // DRF would read these as minutes too, which is surely not what was
       // meant: a limit 60,000 times too loose ("ms") or 43,200 times too
@@ -106,29 +109,40 @@ std::int64_t drf_unit_ns(Parser& p, std::size_t at, std::string_view unit) {
       const std::string u = lower(unit);
       if (u.rfind("ms", 0) == 0 || u.rfind("mil", 0) == 0) {
         p.fail(at, "unit '" + std::string(unit) +
-                       "' would be read as minutes (DRF reads only the first letter); sub-second periods are not "
+                       "' would be read as minutes (DRF reads only the first letter); sub-second "
+                       "periods are not "
                        "rate strings: use s, m, h or d");
       }
       if (u.rfind("mo", 0) == 0) {
         p.fail(at, "unit '" + std::string(unit) +
-                       "' would be read as minutes (DRF reads only the first letter); write \"N per month\" for 30 days");
+                       "' would be read as minutes (DRF reads only the first letter); write \"N "
+                       "per month\" for 30 days");
       }
       return 60 * kSecond;
     }
-    case 'h': return 3600 * kSecond;
-    case 'd': return 86400 * kSecond;
-    default: p.fail(at, "unknown unit '" + std::string(unit) + "' (expected s, m, h or d)");
+    case 'h':
+      return 3600 * kSecond;
+    case 'd':
+      return 86400 * kSecond;
+    default:
+      p.fail(at, "unknown unit '" + std::string(unit) + "' (expected s, m, h or d)");
   }
 }
 
 // The `limits` package spells units out: second(s) ... year(s).
 std::int64_t word_unit_ns(Parser& p, std::size_t at, std::string_view unit) {
   const std::string u = lower(unit);
-  struct Unit { const char* singular; std::int64_t ns; };
+  struct Unit {
+    const char* singular;
+    std::int64_t ns;
+  };
   static constexpr Unit kUnits[] = {
-      {"second", kSecond},           {"minute", 60 * kSecond},
-      {"hour", 3600 * kSecond},      {"day", 86400 * kSecond},
-      {"month", 30 * 86400 * kSecond}, {"year", 12 * 30 * 86400 * kSecond},
+      {"second", kSecond},
+      {"minute", 60 * kSecond},
+      {"hour", 3600 * kSecond},
+      {"day", 86400 * kSecond},
+      {"month", 30 * 86400 * kSecond},
+      {"year", 12 * 30 * 86400 * kSecond},
   };
   for (const Unit& candidate : kUnits) {
     const std::string s = candidate.singular;
@@ -152,7 +166,8 @@ Rate parse_rate(std::string_view text) {
   if (!drf_form) {
     const std::string_view w = p.word();
     if (lower(w) != "per") {
-      if (!w.empty()) p.fail(sep_at, "expected '/' or \"per\" after the count, found \"" + std::string(w) + "\"");
+      if (!w.empty())
+        p.fail(sep_at, "expected '/' or \"per\" after the count, found \"" + std::string(w) + "\"");
       if (p.at_end()) p.fail(sep_at, "expected '/' or \"per\" after the count, found the end");
       p.fail(sep_at, "expected '/' or \"per\" after the count, found '" + p.shown() + "'");
     }
@@ -173,7 +188,8 @@ Rate parse_rate(std::string_view text) {
     p.fail(unit_at, p.at_end() ? std::string("expected a unit, found the end")
                                : "expected a unit, found '" + p.shown() + "'");
   }
-  const std::int64_t unit_ns = drf_form ? drf_unit_ns(p, unit_at, unit) : word_unit_ns(p, unit_at, unit);
+  const std::int64_t unit_ns =
+      drf_form ? drf_unit_ns(p, unit_at, unit) : word_unit_ns(p, unit_at, unit);
   p.skip_space();
   if (!p.at_end()) p.fail(p.pos(), "unexpected '" + p.shown() + "' after the unit");
   if (multiple > static_cast<std::uint64_t>(kMaxPeriodNs / unit_ns)) {
@@ -183,8 +199,12 @@ Rate parse_rate(std::string_view text) {
 }
 
 std::string format_rate(const Rate& rate) {
-  struct Unit { char letter; std::int64_t ns; };
-  static constexpr Unit kUnits[] = {{'d', 86400 * kSecond}, {'h', 3600 * kSecond}, {'m', 60 * kSecond}, {'s', kSecond}};
+  struct Unit {
+    char letter;
+    std::int64_t ns;
+  };
+  static constexpr Unit kUnits[] = {
+      {'d', 86400 * kSecond}, {'h', 3600 * kSecond}, {'m', 60 * kSecond}, {'s', kSecond}};
   const std::int64_t ns = rate.period.count();
   std::string out = std::to_string(rate.count) + "/";
   for (const Unit& u : kUnits) {

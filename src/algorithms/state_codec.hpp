@@ -22,7 +22,9 @@ struct TokenBucket {
   static constexpr unsigned kIndexBits = 36;
   std::uint64_t index = 0;
   std::uint64_t missing = 0;
-  static constexpr TokenBucket unpack(std::uint64_t s) { return {s >> kMissingBits, s & low_bits(kMissingBits)}; }
+  static constexpr TokenBucket unpack(std::uint64_t s) {
+    return {s >> kMissingBits, s & low_bits(kMissingBits)};
+  }
   constexpr std::uint64_t pack() const { return (index << kMissingBits) | missing; }
 };
 
@@ -32,7 +34,9 @@ struct FixedWindow {
   static constexpr unsigned kIndexBits = 32;
   std::uint64_t index = 0;
   std::uint64_t used = 0;
-  static constexpr FixedWindow unpack(std::uint64_t s) { return {s >> kUsedBits, s & low_bits(kUsedBits)}; }
+  static constexpr FixedWindow unpack(std::uint64_t s) {
+    return {s >> kUsedBits, s & low_bits(kUsedBits)};
+  }
   constexpr std::uint64_t pack() const { return (index << kUsedBits) | used; }
 };
 
@@ -46,9 +50,12 @@ struct SlidingWindow {
   std::uint64_t prev = 0;
   std::uint64_t cur = 0;
   static constexpr SlidingWindow unpack(std::uint64_t s) {
-    return {s >> (2 * kCountBits), (s >> kCountBits) & low_bits(kCountBits), s & low_bits(kCountBits)};
+    return {s >> (2 * kCountBits), (s >> kCountBits) & low_bits(kCountBits),
+            s & low_bits(kCountBits)};
   }
-  constexpr std::uint64_t pack() const { return ((index & kIndexMask) << (2 * kCountBits)) | (prev << kCountBits) | cur; }
+  constexpr std::uint64_t pack() const {
+    return ((index & kIndexMask) << (2 * kCountBits)) | (prev << kCountBits) | cur;
+  }
 };
 
 /// Quiet period: bits 19-55 expiry in ms since the epoch (rounded up),
@@ -59,13 +66,19 @@ struct QuietPeriod {
   static constexpr std::uint64_t kBlocked = (std::uint64_t{1} << kUsedBits) - 1;
   std::uint64_t expires_ms = 0;
   std::uint64_t used = 0;  // or kBlocked
-  static constexpr QuietPeriod unpack(std::uint64_t s) { return {s >> kUsedBits, s & low_bits(kUsedBits)}; }
+  static constexpr QuietPeriod unpack(std::uint64_t s) {
+    return {s >> kUsedBits, s & low_bits(kUsedBits)};
+  }
   constexpr std::uint64_t pack() const { return (expires_ms << kUsedBits) | used; }
 };
 
-static_assert(TokenBucket::kMissingBits + TokenBucket::kIndexBits == kStatePayloadBits, "fills the payload");
-static_assert(FixedWindow::kUsedBits + FixedWindow::kIndexBits == kStatePayloadBits, "fills the payload");
-static_assert(2 * SlidingWindow::kCountBits + SlidingWindow::kIndexBits == kStatePayloadBits, "fills the payload");
-static_assert(QuietPeriod::kUsedBits + QuietPeriod::kExpiryBits == kStatePayloadBits, "fills the payload");
+static_assert(TokenBucket::kMissingBits + TokenBucket::kIndexBits == kStatePayloadBits,
+              "fills the payload");
+static_assert(FixedWindow::kUsedBits + FixedWindow::kIndexBits == kStatePayloadBits,
+              "fills the payload");
+static_assert(2 * SlidingWindow::kCountBits + SlidingWindow::kIndexBits == kStatePayloadBits,
+              "fills the payload");
+static_assert(QuietPeriod::kUsedBits + QuietPeriod::kExpiryBits == kStatePayloadBits,
+              "fills the payload");
 
 }  // namespace shmlimit::detail::state_codec

@@ -47,14 +47,16 @@ AlgoOutcome fw_decide(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   if (s.used + cost > p.count)
     return outcome(fw_report(p, s, now, false, fw_until_next(p, s, now)));
   s.used += cost;  // <= count < 2^24
-  return outcome(fw_report(p, s, now, true, Nanos(0)), cost > 0, state_codec::FixedWindow{s.index, s.used}.pack());
+  return outcome(fw_report(p, s, now, true, Nanos(0)), cost > 0,
+                 state_codec::FixedWindow{s.index, s.used}.pack());
 }
 
 AlgoOutcome fw_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
   FwState s = fw_at(p, state, now);
   const u64 before = s.used;
   s.used = s.used > cost ? s.used - cost : 0;
-  return refunded(fw_decide, p, state_codec::FixedWindow{s.index, s.used}.pack(), now, s.used != before);
+  return refunded(fw_decide, p, state_codec::FixedWindow{s.index, s.used}.pack(), now,
+                  s.used != before);
 }
 
 bool fw_is_full(const AlgoParams& p, u64 state, i64 now) { return fw_at(p, state, now).used == 0; }
@@ -179,9 +181,7 @@ Nanos sw_retry(const AlgoParams& p, const SwState& s, u64 cost, i64 now) {
   return sw_until(p, s, 1, W - fit, now);
 }
 
-u64 sw_pack(const SwState& s) {
-  return state_codec::SlidingWindow{s.index, s.prev, s.cur}.pack();
-}
+u64 sw_pack(const SwState& s) { return state_codec::SlidingWindow{s.index, s.prev, s.cur}.pack(); }
 
 }  // namespace
 

@@ -190,8 +190,8 @@ shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter, uint32
       *denied = c.denied;
       return SHMLIMIT_OK;
     }
-    return fail(SHMLIMIT_E_NOT_FOUND, "shmlimit_policy_counters: no policy with id " + std::to_string(id) +
-                                          " in " + limiter->limiter.name());
+    return fail(SHMLIMIT_E_NOT_FOUND, "shmlimit_policy_counters: no policy with id " +
+                                          std::to_string(id) + " in " + limiter->limiter.name());
   });
 }
 

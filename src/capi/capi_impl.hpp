@@ -20,8 +20,8 @@
 #include "shmlimit/config.hpp"
 #include "shmlimit/http.hpp"
 #include "shmlimit/identity.hpp"
-#include "shmlimit/shmlimit.h"
 #include "shmlimit/inspect.hpp"
+#include "shmlimit/shmlimit.h"
 #include "shmlimit/shmlimit.hpp"
 
 struct shmlimit_limiter {

@@ -122,8 +122,8 @@ std::uint32_t CounterBlocks::take_block() noexcept {
   // stored (before its release store of 0) are the ones we continue from.
   for (std::uint32_t i = 1; i < kCounterBlocks; ++i) {
     std::uint64_t owner = blocks_[i].owner.load(std::memory_order_relaxed);
-    if (owner == 0 &&
-        blocks_[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+    if (owner == 0 && blocks_[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire,
+                                                               std::memory_order_relaxed)) {
       return i;
     }
   }
@@ -136,7 +136,8 @@ std::uint32_t CounterBlocks::take_block() noexcept {
   for (std::uint32_t i = 1; i < kCounterBlocks; ++i) {
     std::uint64_t owner = blocks_[i].owner.load(std::memory_order_relaxed);
     if (owner != 0 && owner != me && token_is_dead(owner) &&
-        blocks_[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+        blocks_[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire,
+                                                 std::memory_order_relaxed)) {
       return i;
     }
   }
@@ -145,7 +146,8 @@ std::uint32_t CounterBlocks::take_block() noexcept {
 
 CounterCache CounterBlocks::block_slow() noexcept {
   if (read_only_) return CounterCache{};
-  if (t_exiting) return CounterCache{id_, &blocks_[0], true};  // counted after this thread's exit began
+  if (t_exiting)
+    return CounterCache{id_, &blocks_[0], true};  // counted after this thread's exit began
   const std::uint32_t pid = token_pid(self_token());
   CounterCache c{id_, &blocks_[0], true};
   bool found = false;
@@ -162,7 +164,9 @@ CounterCache CounterBlocks::block_slow() noexcept {
     try {
       // Forget registrations of handles that are gone, or of the parent
       // process (fork), so the list stays as short as the live handles.
-      std::erase_if(t_regs.regs, [&](const Registration& r) { return r.pid != pid || !reg.live.contains(r.handle); });
+      std::erase_if(t_regs.regs, [&](const Registration& r) {
+        return r.pid != pid || !reg.live.contains(r.handle);
+      });
       auto& owned = reg.live.at(id_).owned;
       t_regs.regs.reserve(t_regs.regs.size() + 1);
       owned.reserve(owned.size() + 1);

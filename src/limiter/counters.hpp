@@ -50,9 +50,9 @@ namespace shmlimit::detail {
 /// last. Trivially destructible and zero-initialised, so the hot path reads
 /// it without a guard; a miss goes to CounterBlocks::block_slow().
 struct CounterCache {
-  std::uint64_t handle = 0;     // CounterBlocks::id() of the handle, 0 = none
+  std::uint64_t handle = 0;  // CounterBlocks::id() of the handle, 0 = none
   CounterBlock* block = nullptr;
-  bool shared = false;          // block 0: add with fetch_add
+  bool shared = false;  // block 0: add with fetch_add
 };
 inline thread_local CounterCache t_counter_cache;
 

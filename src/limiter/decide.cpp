@@ -15,15 +15,24 @@ using detail::PolicySnapshot;
 
 std::string_view to_string(Reason reason) noexcept {
   switch (reason) {
-    case Reason::kOk: return "ok";
-    case Reason::kTableFull: return "table_full";
-    case Reason::kKeyTooLong: return "key_too_long";
-    case Reason::kUnknownPolicy: return "unknown_policy";
-    case Reason::kCostTooHigh: return "cost_too_high";
-    case Reason::kContended: return "contended";
-    case Reason::kClockHorizon: return "clock_horizon";
-    case Reason::kCorrupt: return "corrupt";
-    case Reason::kNeedsLease: return "needs_lease";
+    case Reason::kOk:
+      return "ok";
+    case Reason::kTableFull:
+      return "table_full";
+    case Reason::kKeyTooLong:
+      return "key_too_long";
+    case Reason::kUnknownPolicy:
+      return "unknown_policy";
+    case Reason::kCostTooHigh:
+      return "cost_too_high";
+    case Reason::kContended:
+      return "contended";
+    case Reason::kClockHorizon:
+      return "clock_horizon";
+    case Reason::kCorrupt:
+      return "corrupt";
+    case Reason::kNeedsLease:
+      return "needs_lease";
   }
   return "unknown";
 }
@@ -36,8 +45,9 @@ bool Limiter::Impl::is_full(std::uint32_t policy, u64 payload, std::int64_t now)
   return detail::algo_is_full(p.algo, payload, now);
 }
 
-std::optional<Decision> Limiter::Impl::precheck(std::uint32_t& policy, std::string_view key, std::int64_t now,
-                                 PolicySnapshot* p) const noexcept {
+std::optional<Decision> Limiter::Impl::precheck(std::uint32_t& policy, std::string_view key,
+                                                std::int64_t now,
+                                                PolicySnapshot* p) const noexcept {
   if (!resolve_policy(&policy, p)) return unknown_policy();
   if (!p->valid) {
     count(&detail::ProcessEntry::other_events);
@@ -54,8 +64,9 @@ std::optional<Decision> Limiter::Impl::precheck(std::uint32_t& policy, std::stri
   return std::nullopt;
 }
 
-std::optional<Decision> Limiter::Impl::claim(const PolicySnapshot& p, const detail::PackedKey& pk, std::int64_t now, u64 state,
-                              detail::SlotRef* ref) noexcept {
+std::optional<Decision> Limiter::Impl::claim(const PolicySnapshot& p, const detail::PackedKey& pk,
+                                             std::int64_t now, u64 state,
+                                             detail::SlotRef* ref) noexcept {
   detail::ClaimEvents ev;
   const auto r = table.claim(pk, now, state, *this, claim_timeout_ns, ref, &ev);
   count(&detail::ProcessEntry::repairs, ev.repairs);
@@ -70,11 +81,13 @@ std::optional<Decision> Limiter::Impl::claim(const PolicySnapshot& p, const deta
   return std::nullopt;
 }
 
-inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
-                                      std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept {
+inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t policy,
+                                      std::string_view key, u64 cost, std::int64_t now, Op op,
+                                      Charge* charge, bool live_clock) noexcept {
   if (seg->read_only() && op == Op::kAcquire) op = Op::kPeek;
   const detail::PackedKey pk(seed, policy, key);
-  if (p.algo.algorithm == Algorithm::kSlidingLog) return log_apply(p, pk, cost, now, op, charge, live_clock);
+  if (p.algo.algorithm == Algorithm::kSlidingLog)
+    return log_apply(p, pk, cost, now, op, charge, live_clock);
   if (p.algorithm_is_lease() && op == Op::kAcquire) return needs_lease(p);
   detail::SlotRef ref;
   for (;;) {
@@ -85,7 +98,8 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       // time back: read the clock again, after the failed lookup.
       if (live_clock) now = std::max(now, this->now());
       const u64 fresh_state = p.fresh_state(now);
-      const detail::AlgoOutcome fresh = decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
+      const detail::AlgoOutcome fresh =
+          decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
       // A peek, a refund, cost 0 or a cost that can never fit never
       // takes a slot: there is nothing to store.
       if (op != Op::kAcquire || !fresh.store) return fresh.decision;
@@ -104,7 +118,8 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       } else {
         detail::set_outcome(out, decide_state(p, state, now, cost));
       }
-      return op == Op::kPeek || !out.store ? detail::SlotStep::leave() : detail::SlotStep::store(out.new_state);
+      return op == Op::kPeek || !out.store ? detail::SlotStep::leave()
+                                           : detail::SlotStep::store(out.new_state);
     });
     if (r == detail::UpdateResult::kUnchanged) {
       // The per-key count (approximate, table.hpp); the exact totals are
@@ -128,8 +143,8 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
 // unretired entry (cached_policy), so only the key length and the clock
 // horizon remain; anything else takes apply_slow, which decides exactly as
 // before.
-Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
-               Charge* charge, bool live_clock) noexcept {
+Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 cost,
+                              std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept {
   now = std::max<std::int64_t>(now, 0);
   const PolicySnapshot* hot = cached_policy(policy);
   if (hot != nullptr && hot->valid && key.size() <= table.key_capacity() &&
@@ -139,8 +154,9 @@ Decision Limiter::Impl::apply(std::uint32_t policy, std::string_view key, u64 co
   return apply_slow(policy, key, cost, now, op, charge, live_clock);
 }
 
-Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
-                    Charge* charge, bool live_clock) noexcept {
+Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u64 cost,
+                                   std::int64_t now, Op op, Charge* charge,
+                                   bool live_clock) noexcept {
   PolicySnapshot p;
   if (auto early = precheck(policy, key, now, &p)) return *early;
   return decide(p, policy, key, cost, now, op, charge, live_clock);
@@ -158,7 +174,8 @@ Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t c
   return d;
 }
 
-Decision Limiter::acquire(std::string_view policy, std::string_view key, std::uint64_t cost) noexcept {
+Decision Limiter::acquire(std::string_view policy, std::string_view key,
+                          std::uint64_t cost) noexcept {
   Impl& m = *impl_;
   const auto i = m.find_policy(policy);
   if (!i) return Impl::unknown_policy();
@@ -168,7 +185,8 @@ Decision Limiter::acquire(std::string_view policy, std::string_view key, std::ui
   return d;
 }
 
-Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos now) noexcept {
+Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost,
+                             Nanos now) noexcept {
   Impl& m = *impl_;
   Decision d = m.apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
   m.counted(policy.index, key, cost, now.count(), d);

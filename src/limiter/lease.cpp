@@ -99,9 +99,11 @@ void Leases::clear_pending(std::uint32_t index, std::uint64_t word) noexcept {
   // cleared word with acquire (recovery reads the word, then the record).
   // Nothing changes a word with a pending descriptor except completing it:
   // if it is no longer ours (or the slot moved on), it is done.
-  table_->update<std::memory_order_acq_rel>(index, Word::version(word), &w, [&](std::uint64_t payload) noexcept {
-    return lease_pending(payload) != mine ? SlotStep::leave() : SlotStep::store(lease_cleared(payload));
-  });
+  table_->update<std::memory_order_acq_rel>(
+      index, Word::version(word), &w, [&](std::uint64_t payload) noexcept {
+        return lease_pending(payload) != mine ? SlotStep::leave()
+                                              : SlotStep::store(lease_cleared(payload));
+      });
 }
 
 void Leases::help(std::uint32_t index, std::uint64_t word) noexcept {
@@ -166,8 +168,8 @@ Leases::Result Leases::acquire(const SlotRef& ref, std::uint32_t entry, std::uin
   LeaseStep s;
   // acq_rel: publishes the INTENT record (release) to helpers that read
   // the descriptor; acquires the previous holders' completed records.
-  const UpdateResult done =
-      table_->update<std::memory_order_acq_rel>(ref.index, version, &w, [&](std::uint64_t payload) noexcept {
+  const UpdateResult done = table_->update<std::memory_order_acq_rel>(
+      ref.index, version, &w, [&](std::uint64_t payload) noexcept {
         if (lease_pending(payload).op != LeaseOp::kNone) {
           help(ref.index, Word::make(version, payload));
           return SlotStep::reload();
@@ -207,8 +209,8 @@ void Leases::finish_release(std::uint32_t entry, std::uint32_t record, std::uint
   const std::uint64_t version = LeaseCtl::gen(ctl) & 0xFF;
   std::uint64_t w = h.word.load(std::memory_order_acquire);
   // acq_rel: as in acquire(); publishes the RELEASING record.
-  const UpdateResult done =
-      table_->update<std::memory_order_acq_rel>(index, version, &w, [&](std::uint64_t payload) noexcept {
+  const UpdateResult done = table_->update<std::memory_order_acq_rel>(
+      index, version, &w, [&](std::uint64_t payload) noexcept {
         const std::uint64_t word = Word::make(version, payload);
         if (!same_generation(ctl, word)) return SlotStep::leave();
         if (lease_pending(payload).op != LeaseOp::kNone) {
@@ -317,15 +319,16 @@ bool Leases::holds_any(std::uint32_t entry) const noexcept {
 
 namespace shmlimit {
 
-using detail::u64;
 using detail::PolicySnapshot;
+using detail::u64;
 
 // ---- the limiter's lease driver ---------------------------------------------
 // Recovers the lease records of registry entries whose owner died
 // (serialised by taking the entry: owner -> our token | kRecoveringBit,
 // then 0). `slot` limits the scan to holders of that slot (a denied
 // lease); kNoRecord scans every holder (check). Returns records recovered.
-std::uint32_t Limiter::Impl::reclaim_dead_leases(std::uint32_t slot, std::vector<std::string>* dead) noexcept {
+std::uint32_t Limiter::Impl::reclaim_dead_leases(std::uint32_t slot,
+                                                 std::vector<std::string>* dead) noexcept {
   std::uint32_t n = 0;
   const detail::ProcessToken me = detail::self_token();
   for (std::uint32_t i = 1; i < detail::kMaxProcesses; ++i) {
@@ -335,14 +338,18 @@ std::uint32_t Limiter::Impl::reclaim_dead_leases(std::uint32_t slot, std::vector
     if (slot == kNoRecord ? !leases.holds_any(i) : !leases.holds_slot(i, slot)) continue;
     if (!detail::token_is_dead(owner & ~detail::kRecoveringBit)) continue;
     if (dead != nullptr) {
-      dead->push_back("process " + std::to_string(detail::token_pid(owner & ~detail::kRecoveringBit)) +
+      dead->push_back("process " +
+                      std::to_string(detail::token_pid(owner & ~detail::kRecoveringBit)) +
                       " died holding leases (registry entry " + std::to_string(i) + ")");
       continue;
     }
     // Acquire: the records as the dead owner left them.
-    if (!e.owner.compare_exchange_strong(owner, me | detail::kRecoveringBit, std::memory_order_acquire)) continue;
+    if (!e.owner.compare_exchange_strong(owner, me | detail::kRecoveringBit,
+                                         std::memory_order_acquire))
+      continue;
     n += leases.recover(i);
-    e.owner.store(0, std::memory_order_release);  // Release: the recovered records are visible first
+    e.owner.store(0,
+                  std::memory_order_release);  // Release: the recovered records are visible first
   }
   return n;
 }
@@ -351,13 +358,15 @@ std::uint32_t Limiter::Impl::reclaim_dead_leases(std::uint32_t slot, std::vector
 // (HELD, or RELEASING whose decrement has not landed).
 u64 Limiter::Impl::lease_records_cost(std::uint32_t index, u64 meta) const noexcept {
   u64 sum = 0;
-  const auto* areas = reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
+  const auto* areas =
+      reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
   for (std::uint32_t e = 0; e < detail::kMaxProcesses; ++e) {
     for (std::uint32_t r = 0; r < detail::kLeaseRecords; ++r) {
       // Acquire: the cost was written before the state.
       const u64 c = areas[e].records[r].ctl.load(std::memory_order_acquire);
       const u64 st = detail::LeaseCtl::state(c);
-      if ((st == detail::kLeaseHeld || st == detail::kLeaseReleasing) && detail::LeaseCtl::slot(c) == index &&
+      if ((st == detail::kLeaseHeld || st == detail::kLeaseReleasing) &&
+          detail::LeaseCtl::slot(c) == index &&
           detail::LeaseCtl::gen(c) == (detail::Meta::gen(meta) & detail::kLeaseGenMask)) {
         sum += areas[e].records[r].cost.load(std::memory_order_relaxed);
       }
@@ -370,7 +379,8 @@ u64 Limiter::Impl::lease_records_cost(std::uint32_t index, u64 meta) const noexc
 // over the lease areas for check(). Key: slot << 19 | generation bits.
 std::unordered_map<u64, u64> Limiter::Impl::lease_costs() const {
   std::unordered_map<u64, u64> out;
-  const auto* areas = reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
+  const auto* areas =
+      reinterpret_cast<const detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset);
   for (std::uint32_t e = 0; e < detail::kMaxProcesses; ++e) {
     // Relaxed: a hint; a slot whose sum disagrees is re-read on its own.
     if (areas[e].used.load(std::memory_order_relaxed) == 0) continue;
@@ -390,24 +400,29 @@ std::unordered_map<u64, u64> Limiter::Impl::lease_costs() const {
 // check(): a concurrency slot's in-flight count equals what its lease
 // records hold (when no operation is pending; read twice, as leases may
 // be taken and released meanwhile). Empty when consistent.
-std::string Limiter::Impl::check_lease_count(std::uint32_t index, u64 meta, u64 word, const std::unordered_map<u64, u64>& costs) const {
+std::string Limiter::Impl::check_lease_count(std::uint32_t index, u64 meta, u64 word,
+                                             const std::unordered_map<u64, u64>& costs) const {
   PolicySnapshot p;
-  if (!load_policy(static_cast<std::uint32_t>(detail::Meta::policy(meta)), &p) || !p.valid || !p.algorithm_is_lease()) {
+  if (!load_policy(static_cast<std::uint32_t>(detail::Meta::policy(meta)), &p) || !p.valid ||
+      !p.algorithm_is_lease()) {
     return {};
   }
   for (int attempt = 0;; ++attempt) {
     const u64 payload = detail::Word::payload(word);
     u64 held = 0;
     if (attempt == 0) {
-      const auto it = costs.find((u64{index} << 19) | (detail::Meta::gen(meta) & detail::kLeaseGenMask));
+      const auto it =
+          costs.find((u64{index} << 19) | (detail::Meta::gen(meta) & detail::kLeaseGenMask));
       held = it == costs.end() ? 0 : it->second;
     } else {
       held = lease_records_cost(index, meta);
     }
-    if (detail::lease_pending(payload).op != detail::LeaseOp::kNone || held == detail::lease_count(payload)) return {};
+    if (detail::lease_pending(payload).op != detail::LeaseOp::kNone ||
+        held == detail::lease_count(payload))
+      return {};
     if (attempt == 1) {
-      return "in-flight count " + std::to_string(detail::lease_count(payload)) + " but lease records hold " +
-             std::to_string(held);
+      return "in-flight count " + std::to_string(detail::lease_count(payload)) +
+             " but lease records hold " + std::to_string(held);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     word = table.head(index).word.load(std::memory_order_acquire);
@@ -432,7 +447,8 @@ Lease Limiter::Impl::lease(std::uint32_t policy, std::string_view key, u64 cost)
   }
   // Counted in the totals (a cost-0 lease is a peek: not counted), and a
   // denied lease goes to the recent-denials ring, as a denied acquire.
-  if (cost > 0 && out.decision_.reason != Reason::kUnknownPolicy) counters.add(policy, out.decision_.allowed);
+  if (cost > 0 && out.decision_.reason != Reason::kUnknownPolicy)
+    counters.add(policy, out.decision_.allowed);
   noted(policy, key, cost, now, out.decision_);
   // Fail open (on_full = allow): granted without a record; releasing it gives nothing back.
   if (out.decision_.allowed && out.decision_.reason != Reason::kOk && cost > 0) {
@@ -443,13 +459,14 @@ Lease Limiter::Impl::lease(std::uint32_t policy, std::string_view key, u64 cost)
   return out;
 }
 
-Decision Limiter::Impl::lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
-                      Lease* out) noexcept {
+Decision Limiter::Impl::lease_decide(const PolicySnapshot& p, std::uint32_t policy,
+                                     std::string_view key, u64 cost, Lease* out) noexcept {
   const u64 limit = p.algo.count;
   const detail::PackedKey pk(seed, policy, key);
   detail::SlotRef ref;
   const bool peek = seg->read_only() || cost == 0;
-  if (!peek && cost > limit) return detail::lease_acquire_step(0, limit, cost, {}).decision;  // never fits
+  if (!peek && cost > limit)
+    return detail::lease_acquire_step(0, limit, cost, {}).decision;  // never fits
   const std::uint32_t entry = peek ? 0 : own_entry_index();
   if (!peek && entry == 0) {  // the registry is full: no records of our own
     count(&detail::ProcessEntry::full_events);

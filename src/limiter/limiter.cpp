@@ -23,7 +23,10 @@ detail::ProcessEntry& Limiter::Impl::process_entry() const noexcept {
   std::uint32_t chosen = 0;  // entry 0: shared overflow when the registry is full
   for (std::uint32_t i = 1; i < detail::kMaxProcesses && chosen == 0; ++i) {
     u64 owner = process_table[i].owner.load(std::memory_order_relaxed);
-    if (owner == me) { chosen = i; break; }
+    if (owner == me) {
+      chosen = i;
+      break;
+    }
     if (owner == 0 || detail::token_is_dead(owner & ~detail::kRecoveringBit)) {
       // A dead owner's lease records are recovered before the entry is
       // used (marked as recovering meanwhile, so that other handles of
@@ -34,7 +37,8 @@ detail::ProcessEntry& Limiter::Impl::process_entry() const noexcept {
         if (mark != me) {
           // Relaxed: a statistic (stat's repairs).
           process_table[i].repairs.fetch_add(leases.recover(i), std::memory_order_relaxed);
-          process_table[i].owner.store(me, std::memory_order_release);  // Release: the records are recovered
+          process_table[i].owner.store(
+              me, std::memory_order_release);  // Release: the records are recovered
         }
         chosen = i;
       }
@@ -51,19 +55,23 @@ Limiter& Limiter::operator=(Limiter&&) noexcept = default;
 Limiter::~Limiter() = default;
 
 Limiter Limiter::create(const Options& options) {
-  return Limiter(std::make_unique<Impl>(detail::Segment::open(options, detail::Segment::Mode::kCreate), options));
+  return Limiter(std::make_unique<Impl>(
+      detail::Segment::open(options, detail::Segment::Mode::kCreate), options));
 }
 Limiter Limiter::open(const Options& options) {
-  return Limiter(std::make_unique<Impl>(detail::Segment::open(options, detail::Segment::Mode::kOpen), options));
+  return Limiter(std::make_unique<Impl>(
+      detail::Segment::open(options, detail::Segment::Mode::kOpen), options));
 }
 Limiter Limiter::open_or_create(const Options& options) {
-  return Limiter(std::make_unique<Impl>(detail::Segment::open(options, detail::Segment::Mode::kOpenOrCreate), options));
+  return Limiter(std::make_unique<Impl>(
+      detail::Segment::open(options, detail::Segment::Mode::kOpenOrCreate), options));
 }
 bool Limiter::remove(std::string_view name) { return detail::Segment::remove(std::string(name)); }
 
 std::uint64_t Limiter::reset(std::optional<PolicyId> policy, std::optional<std::string_view> key) {
   Impl& m = *impl_;
-  if (m.seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot reset buckets through a read-only handle");
+  if (m.seg->read_only())
+    throw Error(ErrorCode::kReadOnly, "cannot reset buckets through a read-only handle");
   if (key && !policy) throw Error(ErrorCode::kInvalidArgument, "reset of a key needs its policy");
   std::uint64_t forgotten = 0;
   detail::ClaimEvents ev;
@@ -71,7 +79,8 @@ std::uint64_t Limiter::reset(std::optional<PolicyId> policy, std::optional<std::
   if (policy) policy = PolicyId{m.resolved(policy->index)};
   if (policy && key) {
     PolicySnapshot p;
-    if (!m.load_policy(policy->index, &p)) throw Error(ErrorCode::kInvalidArgument, "no such policy");
+    if (!m.load_policy(policy->index, &p))
+      throw Error(ErrorCode::kInvalidArgument, "no such policy");
     if (key->size() > m.table.key_capacity()) return 0;
     const detail::PackedKey pk(m.seed, policy->index, *key);
     detail::SlotRef ref;

@@ -55,14 +55,14 @@ struct PolicySnapshot {
   detail::AlgoParams algo;
   OnFull on_full = OnFull::kAllow;
   bool valid = false;  // false: the entry is corrupt (hostile or buggy writer)
-  u64 kind_word = 0;  // the entry's raw kind word (segment/policy_kind.hpp)
+  u64 kind_word = 0;   // the entry's raw kind word (segment/policy_kind.hpp)
   // A retired entry (a replacement moved its name to `forward`, layout.hpp
   // PolicyState): its buckets read as absent, and decisions follow forward.
   bool retired = false;
   std::uint32_t forward = 0;
   // Derived once per parameter change (valid entries only):
-  u64 reciprocal = 0;        // gcra_reciprocal(emission): the hot path's division
-  std::int64_t margin = 0;   // algo_horizon_margin(algo)
+  u64 reciprocal = 0;       // gcra_reciprocal(emission): the hot path's division
+  std::int64_t margin = 0;  // algo_horizon_margin(algo)
 
   void derive() noexcept {
     reciprocal = valid ? detail::gcra_reciprocal(algo.emission_ns) : 0;
@@ -76,15 +76,18 @@ struct PolicySnapshot {
     switch (algo.algorithm) {
       case Algorithm::kFixedWindow:
       case Algorithm::kSlidingWindow:
-      case Algorithm::kQuietPeriod: return algo.count;
-      default: return algo.burst;
+      case Algorithm::kQuietPeriod:
+        return algo.count;
+      default:
+        return algo.burst;
     }
   }
   // The state of a key that is absent: a full bucket. GCRA and the leaky
   // bucket use "full as of now", so that a reader whose clock is behind
   // ours sees it slightly drained rather than fuller than it was.
   u64 fresh_state(std::int64_t now) const noexcept {
-    const bool tat = algo.algorithm == Algorithm::kGcra || algo.algorithm == Algorithm::kLeakyBucket;
+    const bool tat =
+        algo.algorithm == Algorithm::kGcra || algo.algorithm == Algorithm::kLeakyBucket;
     return tat ? static_cast<u64>(std::max<std::int64_t>(now, 0)) : 0;
   }
 };
@@ -104,18 +107,21 @@ struct PolicySnapshot {
   to.reason = from.reason;
   return to;
 }
-[[gnu::always_inline]] inline void set_outcome(detail::AlgoOutcome& to, const detail::AlgoOutcome& from) noexcept {
+[[gnu::always_inline]] inline void set_outcome(detail::AlgoOutcome& to,
+                                               const detail::AlgoOutcome& from) noexcept {
   to.decision = copy_fields(from.decision);
   to.store = from.store;
   to.new_state = from.new_state;
 }
 
 // One decision on a state; GCRA, the hot default, is inlined.
-[[gnu::always_inline]] inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state, std::int64_t now,
+[[gnu::always_inline]] inline detail::AlgoOutcome decide_state(const PolicySnapshot& s, u64 state,
+                                                               std::int64_t now,
                                                                u64 cost) noexcept {
   const detail::AlgoParams& p = s.algo;
   if (p.algorithm == Algorithm::kGcra) {
-    return detail::gcra_decide(state, now, cost, detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
+    return detail::gcra_decide(state, now, cost,
+                               detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
   }
   return detail::algo_decide(p, state, now, cost);
 }
@@ -142,7 +148,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // refreshed after fork. Relaxed: process-local cache.
   mutable std::atomic<u64> process_slot{0};
   // Concurrency leases (lease.hpp) and the sliding-log region (sliding_log.hpp).
-  mutable detail::Leases leases;  // mutable: process_entry() (const) recovers a dead owner's records
+  mutable detail::Leases
+      leases;  // mutable: process_entry() (const) recovers a dead owner's records
   AtomicU64* log_base;
   std::uint32_t log_entries;
   // When this handle last scanned the registry for dead lease holders
@@ -158,13 +165,16 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
       : seg(std::move(s)),
         counters(seg->base(), seg->geometry(), seg->read_only()),
         table(seg->base() + seg->geometry().slot_offset, seg->geometry()),
-        policy_table(reinterpret_cast<detail::PolicyEntry*>(seg->base() + seg->geometry().policy_offset)),
-        process_table(reinterpret_cast<detail::ProcessEntry*>(seg->base() + seg->geometry().process_offset)),
+        policy_table(
+            reinterpret_cast<detail::PolicyEntry*>(seg->base() + seg->geometry().policy_offset)),
+        process_table(
+            reinterpret_cast<detail::ProcessEntry*>(seg->base() + seg->geometry().process_offset)),
         options(o),
         epoch(seg->epoch_mono_ns()),
         seed(seg->hash_seed()),
         claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()),
-        leases(&table, reinterpret_cast<detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset)),
+        leases(&table,
+               reinterpret_cast<detail::LeaseArea*>(seg->base() + seg->geometry().lease_offset)),
         log_base(reinterpret_cast<AtomicU64*>(seg->base() + seg->geometry().log_offset)),
         log_entries(seg->geometry().log_entries),
         denials(detail::DenialRing::at(seg->base(), seg->geometry())) {}
@@ -181,8 +191,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // (only a segment whose policy words keep changing, i.e. a buggy or
   // hostile writer, gets there).
   struct CachedPolicy {
-    u64 state = 0;               // PolicyEntry::state it was read under; never 0, never retired
-    std::array<u64, 5> raw{};    // kind, count, period_ns, burst, emission_ns as read
+    u64 state = 0;             // PolicyEntry::state it was read under; never 0, never retired
+    std::array<u64, 5> raw{};  // kind, count, period_ns, burst, emission_ns as read
     PolicySnapshot snap;
   };
   static constexpr std::size_t kMaxCachedPolicies = 4096;
@@ -198,11 +208,13 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // process-local pointer, one of the entry's state, five relaxed loads,
   // no store. Lock-free (wait-free).
   [[gnu::always_inline]] const PolicySnapshot* cached_policy(std::uint32_t index) const noexcept {
-    if (index >= detail::kMaxPolicies) [[unlikely]] return nullptr;
+    if (index >= detail::kMaxPolicies) [[unlikely]]
+      return nullptr;
     // Acquire: pairs with the release store in remember_policy, so the
     // CachedPolicy's fields written before it was published are visible.
     const CachedPolicy* c = cache[index].load(std::memory_order_acquire);
-    if (c == nullptr) [[unlikely]] return nullptr;
+    if (c == nullptr) [[unlikely]]
+      return nullptr;
     const detail::PolicyEntry& e = policy_table[index];
     // Acquire: pairs with the policy writer's release store of state, so
     // the parameter set it names is complete (as in read_policy).
@@ -244,7 +256,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   // Reads one policy entry's active parameter set from the segment,
   // consistently (a seqlock read); validates it when asked.
-  bool read_policy(const detail::PolicyEntry& e, PolicySnapshot* out, u64* state, bool validate_now) const noexcept {
+  bool read_policy(const detail::PolicyEntry& e, PolicySnapshot* out, u64* state,
+                   bool validate_now) const noexcept {
     for (int attempt = 0; attempt < 64; ++attempt) {
       // Acquire: pairs with the writer's release store of state, so the
       // parameter set it names is complete.
@@ -288,8 +301,10 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // A hostile segment may hold anything: never divide by it unchecked.
   // algo_params_valid rejects unknown algorithms and unrepresentable values.
   static void validate(PolicySnapshot* out) noexcept {
-    out->valid = !out->retired && detail::PolicyKind::valid(out->kind_word) && detail::algo_params_valid(out->algo) &&
-                 out->algo.emission_ns == detail::gcra_emission(out->algo.count, out->algo.period_ns);
+    out->valid =
+        !out->retired && detail::PolicyKind::valid(out->kind_word) &&
+        detail::algo_params_valid(out->algo) &&
+        out->algo.emission_ns == detail::gcra_emission(out->algo.count, out->algo.period_ns);
     out->derive();
   }
 
@@ -355,7 +370,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   // Records a denied acquire in the ring (denials.hpp); the admit path
   // never gets here. Returns `d`.
-  Decision noted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, const Decision& d) const noexcept {
+  Decision noted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
+                 const Decision& d) const noexcept {
     if (!d.allowed && !seg->read_only() && d.reason != Reason::kUnknownPolicy) {
       denial_ring().record(now, policy, d.reason, key, cost, d.retry_after);
     }
@@ -365,11 +381,13 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // Counts one decision of an acquire or a lease in the exact per-policy
   // totals (counters.hpp) and records a denial in the ring. An admitted
   // decision pays a load and a store in this thread's own counter block.
-  [[gnu::always_inline]] void counted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
-                                      const Decision& d) noexcept {
-    if (d.reason == Reason::kUnknownPolicy) [[unlikely]] return;  // no policy to count it for
+  [[gnu::always_inline]] void counted(std::uint32_t policy, std::string_view key, u64 cost,
+                                      std::int64_t now, const Decision& d) noexcept {
+    if (d.reason == Reason::kUnknownPolicy) [[unlikely]]
+      return;  // no policy to count it for
     counters.add(policy, d.allowed);
-    if (!d.allowed) [[unlikely]] noted(policy, key, cost, now, d);
+    if (!d.allowed) [[unlikely]]
+      noted(policy, key, cost, now, d);
   }
 
   // ---- decisions ----------------------------------------------------------
@@ -388,7 +406,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     d.remaining = 0;
     // Fail-closed: suggest one emission interval, the soonest one unit
     // would refill.
-    d.retry_after = d.allowed || !p.valid ? Nanos(0) : Nanos(static_cast<std::int64_t>(p.algo.emission_ns));
+    d.retry_after =
+        d.allowed || !p.valid ? Nanos(0) : Nanos(static_cast<std::int64_t>(p.algo.emission_ns));
     d.reset_after = Nanos(0);
     d.reason = reason;
     return d;
@@ -412,19 +431,20 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // Claims a slot for an absent key, starting at `state`; `ref` then names
   // it (claimed here, or by another process meanwhile). A table that is
   // full or contended gives the documented fallback, counted.
-  std::optional<Decision> claim(const PolicySnapshot& p, const detail::PackedKey& pk, std::int64_t now, u64 state,
-                                detail::SlotRef* ref) noexcept;
+  std::optional<Decision> claim(const PolicySnapshot& p, const detail::PackedKey& pk,
+                                std::int64_t now, u64 state, detail::SlotRef* ref) noexcept;
   // `live_clock`: `now` was just read from the clock (not given by the
   // caller), so it may be read again.
   Decision apply(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
                  Charge* charge = nullptr, bool live_clock = false) noexcept;
   // apply() when the cached snapshot does not do: precheck, then decide.
-  [[gnu::noinline]] Decision apply_slow(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now, Op op,
-                                        Charge* charge, bool live_clock) noexcept;
+  [[gnu::noinline]] Decision apply_slow(std::uint32_t policy, std::string_view key, u64 cost,
+                                        std::int64_t now, Op op, Charge* charge,
+                                        bool live_clock) noexcept;
   // The decision on a checked policy snapshot and key (apply's body).
-  [[gnu::always_inline]] inline Decision decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key,
-                                                u64 cost, std::int64_t now, Op op, Charge* charge,
-                                                bool live_clock) noexcept;
+  [[gnu::always_inline]] inline Decision decide(const PolicySnapshot& p, std::uint32_t policy,
+                                                std::string_view key, u64 cost, std::int64_t now,
+                                                Op op, Charge* charge, bool live_clock) noexcept;
 
   // ---- sliding log (log_apply.cpp, algorithms/sliding_log.hpp) ----------------
   AtomicU64* log_of(std::uint32_t index) const noexcept {
@@ -438,19 +458,25 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     std::uint32_t pick[N];
     std::int64_t scratch[N];
   };
-  Decision log_apply(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now, Op op,
-                     Charge* charge, bool live_clock) noexcept;
-  [[gnu::noinline]] Decision log_apply_large(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost,
-                                             std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept;
-  Decision log_run(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now, Op op,
-                   Charge* charge, bool live_clock, u64* snap, std::uint32_t* pick, std::int64_t* scratch) noexcept;
-  static void log_give_back(AtomicU64* log, const std::span<std::uint32_t> picks, std::uint32_t n, u64 mine) noexcept;
-  Decision log_refund(const detail::LogParams& lp, AtomicU64* log, std::span<u64> entries, u64 v, std::int64_t now,
-                      u64 cost, std::span<std::uint32_t> picks, std::span<std::int64_t> work) noexcept;
+  Decision log_apply(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost,
+                     std::int64_t now, Op op, Charge* charge, bool live_clock) noexcept;
+  [[gnu::noinline]] Decision log_apply_large(const PolicySnapshot& p, const detail::PackedKey& pk,
+                                             u64 cost, std::int64_t now, Op op, Charge* charge,
+                                             bool live_clock) noexcept;
+  Decision log_run(const PolicySnapshot& p, const detail::PackedKey& pk, u64 cost, std::int64_t now,
+                   Op op, Charge* charge, bool live_clock, u64* snap, std::uint32_t* pick,
+                   std::int64_t* scratch) noexcept;
+  static void log_give_back(AtomicU64* log, const std::span<std::uint32_t> picks, std::uint32_t n,
+                            u64 mine) noexcept;
+  Decision log_refund(const detail::LogParams& lp, AtomicU64* log, std::span<u64> entries, u64 v,
+                      std::int64_t now, u64 cost, std::span<std::uint32_t> picks,
+                      std::span<std::int64_t> work) noexcept;
   void log_undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept;
   void log_forget(std::uint32_t index, u64 meta) noexcept;
-  void log_store(std::uint32_t policy, std::uint32_t index, u64 v, std::span<const std::int64_t> times) noexcept;
-  std::pair<Decision, Decision> log_view(const PolicySnapshot& p, std::uint32_t index, u64 word, std::int64_t now) const;
+  void log_store(std::uint32_t policy, std::uint32_t index, u64 v,
+                 std::span<const std::int64_t> times) noexcept;
+  std::pair<Decision, Decision> log_view(const PolicySnapshot& p, std::uint32_t index, u64 word,
+                                         std::int64_t now) const;
 
   // ---- concurrency leases (lease.cpp) ---------------------------------------
   Decision needs_lease(const PolicySnapshot& p) const noexcept {
@@ -462,20 +488,23 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   static constexpr std::uint32_t kNoRecord = ~std::uint32_t{0};
 
-  std::uint32_t reclaim_dead_leases(std::uint32_t slot, std::vector<std::string>* dead = nullptr) noexcept;
+  std::uint32_t reclaim_dead_leases(std::uint32_t slot,
+                                    std::vector<std::string>* dead = nullptr) noexcept;
   u64 lease_records_cost(std::uint32_t index, u64 meta) const noexcept;
   std::unordered_map<u64, u64> lease_costs() const;
-  std::string check_lease_count(std::uint32_t index, u64 meta, u64 word, const std::unordered_map<u64, u64>& costs) const;
+  std::string check_lease_count(std::uint32_t index, u64 meta, u64 word,
+                                const std::unordered_map<u64, u64>& costs) const;
   std::uint32_t own_entry_index() const noexcept {
     return static_cast<std::uint32_t>(&process_entry() - process_table);
   }
   Lease lease(std::uint32_t policy, std::string_view key, u64 cost) noexcept;
-  Decision lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key, u64 cost,
-                        Lease* out) noexcept;
+  Decision lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key,
+                        u64 cost, Lease* out) noexcept;
 
   // ---- multi-limit requests (multi_limit.cpp) ------------------------------
   void undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept;
-  Decision acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept;
+  Decision acquire_many(std::span<const Request> requests, std::span<Decision> each,
+                        std::int64_t now) noexcept;
   Decision uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
                      Decision combined) noexcept;
   void slot_denied(std::uint32_t policy, std::string_view key) noexcept;
@@ -493,10 +522,12 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   static void write_params(detail::PolicyParams& p, const PolicySpec& s, u64 burst, u64 emission);
   PolicySpec spec_of(std::uint32_t index, const PolicySnapshot& p) const;
   PolicyReplacement add_policy(PolicySpec spec, bool replace);
-  std::uint32_t retire_orphans();                          // admin token held
-  std::uint32_t repair_orphans();                          // takes the admin token
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> orphans() const;  // (orphan, the entry it duplicates)
-  std::pair<u64, u64> buckets_of(std::uint32_t index, const PolicySnapshot& p) const;  // (holding state, lease units)
+  std::uint32_t retire_orphans();  // admin token held
+  std::uint32_t repair_orphans();  // takes the admin token
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> orphans()
+      const;  // (orphan, the entry it duplicates)
+  std::pair<u64, u64> buckets_of(std::uint32_t index,
+                                 const PolicySnapshot& p) const;  // (holding state, lease units)
 
   // ---- state I/O (src/admin/bucket_io.cpp, inspect.cpp) ----------------------
   // import_state()'s one write: claims (policy, key) and stores `state` and
@@ -507,8 +538,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     kKept,    // the key had a bucket and `replace` was false: left as it was
     kNoRoom,  // no slot (table full, a claimer stalled, a key too long)
   };
-  StoreResult store_bucket(std::uint32_t policy, std::string_view key, u64 state, u64 admitted, u64 denied,
-                           bool replace, std::span<const std::int64_t> log = {});
+  StoreResult store_bucket(std::uint32_t policy, std::string_view key, u64 state, u64 admitted,
+                           u64 denied, bool replace, std::span<const std::int64_t> log = {});
   // export_state(): the admission times (segment clock) of the live entries
   // of sliding-log slot `slot` as of now, oldest first; empty if the slot
   // holds no live sliding-log key.

@@ -23,7 +23,8 @@ using detail::PolicySnapshot;
 // Gives `cost` back to the bucket an acquire charged, if that bucket
 // still holds the same generation (otherwise it refilled and was
 // reclaimed: nothing is owed).
-void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept {
+void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost,
+                         std::int64_t now) noexcept {
   if (p.algo.algorithm == Algorithm::kSlidingLog) return log_undo(p, c, cost, now);
   detail::SlotHead& h = table.head(c.slot);
   u64 w = h.word.load(std::memory_order_relaxed);
@@ -33,10 +34,12 @@ void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost, std
     const detail::AlgoOutcome out = detail::algo_refund(p.algo, payload, now, cost);
     return out.store ? detail::SlotStep::store(out.new_state) : detail::SlotStep::leave();
   });
-  if (r == detail::UpdateResult::kStored) detail::approx_add(h.admitted, ~u64{0});  // -1, per key, approximate
+  if (r == detail::UpdateResult::kStored)
+    detail::approx_add(h.admitted, ~u64{0});  // -1, per key, approximate
 }
 
-Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now) noexcept {
+Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::span<Decision> each,
+                                     std::int64_t now) noexcept {
   now = std::max<std::int64_t>(now, 0);
   detail::DecisionFold fold;  // decision_fold.hpp
   if (requests.empty()) {
@@ -46,10 +49,12 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
   // Phase 1: peek at every limit; if any denies, charge none and report
   // every denial (the largest retry-after wins).
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+    const Decision d =
+        apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
     if (!d.allowed && d.reason != Reason::kUnknownPolicy) {
       counted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
-      slot_denied(requests[i].policy.index, requests[i].key);  // a peek counts nothing on the slot itself
+      slot_denied(requests[i].policy.index,
+                  requests[i].key);  // a peek counts nothing on the slot itself
     }
     if (i < each.size()) each[i] = d;
     fold.add(d);
@@ -67,8 +72,8 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
   if (requests.size() > std::size(small)) large.resize(requests.size());
   Charge* charges = large.empty() ? small : large.data();
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    const Decision d =
-        apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kAcquire, &charges[i]);
+    const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now,
+                             Op::kAcquire, &charges[i]);
     if (!d.allowed) counted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
     if (i < each.size()) each[i] = d;
     fold.add(d);
@@ -90,15 +95,16 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
 void Limiter::Impl::slot_denied(std::uint32_t policy, std::string_view key) noexcept {
   if (seg->read_only() || key.size() > table.key_capacity()) return;
   detail::SlotRef ref;
-  if (table.find(detail::PackedKey(seed, policy, key), &ref)) detail::approx_add(table.head(ref.index).denied);
+  if (table.find(detail::PackedKey(seed, policy, key), &ref))
+    detail::approx_add(table.head(ref.index).denied);
 }
 
 // A refused multi-limit request charged nothing: each limit that admitted
 // (or would have) reports its bucket as it is (a cost-0 peek: remaining
 // and reset-after uncharged), not as after a charge that did not happen
 // or was given back. The combined answer stays denied.
-Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
-                   Decision combined) noexcept {
+Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<Decision> each,
+                                  std::int64_t now, Decision combined) noexcept {
   detail::DecisionFold fold;
   fold.combined.allowed = false;
   fold.combined.retry_after = combined.retry_after;
@@ -121,11 +127,13 @@ Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<D
   return fold.combined;
 }
 
-Decision Limiter::acquire_many(std::span<const Request> requests, std::span<Decision> each) noexcept {
+Decision Limiter::acquire_many(std::span<const Request> requests,
+                               std::span<Decision> each) noexcept {
   return impl_->acquire_many(requests, each, impl_->now());
 }
 
-Decision Limiter::acquire_many_at(std::span<const Request> requests, Nanos now, std::span<Decision> each) noexcept {
+Decision Limiter::acquire_many_at(std::span<const Request> requests, Nanos now,
+                                  std::span<Decision> each) noexcept {
   return impl_->acquire_many(requests, each, now.count());
 }
 

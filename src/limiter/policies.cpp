@@ -61,7 +61,7 @@ std::optional<std::uint32_t> Limiter::Impl::find_policy(std::string_view name) c
   for (std::uint32_t i = 0; i < detail::kMaxPolicies; ++i) {
     // Acquire: the name was written before state was published.
     const u64 state = policy_table[i].state.load(std::memory_order_acquire);
-    if (state == 0) return std::nullopt;  // entries fill in order
+    if (state == 0) return std::nullopt;                // entries fill in order
     if (detail::PolicyState::retired(state)) continue;  // its name lives on in a later entry
     bool equal = true;
     for (std::uint32_t w = 0; w < detail::kPolicyNameBytes / 8 && equal; ++w) {
@@ -73,48 +73,55 @@ std::optional<std::uint32_t> Limiter::Impl::find_policy(std::string_view name) c
 }
 
 // ---- admin token --------------------------------------------------------
-  class Limiter::Impl::AdminGuard {
-   public:
-    explicit AdminGuard(const Impl& impl) : lock_(process_mutex()), owner_(impl.seg->header().admin_owner) {
-      const detail::ProcessToken me = detail::self_token();
-      const auto deadline = std::chrono::steady_clock::now() + impl.options.open_timeout;
-      for (int spin = 0;; ++spin) {
-        u64 expected = 0;
-        // Acquire: we read the policy table as the previous holder left it.
-        if (owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) return;
-        if (expected == me) {
-          throw Error(ErrorCode::kSystem, "the policy table's admin token is already held by this process");
-        }
-        if (detail::token_is_dead(expected) &&
-            owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
-          return;  // its holder died; every write it made is double-buffered
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-          throw Error(ErrorCode::kTimeout, "process " + std::to_string(detail::token_pid(expected)) +
-                                               " has held the policy table of " + impl.seg->name() + " for over " +
-                                               std::to_string(impl.options.open_timeout.count()) + " ms");
-        }
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+class Limiter::Impl::AdminGuard {
+ public:
+  explicit AdminGuard(const Impl& impl)
+      : lock_(process_mutex()), owner_(impl.seg->header().admin_owner) {
+    const detail::ProcessToken me = detail::self_token();
+    const auto deadline = std::chrono::steady_clock::now() + impl.options.open_timeout;
+    for (int spin = 0;; ++spin) {
+      u64 expected = 0;
+      // Acquire: we read the policy table as the previous holder left it.
+      if (owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) return;
+      if (expected == me) {
+        throw Error(ErrorCode::kSystem,
+                    "the policy table's admin token is already held by this process");
       }
+      if (detail::token_is_dead(expected) &&
+          owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+        return;  // its holder died; every write it made is double-buffered
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw Error(ErrorCode::kTimeout,
+                    "process " + std::to_string(detail::token_pid(expected)) +
+                        " has held the policy table of " + impl.seg->name() + " for over " +
+                        std::to_string(impl.options.open_timeout.count()) + " ms");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
-    ~AdminGuard() { owner_.store(0, std::memory_order_release); }  // Release: our policy writes are visible
-    AdminGuard(const AdminGuard&) = delete;
-    AdminGuard& operator=(const AdminGuard&) = delete;
+  }
+  ~AdminGuard() {
+    owner_.store(0, std::memory_order_release);
+  }  // Release: our policy writes are visible
+  AdminGuard(const AdminGuard&) = delete;
+  AdminGuard& operator=(const AdminGuard&) = delete;
 
-   private:
-    // The token tells processes apart, not threads: threads of this
-    // process (on one handle or several) take turns here first.
-    static std::mutex& process_mutex() {
-      static std::mutex m;
-      return m;
-    }
-    std::lock_guard<std::mutex> lock_;
-    AtomicU64& owner_;
-  };
+ private:
+  // The token tells processes apart, not threads: threads of this
+  // process (on one handle or several) take turns here first.
+  static std::mutex& process_mutex() {
+    static std::mutex m;
+    return m;
+  }
+  std::lock_guard<std::mutex> lock_;
+  AtomicU64& owner_;
+};
 
-void Limiter::Impl::write_params(detail::PolicyParams& p, const PolicySpec& s, u64 burst, u64 emission) {
+void Limiter::Impl::write_params(detail::PolicyParams& p, const PolicySpec& s, u64 burst,
+                                 u64 emission) {
   // Relaxed: published by the release store of the entry's state.
-  p.kind.store(detail::PolicyKind::pack({s.algorithm, s.on_full, s.wait}), std::memory_order_relaxed);
+  p.kind.store(detail::PolicyKind::pack({s.algorithm, s.on_full, s.wait}),
+               std::memory_order_relaxed);
   p.count.store(s.rate.count, std::memory_order_relaxed);
   p.period_ns.store(static_cast<u64>(s.rate.period.count()), std::memory_order_relaxed);
   p.burst.store(burst, std::memory_order_relaxed);
@@ -134,15 +141,18 @@ PolicySpec Limiter::Impl::spec_of(std::uint32_t index, const PolicySnapshot& p) 
 
 PolicyReplacement Limiter::Impl::add_policy(PolicySpec spec, bool replace) {
   spec = normalize_policy_spec(spec);  // the one check of a spec (policy_spec.cpp)
-  if (seg->read_only()) throw Error(ErrorCode::kReadOnly, "cannot add a policy through a read-only handle");
+  if (seg->read_only())
+    throw Error(ErrorCode::kReadOnly, "cannot add a policy through a read-only handle");
   if (spec.algorithm == Algorithm::kSlidingLog && spec.rate.count > log_entries) {
     throw Error(ErrorCode::kInvalidArgument,
-                "policy \"" + spec.name + "\" (sliding_log, " + format_rate(spec.rate) + ") keeps " +
-                    std::to_string(spec.rate.count) + " admissions per key but " + seg->name() + " has log_entries = " +
-                    std::to_string(log_entries) + ": create the segment with log_entries >= " +
-                    std::to_string(spec.rate.count) + " (Options::log_entries, or [segment] log_entries in the config)");
+                "policy \"" + spec.name + "\" (sliding_log, " + format_rate(spec.rate) +
+                    ") keeps " + std::to_string(spec.rate.count) + " admissions per key but " +
+                    seg->name() + " has log_entries = " + std::to_string(log_entries) +
+                    ": create the segment with log_entries >= " + std::to_string(spec.rate.count) +
+                    " (Options::log_entries, or [segment] log_entries in the config)");
   }
-  const u64 emission = detail::gcra_emission(spec.rate.count, static_cast<u64>(spec.rate.period.count()));
+  const u64 emission =
+      detail::gcra_emission(spec.rate.count, static_cast<u64>(spec.rate.period.count()));
   AdminGuard guard(*this);
   retire_orphans();
   const auto publish = [&](std::uint32_t i) {
@@ -150,7 +160,8 @@ PolicyReplacement Limiter::Impl::add_policy(PolicySpec spec, bool replace) {
     u64 name[detail::kPolicyNameBytes / 8] = {};
     std::memcpy(name, spec.name.data(), spec.name.size());
     // Relaxed: published by the release store of the entry's state below.
-    for (std::uint32_t w = 0; w < detail::kPolicyNameBytes / 8; ++w) e.name[w].store(name[w], std::memory_order_relaxed);
+    for (std::uint32_t w = 0; w < detail::kPolicyNameBytes / 8; ++w)
+      e.name[w].store(name[w], std::memory_order_relaxed);
     write_params(e.params[0], spec, spec.burst, emission);
     // Release: name and parameters are visible with the state.
     e.state.store(detail::PolicyState::make(1, 0), std::memory_order_release);
@@ -183,33 +194,37 @@ PolicyReplacement Limiter::Impl::add_policy(PolicySpec spec, bool replace) {
   if (!replace) {
     throw Error(ErrorCode::kPolicyConflict,
                 "policy \"" + spec.name + "\" is already registered in " + seg->name() + " as " +
-                    format_rate(existing.rate) + " burst " + std::to_string(existing.burst) + "; asked for " +
-                    format_rate(spec.rate) + " burst " + std::to_string(spec.burst) +
-                    " (ask for replacement explicitly to change it)");
+                    format_rate(existing.rate) + " burst " + std::to_string(existing.burst) +
+                    "; asked for " + format_rate(spec.rate) + " burst " +
+                    std::to_string(spec.burst) + " (ask for replacement explicitly to change it)");
   }
   const auto [holding, leased] = buckets_of(i, cur);
   if (cur.valid && cur.algorithm_is_lease() && leased > 0) {
-    throw Error(ErrorCode::kPolicyConflict,
-                "policy \"" + spec.name + "\" (concurrency) has " + std::to_string(leased) +
-                    " lease units held; a replacement would misread or forget them: release them (or let "
-                    "their holders exit) and replace it then");
+    throw Error(
+        ErrorCode::kPolicyConflict,
+        "policy \"" + spec.name + "\" (concurrency) has " + std::to_string(leased) +
+            " lease units held; a replacement would misread or forget them: release them (or let "
+            "their holders exit) and replace it then");
   }
-  const detail::AlgoParams next_algo{spec.algorithm, spec.rate.count, static_cast<u64>(spec.rate.period.count()),
-                                     spec.burst, emission, spec.wait};
+  const detail::AlgoParams next_algo{
+      spec.algorithm, spec.rate.count, static_cast<u64>(spec.rate.period.count()),
+      spec.burst,     emission,        spec.wait};
   if (cur.valid && detail::algo_state_compatible(cur.algo, next_algo)) {
     // Same encoding: write the inactive set, then flip; readers never see
     // a mix (read_policy), and every bucket is read under the new set.
     const u64 next = detail::PolicyState::active(state) ^ 1;
     write_params(e.params[next], spec, spec.burst, emission);
     // Release: the parameter set is visible with the state that names it.
-    e.state.store(detail::PolicyState::make(detail::PolicyState::changes(state) + 1, next), std::memory_order_release);
+    e.state.store(detail::PolicyState::make(detail::PolicyState::changes(state) + 1, next),
+                  std::memory_order_release);
     return PolicyReplacement{PolicyId{i}, true, false, 0};
   }
   // Another encoding: the name moves to a fresh entry (protocol above).
   const auto j = free_entry();
   if (!j) {
     throw Error(ErrorCode::kTableFull,
-                "policy \"" + spec.name + "\": changing how its buckets are stored needs a fresh policy entry, and all " +
+                "policy \"" + spec.name +
+                    "\": changing how its buckets are stored needs a fresh policy entry, and all " +
                     std::to_string(detail::kMaxPolicies) + " entries of " + seg->name() +
                     " are used (retired ones included); recreate the segment");
   }
@@ -280,8 +295,12 @@ std::pair<u64, u64> Limiter::Impl::buckets_of(std::uint32_t index, const PolicyS
   return {holding, leased};
 }
 
-PolicyId Limiter::add_policy(const PolicySpec& spec, bool replace) { return impl_->add_policy(spec, replace).id; }
-PolicyReplacement Limiter::replace_policy(const PolicySpec& spec) { return impl_->add_policy(spec, true); }
+PolicyId Limiter::add_policy(const PolicySpec& spec, bool replace) {
+  return impl_->add_policy(spec, replace).id;
+}
+PolicyReplacement Limiter::replace_policy(const PolicySpec& spec) {
+  return impl_->add_policy(spec, true);
+}
 
 std::optional<PolicyId> Limiter::find_policy(std::string_view name) const {
   const auto i = impl_->find_policy(name);

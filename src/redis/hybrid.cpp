@@ -20,11 +20,11 @@
 #include <string>
 #include <vector>
 
-#include "shmlimit/redis.hpp"
-#include "shmlimit/shmlimit.hpp"
 #include "algorithms/decision_fold.hpp"
 #include "lease_pool.hpp"
 #include "segment/process.hpp"
+#include "shmlimit/redis.hpp"
+#include "shmlimit/shmlimit.hpp"
 #include "tier.hpp"
 
 namespace shmlimit {
@@ -44,7 +44,9 @@ static_assert(kMaxBatch - 1 <= detail::kPoolTokenMask, "a pool holds at most max
 // key; past it the decision goes to Redis directly.
 constexpr std::int64_t kClaimTimeoutNs = 10'000'000;
 
-u64 ms_count(Nanos d) { return static_cast<u64>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); }
+u64 ms_count(Nanos d) {
+  return static_cast<u64>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
 
 }  // namespace
 
@@ -83,23 +85,29 @@ struct HybridLimiter::Impl {
       if (cur == me) return false;  // another thread of this process is leasing
       // Relaxed: a hint; see end_lease for why a stale value cannot make a
       // fresh leaser look stalled.
-      const u64 since = pool.side(s.index, detail::kSideLeaserSince).load(std::memory_order_relaxed);
-      const u64 limit_ms = ms_count(4 * (r().options.connect_timeout + r().options.command_timeout)) + 1000;
+      const u64 since =
+          pool.side(s.index, detail::kSideLeaserSince).load(std::memory_order_relaxed);
+      const u64 limit_ms =
+          ms_count(4 * (r().options.connect_timeout + r().options.command_timeout)) + 1000;
       const bool stalled = since != 0 && now_ms > since && now_ms - since > limit_ms;
       // The token, not the pid, decides: a pid reused by another process
       // is a dead leaser (process.hpp).
       if (!stalled && !detail::token_is_dead(cur)) return false;
     }
     // Acquire: pairs with the previous leaser's release (its deposit is done).
-    if (!leaser.compare_exchange_strong(cur, me, std::memory_order_acquire, std::memory_order_relaxed)) return false;
+    if (!leaser.compare_exchange_strong(cur, me, std::memory_order_acquire,
+                                        std::memory_order_relaxed))
+      return false;
     // Relaxed: read only as a stall hint (become_leaser above).
-    pool.side(s.index, detail::kSideLeaserSince).store(now_ms, std::memory_order_relaxed);  // never 0
+    pool.side(s.index, detail::kSideLeaserSince)
+        .store(now_ms, std::memory_order_relaxed);  // never 0
     return true;
   }
   void end_lease(const SlotRef& s) {
     std::atomic<u64>& leaser = pool.side(s.index, detail::kSideLeaser);
     u64 me = detail::self_token();
-    if (leaser.load(std::memory_order_relaxed) != me) return;  // replaced as stalled: not ours to end
+    if (leaser.load(std::memory_order_relaxed) != me)
+      return;  // replaced as stalled: not ours to end
     // since = 0 before the word is free: a process that reads the next
     // leaser's token (acquire, through this release sequence) then reads
     // since = 0 or that leaser's own time, never this old one.
@@ -110,7 +118,8 @@ struct HybridLimiter::Impl {
 
   // ---- decisions ------------------------------------------------------------
   TierDecision when_down(PolicyId id, const TierPolicyData& p, std::string_view key, u64 cost) {
-    if (p.policy.when_down == WhenDown::kLocalShare && id.index < local_ids.size() && local_ids[id.index]) {
+    if (p.policy.when_down == WhenDown::kLocalShare && id.index < local_ids.size() &&
+        local_ids[id.index]) {
       return TierDecision{local.acquire(*local_ids[id.index], key, cost), Source::kLocalShare};
     }
     return r().down(p);
@@ -145,11 +154,13 @@ struct HybridLimiter::Impl {
     }
     // Leasing would change a quiet period (a denial restarts it) and has
     // nothing to offer a peek or an impossible cost.
-    if (p->algo.algorithm == Algorithm::kQuietPeriod || cost == 0 || cost > p->algo.burst || cost > detail::kPoolTokenMask) {
+    if (p->algo.algorithm == Algorithm::kQuietPeriod || cost == 0 || cost > p->algo.burst ||
+        cost > detail::kPoolTokenMask) {
       return direct(id, *p, key, cost);
     }
     const u64 now_ms = pool.now_ms();
-    if (now_ms + ms_count(options.lease_ttl) >= detail::kPoolHorizonMs) return direct(id, *p, key, cost);
+    if (now_ms + ms_count(options.lease_ttl) >= detail::kPoolHorizonMs)
+      return direct(id, *p, key, cost);
     SlotRef s;
     if (!slot(*p, key, true, &s)) return direct(id, *p, key, cost);
     const u64 v = version(s);
@@ -158,7 +169,8 @@ struct HybridLimiter::Impl {
     // it sooner (only a refund could), so deny without asking again.
     // Relaxed: a self-contained hint, tagged with the slot version it was
     // written for (lease_pool.hpp invariant 4); a stale read only asks Redis.
-    const u64 deny = detail::side_value(pool.side(s.index, detail::kSideDeny).load(std::memory_order_relaxed), v);
+    const u64 deny = detail::side_value(
+        pool.side(s.index, detail::kSideDeny).load(std::memory_order_relaxed), v);
     const u64 deny_until = deny >> detail::kPoolTokenBits;
     if (deny != 0 && cost >= (deny & detail::kPoolTokenMask) && now_ms < deny_until) {
       Decision d;
@@ -180,10 +192,13 @@ struct HybridLimiter::Impl {
       return detail::SlotStep::store(payload - cost);  // the token count is the payload's low bits
     });
     if (took == detail::UpdateResult::kStored) {
-      const u64 full_at = detail::side_value(pool.side(s.index, detail::kSideFullAt).load(std::memory_order_relaxed), v);
-      return TierDecision{from_pool(*p, detail::pool_tokens(taken_from) - cost, full_at, now_ms), Source::kLease};
+      const u64 full_at = detail::side_value(
+          pool.side(s.index, detail::kSideFullAt).load(std::memory_order_relaxed), v);
+      return TierDecision{from_pool(*p, detail::pool_tokens(taken_from) - cost, full_at, now_ms),
+                          Source::kLease};
     }
-    if (took == detail::UpdateResult::kReclaimed) return direct(id, *p, key, cost);  // the key is elsewhere now
+    if (took == detail::UpdateResult::kReclaimed)
+      return direct(id, *p, key, cost);  // the key is elsewhere now
 
     if (!become_leaser(s, now_ms)) return direct(id, *p, key, cost);
     TierDecision t = lease(id, *p, s, key, cost, now_ms);
@@ -205,7 +220,8 @@ struct HybridLimiter::Impl {
     for (std::size_t i = 0; i < requests.size(); ++i) {
       const Request& q = requests[i];
       const TierPolicyData& p = *r().policy(q.policy);
-      if (p.policy.when_down == WhenDown::kLocalShare && q.policy.index < local_ids.size() && local_ids[q.policy.index]) {
+      if (p.policy.when_down == WhenDown::kLocalShare && q.policy.index < local_ids.size() &&
+          local_ids[q.policy.index]) {
         shared.push_back(Request{*local_ids[q.policy.index], q.key, q.cost});
         shared_at.push_back(i);
         continue;
@@ -226,21 +242,23 @@ struct HybridLimiter::Impl {
     } else {
       // Refused without charging the shares: report them as they are.
       for (std::size_t j = 0; j < shared.size(); ++j) {
-        if (shared_at[j] < each.size()) each[shared_at[j]] = local.peek(shared[j].policy, shared[j].key, 0);
+        if (shared_at[j] < each.size())
+          each[shared_at[j]] = local.peek(shared[j].policy, shared[j].key, 0);
       }
     }
     return TierDecision{fold.combined, source};
   }
 
   // Asks Redis for a batch: this request's cost plus what the host keeps.
-  TierDecision lease(PolicyId id, const TierPolicyData& p, const SlotRef& s, std::string_view key, u64 cost,
-                     u64 now_ms) {
+  TierDecision lease(PolicyId id, const TierPolicyData& p, const SlotRef& s, std::string_view key,
+                     u64 cost, u64 now_ms) {
     const u64 v = version(s);
     const u64 max_batch = options.max_batch;
     // Relaxed, here and below: the side words are hints tagged with the
     // slot version (lease_pool.hpp invariant 4); the leaser word orders them.
     std::atomic<u64>& batch_word = pool.side(s.index, detail::kSideBatch);
-    const u64 batch = std::clamp<u64>(detail::side_value(batch_word.load(std::memory_order_relaxed), v), 1, max_batch);
+    const u64 batch = std::clamp<u64>(
+        detail::side_value(batch_word.load(std::memory_order_relaxed), v), 1, max_batch);
     const u64 want = std::max(batch, cost);
     std::vector<ScriptCall> calls(1);
     calls[0].op = "lease";
@@ -256,7 +274,8 @@ struct HybridLimiter::Impl {
     if (!d.allowed || rep.granted < cost) {
       if (d.retry_after != Nanos::max() && d.retry_after >= std::chrono::milliseconds(1)) {
         const u64 until = std::min<u64>(now_ms + ms_count(d.retry_after), detail::kPoolHorizonMs);
-        deny.store(detail::side_tag(v, (until << detail::kPoolTokenBits) | std::min<u64>(cost, detail::kPoolTokenMask)),
+        deny.store(detail::side_tag(v, (until << detail::kPoolTokenBits) |
+                                           std::min<u64>(cost, detail::kPoolTokenMask)),
                    std::memory_order_relaxed);
       }
       batch_word.store(detail::side_tag(v, 1), std::memory_order_relaxed);
@@ -264,13 +283,15 @@ struct HybridLimiter::Impl {
     }
     deny.store(0, std::memory_order_relaxed);
     pool.side(s.index, detail::kSideFullAt)
-        .store(detail::side_tag(v, std::min<u64>(now_ms + ms_count(d.reset_after), detail::kPoolHorizonMs)),
+        .store(detail::side_tag(
+                   v, std::min<u64>(now_ms + ms_count(d.reset_after), detail::kPoolHorizonMs)),
                std::memory_order_relaxed);
     // Deposit what this request does not use, never above max_batch - 1 (1),
     // and only into the slot version the lease was taken for: a reclaimed
     // slot belongs to another key now (a token dropped is under-admission).
     const u64 extra = rep.granted - cost;
-    const u64 expiry = now_ms + ms_count(options.lease_ttl);  // below the horizon (checked in acquire)
+    const u64 expiry =
+        now_ms + ms_count(options.lease_ttl);  // below the horizon (checked in acquire)
     u64 w = pool.pool(s.index).load(std::memory_order_relaxed);
     u64 left = 0;
     pool.update(s.index, v, &w, [&](u64 payload) noexcept {
@@ -280,12 +301,16 @@ struct HybridLimiter::Impl {
     // Adapt the batch: double while the host drains batches within half a
     // lease lifetime, halve otherwise, and never above what Redis has left
     // per host over two batches (toward 1 as the fleet's bucket empties).
-    const u64 last = detail::side_value(
-        pool.side(s.index, detail::kSideLastLease).exchange(detail::side_tag(v, now_ms), std::memory_order_relaxed), v);
+    const u64 last =
+        detail::side_value(pool.side(s.index, detail::kSideLastLease)
+                               .exchange(detail::side_tag(v, now_ms), std::memory_order_relaxed),
+                           v);
     const bool fast = last != 0 && now_ms - last < ms_count(options.lease_ttl) / 2;
     u64 next = fast ? batch * 2 : std::max<u64>(batch / 2, 1);
-    next = std::min<u64>(next, std::max<u64>(d.remaining / (2 * std::max<u64>(options.hosts, 1)), 1));
-    batch_word.store(detail::side_tag(v, std::clamp<u64>(next, 1, max_batch)), std::memory_order_relaxed);
+    next =
+        std::min<u64>(next, std::max<u64>(d.remaining / (2 * std::max<u64>(options.hosts, 1)), 1));
+    batch_word.store(detail::side_tag(v, std::clamp<u64>(next, 1, max_batch)),
+                     std::memory_order_relaxed);
     Decision out_d = d;
     out_d.remaining = left;
     return TierDecision{out_d, Source::kRedis};
@@ -304,7 +329,8 @@ HybridLimiter HybridLimiter::open_or_create(HybridOptions options) {
   if (options.lease_slots < 1 || options.lease_slots > (1u << 24)) {
     throw Error(ErrorCode::kInvalidArgument, "lease_slots must be in 1..16777216");
   }
-  if (options.lease_ttl.count() <= 0) throw Error(ErrorCode::kInvalidArgument, "lease_ttl must be positive");
+  if (options.lease_ttl.count() <= 0)
+    throw Error(ErrorCode::kInvalidArgument, "lease_ttl must be positive");
   if (options.hosts < 1) throw Error(ErrorCode::kInvalidArgument, "hosts must be at least 1");
   Options lo;
   lo.name = options.name;
@@ -326,18 +352,22 @@ PolicyId HybridLimiter::add_policy(const TierPolicy& policy) {
   if (policy.when_down == WhenDown::kLocalShare) {
     // The host's share: rate.count and burst scaled, at least 1 each.
     PolicySpec share = data.policy.spec;
-    share.rate.count = std::max<u64>(static_cast<u64>(static_cast<double>(share.rate.count) * policy.local_share), 1);
-    share.burst = std::max<u64>(static_cast<u64>(static_cast<double>(share.burst) * policy.local_share), 1);
+    share.rate.count = std::max<u64>(
+        static_cast<u64>(static_cast<double>(share.rate.count) * policy.local_share), 1);
+    share.burst =
+        std::max<u64>(static_cast<u64>(static_cast<double>(share.burst) * policy.local_share), 1);
     share.on_full = OnFull::kDeny;
     local_id = impl_->local.add_policy(share, /*replace=*/true);
   }
   RedisLimiter::Impl& r = impl_->r();
   for (std::uint32_t i = 0; i < r.policies.size(); ++i) {
     if (r.policies[i].policy.spec.name != data.policy.spec.name) continue;
-    if (r.policies[i].policy.spec == data.policy.spec && r.policies[i].policy.when_down == data.policy.when_down) {
+    if (r.policies[i].policy.spec == data.policy.spec &&
+        r.policies[i].policy.when_down == data.policy.when_down) {
       return PolicyId{i};
     }
-    throw Error(ErrorCode::kPolicyConflict, "policy \"" + data.policy.spec.name + "\" is already registered with other parameters");
+    throw Error(ErrorCode::kPolicyConflict, "policy \"" + data.policy.spec.name +
+                                                "\" is already registered with other parameters");
   }
   r.policies.push_back(std::move(data));
   impl_->local_ids.resize(r.policies.size());
@@ -345,7 +375,8 @@ PolicyId HybridLimiter::add_policy(const TierPolicy& policy) {
   return PolicyId{static_cast<std::uint32_t>(r.policies.size() - 1)};
 }
 
-TierDecision HybridLimiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+TierDecision HybridLimiter::acquire(PolicyId policy, std::string_view key,
+                                    std::uint64_t cost) noexcept {
   try {
     return impl_->acquire(policy, key, cost);
   } catch (...) {  // std::bad_alloc only: the policy's WhenDown answer
@@ -355,7 +386,8 @@ TierDecision HybridLimiter::acquire(PolicyId policy, std::string_view key, std::
   }
 }
 
-TierDecision HybridLimiter::acquire_many(std::span<const Request> requests, std::span<Decision> each) noexcept {
+TierDecision HybridLimiter::acquire_many(std::span<const Request> requests,
+                                         std::span<Decision> each) noexcept {
   try {
     return impl_->many(requests, each);
   } catch (...) {  // std::bad_alloc only: a refusal that charged nothing
@@ -365,7 +397,8 @@ TierDecision HybridLimiter::acquire_many(std::span<const Request> requests, std:
   }
 }
 
-TierDecision HybridLimiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+TierDecision HybridLimiter::refund(PolicyId policy, std::string_view key,
+                                   std::uint64_t cost) noexcept {
   const TierDecision t = impl_->redis.refund(policy, key, cost);
   const TierPolicyData* p = impl_->r().policy(policy);
   if (p != nullptr && t.source == Source::kRedis && cost > 0) {
@@ -410,8 +443,9 @@ std::uint32_t HybridLimiter::batch(PolicyId policy, std::string_view key) const 
   if (p == nullptr) return 0;
   SlotRef s;
   if (!impl_->slot(*p, key, false, &s)) return 0;
-  const u64 batch = detail::side_value(impl_->pool.side(s.index, detail::kSideBatch).load(std::memory_order_relaxed),
-                                       Impl::version(s));
+  const u64 batch = detail::side_value(
+      impl_->pool.side(s.index, detail::kSideBatch).load(std::memory_order_relaxed),
+      Impl::version(s));
   return static_cast<std::uint32_t>(std::max<u64>(batch, 1));
 }
 

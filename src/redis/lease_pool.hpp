@@ -62,7 +62,9 @@ inline constexpr u64 kPoolExpiryBits = Word::kPayloadBits - kPoolTokenBits;
 inline constexpr u64 kPoolHorizonMs = (u64{1} << kPoolExpiryBits) - 1;
 static_assert(kPoolExpiryBits == 36, "doc/redis.md states the pool's 36-bit ms horizon");
 
-inline constexpr u64 pool_payload(u64 expiry_ms, u64 tokens) { return (expiry_ms << kPoolTokenBits) | tokens; }
+inline constexpr u64 pool_payload(u64 expiry_ms, u64 tokens) {
+  return (expiry_ms << kPoolTokenBits) | tokens;
+}
 inline constexpr u64 pool_tokens(u64 payload) { return payload & kPoolTokenMask; }
 inline constexpr u64 pool_expiry(u64 payload) { return payload >> kPoolTokenBits; }
 /// Tokens a worker may spend at `now_ms`.
@@ -72,17 +74,20 @@ inline constexpr u64 pool_live_tokens(u64 payload, u64 now_ms) {
 
 // ---- side words (invariant 4) ----------------------------------------------
 enum LeaseSide : u32 {
-  kSideLeaser = 0,       // ProcessToken of the process leasing now, 0 if none (untagged, invariant 5)
-  kSideLeaserSince = 1,  // ms since the epoch when the leaser took the word; 0 until it has written it
-  kSideBatch = 2,        // tagged: next lease size, 1..max_batch (0: not yet set)
-  kSideLastLease = 3,    // tagged: ms of the last lease
-  kSideDeny = 4,         // tagged: until ms << 20 | smallest denied cost: Redis said no until then
-  kSideFullAt = 5,       // tagged: ms when Redis's bucket is full again (last lease), for reset_after
+  kSideLeaser = 0,  // ProcessToken of the process leasing now, 0 if none (untagged, invariant 5)
+  kSideLeaserSince =
+      1,           // ms since the epoch when the leaser took the word; 0 until it has written it
+  kSideBatch = 2,  // tagged: next lease size, 1..max_batch (0: not yet set)
+  kSideLastLease = 3,  // tagged: ms of the last lease
+  kSideDeny = 4,       // tagged: until ms << 20 | smallest denied cost: Redis said no until then
+  kSideFullAt = 5,     // tagged: ms when Redis's bucket is full again (last lease), for reset_after
 };
 inline constexpr u32 kLeaseSideWords = 8;  // 6 used, 2 reserved: one 64-byte line per slot
 inline constexpr u32 kLeaseSlotBytes = 256;
 
-inline constexpr u64 side_tag(u64 version, u64 value) { return (version << 56) | (value & Word::kPayloadMask); }
+inline constexpr u64 side_tag(u64 version, u64 value) {
+  return (version << 56) | (value & Word::kPayloadMask);
+}
 /// The value of a tagged side word, or 0 if it was written for another version.
 inline constexpr u64 side_value(u64 word, u64 version) {
   return (word >> 56) == version ? (word & Word::kPayloadMask) : 0;
@@ -91,7 +96,8 @@ inline constexpr u64 side_value(u64 word, u64 version) {
 /// Reclaim rule (invariant 3): a slot holding no live token.
 class SpentPool final : public ReclaimPolicy {
  public:
-  bool is_full(std::uint32_t /*policy*/, std::uint64_t payload, std::int64_t now_ms) const noexcept override {
+  bool is_full(std::uint32_t /*policy*/, std::uint64_t payload,
+               std::int64_t now_ms) const noexcept override {
     return pool_live_tokens(payload, static_cast<u64>(now_ms)) == 0;
   }
 };
@@ -103,19 +109,22 @@ class LeasePool {
   /// race. Throws shmlimit::Error as Segment::open does, and
   /// Error(kIncompatible) for a pool of another slot layout.
   LeasePool(const std::string& name, std::uint32_t slots, mode_t mode)
-      : seg_(Segment::open(options(name, slots, mode), Segment::Mode::kOpenOrCreate, SegmentKind::kLeasePool)),
+      : seg_(Segment::open(options(name, slots, mode), Segment::Mode::kOpenOrCreate,
+                           SegmentKind::kLeasePool)),
         table_(seg_->base() + seg_->geometry().slot_offset, seg_->geometry()) {
     const Geometry& g = seg_->geometry();
     if (g.slot_bytes != kLeaseSlotBytes || g.log_entries != kLeaseSideWords) {
-      throw Error(ErrorCode::kIncompatible, "cannot use the lease pool " + name + ": it has " +
-                                                std::to_string(g.slot_bytes) + "-byte slots and " +
-                                                std::to_string(g.log_entries) + " side words per slot, not " +
-                                                std::to_string(kLeaseSlotBytes) + " and " +
-                                                std::to_string(kLeaseSideWords));
+      throw Error(ErrorCode::kIncompatible,
+                  "cannot use the lease pool " + name + ": it has " + std::to_string(g.slot_bytes) +
+                      "-byte slots and " + std::to_string(g.log_entries) +
+                      " side words per slot, not " + std::to_string(kLeaseSlotBytes) + " and " +
+                      std::to_string(kLeaseSideWords));
     }
   }
 
-  static std::string name_of(std::string_view hybrid_name) { return std::string(hybrid_name) + ".lease"; }
+  static std::string name_of(std::string_view hybrid_name) {
+    return std::string(hybrid_name) + ".lease";
+  }
 
   /// ms since the pool's epoch (CLOCK_MONOTONIC), plus 1: a time is never
   /// 0, so 0 in a side word means "never". Wait-free.
@@ -137,7 +146,8 @@ class LeasePool {
     if (!pack(policy, key, &k)) return false;
     ClaimEvents events;
     const Table::ClaimResult r =
-        table_.claim(k, static_cast<std::int64_t>(now_ms), /*fresh_payload=*/0, spent_, timeout_ns, out, &events);
+        table_.claim(k, static_cast<std::int64_t>(now_ms), /*fresh_payload=*/0, spent_, timeout_ns,
+                     out, &events);
     return r == Table::ClaimResult::kFound || r == Table::ClaimResult::kClaimed;
   }
 
@@ -148,15 +158,17 @@ class LeasePool {
   /// Relaxed: the word is self-contained (its tokens are a count; no other
   /// memory is published with them).
   template <class Step>
-  UpdateResult update(std::uint32_t index, std::uint64_t version, std::uint64_t* word, Step&& step) const noexcept {
+  UpdateResult update(std::uint32_t index, std::uint64_t version, std::uint64_t* word,
+                      Step&& step) const noexcept {
     return table_.update(index, version, word, static_cast<Step&&>(step));
   }
   /// Side word `w` of slot `index` (invariant 4). `index` comes from a
   /// SlotRef, already masked to the capacity the geometry was validated for.
   AtomicU64& side(std::uint32_t index, LeaseSide w) const noexcept {
     const Geometry& g = seg_->geometry();
-    const std::size_t at = static_cast<std::size_t>(g.log_offset) +
-                           (static_cast<std::size_t>(index & (g.capacity - 1)) * kLeaseSideWords + w) * 8;
+    const std::size_t at =
+        static_cast<std::size_t>(g.log_offset) +
+        (static_cast<std::size_t>(index & (g.capacity - 1)) * kLeaseSideWords + w) * 8;
     return *reinterpret_cast<AtomicU64*>(seg_->base() + at);
   }
   std::uint32_t capacity() const noexcept { return table_.capacity(); }

@@ -107,13 +107,15 @@ RedisLimiter::Impl::Impl(RedisOptions o) : options(std::move(o)) {
     throw Error(ErrorCode::kInvalidArgument, "Redis connect and command timeouts must be positive");
   }
   if (options.backoff_initial.count() <= 0 || options.backoff_max < options.backoff_initial) {
-    throw Error(ErrorCode::kInvalidArgument, "Redis backoff: need 0 < backoff_initial <= backoff_max");
+    throw Error(ErrorCode::kInvalidArgument,
+                "Redis backoff: need 0 < backoff_initial <= backoff_max");
   }
   script = detail::kRedisLimiterLua;
   if (options.test_clock) {
     const std::string off = "local TEST_CLOCK = false";
     const auto at = script.find(off);
-    if (at == std::string::npos) throw Error(ErrorCode::kInvalidArgument, "the embedded script has no TEST_CLOCK line");
+    if (at == std::string::npos)
+      throw Error(ErrorCode::kInvalidArgument, "the embedded script has no TEST_CLOCK line");
     script.replace(at, off.size(), "local TEST_CLOCK = true");
   }
   backoff_ns = std::chrono::duration_cast<Nanos>(options.backoff_initial).count();
@@ -139,8 +141,8 @@ void RedisLimiter::Impl::fail(const std::string& why, bool connection) noexcept 
   if (connection) drop();
   // Capped exponential backoff: no call reaches the network before it.
   next_attempt_ns = detail::mono_ns() + backoff_ns;
-  backoff_ns = std::min<std::int64_t>(backoff_ns * 2,
-                                      std::chrono::duration_cast<Nanos>(options.backoff_max).count());
+  backoff_ns = std::min<std::int64_t>(
+      backoff_ns * 2, std::chrono::duration_cast<Nanos>(options.backoff_max).count());
 }
 
 Nanos RedisLimiter::Impl::retry_in() const noexcept {
@@ -152,10 +154,13 @@ bool RedisLimiter::Impl::connect() noexcept {
   if (ctx != nullptr) return true;
   if (detail::mono_ns() < next_attempt_ns) return false;  // backing off; error() says why
   const timeval ct = to_timeval(options.connect_timeout);
-  ctx = options.unix_socket.empty() ? redisConnectWithTimeout(options.host.c_str(), options.port, ct)
-                                    : redisConnectUnixWithTimeout(options.unix_socket.c_str(), ct);
+  ctx = options.unix_socket.empty()
+            ? redisConnectWithTimeout(options.host.c_str(), options.port, ct)
+            : redisConnectUnixWithTimeout(options.unix_socket.c_str(), ct);
   if (ctx == nullptr || ctx->err != 0) {
-    fail(std::string("cannot connect to Redis: ") + (ctx != nullptr ? ctx->errstr : "out of memory"), true);
+    fail(
+        std::string("cannot connect to Redis: ") + (ctx != nullptr ? ctx->errstr : "out of memory"),
+        true);
     return false;
   }
   ctx_pid = ::getpid();
@@ -165,9 +170,11 @@ bool RedisLimiter::Impl::connect() noexcept {
   }
   if (!options.password.empty()) {
     ++round_trips;
-    ReplyPtr r(static_cast<redisReply*>(redisCommand(ctx, "AUTH %b", options.password.data(), options.password.size())));
+    ReplyPtr r(static_cast<redisReply*>(
+        redisCommand(ctx, "AUTH %b", options.password.data(), options.password.size())));
     if (!r || r->type == REDIS_REPLY_ERROR) {
-      fail(r ? std::string("Redis AUTH refused: ") + std::string(r->str, r->len) : std::string("Redis AUTH failed"),
+      fail(r ? std::string("Redis AUTH refused: ") + std::string(r->str, r->len)
+             : std::string("Redis AUTH failed"),
            true);
       return false;
     }
@@ -177,7 +184,8 @@ bool RedisLimiter::Impl::connect() noexcept {
 
 bool RedisLimiter::Impl::load_script() noexcept {
   ++round_trips;
-  ReplyPtr r(static_cast<redisReply*>(redisCommand(ctx, "SCRIPT LOAD %b", script.data(), script.size())));
+  ReplyPtr r(
+      static_cast<redisReply*>(redisCommand(ctx, "SCRIPT LOAD %b", script.data(), script.size())));
   if (!r) {
     fail(std::string("Redis SCRIPT LOAD: ") + ctx->errstr, true);
     return false;
@@ -256,7 +264,8 @@ bool parse(const redisReply* r, std::size_t n, std::vector<BucketReply>* out) {
 
 }  // namespace
 
-bool RedisLimiter::Impl::run(std::vector<ScriptCall>& calls, std::vector<std::vector<BucketReply>>* out) noexcept {
+bool RedisLimiter::Impl::run(std::vector<ScriptCall>& calls,
+                             std::vector<std::vector<BucketReply>>* out) noexcept {
   try {
     const detail::SigpipeGuard no_sigpipe;
     if (!connect()) return false;

@@ -38,8 +38,8 @@ using Fold = detail::DecisionFold;
 
 }  // namespace
 
-TierDecision RedisLimiter::Impl::one(const char* op, PolicyId id, std::string_view key, std::uint64_t cost,
-                                     std::int64_t now_us) noexcept {
+TierDecision RedisLimiter::Impl::one(const char* op, PolicyId id, std::string_view key,
+                                     std::uint64_t cost, std::int64_t now_us) noexcept {
   const TierPolicyData* p = policy(id);
   if (p == nullptr) return TierDecision{unknown_policy(), Source::kRedis};
   try {
@@ -149,7 +149,8 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
 // ---------------------------------------------------------------------------
 // RedisLimiter
 
-RedisLimiter::RedisLimiter(RedisOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+RedisLimiter::RedisLimiter(RedisOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
 RedisLimiter::RedisLimiter(RedisLimiter&&) noexcept = default;
 RedisLimiter& RedisLimiter::operator=(RedisLimiter&&) noexcept = default;
 RedisLimiter::~RedisLimiter() = default;
@@ -159,26 +160,32 @@ PolicyId RedisLimiter::add_policy(const TierPolicy& policy) {
   for (std::uint32_t i = 0; i < impl_->policies.size(); ++i) {
     const TierPolicyData& e = impl_->policies[i];
     if (e.policy.spec.name != data.policy.spec.name) continue;
-    if (e.policy.spec == data.policy.spec && e.policy.when_down == data.policy.when_down) return PolicyId{i};
-    throw Error(ErrorCode::kPolicyConflict, "policy \"" + data.policy.spec.name + "\" is already registered with other parameters");
+    if (e.policy.spec == data.policy.spec && e.policy.when_down == data.policy.when_down)
+      return PolicyId{i};
+    throw Error(ErrorCode::kPolicyConflict, "policy \"" + data.policy.spec.name +
+                                                "\" is already registered with other parameters");
   }
   impl_->policies.push_back(std::move(data));
   return PolicyId{static_cast<std::uint32_t>(impl_->policies.size() - 1)};
 }
 
-TierDecision RedisLimiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+TierDecision RedisLimiter::acquire(PolicyId policy, std::string_view key,
+                                   std::uint64_t cost) noexcept {
   return impl_->one("acquire", policy, key, cost, -1);
 }
 
-TierDecision RedisLimiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+TierDecision RedisLimiter::peek(PolicyId policy, std::string_view key,
+                                std::uint64_t cost) noexcept {
   return impl_->one("peek", policy, key, cost, -1);
 }
 
-TierDecision RedisLimiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+TierDecision RedisLimiter::refund(PolicyId policy, std::string_view key,
+                                  std::uint64_t cost) noexcept {
   return impl_->one("refund", policy, key, cost, -1);
 }
 
-TierDecision RedisLimiter::acquire_many(std::span<const Request> requests, std::span<Decision> each) noexcept {
+TierDecision RedisLimiter::acquire_many(std::span<const Request> requests,
+                                        std::span<Decision> each) noexcept {
   return impl_->many(requests, each, -1);
 }
 
@@ -195,7 +202,8 @@ TierDecision RedisLimiter::acquire_at(PolicyId policy, std::string_view key, std
   return impl_->one("acquire", policy, key, cost, injected(impl_->options, unix_us));
 }
 
-TierDecision RedisLimiter::acquire_many_at(std::span<const Request> requests, std::chrono::microseconds unix_us,
+TierDecision RedisLimiter::acquire_many_at(std::span<const Request> requests,
+                                           std::chrono::microseconds unix_us,
                                            std::span<Decision> each) noexcept {
   return impl_->many(requests, each, injected(impl_->options, unix_us));
 }

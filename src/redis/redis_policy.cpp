@@ -47,8 +47,9 @@ using u128 = __uint128_t;
 constexpr u64 kMaxSpan = u64{1} << 50;
 
 [[noreturn]] void invalid(const TierPolicy& p, const std::string& why) {
-  throw Error(ErrorCode::kInvalidArgument, "policy \"" + p.spec.name + "\" (" + std::string(to_string(p.spec.algorithm)) +
-                                               ", " + format_rate(p.spec.rate) + "): " + why);
+  throw Error(ErrorCode::kInvalidArgument, "policy \"" + p.spec.name + "\" (" +
+                                               std::string(to_string(p.spec.algorithm)) + ", " +
+                                               format_rate(p.spec.rate) + "): " + why);
 }
 
 }  // namespace
@@ -62,11 +63,13 @@ TierPolicyData make_tier_policy(const TierPolicy& policy, bool allow_local_share
   // tier; then the Redis tier's own limits below.
   spec = normalize_policy_spec(spec);
   const u64 period = static_cast<u64>(spec.rate.period.count());
-  out.algo = AlgoParams{spec.algorithm, spec.rate.count, period, spec.burst, gcra_emission(spec.rate.count, period)};
+  out.algo = AlgoParams{spec.algorithm, spec.rate.count, period, spec.burst,
+                        gcra_emission(spec.rate.count, period)};
   const char* why = "unknown algorithm";
   if (!algo_params_valid(out.algo, &why)) invalid(policy, why);
   if (spec.rate.count > kMaxSpan || spec.burst > kMaxSpan || period > kMaxSpan) {
-    invalid(policy, "Redis tier: count, burst and period must be at most 2^50 (period in ns: 13 days)");
+    invalid(policy,
+            "Redis tier: count, burst and period must be at most 2^50 (period in ns: 13 days)");
   }
   u128 span = 0;
   const u64 lcm_us = std::lcm(period, u64{1000});  // period <= 2^50: no overflow
@@ -98,24 +101,30 @@ TierPolicyData make_tier_policy(const TierPolicy& policy, bool allow_local_share
     default:
       // Concurrency leases and the sliding log keep state the script does
       // not model (a lease list, a log of timestamps).
-      invalid(policy, "this algorithm is not available in the Redis tier (gcra, token_bucket, fixed_window, "
-                      "sliding_window, quiet_period and leaky_bucket are)");
+      invalid(
+          policy,
+          "this algorithm is not available in the Redis tier (gcra, token_bucket, fixed_window, "
+          "sliding_window, quiet_period and leaky_bucket are)");
   }
   if (span > kMaxSpan) {
     invalid(policy,
-            "Redis tier: the bucket's longest span (burst * period / count, a window, two windows for the sliding "
+            "Redis tier: the bucket's longest span (burst * period / count, a window, two windows "
+            "for the sliding "
             "window, or lcm(period, 1 us)) must be at most 2^50 ns (about 13 days)");
   }
   if (policy.when_down == WhenDown::kLocalShare) {
     if (!allow_local_share) {
       throw Error(ErrorCode::kInvalidArgument,
-                  "policy \"" + spec.name + "\": WhenDown::kLocalShare needs a host segment (HybridLimiter)");
+                  "policy \"" + spec.name +
+                      "\": WhenDown::kLocalShare needs a host segment (HybridLimiter)");
     }
     if (!(policy.local_share > 0 && policy.local_share <= 1)) {
-      throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\": local_share must be in (0, 1]");
+      throw Error(ErrorCode::kInvalidArgument,
+                  "policy \"" + spec.name + "\": local_share must be in (0, 1]");
     }
   } else if (policy.when_down != WhenDown::kFailOpen && policy.when_down != WhenDown::kFailClosed) {
-    throw Error(ErrorCode::kInvalidArgument, "policy \"" + spec.name + "\": unknown WhenDown value");
+    throw Error(ErrorCode::kInvalidArgument,
+                "policy \"" + spec.name + "\": unknown WhenDown value");
   }
   return out;
 }

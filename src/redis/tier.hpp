@@ -23,7 +23,7 @@ extern const char* const kRedisLimiterLua;
 
 /// A policy as the script needs it.
 struct TierPolicyData {
-  TierPolicy policy;     ///< burst filled in as the local segment does
+  TierPolicy policy;  ///< burst filled in as the local segment does
   AlgoParams algo;
   std::uint64_t align_us = 1;  ///< time origin alignment (limiter.lua)
 };
@@ -44,8 +44,8 @@ struct ScriptCall {
   std::vector<std::string> keys;
   std::vector<const TierPolicyData*> policies;
   std::vector<std::uint64_t> costs;
-  std::uint64_t need = 0;          ///< lease only
-  std::int64_t now_us = -1;        ///< injected time (test clock), -1: TIME
+  std::uint64_t need = 0;    ///< lease only
+  std::int64_t now_us = -1;  ///< injected time (test clock), -1: TIME
 };
 
 /// Milliseconds / nanoseconds of CLOCK_MONOTONIC.
@@ -77,7 +77,8 @@ struct RedisLimiter::Impl {
   /// Runs the calls in one pipeline (a NOSCRIPT reply reloads the script
   /// and repeats that call). False on any failure (error() says which);
   /// a connection failure starts the backoff.
-  bool run(std::vector<detail::ScriptCall>& calls, std::vector<std::vector<detail::BucketReply>>* out) noexcept;
+  bool run(std::vector<detail::ScriptCall>& calls,
+           std::vector<std::vector<detail::BucketReply>>* out) noexcept;
   /// DEL of one Redis key.
   bool del(const std::string& key) noexcept;
 
@@ -93,7 +94,8 @@ struct RedisLimiter::Impl {
 
   TierDecision one(const char* op, PolicyId policy, std::string_view key, std::uint64_t cost,
                    std::int64_t now_us) noexcept;
-  TierDecision many(std::span<const Request> requests, std::span<Decision> each, std::int64_t now_us) noexcept;
+  TierDecision many(std::span<const Request> requests, std::span<Decision> each,
+                    std::int64_t now_us) noexcept;
 
  private:
   bool connect() noexcept;

@@ -24,23 +24,30 @@ namespace shmlimit::detail {
 
 using AtomicU64 = std::atomic<std::uint64_t>;
 using AtomicU32 = std::atomic<std::uint32_t>;
-static_assert(AtomicU64::is_always_lock_free, "64-bit atomics must be lock-free to be shared across processes");
-static_assert(AtomicU32::is_always_lock_free, "32-bit atomics must be lock-free to be shared across processes");
-static_assert(sizeof(AtomicU64) == 8 && alignof(AtomicU64) == 8, "a shared atomic is exactly its value");
+static_assert(AtomicU64::is_always_lock_free,
+              "64-bit atomics must be lock-free to be shared across processes");
+static_assert(AtomicU32::is_always_lock_free,
+              "32-bit atomics must be lock-free to be shared across processes");
+static_assert(sizeof(AtomicU64) == 8 && alignof(AtomicU64) == 8,
+              "a shared atomic is exactly its value");
 static_assert(sizeof(AtomicU32) == 4, "a shared atomic is exactly its value");
 
 inline constexpr u64 kMagic = 0x54494d494c4d4853ULL;  // "SHMLIMIT" read as little-endian bytes
 // A segment's kind is its magic: the same header, geometry and table serve
 // a limiter segment and the hybrid tier's lease pool (src/redis/lease_pool.hpp),
 // and each refuses the other by name rather than as "bad magic".
-inline constexpr u64 kLeasePoolMagic = 0x455341454c4d4853ULL;  // "SHMLEASE" read as little-endian bytes
+inline constexpr u64 kLeasePoolMagic =
+    0x455341454c4d4853ULL;  // "SHMLEASE" read as little-endian bytes
 enum class SegmentKind : u32 {
   kLimiter = 0,    // a Limiter's segment (kMagic)
   kLeasePool = 1,  // a HybridLimiter's NAME.lease (kLeasePoolMagic)
 };
-inline constexpr u64 magic_of(SegmentKind kind) { return kind == SegmentKind::kLeasePool ? kLeasePoolMagic : kMagic; }
+inline constexpr u64 magic_of(SegmentKind kind) {
+  return kind == SegmentKind::kLeasePool ? kLeasePoolMagic : kMagic;
+}
 inline constexpr const char* describe(SegmentKind kind) {
-  return kind == SegmentKind::kLeasePool ? "a hybrid lease pool (HybridLimiter's NAME.lease)" : "a limiter segment";
+  return kind == SegmentKind::kLeasePool ? "a hybrid lease pool (HybridLimiter's NAME.lease)"
+                                         : "a limiter segment";
 }
 // 2: lease records, sliding-log region; 3: retired policy entries, counter blocks
 inline constexpr u32 kLayoutVersion = 3;
@@ -50,8 +57,9 @@ inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
 inline constexpr u32 kSlotHeadBytes = 40;    // meta, word, owner, admitted, denied
 inline constexpr u32 kMinCapacity = 16;
 inline constexpr u32 kMaxCapacity = 1u << 28;
-inline constexpr u32 kLeaseRecords = 64;     // lease records per process registry entry (bits of LeaseArea::used)
-inline constexpr u32 kCounterBlocks = 512;   // per-policy counter blocks (block 0 = shared overflow)
+inline constexpr u32 kLeaseRecords =
+    64;  // lease records per process registry entry (bits of LeaseArea::used)
+inline constexpr u32 kCounterBlocks = 512;  // per-policy counter blocks (block 0 = shared overflow)
 
 /// Init states of Header::init_state.
 inline constexpr u32 kInitZero = 0;   // freshly truncated, creator still writing
@@ -61,27 +69,27 @@ inline constexpr u32 kInitReady = 2;  // every field valid (release-published)
 // Header: one page at offset 0.
 struct alignas(64) Header {
   // Identity, written once by the creator before init_state is published.
-  AtomicU64 magic;                // kMagic
-  u32 layout_version;             // kLayoutVersion
-  u32 header_bytes;               // sizeof(Header)
-  u64 fingerprint;                // layout_fingerprint()
-  u32 capacity;                   // slots, a power of two
-  u32 slot_bytes;                 // 64, 128 or 256
-  u32 max_probe;                  // longest probe sequence, in slots
-  u32 max_policies;               // kMaxPolicies
-  u32 max_processes;              // kMaxProcesses
+  AtomicU64 magic;     // kMagic
+  u32 layout_version;  // kLayoutVersion
+  u32 header_bytes;    // sizeof(Header)
+  u64 fingerprint;     // layout_fingerprint()
+  u32 capacity;        // slots, a power of two
+  u32 slot_bytes;      // 64, 128 or 256
+  u32 max_probe;       // longest probe sequence, in slots
+  u32 max_policies;    // kMaxPolicies
+  u32 max_processes;   // kMaxProcesses
   u32 creator_pid;
-  u64 total_bytes;                // size of the whole segment
-  u64 policy_offset;              // byte offset of PolicyEntry[max_policies]
-  u64 process_offset;             // byte offset of ProcessEntry[max_processes]
-  u64 slot_offset;                // byte offset of the slot array
-  std::int64_t epoch_mono_ns;     // CLOCK_MONOTONIC at creation: time 0 of every bucket
-  std::int64_t created_unix_ns;   // CLOCK_REALTIME at creation (display only)
-  u64 hash_seed;                  // random, per segment: keys hash differently per segment
-  AtomicU32 init_state;           // kInitZero -> kInitReady (release)
-  u32 log_entries;                // sliding-log entries per slot, 0 .. kMaxLogEntries (0: no log region)
-  u64 lease_offset;               // byte offset of LeaseArea[max_processes]
-  u64 log_offset;                 // byte offset of the sliding-log region (capacity * log_entries words)
+  u64 total_bytes;               // size of the whole segment
+  u64 policy_offset;             // byte offset of PolicyEntry[max_policies]
+  u64 process_offset;            // byte offset of ProcessEntry[max_processes]
+  u64 slot_offset;               // byte offset of the slot array
+  std::int64_t epoch_mono_ns;    // CLOCK_MONOTONIC at creation: time 0 of every bucket
+  std::int64_t created_unix_ns;  // CLOCK_REALTIME at creation (display only)
+  u64 hash_seed;                 // random, per segment: keys hash differently per segment
+  AtomicU32 init_state;          // kInitZero -> kInitReady (release)
+  u32 log_entries;   // sliding-log entries per slot, 0 .. kMaxLogEntries (0: no log region)
+  u64 lease_offset;  // byte offset of LeaseArea[max_processes]
+  u64 log_offset;    // byte offset of the sliding-log region (capacity * log_entries words)
   // Serialises policy-table writers. 0 = free, else a ProcessToken; a dead
   // holder is detected and replaced (no lock a dead process can keep).
   alignas(64) AtomicU64 admin_owner;
@@ -130,17 +138,22 @@ struct PolicyState {
   static constexpr u64 kRetired = u64{1} << 63;
   static constexpr u64 kForwardShift = 56;
   static constexpr u64 kChangesMask = (u64{1} << 55) - 1;
-  static constexpr u64 make(u64 changes, u64 active) { return ((changes & kChangesMask) << 1) | (active & 1); }
+  static constexpr u64 make(u64 changes, u64 active) {
+    return ((changes & kChangesMask) << 1) | (active & 1);
+  }
   static constexpr u64 active(u64 s) { return s & 1; }
   static constexpr u64 changes(u64 s) { return (s >> 1) & kChangesMask; }
   static constexpr bool retired(u64 s) { return (s & kRetired) != 0; }
-  static constexpr std::uint32_t forward(u64 s) { return static_cast<std::uint32_t>((s >> kForwardShift) & 0x3F); }
+  static constexpr std::uint32_t forward(u64 s) {
+    return static_cast<std::uint32_t>((s >> kForwardShift) & 0x3F);
+  }
   static constexpr u64 retire(u64 s, std::uint32_t to) {
     return (s & ((u64{1} << kForwardShift) - 1)) | (u64{to & 0x3F} << kForwardShift) | kRetired;
   }
   // Bits no writer sets: bit 62, and forward on an entry that is not retired.
   static constexpr bool well_formed(u64 s) {
-    return s == 0 || (changes(s) >= 1 && (s & (u64{1} << 62)) == 0 && (retired(s) || (s >> kForwardShift) == 0));
+    return s == 0 || (changes(s) >= 1 && (s & (u64{1} << 62)) == 0 &&
+                      (retired(s) || (s >> kForwardShift) == 0));
   }
 };
 static_assert(kMaxPolicies <= 64, "a forward index has 6 bits");
@@ -223,7 +236,9 @@ struct Meta {
 struct Word {
   static constexpr u64 kPayloadBits = kStatePayloadBits;  // algorithms/state_word.hpp
   static constexpr u64 kPayloadMask = kStatePayloadMask;
-  static constexpr u64 make(u64 version, u64 payload) { return (version << 56) | (payload & kPayloadMask); }
+  static constexpr u64 make(u64 version, u64 payload) {
+    return (version << 56) | (payload & kPayloadMask);
+  }
   static constexpr u64 version(u64 w) { return w >> 56; }
   static constexpr u64 payload(u64 w) { return w & kPayloadMask; }
 };
@@ -286,7 +301,8 @@ struct alignas(128) CounterBlock {
 static_assert(sizeof(PolicyCounter) == 16 && sizeof(CounterBlock) == 128 + 16 * kMaxPolicies &&
                   offsetof(CounterBlock, counts) == 128,
               "counter block layout is part of the segment format");
-static_assert(sizeof(CounterBlock) % 128 == 0, "no two blocks share a cache line or an adjacent-line pair");
+static_assert(sizeof(CounterBlock) % 128 == 0,
+              "no two blocks share a cache line or an adjacent-line pair");
 
 // Sliding log: slot i owns log_entries words at log_offset + i * log_entries
 // * 8. An entry is version(8) << 56 | (t + 1): one admission at t ns since
@@ -300,7 +316,8 @@ static_assert(sizeof(CounterBlock) % 128 == 0, "no two blocks share a cache line
 // holds the protocol; doc/segment-format.md the bytes.
 inline constexpr u32 kDenialRingEntries = 1024;  // a power of two
 inline constexpr u32 kDenialKeyBytes = 80;       // key bytes kept per entry (the rest is cut)
-static_assert((kDenialRingEntries & (kDenialRingEntries - 1)) == 0, "ring index is ticket & (entries - 1)");
+static_assert((kDenialRingEntries & (kDenialRingEntries - 1)) == 0,
+              "ring index is ticket & (entries - 1)");
 struct alignas(64) DenialRingHead {
   AtomicU64 next;  // tickets handed out so far; entry of ticket t: t & (entries - 1)
   AtomicU64 reserved[7];
@@ -322,13 +339,15 @@ inline constexpr bool denial_seq_is_writing(u64 seq) { return (seq & 1) != 0; }
 inline constexpr u64 denial_seq_ticket(u64 seq) {  // a writing seq keeps t mod 2^41 only
   return denial_seq_is_writing(seq) ? (seq >> 1) & kDenialSeqTicketMask : seq / 2 - 1;
 }
-inline constexpr u32 denial_seq_writer(u64 seq) { return static_cast<u32>(seq >> kDenialSeqPidShift); }
+inline constexpr u32 denial_seq_writer(u64 seq) {
+  return static_cast<u32>(seq >> kDenialSeqPidShift);
+}
 static_assert(denial_seq_writer(denial_seq_writing(123, (1u << 22) - 1)) == (1u << 22) - 1 &&
                   denial_seq_ticket(denial_seq_writing(123, 77)) == 123 &&
                   denial_seq_ticket(denial_seq_complete(123)) == 123,
               "the largest Linux pid and the ticket survive the packing");
 struct alignas(64) DenialEntry {
-  AtomicU64 seq;  // see denial_seq_* above
+  AtomicU64 seq;             // see denial_seq_* above
   AtomicU64 time_ns;         // ns since the segment epoch (the decision's `now`)
   AtomicU64 info;            // bits 0-7 policy index, 8-15 Reason, 16-31 key length, 32-63 pid
   AtomicU64 cost;            // cost units asked for
@@ -336,23 +355,51 @@ struct alignas(64) DenialEntry {
   AtomicU64 reserved;
   AtomicU64 key[kDenialKeyBytes / 8];  // the first kDenialKeyBytes key bytes, NUL-padded
 };
-static_assert(sizeof(DenialRingHead) == 64 && sizeof(DenialEntry) == 128, "ring layout is part of the segment format");
-inline constexpr u64 kDenialRingBytes = sizeof(DenialRingHead) + u64{kDenialRingEntries} * sizeof(DenialEntry);
+static_assert(sizeof(DenialRingHead) == 64 && sizeof(DenialEntry) == 128,
+              "ring layout is part of the segment format");
+inline constexpr u64 kDenialRingBytes =
+    sizeof(DenialRingHead) + u64{kDenialRingEntries} * sizeof(DenialEntry);
 
 /// A fingerprint of every size, alignment and offset above. Two builds that
 /// disagree on any of them refuse each other's segments.
 constexpr u64 layout_fingerprint() {
   const u64 facts[] = {
-      kLayoutVersion, sizeof(Header), alignof(Header), offsetof(Header, init_state),
-      offsetof(Header, admin_owner), offsetof(Header, hash_seed), sizeof(PolicyEntry),
-      alignof(PolicyEntry), offsetof(PolicyEntry, params), sizeof(PolicyParams),
-      sizeof(ProcessEntry), sizeof(SlotHead), offsetof(SlotHead, word), offsetof(SlotHead, owner),
-      kMaxPolicies, kMaxProcesses, kPolicyNameBytes, Word::kPayloadBits,
-      offsetof(Header, log_entries), offsetof(Header, log_offset), sizeof(LeaseRecord), sizeof(LeaseArea),
-      kLeaseRecords, kMaxLogEntries,
-      kDenialRingEntries, kDenialKeyBytes, sizeof(DenialRingHead), sizeof(DenialEntry), offsetof(DenialEntry, key),
-      PolicyState::kRetired, PolicyState::kForwardShift,
-      kCounterBlocks, sizeof(CounterBlock), alignof(CounterBlock), offsetof(CounterBlock, counts), sizeof(PolicyCounter),
+      kLayoutVersion,
+      sizeof(Header),
+      alignof(Header),
+      offsetof(Header, init_state),
+      offsetof(Header, admin_owner),
+      offsetof(Header, hash_seed),
+      sizeof(PolicyEntry),
+      alignof(PolicyEntry),
+      offsetof(PolicyEntry, params),
+      sizeof(PolicyParams),
+      sizeof(ProcessEntry),
+      sizeof(SlotHead),
+      offsetof(SlotHead, word),
+      offsetof(SlotHead, owner),
+      kMaxPolicies,
+      kMaxProcesses,
+      kPolicyNameBytes,
+      Word::kPayloadBits,
+      offsetof(Header, log_entries),
+      offsetof(Header, log_offset),
+      sizeof(LeaseRecord),
+      sizeof(LeaseArea),
+      kLeaseRecords,
+      kMaxLogEntries,
+      kDenialRingEntries,
+      kDenialKeyBytes,
+      sizeof(DenialRingHead),
+      sizeof(DenialEntry),
+      offsetof(DenialEntry, key),
+      PolicyState::kRetired,
+      PolicyState::kForwardShift,
+      kCounterBlocks,
+      sizeof(CounterBlock),
+      alignof(CounterBlock),
+      offsetof(CounterBlock, counts),
+      sizeof(PolicyCounter),
   };
   u64 h = 0xcbf29ce484222325ULL;  // FNV-1a over the facts
   for (u64 f : facts) {
@@ -374,11 +421,11 @@ struct Geometry {
   u64 process_offset = 0;
   u64 slot_offset = 0;
   u64 total_bytes = 0;
-  u64 denials_offset = 0;  // DenialRingHead, then DenialEntry[kDenialRingEntries]
-  u32 log_entries = 0;     // sliding-log entries per slot
-  u64 lease_offset = 0;    // LeaseArea[kMaxProcesses]
-  u64 log_offset = 0;      // u64[capacity * log_entries]
-  u64 counters_offset = 0; // CounterBlock[kCounterBlocks]
+  u64 denials_offset = 0;   // DenialRingHead, then DenialEntry[kDenialRingEntries]
+  u32 log_entries = 0;      // sliding-log entries per slot
+  u64 lease_offset = 0;     // LeaseArea[kMaxProcesses]
+  u64 log_offset = 0;       // u64[capacity * log_entries]
+  u64 counters_offset = 0;  // CounterBlock[kCounterBlocks]
 
   static Geometry compute(u32 capacity, u32 slot_bytes, u32 max_probe, u32 log_entries = 0) {
     Geometry g;

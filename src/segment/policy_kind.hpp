@@ -45,7 +45,8 @@ struct PolicyKind {
       return "on_full (bits 8-15) is not 0 (allow) or 1 (deny)";
     }
     const std::uint64_t wait = (word >> 16) & 0xFF;
-    if (wait > static_cast<std::uint64_t>(LogWait::kDrf)) return "the wait mode (bits 16-23) is not 0 (exact) or 1 (drf)";
+    if (wait > static_cast<std::uint64_t>(LogWait::kDrf))
+      return "the wait mode (bits 16-23) is not 0 (exact) or 1 (drf)";
     if (wait != 0 && algorithm != static_cast<std::uint64_t>(Algorithm::kSlidingLog)) {
       return "a wait mode (bits 16-23) is set on an algorithm other than sliding_log";
     }
@@ -55,11 +56,14 @@ struct PolicyKind {
   static constexpr bool valid(std::uint64_t word) noexcept { return problem(word) == nullptr; }
 };
 
-static_assert(PolicyKind::valid(PolicyKind::pack({Algorithm::kSlidingLog, OnFull::kDeny, LogWait::kDrf})),
+static_assert(PolicyKind::valid(PolicyKind::pack({Algorithm::kSlidingLog, OnFull::kDeny,
+                                                  LogWait::kDrf})),
               "a sliding log with wait drf is a valid kind (issue 14, row 9)");
-static_assert(!PolicyKind::valid(PolicyKind::pack({Algorithm::kGcra, OnFull::kAllow, LogWait::kDrf})),
+static_assert(!PolicyKind::valid(PolicyKind::pack({Algorithm::kGcra, OnFull::kAllow,
+                                                   LogWait::kDrf})),
               "only the sliding log has a wait mode");
-static_assert(PolicyKind::unpack(PolicyKind::pack({Algorithm::kTokenBucket, OnFull::kDeny, LogWait::kExact}))
+static_assert(PolicyKind::unpack(PolicyKind::pack({Algorithm::kTokenBucket, OnFull::kDeny,
+                                                   LogWait::kExact}))
                       .algorithm == Algorithm::kTokenBucket,
               "unpack inverts pack");
 

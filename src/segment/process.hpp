@@ -43,7 +43,9 @@ inline bool pid_is_dead(std::uint32_t pid) {
   return token_is_dead((static_cast<ProcessToken>(pid) << 32) | kStartUnknown);
 }
 
-inline std::uint32_t token_pid(ProcessToken token) { return static_cast<std::uint32_t>(token >> 32); }
+inline std::uint32_t token_pid(ProcessToken token) {
+  return static_cast<std::uint32_t>(token >> 32);
+}
 inline std::uint32_t token_start(ProcessToken token) { return static_cast<std::uint32_t>(token); }
 
 }  // namespace shmlimit::detail

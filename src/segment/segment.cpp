@@ -44,7 +44,8 @@ std::string describe_user(uid_t uid) {
   passwd pw{};
   passwd* found = nullptr;
   char buf[2048];
-  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr && found->pw_name != nullptr) {
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr &&
+      found->pw_name != nullptr) {
     out += " (" + std::string(found->pw_name) + ")";
   }
   return out;
@@ -66,8 +67,10 @@ std::string human_bytes(std::uint64_t bytes) {
     ++u;
   }
   char buf[32];
-  if (u == 0) std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
-  else std::snprintf(buf, sizeof buf, v < 10 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
+  else
+    std::snprintf(buf, sizeof buf, v < 10 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
   return buf;
 }
 
@@ -82,14 +85,16 @@ const char* file_kind(mode_t mode) {
 }
 
 constexpr const char* kShareHint =
-    "if it is meant to be shared across users, say so with allow_other_users (Options::allow_other_users, "
+    "if it is meant to be shared across users, say so with allow_other_users "
+    "(Options::allow_other_users, "
     "`--allow-other-users`, `allow_other_users = true` in [segment]; see doc/design.md)";
 
 [[noreturn]] void throw_not_regular(const std::string& name, mode_t mode) {
-  throw Error(ErrorCode::kIncompatible, quoted(name) + " is " + file_kind(mode) +
-                                            ", not a regular file, so not a shmlimit segment; refused without "
-                                            "opening or waiting on it (remove " +
-                                            shm_path(name) + " if it should not be there)");
+  throw Error(ErrorCode::kIncompatible,
+              quoted(name) + " is " + file_kind(mode) +
+                  ", not a regular file, so not a shmlimit segment; refused without "
+                  "opening or waiting on it (remove " +
+                  shm_path(name) + " if it should not be there)");
 }
 
 /// The trust boundary: same effective uid, or root; never writable by 'other'.
@@ -100,33 +105,41 @@ void check_trust(const std::string& name, const struct stat& st, bool allow_othe
   // anyway); root itself trusts only root's: a segment owned by an
   // unprivileged user is one that user can truncate under root's workers.
   if (st.st_uid != me && st.st_uid != 0) {
-    throw Error(ErrorCode::kPermission, quoted(name) + " is owned by " + describe_user(st.st_uid) + " (mode " +
-                                            octal_mode(st.st_mode) + "), not by us (" + describe_user(me) +
-                                            "): refusing to share limits with another user, who could reset "
-                                            "or truncate them; " +
-                                            kShareHint);
+    throw Error(ErrorCode::kPermission,
+                quoted(name) + " is owned by " + describe_user(st.st_uid) + " (mode " +
+                    octal_mode(st.st_mode) + "), not by us (" + describe_user(me) +
+                    "): refusing to share limits with another user, who could reset "
+                    "or truncate them; " +
+                    kShareHint);
   }
   if ((st.st_mode & S_IWOTH) != 0) {
-    throw Error(ErrorCode::kPermission, quoted(name) + " is writable by every user (mode " + octal_mode(st.st_mode) +
-                                            ", owner " + describe_user(st.st_uid) +
-                                            "): anyone could reset or truncate it; recreate it with a mode such "
-                                            "as 0600 or 0660, or " +
-                                            kShareHint);
+    throw Error(ErrorCode::kPermission,
+                quoted(name) + " is writable by every user (mode " + octal_mode(st.st_mode) +
+                    ", owner " + describe_user(st.st_uid) +
+                    "): anyone could reset or truncate it; recreate it with a mode such "
+                    "as 0600 or 0660, or " +
+                    kShareHint);
   }
 }
 
 [[noreturn]] void throw_system(const std::string& name, const char* action, int err) {
   switch (err) {
     case ENOENT:
-      throw Error(ErrorCode::kNotFound, quoted(name) + " does not exist (create it first, e.g. `shmlimit create " + name + "`)");
+      throw Error(
+          ErrorCode::kNotFound,
+          quoted(name) + " does not exist (create it first, e.g. `shmlimit create " + name + "`)");
     case EEXIST:
-      throw Error(ErrorCode::kExists, quoted(name) + " already exists (open it, or remove it with `shmlimit rm " + name + "`)");
+      throw Error(
+          ErrorCode::kExists,
+          quoted(name) + " already exists (open it, or remove it with `shmlimit rm " + name + "`)");
     case EACCES:
     case EPERM:
-      throw Error(ErrorCode::kPermission, "permission denied to " + std::string(action) + " " + quoted(name) +
-                                              " (check its owner and mode in /dev/shm" + name + ")");
+      throw Error(ErrorCode::kPermission,
+                  "permission denied to " + std::string(action) + " " + quoted(name) +
+                      " (check its owner and mode in /dev/shm" + name + ")");
     default:
-      throw Error(ErrorCode::kSystem, "cannot " + std::string(action) + " " + quoted(name) + ": " + std::strerror(err));
+      throw Error(ErrorCode::kSystem,
+                  "cannot " + std::string(action) + " " + quoted(name) + ": " + std::strerror(err));
   }
 }
 
@@ -134,10 +147,14 @@ int native_error(const bip::interprocess_exception& e) {
   const int err = e.get_native_error();
   if (err != 0) return err;
   switch (e.get_error_code()) {
-    case bip::already_exists_error: return EEXIST;
-    case bip::not_found_error: return ENOENT;
-    case bip::security_error: return EACCES;
-    default: return EIO;
+    case bip::already_exists_error:
+      return EEXIST;
+    case bip::not_found_error:
+      return ENOENT;
+    case bip::security_error:
+      return EACCES;
+    default:
+      return EIO;
   }
 }
 
@@ -150,25 +167,30 @@ std::uint32_t round_up_pow2(std::uint64_t v) {
 std::uint64_t random_seed() {
   std::uint64_t seed = 0;
   if (::getrandom(&seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed)) {
-    seed = static_cast<std::uint64_t>(monotonic_ns()) * 0x9E3779B97F4A7C15ULL ^ static_cast<std::uint64_t>(::getpid());
+    seed = static_cast<std::uint64_t>(monotonic_ns()) * 0x9E3779B97F4A7C15ULL ^
+           static_cast<std::uint64_t>(::getpid());
   }
   return seed;
 }
 
 void check_options(const Options& o) {
   if (o.capacity > kMaxCapacity) {
-    throw Error(ErrorCode::kInvalidArgument, "capacity " + std::to_string(o.capacity) + " is larger than the maximum " +
+    throw Error(ErrorCode::kInvalidArgument, "capacity " + std::to_string(o.capacity) +
+                                                 " is larger than the maximum " +
                                                  std::to_string(kMaxCapacity));
   }
   if (o.slot_bytes != 64 && o.slot_bytes != 128 && o.slot_bytes != 256) {
-    throw Error(ErrorCode::kInvalidArgument, "slot_bytes must be 64, 128 or 256, not " + std::to_string(o.slot_bytes));
+    throw Error(ErrorCode::kInvalidArgument,
+                "slot_bytes must be 64, 128 or 256, not " + std::to_string(o.slot_bytes));
   }
   if (o.log_entries > kMaxLogEntries) {
-    throw Error(ErrorCode::kInvalidArgument, "log_entries must be at most " + std::to_string(kMaxLogEntries) + ", not " +
+    throw Error(ErrorCode::kInvalidArgument, "log_entries must be at most " +
+                                                 std::to_string(kMaxLogEntries) + ", not " +
                                                  std::to_string(o.log_entries));
   }
   if (o.max_probe < 1 || o.max_probe > 1024) {
-    throw Error(ErrorCode::kInvalidArgument, "max_probe must be between 1 and 1024, not " + std::to_string(o.max_probe));
+    throw Error(ErrorCode::kInvalidArgument,
+                "max_probe must be between 1 and 1024, not " + std::to_string(o.max_probe));
   }
 }
 
@@ -176,10 +198,11 @@ void check_options(const Options& o) {
 /// refused by every later open (check_trust), so it is refused here first.
 void check_create_mode(const Options& o) {
   if ((o.mode & S_IWOTH) != 0 && !o.allow_other_users) {
-    throw Error(ErrorCode::kInvalidArgument, "mode " + octal_mode(o.mode) +
-                                                 " makes the segment writable by every user, who could reset or "
-                                                 "truncate it; use 0600 or 0660, or " +
-                                                 kShareHint);
+    throw Error(ErrorCode::kInvalidArgument,
+                "mode " + octal_mode(o.mode) +
+                    " makes the segment writable by every user, who could reset or "
+                    "truncate it; use 0600 or 0660, or " +
+                    kShareHint);
   }
 }
 
@@ -187,8 +210,8 @@ void check_create_mode(const Options& o) {
 std::string more_room(std::uint64_t needed_total) {
   constexpr std::uint64_t kMiB = 1024 * 1024;
   const std::string mib = std::to_string((needed_total + kMiB - 1) / kMiB + 1);
-  return "give /dev/shm more room (Docker: `--shm-size=" + mib + "m`; otherwise `mount -o remount,size=" + mib +
-         "M /dev/shm`)";
+  return "give /dev/shm more room (Docker: `--shm-size=" + mib +
+         "m`; otherwise `mount -o remount,size=" + mib + "M /dev/shm`)";
 }
 
 /// Reserves every byte of the new segment's file (fd), so that no page
@@ -197,28 +220,32 @@ std::string more_room(std::uint64_t needed_total) {
 /// Error(kNoSpace) naming the bytes needed and available and the cure. The
 /// caller removes the file on any throw.
 void reserve_every_byte(int fd, const std::string& name, std::uint64_t bytes) {
-  const std::string needs =
-      "cannot create " + quoted(name) + ": it needs " + std::to_string(bytes) + " bytes (" + human_bytes(bytes) + ")";
+  const std::string needs = "cannot create " + quoted(name) + ": it needs " +
+                            std::to_string(bytes) + " bytes (" + human_bytes(bytes) + ")";
   struct statvfs fs {};
   const bool have_fs = ::fstatvfs(fd, &fs) == 0;
-  const std::uint64_t fs_total = have_fs ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+  const std::uint64_t fs_total =
+      have_fs ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
   const std::uint64_t fs_used =
       have_fs ? (static_cast<std::uint64_t>(fs.f_blocks) - fs.f_bfree) * fs.f_frsize : 0;
   struct sysinfo si {};
   const std::uint64_t memory =
-      ::sysinfo(&si) == 0 ? (static_cast<std::uint64_t>(si.totalram) + si.totalswap) * si.mem_unit : 0;
+      ::sysinfo(&si) == 0 ? (static_cast<std::uint64_t>(si.totalram) + si.totalswap) * si.mem_unit
+                          : 0;
   // Refused up front: more than RAM + swap, which bound any tmpfs, or than
   // the file system's size (tmpfs "size="; 0 when unlimited).
   if (memory != 0 && bytes > memory) {
-    throw Error(ErrorCode::kNoSpace, needs + " but this machine's RAM + swap is " + std::to_string(memory) +
-                                         " bytes (" + human_bytes(memory) +
-                                         "), so it can never hold it; ask for a smaller capacity (or fewer "
-                                         "log_entries)");
+    throw Error(ErrorCode::kNoSpace,
+                needs + " but this machine's RAM + swap is " + std::to_string(memory) + " bytes (" +
+                    human_bytes(memory) +
+                    "), so it can never hold it; ask for a smaller capacity (or fewer "
+                    "log_entries)");
   }
   if (fs_total != 0 && bytes > fs_total) {
-    throw Error(ErrorCode::kNoSpace, needs + " but the file system of /dev/shm holds at most " +
-                                         std::to_string(fs_total) + " bytes (" + human_bytes(fs_total) + "); " +
-                                         more_room(fs_used + bytes) + " or ask for a smaller capacity");
+    throw Error(ErrorCode::kNoSpace,
+                needs + " but the file system of /dev/shm holds at most " +
+                    std::to_string(fs_total) + " bytes (" + human_bytes(fs_total) + "); " +
+                    more_room(fs_used + bytes) + " or ask for a smaller capacity");
   }
   int err = 0;
   do {
@@ -229,10 +256,13 @@ void reserve_every_byte(int fd, const std::string& name, std::uint64_t bytes) {
   // posix_fallocate on tmpfs gives back what it allocated when it fails, so
   // the free space now is what was free before.
   const bool again = ::fstatvfs(fd, &fs) == 0;
-  const std::uint64_t free_bytes = again ? static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize : 0;
-  const std::uint64_t used = again ? (static_cast<std::uint64_t>(fs.f_blocks) - fs.f_bfree) * fs.f_frsize : 0;
-  throw Error(ErrorCode::kNoSpace, needs + " but /dev/shm has " + std::to_string(free_bytes) + " bytes (" +
-                                       human_bytes(free_bytes) + ") free; " + more_room(used + bytes) +
+  const std::uint64_t free_bytes =
+      again ? static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize : 0;
+  const std::uint64_t used =
+      again ? (static_cast<std::uint64_t>(fs.f_blocks) - fs.f_bfree) * fs.f_frsize : 0;
+  throw Error(ErrorCode::kNoSpace, needs + " but /dev/shm has " + std::to_string(free_bytes) +
+                                       " bytes (" + human_bytes(free_bytes) + ") free; " +
+                                       more_room(used + bytes) +
                                        ", remove unused segments, or ask for a smaller capacity");
 }
 
@@ -265,7 +295,8 @@ SegmentFile SegmentFile::open(const std::string& name, bool read_only, bool allo
   // opened (opening a device can have effects of its own). The fstat below
   // is the check that counts: it is of the file we actually opened.
   struct stat st {};
-  if (::lstat(shm_path(name).c_str(), &st) == 0 && !S_ISREG(st.st_mode)) throw_not_regular(name, st.st_mode);
+  if (::lstat(shm_path(name).c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw_not_regular(name, st.st_mode);
   // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
   // O_NOFOLLOW: a symlink planted at the name is ELOOP, not followed.
   const int flags = (read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC;
@@ -293,21 +324,24 @@ std::string Segment::size_problem() const {
   if (mapping_ == nullptr || ::fstat(mapping_->fd(), &st) != 0) return {};
   const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
   if (file_bytes == size_) return {};
-  return "the file is " + std::to_string(file_bytes) + " bytes but the segment maps " + std::to_string(size_) +
-         (file_bytes < size_ ? " (truncated while in use: the pages past its end raise SIGBUS when touched)"
-                             : " (resized while in use)");
+  return "the file is " + std::to_string(file_bytes) + " bytes but the segment maps " +
+         std::to_string(size_) +
+         (file_bytes < size_
+              ? " (truncated while in use: the pages past its end raise SIGBUS when touched)"
+              : " (resized while in use)");
 }
 
 void Segment::check_name(const std::string& name) {
   const auto bad = [&](const std::string& why) {
     throw Error(ErrorCode::kInvalidArgument, "invalid segment name \"" + name + "\": " + why);
   };
-  if (name.size() < 2 || name[0] != '/') bad("it must start with '/' and have at least one more character, e.g. /myapp");
+  if (name.size() < 2 || name[0] != '/')
+    bad("it must start with '/' and have at least one more character, e.g. /myapp");
   if (name.size() > 201) bad("it is longer than 200 characters after the '/'");
   for (std::size_t i = 1; i < name.size(); ++i) {
     const char c = name[i];
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '.' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
     if (!ok) bad("character " + std::to_string(i + 1) + " is not one of A-Z a-z 0-9 _ . -");
   }
   if (name == "/." || name == "/..") bad("it is not a file name");
@@ -324,16 +358,18 @@ std::string kind_problem(std::uint64_t magic, SegmentKind kind) {
       return std::string("it is ") + describe(other) + ", not " + describe(kind);
     }
   }
-  return kind == SegmentKind::kLimiter ? "it is not a shmlimit segment (bad magic)"
-                                       : std::string("it is not ") + describe(kind) + " (bad magic)";
+  return kind == SegmentKind::kLimiter
+             ? "it is not a shmlimit segment (bad magic)"
+             : std::string("it is not ") + describe(kind) + " (bad magic)";
 }
 
 }  // namespace
 
-std::string Segment::validate(const std::byte* base, std::size_t size, std::uint32_t expected_capacity,
-                              Geometry* out, SegmentKind kind) {
+std::string Segment::validate(const std::byte* base, std::size_t size,
+                              std::uint32_t expected_capacity, Geometry* out, SegmentKind kind) {
   if (size < sizeof(Header)) {
-    return "it is " + std::to_string(size) + " bytes, smaller than a header (" + std::to_string(sizeof(Header)) + ")";
+    return "it is " + std::to_string(size) + " bytes, smaller than a header (" +
+           std::to_string(sizeof(Header)) + ")";
   }
   const auto& h = *reinterpret_cast<const Header*>(base);
   const std::uint64_t magic = h.magic.load(std::memory_order_acquire);
@@ -342,38 +378,44 @@ std::string Segment::validate(const std::byte* base, std::size_t size, std::uint
   if (h.layout_version != kLayoutVersion) {
     // An older segment is not migrated in place (its regions would move
     // under the workers that map it): it is refused, with the cure.
-    return "its layout version is " + std::to_string(h.layout_version) + ", this library reads version " +
-           std::to_string(kLayoutVersion) +
+    return "its layout version is " + std::to_string(h.layout_version) +
+           ", this library reads version " + std::to_string(kLayoutVersion) +
            (h.layout_version < kLayoutVersion
-                ? " (it was created by an older shmlimit: stop its users, remove it with `shmlimit rm` and let "
+                ? " (it was created by an older shmlimit: stop its users, remove it with `shmlimit "
+                  "rm` and let "
                   "them create it again, or `shmlimit export` its buckets first and `import` them)"
                 : " (it was created by a newer shmlimit)");
   }
   if (h.fingerprint != layout_fingerprint() || h.header_bytes != sizeof(Header)) {
     return "its layout fingerprint differs from this build's (built with other struct sizes)";
   }
-  if (h.capacity < kMinCapacity || h.capacity > kMaxCapacity || (h.capacity & (h.capacity - 1)) != 0) {
-    return "corrupt header: its capacity " + std::to_string(h.capacity) + " is not a power of two in range";
+  if (h.capacity < kMinCapacity || h.capacity > kMaxCapacity ||
+      (h.capacity & (h.capacity - 1)) != 0) {
+    return "corrupt header: its capacity " + std::to_string(h.capacity) +
+           " is not a power of two in range";
   }
   if (h.slot_bytes != 64 && h.slot_bytes != 128 && h.slot_bytes != 256) {
-    return "corrupt header: its slot size " + std::to_string(h.slot_bytes) + " is not 64, 128 or 256";
+    return "corrupt header: its slot size " + std::to_string(h.slot_bytes) +
+           " is not 64, 128 or 256";
   }
   if (h.max_probe < 1 || h.max_probe > 1024 || h.max_probe > h.capacity) {
     return "corrupt header: its max_probe " + std::to_string(h.max_probe) + " is out of range";
   }
-  if (h.max_policies != kMaxPolicies || h.max_processes != kMaxProcesses) return "its table sizes differ from this build's";
+  if (h.max_policies != kMaxPolicies || h.max_processes != kMaxProcesses)
+    return "its table sizes differ from this build's";
   if (h.log_entries > kMaxLogEntries) {
     return "corrupt header: its log_entries " + std::to_string(h.log_entries) + " is out of range";
   }
   const Geometry g = Geometry::compute(h.capacity, h.slot_bytes, h.max_probe, h.log_entries);
-  if (h.policy_offset != g.policy_offset || h.process_offset != g.process_offset || h.slot_offset != g.slot_offset ||
-      h.total_bytes != g.total_bytes || h.lease_offset != g.lease_offset || h.log_offset != g.log_offset) {
+  if (h.policy_offset != g.policy_offset || h.process_offset != g.process_offset ||
+      h.slot_offset != g.slot_offset || h.total_bytes != g.total_bytes ||
+      h.lease_offset != g.lease_offset || h.log_offset != g.log_offset) {
     return "its offsets contradict its capacity (corrupt header)";
   }
   if (std::string why = epoch_problem(h.epoch_mono_ns); !why.empty()) return why;
   if (size != g.total_bytes) {
-    return "it is " + std::to_string(size) + " bytes but its header says " + std::to_string(g.total_bytes) +
-           " (truncated or resized)";
+    return "it is " + std::to_string(size) + " bytes but its header says " +
+           std::to_string(g.total_bytes) + " (truncated or resized)";
   }
   if (expected_capacity != 0 && round_up_pow2(expected_capacity) != h.capacity) {
     return "its capacity is " + std::to_string(h.capacity) + " slots, not the " +
@@ -388,10 +430,12 @@ std::string Segment::epoch_problem(std::int64_t epoch_mono_ns) {
   if (epoch_mono_ns <= now) return {};
   // Whole ms, rounded up: "0 ms in the future" would read as no problem.
   const std::int64_t ahead_ms = (epoch_mono_ns - now) / 1'000'000 + 1;
-  return "corrupt header: its epoch (CLOCK_MONOTONIC " + std::to_string(epoch_mono_ns) + " ns) is " +
-         std::to_string(ahead_ms) +
-         " ms in the future, so every bucket's clock would stand still at 0 (the header was overwritten, or "
-         "this process runs in another time namespace); it cannot be repaired while processes use it: stop "
+  return "corrupt header: its epoch (CLOCK_MONOTONIC " + std::to_string(epoch_mono_ns) +
+         " ns) is " + std::to_string(ahead_ms) +
+         " ms in the future, so every bucket's clock would stand still at 0 (the header was "
+         "overwritten, or "
+         "this process runs in another time namespace); it cannot be repaired while processes use "
+         "it: stop "
          "them, remove it with `shmlimit rm` and let them create it again";
 }
 
@@ -402,9 +446,10 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
   // Capacity 0 means "any" to an open; a segment to create needs a size
   // (0 once silently became 65536). open_or_create(0) may still open.
   const auto no_capacity = [&] {
-    return Error(ErrorCode::kInvalidArgument, "cannot create " + quoted(options.name) +
-                                                  " with capacity 0: a new segment needs at least 1 slot "
-                                                  "(Options::capacity 0 means any capacity to an open only)");
+    return Error(ErrorCode::kInvalidArgument,
+                 "cannot create " + quoted(options.name) +
+                     " with capacity 0: a new segment needs at least 1 slot "
+                     "(Options::capacity 0 means any capacity to an open only)");
   };
   if (mode == Mode::kCreate && options.capacity == 0) throw no_capacity();
   const std::string& name = options.name;
@@ -412,7 +457,8 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
   seg->name_ = name;
   seg->read_only_ = options.read_only;
   if (options.read_only && mode != Mode::kOpen) {
-    throw Error(ErrorCode::kReadOnly, "cannot create " + quoted(name) + " through a read-only handle");
+    throw Error(ErrorCode::kReadOnly,
+                "cannot create " + quoted(name) + " through a read-only handle");
   }
   const auto deadline = std::chrono::steady_clock::now() + options.open_timeout;
 
@@ -439,12 +485,14 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
         }
         const std::uint32_t capacity = round_up_pow2(options.capacity);
         const Geometry g =
-            Geometry::compute(capacity, options.slot_bytes, std::min(options.max_probe, capacity), options.log_entries);
+            Geometry::compute(capacity, options.slot_bytes, std::min(options.max_probe, capacity),
+                              options.log_entries);
         // Until kInitReady is published the file is ours alone: any failure
         // removes it, so a failed create leaves nothing behind.
         try {
           reserve_every_byte(m->fd(), name, g.total_bytes);
-          m->region = bip::mapped_region(m->shm, bip::read_write, 0, static_cast<std::size_t>(g.total_bytes));
+          m->region = bip::mapped_region(m->shm, bip::read_write, 0,
+                                         static_cast<std::size_t>(g.total_bytes));
         } catch (const bip::interprocess_exception& e) {
           bip::shared_memory_object::remove(name.c_str());
           throw_system(name, "map", native_error(e));
@@ -492,7 +540,8 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
       try {
         m->file = SegmentFile::open(name, options.read_only, options.allow_other_users);
       } catch (const Error& e) {
-        if (e.code() == ErrorCode::kNotFound && mode == Mode::kOpenOrCreate) continue;  // removed between tries
+        if (e.code() == ErrorCode::kNotFound && mode == Mode::kOpenOrCreate)
+          continue;  // removed between tries
         throw;
       }
       // Wait for the creator: first for the size, then for kInitReady.
@@ -508,8 +557,9 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
         // header: no page past its end is ever touched (that is a SIGBUS).
         if (size >= sizeof(Header)) {
           try {
-            m->region = bip::mapped_region(m->file, options.read_only ? bip::read_only : bip::read_write, 0,
-                                           static_cast<std::size_t>(size));
+            m->region =
+                bip::mapped_region(m->file, options.read_only ? bip::read_only : bip::read_write, 0,
+                                   static_cast<std::size_t>(size));
           } catch (const bip::interprocess_exception& e) {
             throw_system(name, "map", native_error(e));
           }
@@ -517,34 +567,44 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
           const auto& h = *reinterpret_cast<const Header*>(base);
           const std::uint64_t magic = h.magic.load(std::memory_order_acquire);
           if (magic != 0 && magic != magic_of(kind)) {
-            throw Error(ErrorCode::kIncompatible, "cannot use " + quoted(name) + ": " + kind_problem(magic, kind));
+            throw Error(ErrorCode::kIncompatible,
+                        "cannot use " + quoted(name) + ": " + kind_problem(magic, kind));
           }
           // Acquire pairs with the creator's release store of kInitReady.
-          if (magic == magic_of(kind) && h.init_state.load(std::memory_order_acquire) == kInitReady) {
+          if (magic == magic_of(kind) &&
+              h.init_state.load(std::memory_order_acquire) == kInitReady) {
             // validate() compares the mapped size (the file's, above) with
             // the header's total_bytes before anything past the header is read.
-            std::string why = validate(base, m->region.get_size(), options.capacity, &seg->geo_, kind);
-            if (why.empty() && static_cast<std::uint64_t>(m->file.status().st_size) < seg->geo_.total_bytes) {
-              why = "it was truncated while being opened (the file is shorter than its header says)";
+            std::string why =
+                validate(base, m->region.get_size(), options.capacity, &seg->geo_, kind);
+            if (why.empty() &&
+                static_cast<std::uint64_t>(m->file.status().st_size) < seg->geo_.total_bytes) {
+              why =
+                  "it was truncated while being opened (the file is shorter than its header says)";
             }
             if (!why.empty()) {
               const bool corrupt = why.find("corrupt") != std::string::npos;
-              throw Error(corrupt ? ErrorCode::kCorrupt : ErrorCode::kIncompatible, "cannot use " + quoted(name) + ": " + why);
+              throw Error(corrupt ? ErrorCode::kCorrupt : ErrorCode::kIncompatible,
+                          "cannot use " + quoted(name) + ": " + why);
             }
             break;
           }
           m->region = bip::mapped_region();
         }
         if (std::chrono::steady_clock::now() > deadline) {
-          throw Error(ErrorCode::kTimeout, quoted(name) + " was not initialised within " +
-                                               std::to_string(options.open_timeout.count()) +
-                                               " ms (its creator may have died; remove it with `shmlimit rm " + name + "`)");
+          throw Error(ErrorCode::kTimeout,
+                      quoted(name) + " was not initialised within " +
+                          std::to_string(options.open_timeout.count()) +
+                          " ms (its creator may have died; remove it with `shmlimit rm " + name +
+                          "`)");
         }
         std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
       if (removed) {
         if (mode == Mode::kOpenOrCreate) continue;
-        throw Error(ErrorCode::kNotFound, quoted(name) + " was removed while waiting for its creator (its create may have failed)");
+        throw Error(ErrorCode::kNotFound,
+                    quoted(name) +
+                        " was removed while waiting for its creator (its create may have failed)");
       }
     }
     seg->base_ = static_cast<std::byte*>(m->region.get_address());

@@ -109,8 +109,9 @@ class Segment {
   /// empty string when valid, else the reason. Reads, never writes; safe on
   /// any bytes (the fuzz target and `shmlimit check` use it directly).
   /// A segment of another kind than `kind` is invalid, and the reason names it.
-  static std::string validate(const std::byte* base, std::size_t size, std::uint32_t expected_capacity,
-                              Geometry* out, SegmentKind kind = SegmentKind::kLimiter);
+  static std::string validate(const std::byte* base, std::size_t size,
+                              std::uint32_t expected_capacity, Geometry* out,
+                              SegmentKind kind = SegmentKind::kLimiter);
 
   /// Why `epoch_mono_ns` (Header::epoch_mono_ns) cannot be this segment's
   /// epoch, or an empty string: the creator read CLOCK_MONOTONIC, which is

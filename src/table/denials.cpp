@@ -23,7 +23,8 @@ bool writer_is_dead(u32 pid) noexcept { return pid_is_dead(pid); }
 
 DenialRing DenialRing::at(std::byte* base, const Geometry& geometry) noexcept {
   std::byte* p = base + geometry.denials_offset;
-  return DenialRing(reinterpret_cast<DenialRingHead*>(p), reinterpret_cast<DenialEntry*>(p + sizeof(DenialRingHead)));
+  return DenialRing(reinterpret_cast<DenialRingHead*>(p),
+                    reinterpret_cast<DenialEntry*>(p + sizeof(DenialRingHead)));
 }
 
 std::uint64_t DenialRing::next_ticket() const noexcept {
@@ -32,8 +33,8 @@ std::uint64_t DenialRing::next_ticket() const noexcept {
   return head_->next.load(std::memory_order_acquire);
 }
 
-void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reason, std::string_view key,
-                        std::uint64_t cost, Nanos retry_after) noexcept {
+void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reason,
+                        std::string_view key, std::uint64_t cost, Nanos retry_after) noexcept {
   // Relaxed: the ticket only chooses the entry; the entry's seq publishes
   // its content. This is the ring's one shared counter, touched on denials only.
   const u64 t = head_->next.fetch_add(1, std::memory_order_relaxed);
@@ -43,7 +44,8 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
   u64 s = e.seq.load(std::memory_order_relaxed);
   for (;;) {
     if (!denial_seq_is_writing(s)) {
-      if (s != 0 && denial_seq_ticket(s) >= t) return;  // a newer ticket completed here: we were lapped
+      if (s != 0 && denial_seq_ticket(s) >= t)
+        return;  // a newer ticket completed here: we were lapped
     } else {
       // How far our ticket is past the unfinished one (mod 2^41).
       const u64 ahead = (t - denial_seq_ticket(s)) & kDenialSeqTicketMask;
@@ -55,7 +57,9 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
       if (writer == self || !writer_is_dead(writer)) return;
     }
     // Relaxed: the release fence below orders this store before the fields.
-    if (e.seq.compare_exchange_weak(s, writing, std::memory_order_relaxed, std::memory_order_relaxed)) break;
+    if (e.seq.compare_exchange_weak(s, writing, std::memory_order_relaxed,
+                                    std::memory_order_relaxed))
+      break;
   }
   // Release fence: a reader that sees any field below also sees seq odd
   // (or newer) when it re-reads seq after its acquire fence.
@@ -63,10 +67,12 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
   const auto len = static_cast<u64>(std::min<std::size_t>(key.size(), 0xFFFF));
   const u64 pid = self;
   e.time_ns.store(static_cast<u64>(std::max<std::int64_t>(time_ns, 0)), std::memory_order_relaxed);
-  e.info.store(u64{policy & 0xFF} | (u64{static_cast<std::uint8_t>(reason)} << 8) | (len << 16) | (pid << 32),
+  e.info.store(u64{policy & 0xFF} | (u64{static_cast<std::uint8_t>(reason)} << 8) | (len << 16) |
+                   (pid << 32),
                std::memory_order_relaxed);
   e.cost.store(cost, std::memory_order_relaxed);
-  e.retry_after_ns.store(static_cast<u64>(std::max<Nanos::rep>(retry_after.count(), 0)), std::memory_order_relaxed);
+  e.retry_after_ns.store(static_cast<u64>(std::max<Nanos::rep>(retry_after.count(), 0)),
+                         std::memory_order_relaxed);
   // Each word loaded straight from the key (load_word_upto8 for the tail):
   // bytes copied into a stack buffer and read back as words stalled the
   // store-forwarding of every short key.
@@ -136,7 +142,8 @@ DenialRead DenialRing::read(std::uint64_t since) const {
     r.reason = static_cast<Reason>((info >> 8) & 0xFF);  // an unknown value prints as "unknown"
     r.key_len = static_cast<std::uint32_t>((info >> 16) & 0xFFFF);
     r.pid = static_cast<std::uint32_t>(info >> 32);
-    r.retry_after_ns = std::min<u64>(r.retry_after_ns, static_cast<u64>(std::numeric_limits<std::int64_t>::max()));
+    r.retry_after_ns =
+        std::min<u64>(r.retry_after_ns, static_cast<u64>(std::numeric_limits<std::int64_t>::max()));
     std::memcpy(r.key, words, kDenialKeyBytes);
     out.records.push_back(r);
   }

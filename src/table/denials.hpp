@@ -44,7 +44,7 @@ struct DenialRecord {
   std::int64_t time_ns = 0;  // ns since the segment epoch
   std::uint32_t policy = 0;  // < kMaxPolicies
   Reason reason = Reason::kOk;
-  std::uint32_t key_len = 0;   // the real key length (may exceed kDenialKeyBytes)
+  std::uint32_t key_len = 0;  // the real key length (may exceed kDenialKeyBytes)
   std::uint32_t pid = 0;
   std::uint64_t cost = 0;
   std::uint64_t retry_after_ns = 0;  // saturated at 2^63 - 1 ("never")
@@ -60,14 +60,15 @@ struct DenialRead {
 /// A ring inside a mapped segment (or any suitably aligned memory in tests).
 class DenialRing {
  public:
-  DenialRing(DenialRingHead* head, DenialEntry* entries) noexcept : head_(head), entries_(entries) {}
+  DenialRing(DenialRingHead* head, DenialEntry* entries) noexcept
+      : head_(head), entries_(entries) {}
   /// The ring at `geometry.denials_offset` of a segment mapped at `base`.
   static DenialRing at(std::byte* base, const Geometry& geometry) noexcept;
 
   /// Records one denial. Lock-free; never blocks, never fails (a record that
   /// cannot be placed is dropped and shows up as lost to readers).
-  void record(std::int64_t time_ns, std::uint32_t policy, Reason reason, std::string_view key, std::uint64_t cost,
-              Nanos retry_after) noexcept;
+  void record(std::int64_t time_ns, std::uint32_t policy, Reason reason, std::string_view key,
+              std::uint64_t cost, Nanos retry_after) noexcept;
 
   /// Copies the complete entries with tickets in [since, next). `since`
   /// beyond the newest ticket reads nothing and returns the current cursor.
@@ -76,7 +77,9 @@ class DenialRing {
   /// Tickets handed out so far.
   std::uint64_t next_ticket() const noexcept;
 
-  DenialEntry& entry(std::uint64_t ticket) const noexcept { return entries_[ticket & (kDenialRingEntries - 1)]; }
+  DenialEntry& entry(std::uint64_t ticket) const noexcept {
+    return entries_[ticket & (kDenialRingEntries - 1)];
+  }
 
  private:
   DenialRingHead* head_;

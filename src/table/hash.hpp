@@ -13,7 +13,8 @@ namespace shmlimit::detail {
 // Bytes [0, n) of `p` (n <= 8) as a little-endian word, zero-padded: at
 // most three loads and no loop, never reading outside [p, p + n). For n >= 4
 // two 4-byte loads overlap; the bytes they share are ORed with themselves.
-[[gnu::always_inline]] inline std::uint64_t load_word_upto8(const char* p, std::uint32_t n) noexcept {
+[[gnu::always_inline]] inline std::uint64_t load_word_upto8(const char* p,
+                                                            std::uint32_t n) noexcept {
   if (n >= 4) {
     std::uint32_t lo = 0, hi = 0;
     std::memcpy(&lo, p, 4);
@@ -21,7 +22,9 @@ namespace shmlimit::detail {
     return std::uint64_t{lo} | (std::uint64_t{hi} << (8 * (n - 4)));
   }
   if (n == 0) return 0;
-  const auto byte = [p](std::uint32_t i) { return std::uint64_t{static_cast<unsigned char>(p[i])}; };
+  const auto byte = [p](std::uint32_t i) {
+    return std::uint64_t{static_cast<unsigned char>(p[i])};
+  };
   return byte(0) | (byte(n / 2) << (8 * (n / 2))) | (byte(n - 1) << (8 * (n - 1)));
 }
 
@@ -33,8 +36,8 @@ inline std::uint64_t mum(std::uint64_t a, std::uint64_t b) {
 /// Hash of a key already packed into little-endian 64-bit words (the last
 /// one zero-padded), as the table stores it: one multiply-mix per word.
 /// PackedKey (table.hpp) is the one place keys are packed and hashed.
-inline std::uint64_t hash_words(std::uint64_t seed, std::uint32_t policy, const std::uint64_t* words,
-                                std::size_t nwords, std::size_t len) {
+inline std::uint64_t hash_words(std::uint64_t seed, std::uint32_t policy,
+                                const std::uint64_t* words, std::size_t nwords, std::size_t len) {
   constexpr std::uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL,
                           k2 = 0x8ebc6af09c88c6e3ULL, k3 = 0x589965cc75374cc3ULL;
   std::uint64_t h = mum(seed ^ k0, (static_cast<std::uint64_t>(policy) << 32 | len) ^ k1);

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "table/hash.hpp"
 #include "segment/segment.hpp"
+#include "table/hash.hpp"
 
 namespace shmlimit::detail {
 namespace {
@@ -26,7 +26,6 @@ Table::Table(std::byte* slots, const Geometry& g) noexcept
       slot_bytes_(g.slot_bytes),
       max_probe_(std::min(g.max_probe, g.capacity)),
       key_capacity_(g.key_capacity()) {}
-
 
 bool Table::wait_change(std::uint32_t index, std::uint64_t meta, std::int64_t deadline,
                         ClaimEvents* events) noexcept {
@@ -52,7 +51,8 @@ bool Table::repair_if_dead(std::uint32_t index, ClaimEvents* events) noexcept {
   if (owner == 0 || !token_is_dead(owner)) return false;
   // Take the dead process's token so no two repairers act at once.
   // Acquire on success: we read meta and word as the dead owner left them.
-  if (!h.owner.compare_exchange_strong(owner, self_token(), std::memory_order_acquire)) return false;
+  if (!h.owner.compare_exchange_strong(owner, self_token(), std::memory_order_acquire))
+    return false;
   const u64 m = h.meta.load(std::memory_order_acquire);
   const u64 w = h.word.load(std::memory_order_acquire);
   if (Meta::state(m) == kClaiming) {
@@ -77,7 +77,9 @@ bool Table::take_token(std::uint32_t index, ProcessToken me, ClaimEvents* events
   SlotHead& h = head(index);
   u64 expected = 0;
   // Acquire: we then read meta/word as the previous holder released them.
-  if (h.owner.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+  if (h.owner.compare_exchange_strong(expected, me, std::memory_order_acquire,
+                                      std::memory_order_relaxed))
+    return true;
   repair_if_dead(index, events);
   return false;
 }
@@ -86,7 +88,8 @@ void Table::write_key(std::uint32_t index, const PackedKey& key) noexcept {
   AtomicU64* kw = key_words(index);
   const std::uint32_t words = key_capacity_ / 8;
   // Relaxed: published by the release store of LIVE (invariant 1).
-  for (std::uint32_t i = 0; i < words; ++i) kw[i].store(i < key.nwords ? key.words[i] : 0, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < words; ++i)
+    kw[i].store(i < key.nwords ? key.words[i] : 0, std::memory_order_relaxed);
 }
 
 void Table::withdraw(std::uint32_t index, std::uint64_t gen) noexcept {
@@ -119,11 +122,21 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uin
       const u64 m = h.meta.load(std::memory_order_acquire);
       const u64 st = Meta::state(m);
       if (st == kEmpty) {
-        if (!have_cand) { cand = i; cand_d = d; cand_meta = m; have_cand = true; }
+        if (!have_cand) {
+          cand = i;
+          cand_d = d;
+          cand_meta = m;
+          have_cand = true;
+        }
         break;
       }
       if (st == kDead) {
-        if (!have_cand) { cand = i; cand_d = d; cand_meta = m; have_cand = true; }
+        if (!have_cand) {
+          cand = i;
+          cand_d = d;
+          cand_meta = m;
+          have_cand = true;
+        }
         continue;
       }
       if (st == kClaiming) {
@@ -139,13 +152,19 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uin
       // LIVE
       const Match r = match(i, m, key, out);
       if (r == Match::kYes) return ClaimResult::kFound;
-      if (r == Match::kChanged) { restart = true; continue; }
+      if (r == Match::kChanged) {
+        restart = true;
+        continue;
+      }
       if (!have_cand) {
         // Acquire: pairs with the release/acq_rel writes of the word.
         const u64 w = h.word.load(std::memory_order_acquire);
-        if (Word::version(w) == Meta::version(m) && reclaim.is_full(static_cast<std::uint32_t>(Meta::policy(m)),
-                                                                    Word::payload(w), now)) {
-          cand = i; cand_d = d; cand_meta = m; have_cand = true;
+        if (Word::version(w) == Meta::version(m) &&
+            reclaim.is_full(static_cast<std::uint32_t>(Meta::policy(m)), Word::payload(w), now)) {
+          cand = i;
+          cand_d = d;
+          cand_meta = m;
+          have_cand = true;
         }
       }
     }
@@ -155,7 +174,8 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uin
       bool repaired = false;
       for (std::uint32_t d = 0; d < max_probe_ && (saw_stale_claim || attempt == 0); ++d) {
         const std::uint32_t i = (home_index + d) & mask_;
-        if (head(i).owner.load(std::memory_order_relaxed) != 0) repaired |= repair_if_dead(i, events);
+        if (head(i).owner.load(std::memory_order_relaxed) != 0)
+          repaired |= repair_if_dead(i, events);
       }
       if (repaired) continue;
       return ClaimResult::kFull;
@@ -185,12 +205,13 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uin
     const u64 payload = fresh_payload & Word::kPayloadMask;
     // acq_rel: nothing this claim writes may move before the commit, and
     // the old key's last state is acquired.
-    if (!h.word.compare_exchange_strong(w, Word::make(gen & 0xFF, payload), std::memory_order_acq_rel,
-                                        std::memory_order_relaxed)) {
+    if (!h.word.compare_exchange_strong(w, Word::make(gen & 0xFF, payload),
+                                        std::memory_order_acq_rel, std::memory_order_relaxed)) {
       h.owner.store(0, std::memory_order_release);
       continue;
     }
-    h.meta.store(Meta::make(kClaiming, key.len, key.policy, key.fp, gen), std::memory_order_relaxed);
+    h.meta.store(Meta::make(kClaiming, key.len, key.policy, key.fp, gen),
+                 std::memory_order_relaxed);
     // Release fence: CLAIMING is visible before any key byte changes, so a
     // seqlock reader that sees new bytes also sees meta change.
     std::atomic_thread_fence(std::memory_order_release);
@@ -252,8 +273,9 @@ Table::ClaimResult Table::claim(const PackedKey& key, std::int64_t now, std::uin
   }
 }
 
-bool Table::read_consistent(std::uint32_t index, std::uint64_t* meta, std::uint64_t* word, char* key_out,
-                            std::uint64_t* admitted, std::uint64_t* denied) const noexcept {
+bool Table::read_consistent(std::uint32_t index, std::uint64_t* meta, std::uint64_t* word,
+                            char* key_out, std::uint64_t* admitted,
+                            std::uint64_t* denied) const noexcept {
   SlotHead& h = head(index);
   const AtomicU64* kw = key_words(index);
   for (int attempt = 0; attempt < 64; ++attempt) {
@@ -261,9 +283,11 @@ bool Table::read_consistent(std::uint32_t index, std::uint64_t* meta, std::uint6
     const u64 w = h.word.load(std::memory_order_relaxed);
     const u64 a = h.admitted.load(std::memory_order_relaxed);
     const u64 dn = h.denied.load(std::memory_order_relaxed);
-    const std::uint32_t len = std::min<std::uint32_t>(static_cast<std::uint32_t>(Meta::key_len(m)), key_capacity_);
+    const std::uint32_t len =
+        std::min<std::uint32_t>(static_cast<std::uint32_t>(Meta::key_len(m)), key_capacity_);
     u64 buf[PackedKey::kMaxWords] = {};
-    for (std::uint32_t i = 0; i < (len + 7) / 8; ++i) buf[i] = kw[i].load(std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < (len + 7) / 8; ++i)
+      buf[i] = kw[i].load(std::memory_order_relaxed);
     // Acquire fence: all loads above complete before meta is read again.
     std::atomic_thread_fence(std::memory_order_acquire);
     if (h.meta.load(std::memory_order_relaxed) != m) continue;
@@ -290,8 +314,8 @@ bool Table::release(std::uint32_t index, std::uint64_t meta, ClaimEvents* events
     u64 w = h.word.load(std::memory_order_acquire);
     // Commit as a reclaim does: every CAS prepared for this generation fails.
     if (Word::version(w) == Meta::version(meta) &&
-        h.word.compare_exchange_strong(w, Word::make((Meta::version(meta) + 1) & 0xFF, 0), std::memory_order_acq_rel,
-                                       std::memory_order_relaxed)) {
+        h.word.compare_exchange_strong(w, Word::make((Meta::version(meta) + 1) & 0xFF, 0),
+                                       std::memory_order_acq_rel, std::memory_order_relaxed)) {
       h.meta.store(Meta::make(kDead, 0, 0, 0, Meta::gen(meta) + 1), std::memory_order_release);
       done = true;
     }

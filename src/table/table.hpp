@@ -41,18 +41,17 @@
 //       a published slot keeps its key.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
-#include <bit>
 #include <cstring>
 #include <string_view>
 
-#include "table/hash.hpp"
-
 #include "segment/layout.hpp"
 #include "segment/process.hpp"
+#include "table/hash.hpp"
 
 namespace shmlimit::detail {
 
@@ -89,7 +88,8 @@ struct SlotRef {
 /// Says whether a live bucket may be reclaimed (it is full).
 class ReclaimPolicy {
  public:
-  virtual bool is_full(std::uint32_t policy, std::uint64_t payload, std::int64_t now) const noexcept = 0;
+  virtual bool is_full(std::uint32_t policy, std::uint64_t payload,
+                       std::int64_t now) const noexcept = 0;
 
  protected:
   ~ReclaimPolicy() = default;
@@ -127,15 +127,18 @@ class Table {
   Table(std::byte* slots, const Geometry& geometry) noexcept;
 
   SlotHead& head(std::uint32_t index) const noexcept {
-    return *reinterpret_cast<SlotHead*>(slots_ + static_cast<std::size_t>(index & mask_) * slot_bytes_);
+    return *reinterpret_cast<SlotHead*>(slots_ +
+                                        static_cast<std::size_t>(index & mask_) * slot_bytes_);
   }
   AtomicU64* key_words(std::uint32_t index) const noexcept {
-    return reinterpret_cast<AtomicU64*>(slots_ + static_cast<std::size_t>(index & mask_) * slot_bytes_ +
-                                        kSlotHeadBytes);
+    return reinterpret_cast<AtomicU64*>(
+        slots_ + static_cast<std::size_t>(index & mask_) * slot_bytes_ + kSlotHeadBytes);
   }
   std::uint32_t capacity() const noexcept { return capacity_; }
   std::uint32_t key_capacity() const noexcept { return key_capacity_; }
-  std::uint32_t home(std::uint64_t hash) const noexcept { return static_cast<std::uint32_t>(hash) & mask_; }
+  std::uint32_t home(std::uint64_t hash) const noexcept {
+    return static_cast<std::uint32_t>(hash) & mask_;
+  }
 
   /// The one way a live bucket's state changes after its claim: a CAS loop
   /// on the word of slot `index`, applying `step(payload) -> SlotStep` for
@@ -154,7 +157,8 @@ class Table {
   /// CAS reads with acquire whenever `Order` is stronger than relaxed.
   /// Lock-free: a CAS fails only because another writer's succeeded.
   template <std::memory_order Order = std::memory_order_relaxed, class Step>
-  UpdateResult update(std::uint32_t index, std::uint64_t version, std::uint64_t* word, Step&& step) const noexcept {
+  UpdateResult update(std::uint32_t index, std::uint64_t version, std::uint64_t* word,
+                      Step&& step) const noexcept {
     constexpr std::memory_order kOnFailure =
         Order == std::memory_order_relaxed ? std::memory_order_relaxed : std::memory_order_acquire;
     AtomicU64& w = head(index).word;
@@ -190,8 +194,9 @@ class Table {
   };
   /// Finds or inserts `key`. `now` decides which buckets are full; a new
   /// key's bucket starts at `fresh_payload` (a full bucket of its policy).
-  ClaimResult claim(const PackedKey& key, std::int64_t now, std::uint64_t fresh_payload, const ReclaimPolicy& reclaim,
-                    std::int64_t timeout_ns, SlotRef* out, ClaimEvents* events) noexcept;
+  ClaimResult claim(const PackedKey& key, std::int64_t now, std::uint64_t fresh_payload,
+                    const ReclaimPolicy& reclaim, std::int64_t timeout_ns, SlotRef* out,
+                    ClaimEvents* events) noexcept;
 
   /// Frees the slot of a live key (its bucket is forgotten: `reset`) if it
   /// still shows `meta`. Commits like a reclaim, so stale updates fail.
@@ -212,10 +217,12 @@ class Table {
   bool key_equal(std::uint32_t index, const PackedKey& key) const noexcept;
   // Is LIVE slot `index`, read as `meta`, the slot of `key`? kChanged: the
   // slot changed while being read; read it again.
-  Match match(std::uint32_t index, std::uint64_t meta, const PackedKey& key, SlotRef* out) const noexcept;
+  Match match(std::uint32_t index, std::uint64_t meta, const PackedKey& key,
+              SlotRef* out) const noexcept;
   void withdraw(std::uint32_t index, std::uint64_t gen) noexcept;
   // Waits until slot `index` no longer shows `meta`. false on timeout.
-  bool wait_change(std::uint32_t index, std::uint64_t meta, std::int64_t deadline, ClaimEvents* events) noexcept;
+  bool wait_change(std::uint32_t index, std::uint64_t meta, std::int64_t deadline,
+                   ClaimEvents* events) noexcept;
   bool take_token(std::uint32_t index, ProcessToken me, ClaimEvents* events) noexcept;
   void write_key(std::uint32_t index, const PackedKey& key) noexcept;
 
@@ -235,7 +242,8 @@ constexpr std::uint64_t identity_of(const PackedKey& key) {
   return Meta::identity(Meta::make(0, key.len, key.policy, key.fp, 0));
 }
 
-inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std::string_view key) noexcept
+inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index,
+                            std::string_view key) noexcept
     : len(static_cast<std::uint32_t>(std::min<std::size_t>(key.size(), kMaxWords * 8))),
       nwords((len + 7) / 8),
       policy(policy_index) {
@@ -255,13 +263,15 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std:
   } else {
     const std::uint32_t full = len / 8;
     for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
-    if (const std::uint32_t rest = len % 8; rest != 0) words[full] = load_word_upto8(p + 8 * full, rest);
+    if (const std::uint32_t rest = len % 8; rest != 0)
+      words[full] = load_word_upto8(p + 8 * full, rest);
   }
   hash = hash_words(seed, policy_index, words, nwords, len);
   fp = (hash >> 48) & 0xFFFF;
 }
 
-[[gnu::always_inline]] inline bool Table::key_equal(std::uint32_t index, const PackedKey& key) const noexcept {
+[[gnu::always_inline]] inline bool Table::key_equal(std::uint32_t index,
+                                                    const PackedKey& key) const noexcept {
   const AtomicU64* kw = key_words(index);
   // Relaxed: the caller validates the whole read by re-reading meta after
   // an acquire fence (seqlock read, invariant 1).
@@ -271,8 +281,9 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index, std:
   return true;
 }
 
-[[gnu::always_inline]] inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta, const PackedKey& key,
-                          SlotRef* out) const noexcept {
+[[gnu::always_inline]] inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta,
+                                                        const PackedKey& key,
+                                                        SlotRef* out) const noexcept {
   if (Meta::state(meta) != kLive || Meta::identity(meta) != identity_of(key)) return Match::kNo;
   SlotHead& h = head(index);
   const bool equal = key_equal(index, key);

@@ -503,14 +503,16 @@ static void test_http(shmlimit_limiter* l, uint32_t api) {
   /* A cost that can never fit: refused, but with no Retry-After and no
      number of seconds (it was "Retry-After: 9223372037"). */
   CHECK_STATUS(shmlimit_acquire(l, api, "erin", 4, 11, &d), SHMLIMIT_OK);
-  CHECK(d.allowed == 0 && d.reason == SHMLIMIT_REASON_COST_TOO_HIGH && d.retry_after_ns == INT64_MAX);
+  CHECK(d.allowed == 0 && d.reason == SHMLIMIT_REASON_COST_TOO_HIGH &&
+        d.retry_after_ns == INT64_MAX);
   shmlimit_http_options_init(&h);
   CHECK_STATUS(shmlimit_http_verdict(&d, &h, &v), SHMLIMIT_OK);
   CHECK(v.refuse == 1 && v.retry_after_s == 0);
   report.decision = d;
   CHECK_STATUS(shmlimit_http_headers(&d, &report, 1, &h, block, sizeof block, &len), SHMLIMIT_OK);
   CHECK(strstr(block, "Retry-After") == NULL && strstr(block, "9223372037") == NULL);
-  CHECK_STATUS(shmlimit_throttled_detail(d.retry_after_ns, detail, sizeof detail, &len), SHMLIMIT_OK);
+  CHECK_STATUS(shmlimit_throttled_detail(d.retry_after_ns, detail, sizeof detail, &len),
+               SHMLIMIT_OK);
   CHECK(strcmp(detail, "Request was throttled.") == 0);
 }
 

@@ -1,9 +1,8 @@
 // Links against an installed shmlimit found with find_package(shmlimit).
-#include <shmlimit/shmlimit.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <shmlimit/shmlimit.hpp>
 
 int main() {
   try {

@@ -34,7 +34,8 @@ class AlgorithmExactness : public ::testing::TestWithParam<Case> {};
 
 // Admissions per phase when one process tries `attempts` times per key at
 // each phase time: the reference the forked run must match.
-std::vector<std::uint64_t> sequential_reference(const Case& c, const std::vector<std::int64_t>& times) {
+std::vector<std::uint64_t> sequential_reference(const Case& c,
+                                                const std::vector<std::int64_t>& times) {
   ScopedName name("ref");
   Options o;
   o.name = name.str();
@@ -64,7 +65,8 @@ TEST_P(AlgorithmExactness, ForkedProcessesAdmitExactlyWhatOneProcessWould) {
   o.capacity = 256;
   o.claim_timeout = std::chrono::seconds(30);
   Limiter parent = Limiter::create(o);
-  const PolicyId id = parent.add_policy({"p", c.algorithm, parse_rate(c.rate), c.burst, OnFull::kDeny});
+  const PolicyId id =
+      parent.add_policy({"p", c.algorithm, parse_rate(c.rate), c.burst, OnFull::kDeny});
   Shared<PhaseClock> clock;
   Shared<std::atomic<std::uint64_t>> admitted(kPhases);
   Shared<std::atomic<std::uint64_t>> not_ok;

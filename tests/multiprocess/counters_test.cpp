@@ -112,7 +112,8 @@ TEST(Counters, ThreadsOfOneProcessCountExactly) {
   o.name = name.str();
   o.capacity = 1024;
   Limiter l = Limiter::create(o);
-  const PolicyId id = l.add_policy({"t", Algorithm::kGcra, parse_rate("100/day"), 100, OnFull::kDeny});
+  const PolicyId id =
+      l.add_policy({"t", Algorithm::kGcra, parse_rate("100/day"), 100, OnFull::kDeny});
   std::atomic<std::uint64_t> admitted{0}, denied{0};
   for (int round = 0; round < 3; ++round) {
     std::vector<std::thread> threads;
@@ -142,7 +143,8 @@ TEST(Counters, BlocksOfDeadProcessesAreTakenOverWithoutLosingCounts) {
   o.name = name.str();
   o.capacity = 1024;
   Limiter parent = Limiter::create(o);
-  const PolicyId id = parent.add_policy({"p", Algorithm::kGcra, parse_rate("1000000/s"), 1000, OnFull::kAllow});
+  const PolicyId id =
+      parent.add_policy({"p", Algorithm::kGcra, parse_rate("1000000/s"), 1000, OnFull::kAllow});
   constexpr int kProcesses = 700;  // more than the 511 blocks a process can own
   constexpr int kEach = 7;
   int failed = 0;
@@ -172,7 +174,8 @@ TEST(Counters, TotalsAfterSigkillsEqualTheCallersRecordsUpToTheDecisionsInFlight
   o.capacity = 64;
   o.max_probe = 16;
   Limiter parent = Limiter::create(o);
-  const PolicyId id = parent.add_policy({"k", Algorithm::kGcra, parse_rate("50/s"), 5, OnFull::kDeny});
+  const PolicyId id =
+      parent.add_policy({"k", Algorithm::kGcra, parse_rate("50/s"), 5, OnFull::kDeny});
   Shared<Tally> rec;
   std::mt19937 rng(12345);
   int kills = 0;
@@ -197,7 +200,8 @@ TEST(Counters, TotalsAfterSigkillsEqualTheCallersRecordsUpToTheDecisionsInFlight
   const std::uint64_t recorded = rec->admitted.load() + rec->denied.load();
   EXPECT_GT(recorded, 1000u);
   EXPECT_LE(recorded, counted) << "a decision the caller saw was not counted";
-  EXPECT_LE(counted, recorded + static_cast<std::uint64_t>(kills)) << "more counted than the decisions in flight";
+  EXPECT_LE(counted, recorded + static_cast<std::uint64_t>(kills))
+      << "more counted than the decisions in flight";
   EXPECT_LE(rec->admitted.load(), c.admitted);
   EXPECT_LE(c.admitted, rec->admitted.load() + static_cast<std::uint64_t>(kills));
   EXPECT_LE(rec->denied.load(), c.denied);
@@ -236,13 +240,15 @@ TEST(Counters, ScrapesNeverSeeATotalDecrease) {
     EXPECT_GE(s.denied, last_denied);
     last_admitted = s.admitted;
     last_denied = s.denied;
-    const std::string text = tools::render_metrics(parent.name(), s, tools::bucket_rows(parent.dump()));
+    const std::string text =
+        tools::render_metrics(parent.name(), s, tools::bucket_rows(parent.dump()));
     std::size_t pos = 0;
     while ((pos = text.find("_total{", pos)) != std::string::npos) {
       const std::size_t line = text.rfind('\n', pos) + 1;
       const std::size_t end = text.find('\n', pos);
       const std::string series = text.substr(line, text.rfind(' ', end) - line);
-      const std::uint64_t v = std::stoull(text.substr(text.rfind(' ', end) + 1, end - text.rfind(' ', end) - 1));
+      const std::uint64_t v =
+          std::stoull(text.substr(text.rfind(' ', end) + 1, end - text.rfind(' ', end) - 1));
       EXPECT_GE(v, last[series]) << series << " decreased";
       last[series] = v;
       pos = end;
@@ -283,9 +289,15 @@ TEST(Counters, AcquireManyRefusalsAppearInStatMetricsDumpAndWatch) {
 
   const std::string metrics = tools::render_metrics(l.name(), s, tools::bucket_rows(l.dump()));
   const std::string seg = "segment=\"" + name.str() + "\"";
-  EXPECT_NE(metrics.find("shmlimit_policy_admitted_total{" + seg + ",policy=\"a\"} 2\n"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("shmlimit_policy_denied_total{" + seg + ",policy=\"a\"} 3\n"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("shmlimit_policy_denied_total{" + seg + ",policy=\"b\"} 0\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("shmlimit_policy_admitted_total{" + seg + ",policy=\"a\"} 2\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("shmlimit_policy_denied_total{" + seg + ",policy=\"a\"} 3\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("shmlimit_policy_denied_total{" + seg + ",policy=\"b\"} 0\n"),
+            std::string::npos)
+      << metrics;
 
   bool seen = false;
   for (const BucketView& v : l.dump()) {
@@ -303,7 +315,8 @@ TEST(Counters, AcquireManyRefusalsAppearInStatMetricsDumpAndWatch) {
   // a: 5 decisions, 3 denials; b: 2 decisions, 0 denials, over the interval.
   const auto row_of = [&](const std::string& policy) {
     const std::size_t at = watch.find("\n" + policy + " ");
-    return at == std::string::npos ? std::string() : watch.substr(at + 1, watch.find('\n', at + 1) - at - 1);
+    return at == std::string::npos ? std::string()
+                                   : watch.substr(at + 1, watch.find('\n', at + 1) - at - 1);
   };
   const std::string row_a = row_of("a");
   ASSERT_FALSE(row_a.empty()) << watch;
@@ -321,13 +334,15 @@ TEST(Counters, ReplacingAPolicysAlgorithmNeverLowersItsTotals) {
   o.name = name.str();
   o.capacity = 64;
   Limiter l = Limiter::create(o);
-  const PolicyId old_id = l.add_policy({"api", Algorithm::kGcra, parse_rate("3/h"), 3, OnFull::kDeny});
+  const PolicyId old_id =
+      l.add_policy({"api", Algorithm::kGcra, parse_rate("3/h"), 3, OnFull::kDeny});
   for (int i = 0; i < 5; ++i) l.acquire(old_id, "k");  // 3 admitted, 2 denied
   const PolicyCounters before = counters_of(l, old_id);
   ASSERT_EQ(before.admitted, 3u);
   ASSERT_EQ(before.denied, 2u);
 
-  const PolicyReplacement r = l.replace_policy({"api", Algorithm::kFixedWindow, parse_rate("2/h"), 0, OnFull::kDeny});
+  const PolicyReplacement r =
+      l.replace_policy({"api", Algorithm::kFixedWindow, parse_rate("2/h"), 0, OnFull::kDeny});
   ASSERT_TRUE(r.fresh);
   ASSERT_NE(r.id.index, old_id.index);
   for (int i = 0; i < 3; ++i) l.acquire(r.id, "k");  // 2 admitted, 1 denied under the new entry

@@ -36,7 +36,9 @@ struct WorkerLog {
 
 using Denial = std::tuple<std::int32_t, std::string, std::uint64_t>;  // pid, key, cost
 
-std::string key_of(int worker, int k) { return "w" + std::to_string(worker) + "-k" + std::to_string(k); }
+std::string key_of(int worker, int k) {
+  return "w" + std::to_string(worker) + "-k" + std::to_string(k);
+}
 std::uint64_t cost_of(int k) { return 1 + static_cast<std::uint64_t>(k % 3); }
 
 // Each worker takes each of its keys' whole burst (3), then asks once more
@@ -64,7 +66,8 @@ std::multiset<Denial> logged(const Shared<WorkerLog>& logs, int keys) {
   for (int w = 0; w < kWorkers; ++w) {
     const WorkerLog& log = logs[static_cast<std::size_t>(w)];
     for (int k = 0; k < keys; ++k) {
-      if (log.denied[k].load() != 0) out.emplace(static_cast<std::int32_t>(log.pid.load()), key_of(w, k), cost_of(k));
+      if (log.denied[k].load() != 0)
+        out.emplace(static_cast<std::int32_t>(log.pid.load()), key_of(w, k), cost_of(k));
     }
   }
   return out;

@@ -29,7 +29,8 @@ Options options_for(const ScopedName& name, std::uint32_t capacity) {
 TEST(Exactness, HotKeyAdmitsExactlyTheBurstAcrossProcesses) {
   ScopedName name("hot");
   Limiter parent = Limiter::create(options_for(name, 1024));
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("1000/day"), 300, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("1000/day"), 300, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> start;
   Shared<std::atomic<std::uint64_t>> admitted(kProcs);
   const auto pids = fork_workers(kProcs, [&](int i) {
@@ -37,7 +38,8 @@ TEST(Exactness, HotKeyAdmitsExactlyTheBurstAcrossProcesses) {
     wait_for(*start, 1);
     // One fixed time: no refill, so the allowance is exactly the burst.
     for (int n = 0; n < 5000; ++n) {
-      if (l.acquire_at(api, "hot-key", 1, std::chrono::seconds(10)).allowed) admitted[i].fetch_add(1);
+      if (l.acquire_at(api, "hot-key", 1, std::chrono::seconds(10)).allowed)
+        admitted[i].fetch_add(1);
     }
     return 0;
   });
@@ -62,7 +64,8 @@ TEST(Exactness, HotKeyOnTheRealClockStaysWithinTheAllowance) {
   ScopedName name("clock");
   Limiter parent = Limiter::create(options_for(name, 1024));
   // 1000/hour: T = 3.6 s, so a run of a few seconds refills at most a few.
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("1000/hour"), 0, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("1000/hour"), 0, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> start;
   Shared<std::atomic<std::uint64_t>> admitted(kProcs);
   const Nanos t0 = parent.now();
@@ -92,7 +95,8 @@ TEST(Exactness, ManyKeysClaimedAtOnceAdmitTheBurstEach) {
   constexpr int kKeys = 3000;
   ScopedName name("claims");
   Limiter parent = Limiter::create(options_for(name, 8192));
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("2/day"), 0, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("2/day"), 0, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> start;
   Shared<std::atomic<std::uint64_t>> per_key(kKeys);
   Shared<std::atomic<std::uint64_t>> failures;
@@ -126,7 +130,8 @@ TEST(Exactness, RefillsAdmitExactlyWhatRefilledInEveryPhase) {
   ScopedName name("refill");
   Limiter parent = Limiter::create(options_for(name, 1024));
   // 10/s: T = 100 ms; burst 5.
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("10/s"), 5, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("10/s"), 5, OnFull::kDeny});
   Shared<PhaseClock> clock;
   Shared<std::atomic<std::uint64_t>> admitted(kPhases);
   const auto pids = fork_workers(kProcs, [&](int) {
@@ -159,7 +164,8 @@ TEST(Exactness, ReclaimChurnOnASmallTableKeepsEveryKeyExact) {
   Options o = options_for(name, 64);
   o.max_probe = 64;
   Limiter parent = Limiter::create(o);
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("1/s"), 3, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("1/s"), 3, OnFull::kDeny});
   Shared<PhaseClock> clock;
   Shared<std::atomic<std::uint64_t>> per_key(kPhases * kKeysPerPhase);
   Shared<std::atomic<std::uint64_t>> not_ok;
@@ -193,13 +199,15 @@ TEST(Exactness, FullTableDecisionsAreCountedAndNeverEvictPenalisedBuckets) {
   Options o = options_for(name, 16);
   o.max_probe = 16;
   Limiter parent = Limiter::create(o);
-  const PolicyId closed = parent.add_policy({"closed", Algorithm::kGcra, parse_rate("1/day"), 1, OnFull::kDeny});
+  const PolicyId closed =
+      parent.add_policy({"closed", Algorithm::kGcra, parse_rate("1/day"), 1, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> full_denied;
   Shared<std::atomic<std::uint64_t>> admitted;
   const auto pids = fork_workers(kProcs, [&](int i) {
     Limiter l = Limiter::open(o);
     for (int k = 0; k < 32; ++k) {
-      const Decision d = l.acquire_at(closed, "p" + std::to_string(i) + "-" + std::to_string(k), 1, std::chrono::seconds(1));
+      const Decision d = l.acquire_at(closed, "p" + std::to_string(i) + "-" + std::to_string(k), 1,
+                                      std::chrono::seconds(1));
       if (d.reason == Reason::kTableFull) {
         if (d.allowed) return 3;  // fail-closed must deny
         full_denied->fetch_add(1);

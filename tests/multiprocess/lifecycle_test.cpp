@@ -34,7 +34,8 @@ TEST(Lifecycle, ProcessesRacingToOpenOrCreateAgreeOnOneSegment) {
       wait_for(*start, 1);
       Limiter l = Limiter::open_or_create(o);
       created[i].store(l.stats().created_unix_ns);
-      const PolicyId id = l.add_policy({"api", Algorithm::kGcra, parse_rate("5/m"), 0, OnFull::kAllow});
+      const PolicyId id =
+          l.add_policy({"api", Algorithm::kGcra, parse_rate("5/m"), 0, OnFull::kAllow});
       policy_index[i].store(id.index);
       if (l.acquire_at(id, "k", 1, std::chrono::seconds(1)).allowed) admitted->fetch_add(1);
       return 0;
@@ -66,10 +67,12 @@ TEST(Lifecycle, WorkersKilledMidClaimLeaveNoSlotLeakedOrDuplicated) {
   o.capacity = 256;
   o.max_probe = 32;
   Limiter parent = Limiter::create(o);
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("100/s"), 2, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("100/s"), 2, OnFull::kDeny});
   const int failed = kill_storm(2, 300, [&](int i) {
     Limiter l = Limiter::open(o);
-    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 7919 + static_cast<std::uint64_t>(i));
+    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 7919 +
+                        static_cast<std::uint64_t>(i));
     for (;;) {
       // Real time: buckets refill in 20 ms, so slots keep being reclaimed.
       l.acquire(api, "user-" + std::to_string(rng() % 5000));
@@ -88,7 +91,10 @@ TEST(Lifecycle, WorkersKilledMidClaimLeaveNoSlotLeakedOrDuplicated) {
   // taken by a new key.
   std::uint64_t admitted = 0;
   for (int k = 0; k < 4000 && admitted < s.capacity; ++k) {
-    admitted += parent.acquire_at(api, "fresh-" + std::to_string(k), 1, parent.now() + std::chrono::hours(1)).allowed;
+    admitted +=
+        parent
+            .acquire_at(api, "fresh-" + std::to_string(k), 1, parent.now() + std::chrono::hours(1))
+            .allowed;
   }
   EXPECT_GE(admitted, s.capacity * 9 / 10) << "slots stayed unusable after the kill storm";
   EXPECT_TRUE(parent.check(false).clean());
@@ -105,12 +111,14 @@ TEST(Lifecycle, WorkersKilledMidDecisionNeverOverAdmit) {
   o.capacity = 1024;
   o.claim_timeout = std::chrono::seconds(30);
   Limiter parent = Limiter::create(o);
-  const PolicyId api = parent.add_policy({"api", Algorithm::kGcra, parse_rate("50/day"), kBurst, OnFull::kDeny});
+  const PolicyId api =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("50/day"), kBurst, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> recorded(kKeys);
   const Nanos t(std::chrono::seconds(30));
   const int failed = kill_storm(2, 200, [&](int i) {
     Limiter l = Limiter::open(o);
-    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 31 + static_cast<std::uint64_t>(i));
+    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 31 +
+                        static_cast<std::uint64_t>(i));
     for (;;) {
       const auto k = rng() % kKeys;
       if (l.acquire_at(api, "k" + std::to_string(k), 1, t).allowed) recorded[k].fetch_add(1);
@@ -126,7 +134,8 @@ TEST(Lifecycle, WorkersKilledMidDecisionNeverOverAdmit) {
     const std::uint64_t taken = (b.state - static_cast<std::uint64_t>(t.count())) / T;
     const auto k = static_cast<std::size_t>(std::stoul(b.key.substr(1)));
     EXPECT_LE(taken, kBurst) << b.key;
-    EXPECT_LE(recorded[k].load(), taken) << b.key << ": a process was told yes more often than the bucket was charged";
+    EXPECT_LE(recorded[k].load(), taken)
+        << b.key << ": a process was told yes more often than the bucket was charged";
     lost += taken - recorded[k].load();
   }
   // A worker killed between its CAS and its own bookkeeping loses at most

@@ -18,11 +18,14 @@ namespace {
 constexpr std::uint64_t kDay = 86'400'000'000'000ULL;
 
 // Cost units a GCRA bucket holds at `t`: (TAT - t) / T.
-std::uint64_t charged(const Limiter& l, const std::string& policy, const std::string& key, Nanos t, std::uint64_t count) {
+std::uint64_t charged(const Limiter& l, const std::string& policy, const std::string& key, Nanos t,
+                      std::uint64_t count) {
   for (const BucketView& b : l.dump()) {
     if (b.policy == policy && b.key == key) {
       const std::uint64_t T = kDay / count;
-      return b.state > static_cast<std::uint64_t>(t.count()) ? (b.state - static_cast<std::uint64_t>(t.count())) / T : 0;
+      return b.state > static_cast<std::uint64_t>(t.count())
+                 ? (b.state - static_cast<std::uint64_t>(t.count())) / T
+                 : 0;
     }
   }
   return 0;
@@ -50,7 +53,8 @@ TEST(MultiLimit, OverlappingPolicySetsChargeAllOrNothingAcrossProcesses) {
   const auto pids = fork_workers(4, [&](int i) {
     Limiter l = Limiter::open(o);
     std::vector<Request> req;
-    for (int p : sets[static_cast<std::size_t>(i)]) req.push_back(Request{ids[static_cast<std::size_t>(p)], "user-7", 1});
+    for (int p : sets[static_cast<std::size_t>(i)])
+      req.push_back(Request{ids[static_cast<std::size_t>(p)], "user-7", 1});
     std::vector<Decision> each(req.size());
     wait_for(*start, 1);
     for (int n = 0; n < 3000; ++n) {
@@ -78,9 +82,12 @@ TEST(MultiLimit, OverlappingPolicySetsChargeAllOrNothingAcrossProcesses) {
       for (int q : sets[s]) expected += q == p ? admitted[s].load() : 0;
     }
     const std::string policy(1, static_cast<char>('a' + p));
-    const std::uint64_t got = charged(parent, policy, "user-7", t, bursts[static_cast<std::size_t>(p)]);
-    EXPECT_EQ(got, expected) << "policy " << policy << ": charged units differ from admissions (a rollback leaked)";
-    EXPECT_LE(got, bursts[static_cast<std::size_t>(p)]) << "policy " << policy << " exceeded its allowance";
+    const std::uint64_t got =
+        charged(parent, policy, "user-7", t, bursts[static_cast<std::size_t>(p)]);
+    EXPECT_EQ(got, expected) << "policy " << policy
+                             << ": charged units differ from admissions (a rollback leaked)";
+    EXPECT_LE(got, bursts[static_cast<std::size_t>(p)])
+        << "policy " << policy << " exceeded its allowance";
   }
   // After 12,000 attempts every set is exhausted: one of its limits is full.
   for (const auto& set : sets) {
@@ -96,8 +103,10 @@ TEST(MultiLimit, DenialReportsTheLargestRetryAfterAndChargesNothing) {
   o.name = name.str();
   o.capacity = 64;
   Limiter l = Limiter::create(o);
-  const PolicyId burst = l.add_policy({"burst", Algorithm::kGcra, parse_rate("60/m"), 2, OnFull::kDeny});
-  const PolicyId sustained = l.add_policy({"sustained", Algorithm::kGcra, parse_rate("3/h"), 3, OnFull::kDeny});
+  const PolicyId burst =
+      l.add_policy({"burst", Algorithm::kGcra, parse_rate("60/m"), 2, OnFull::kDeny});
+  const PolicyId sustained =
+      l.add_policy({"sustained", Algorithm::kGcra, parse_rate("3/h"), 3, OnFull::kDeny});
   const std::array<Request, 2> req = {Request{burst, "u", 1}, Request{sustained, "u", 1}};
   const Nanos t(std::chrono::seconds(1));
   EXPECT_TRUE(l.acquire_many_at(req, t).allowed);
@@ -109,14 +118,16 @@ TEST(MultiLimit, DenialReportsTheLargestRetryAfterAndChargesNothing) {
   EXPECT_FALSE(each[0].allowed);
   EXPECT_TRUE(each[1].allowed);
   EXPECT_EQ(d.retry_after, std::chrono::seconds(1));
-  EXPECT_EQ(l.peek(sustained, "u").remaining, 0u) << "a denied multi-limit request charged the sustained limit";
+  EXPECT_EQ(l.peek(sustained, "u").remaining, 0u)
+      << "a denied multi-limit request charged the sustained limit";
   // One second later the burst limit fits, then the sustained one is empty.
   EXPECT_TRUE(l.acquire_many_at(req, t + std::chrono::seconds(1)).allowed);
   d = l.acquire_many_at(req, t + std::chrono::seconds(2), each);
   EXPECT_FALSE(d.allowed);
   EXPECT_TRUE(each[0].allowed);
   EXPECT_FALSE(each[1].allowed);
-  EXPECT_EQ(d.retry_after, std::chrono::minutes(20) - std::chrono::seconds(2));  // T = 20 min from t = 1 s
+  EXPECT_EQ(d.retry_after,
+            std::chrono::minutes(20) - std::chrono::seconds(2));  // T = 20 min from t = 1 s
 }
 
 TEST(MultiLimit, RefundGivesBackButNeverBeyondCapacity) {
@@ -125,7 +136,8 @@ TEST(MultiLimit, RefundGivesBackButNeverBeyondCapacity) {
   o.name = name.str();
   o.capacity = 64;
   Limiter l = Limiter::create(o);
-  const PolicyId api = l.add_policy({"api", Algorithm::kGcra, parse_rate("5/day"), 5, OnFull::kDeny});
+  const PolicyId api =
+      l.add_policy({"api", Algorithm::kGcra, parse_rate("5/day"), 5, OnFull::kDeny});
   // Taken at the epoch; refund() runs at the real clock, a few ms later:
   // far less than T = 4.8 h, so no unit has refilled in between.
   const Nanos t(0);

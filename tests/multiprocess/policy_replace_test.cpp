@@ -21,9 +21,10 @@ namespace {
 
 struct Counts {
   std::atomic<std::uint64_t> stop{0};
-  std::atomic<std::uint64_t> under_new{0};  // admissions whose decision names the new policy's limit
+  std::atomic<std::uint64_t> under_new{
+      0};  // admissions whose decision names the new policy's limit
   std::atomic<std::uint64_t> under_old{0};
-  std::atomic<std::uint64_t> other{0};      // any other limit: a misread
+  std::atomic<std::uint64_t> other{0};  // any other limit: a misread
 };
 
 Options options_for(const std::string& name) {
@@ -37,18 +38,23 @@ Options options_for(const std::string& name) {
 // Workers hammer one key through an id taken before the replacement; the
 // old policy's limit is 1000, the new one's 50 per hour. Every admission
 // decided under the new policy comes from a fresh bucket: exactly 50.
-TEST(PolicyReplacementAcrossProcesses, HammeredKeyGetsExactlyTheNewPolicysAllowanceAfterAChangeOfAlgorithm) {
+TEST(PolicyReplacementAcrossProcesses,
+     HammeredKeyGetsExactlyTheNewPolicysAllowanceAfterAChangeOfAlgorithm) {
   ScopedName name("replace");
   Limiter parent = Limiter::create(options_for(name.str()));
-  const PolicyId old_id = parent.add_policy({"api", Algorithm::kGcra, parse_rate("1000/h"), 1000, OnFull::kDeny});
-  for (int i = 0; i < 400; ++i) ASSERT_TRUE(parent.acquire(old_id, "hot").allowed);  // state to misread
+  const PolicyId old_id =
+      parent.add_policy({"api", Algorithm::kGcra, parse_rate("1000/h"), 1000, OnFull::kDeny});
+  for (int i = 0; i < 400; ++i)
+    ASSERT_TRUE(parent.acquire(old_id, "hot").allowed);  // state to misread
   Shared<Counts> counts;
   const auto workers = fork_workers(3, [&](int) {
     Limiter l = Limiter::open(options_for(name.str()));
     while (counts->stop.load(std::memory_order_acquire) == 0) {
       const Decision d = l.acquire(old_id, "hot");
       if (!d.allowed) continue;
-      (d.limit == 50 ? counts->under_new : d.limit == 1000 ? counts->under_old : counts->other)
+      (d.limit == 50     ? counts->under_new
+       : d.limit == 1000 ? counts->under_old
+                         : counts->other)
           .fetch_add(1, std::memory_order_relaxed);
     }
     return 0;
@@ -76,16 +82,18 @@ TEST(PolicyReplacementAcrossProcesses, HammeredKeyGetsExactlyTheNewPolicysAllowa
 TEST(PolicyReplacementAcrossProcesses, ReplacerKilledAnywhereLeavesAUsableTable) {
   ScopedName name("replace-kill");
   Limiter parent = Limiter::create(options_for(name.str()));
-  const PolicySpec specs[] = {{"api", Algorithm::kGcra, parse_rate("100/h"), 0, OnFull::kDeny},
-                              {"api", Algorithm::kFixedWindow, parse_rate("100/h"), 0, OnFull::kDeny},
-                              {"api", Algorithm::kGcra, parse_rate("200/h"), 0, OnFull::kDeny}};
+  const PolicySpec specs[] = {
+      {"api", Algorithm::kGcra, parse_rate("100/h"), 0, OnFull::kDeny},
+      {"api", Algorithm::kFixedWindow, parse_rate("100/h"), 0, OnFull::kDeny},
+      {"api", Algorithm::kGcra, parse_rate("200/h"), 0, OnFull::kDeny}};
   const PolicyId first = parent.add_policy(specs[0]);
   Shared<Counts> counts;
   const auto workers = fork_workers(2, [&](int) {
     Limiter l = Limiter::open(options_for(name.str()));
     while (counts->stop.load(std::memory_order_acquire) == 0) {
       const Decision d = l.acquire(first, "hot");
-      if (d.reason == Reason::kCorrupt || d.reason == Reason::kUnknownPolicy) counts->other.fetch_add(1);
+      if (d.reason == Reason::kCorrupt || d.reason == Reason::kUnknownPolicy)
+        counts->other.fetch_add(1);
       l.acquire("api", "by-name");
     }
     return 0;
@@ -111,7 +119,8 @@ TEST(PolicyReplacementAcrossProcesses, ReplacerKilledAnywhereLeavesAUsableTable)
     ::waitpid(child[0], &status, 0);
     if (WIFSIGNALED(status)) ++killed;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 7) break;  // the policy table filled up
-    ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << "replacement failed in round " << rounds;
+    ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        << "replacement failed in round " << rounds;
   }
   RecordProperty("killed", killed);
   counts->stop.store(1, std::memory_order_release);

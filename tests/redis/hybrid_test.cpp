@@ -72,11 +72,13 @@ struct FleetResult {
 // H hosts x W workers, each worker `attempts` acquires of cost 1 on one key
 // whose Redis bucket holds `limit` (GCRA, limit per day, burst limit: no
 // refill to speak of during the run).
-FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hosts, int workers, int attempts,
-                      u64 limit, std::uint32_t max_batch) {
+FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hosts, int workers,
+                      int attempts, u64 limit, std::uint32_t max_batch) {
   std::vector<std::unique_ptr<HostName>> names;
-  for (int h = 0; h < hosts; ++h) names.push_back(std::make_unique<HostName>(tag + "-h" + std::to_string(h)));
-  const TierPolicy policy{{"fleet", Algorithm::kGcra, {limit, std::chrono::hours(24)}, limit, OnFull::kDeny}};
+  for (int h = 0; h < hosts; ++h)
+    names.push_back(std::make_unique<HostName>(tag + "-h" + std::to_string(h)));
+  const TierPolicy policy{
+      {"fleet", Algorithm::kGcra, {limit, std::chrono::hours(24)}, limit, OnFull::kDeny}};
   {
     RedisLimiter admin(redis_options(server));
     const PolicyId id = admin.add_policy(policy);
@@ -107,7 +109,8 @@ FleetResult run_fleet(const RedisServer& server, const std::string& tag, int hos
       u64 mine = 0;
       for (int i = 0; i < attempts; ++i) {
         const TierDecision d = host.acquire(id, tag);
-        if (d.source != Source::kRedis && d.source != Source::kLease) return 3;  // Redis is up throughout
+        if (d.source != Source::kRedis && d.source != Source::kLease)
+          return 3;  // Redis is up throughout
         if (d.decision.reason != Reason::kOk) return 4;
         if (d.decision.allowed) ++mine;
       }
@@ -147,19 +150,23 @@ TEST_F(Hybrid, FleetOfHostsAdmitsAtMostTheLimitPlusTheBoundAndBatchesCutRedisCal
   const int hosts = 3, workers = 3, attempts = 400;
   const u64 limit = 300;
   const std::uint32_t max_batch = 16;
-  const FleetResult r = run_fleet(*server_, "fleet-batched", hosts, workers, attempts, limit, max_batch);
+  const FleetResult r =
+      run_fleet(*server_, "fleet-batched", hosts, workers, attempts, limit, max_batch);
   const u64 bound = static_cast<u64>(hosts) * 2 * (max_batch - 1);
   EXPECT_LE(r.admitted, limit + bound);
   EXPECT_LE(r.admitted, r.redis_admitted);  // every admission spent a token Redis admitted
   EXPECT_LE(r.redis_admitted, limit);
-  EXPECT_GE(r.admitted + static_cast<u64>(hosts) * (max_batch - 1), r.redis_admitted);  // stranded <= H*(b-1)
+  EXPECT_GE(r.admitted + static_cast<u64>(hosts) * (max_batch - 1),
+            r.redis_admitted);           // stranded <= H*(b-1)
   EXPECT_LT(r.round_trips, r.attempts);  // leases and cached denials answer without Redis
   RecordProperty("admitted", static_cast<int>(r.admitted));
   RecordProperty("round_trips", static_cast<int>(r.round_trips));
-  std::printf("hybrid fleet: %d hosts x %d workers, max_batch %u: admitted %llu of limit %llu, %llu Redis calls for %llu decisions\n",
-              hosts, workers, max_batch, static_cast<unsigned long long>(r.admitted),
-              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.round_trips),
-              static_cast<unsigned long long>(r.attempts));
+  std::printf(
+      "hybrid fleet: %d hosts x %d workers, max_batch %u: admitted %llu of limit %llu, %llu Redis "
+      "calls for %llu decisions\n",
+      hosts, workers, max_batch, static_cast<unsigned long long>(r.admitted),
+      static_cast<unsigned long long>(limit), static_cast<unsigned long long>(r.round_trips),
+      static_cast<unsigned long long>(r.attempts));
 }
 
 TEST_F(Hybrid, FleetAdmitsExactlyTheLimitWhenTheBatchIsOne) {
@@ -181,7 +188,8 @@ TEST_F(Hybrid, ResetForgetsTheHostsTokensAndRefundReachesPastACachedDenial) {
   o.lease_ttl = milliseconds(600'000);  // held tokens stay valid for the whole test
   HybridLimiter host = HybridLimiter::open_or_create(o);
   const u64 limit = 10;
-  const PolicyId id = host.add_policy({{"r", Algorithm::kGcra, parse_rate("10/d"), limit, OnFull::kDeny}, WhenDown::kFailClosed});
+  const PolicyId id = host.add_policy(
+      {{"r", Algorithm::kGcra, parse_rate("10/d"), limit, OnFull::kDeny}, WhenDown::kFailClosed});
   const auto redis_admitted = [&] {
     const TierDecision d = host.redis().peek(id, "k", 0);
     EXPECT_EQ(d.source, Source::kRedis) << host.redis().last_error();
@@ -227,7 +235,8 @@ TEST_F(Hybrid, LeaseSlotsOfGoneKeysAreReused) {
   o.max_batch = 8;
   o.lease_ttl = milliseconds(600'000);  // nothing expires: only spending frees a slot
   HybridLimiter host = HybridLimiter::open_or_create(o);
-  const PolicyId id = host.add_policy({{"reuse", Algorithm::kGcra, parse_rate("1000/d"), 1000, OnFull::kDeny}});
+  const PolicyId id =
+      host.add_policy({{"reuse", Algorithm::kGcra, parse_rate("1000/d"), 1000, OnFull::kDeny}});
   // Per key: leases of 1, 1, then 2 (one token deposited), then that token
   // spent from the pool. The slot then holds none and may go to the next key.
   const Source expected[] = {Source::kRedis, Source::kRedis, Source::kRedis, Source::kLease};
@@ -236,17 +245,20 @@ TEST_F(Hybrid, LeaseSlotsOfGoneKeysAreReused) {
     for (int i = 0; i < 4; ++i) {
       const TierDecision d = host.acquire(id, key);
       ASSERT_TRUE(d.decision.allowed) << key << " #" << i << " " << host.redis().last_error();
-      ASSERT_EQ(d.source, expected[i]) << key << " #" << i << ": 200 keys through 16 slots need reuse";
+      ASSERT_EQ(d.source, expected[i])
+          << key << " #" << i << ": 200 keys through 16 slots need reuse";
     }
   }
   // 16 keys that keep a token each fill the pool; a 17th key finds no slot
   // (Redis decides it directly) and none of the 16 loses its token.
   for (int k = 0; k < 16; ++k) {
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(host.acquire(id, "held-" + std::to_string(k)).decision.allowed);
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(host.acquire(id, "held-" + std::to_string(k)).decision.allowed);
   }
   for (int i = 0; i < 4; ++i) EXPECT_EQ(host.acquire(id, "one-too-many").source, Source::kRedis);
   EXPECT_EQ(host.batch(id, "one-too-many"), 0u) << "no slot was taken from a key holding tokens";
-  for (int k = 0; k < 16; ++k) EXPECT_EQ(host.acquire(id, "held-" + std::to_string(k)).source, Source::kLease) << k;
+  for (int k = 0; k < 16; ++k)
+    EXPECT_EQ(host.acquire(id, "held-" + std::to_string(k)).source, Source::kLease) << k;
 }
 
 // The leaser word names its holder by ProcessToken (pid + start time): a
@@ -261,7 +273,8 @@ TEST_F(Hybrid, DeadLeaserIsDetectedByItsTokenNotItsPid) {
   o.lease_slots = 16;
   o.max_batch = 8;
   HybridLimiter host = HybridLimiter::open_or_create(o);
-  const PolicyId id = host.add_policy({{"leaser", Algorithm::kGcra, parse_rate("1000/d"), 1000, OnFull::kDeny}});
+  const PolicyId id =
+      host.add_policy({{"leaser", Algorithm::kGcra, parse_rate("1000/d"), 1000, OnFull::kDeny}});
   ASSERT_EQ(host.acquire(id, "k").source, Source::kRedis) << host.redis().last_error();
   detail::LeasePool pool(detail::LeasePool::name_of(name.str()), o.lease_slots, o.mode);
   detail::SlotRef ref;
@@ -288,7 +301,8 @@ TEST_F(Hybrid, DeadLeaserIsDetectedByItsTokenNotItsPid) {
   ::kill(child, SIGKILL);
   EXPECT_EQ(wait_all({child}, /*killed_ok=*/true), 0);
   EXPECT_TRUE(host.acquire(id, "k").decision.allowed);
-  EXPECT_EQ(leaser.load(), 0u) << "the dead leaser's word was taken over, the lease made and the word freed";
+  EXPECT_EQ(leaser.load(), 0u)
+      << "the dead leaser's word was taken over, the lease made and the word freed";
 
   // Our own pid with another start time: a process that reused a dead
   // leaser's pid. kill(pid, 0) succeeds; the token says dead.
@@ -335,7 +349,8 @@ TEST(HybridLeasePool, RefusesAFifoAndASegmentOfTheOtherKindWithoutBlocking) {
       ADD_FAILURE() << "a limiter segment was accepted as the lease pool";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::kIncompatible) << e.what();
-      EXPECT_NE(std::string(e.what()).find("it is a limiter segment, not a hybrid lease pool"), std::string::npos)
+      EXPECT_NE(std::string(e.what()).find("it is a limiter segment, not a hybrid lease pool"),
+                std::string::npos)
           << e.what();
     }
   }
@@ -349,7 +364,8 @@ TEST(HybridLeasePool, RefusesAFifoAndASegmentOfTheOtherKindWithoutBlocking) {
     ADD_FAILURE() << "a lease pool was opened as a limiter segment";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kIncompatible) << e.what();
-    EXPECT_NE(std::string(e.what()).find("it is a hybrid lease pool"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("it is a hybrid lease pool"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -362,8 +378,10 @@ TEST_F(Hybrid, AcquireManyIsAllOrNothingInRedis) {
   o.name = name.str();
   o.lease_slots = 64;
   HybridLimiter host = HybridLimiter::open_or_create(o);
-  const PolicyId a = host.add_policy({{"a", Algorithm::kGcra, parse_rate("3/d"), 3, OnFull::kDeny}, WhenDown::kFailClosed});
-  const PolicyId b = host.add_policy({{"b", Algorithm::kGcra, parse_rate("5/d"), 5, OnFull::kDeny}, WhenDown::kFailClosed});
+  const PolicyId a = host.add_policy(
+      {{"a", Algorithm::kGcra, parse_rate("3/d"), 3, OnFull::kDeny}, WhenDown::kFailClosed});
+  const PolicyId b = host.add_policy(
+      {{"b", Algorithm::kGcra, parse_rate("5/d"), 5, OnFull::kDeny}, WhenDown::kFailClosed});
   const Request both[] = {{a, "user", 1}, {b, "site", 1}};
   for (int i = 0; i < 3; ++i) {
     const TierDecision d = host.acquire_many(both);
@@ -398,10 +416,12 @@ TEST(HybridRedisDown, EachModeAnswersWhileRedisIsDownAndRecoversWhenItReturns) {
   o.lease_ttl = milliseconds(1);  // leased tokens are dropped almost at once
   HybridLimiter host = HybridLimiter::open_or_create(o);
   const Rate rate = parse_rate("10/h");
-  const PolicyId open = host.add_policy({{"open", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kFailOpen});
-  const PolicyId closed = host.add_policy({{"closed", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kFailClosed});
-  const PolicyId share =
-      host.add_policy({{"share", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kLocalShare, 0.5});
+  const PolicyId open =
+      host.add_policy({{"open", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kFailOpen});
+  const PolicyId closed = host.add_policy(
+      {{"closed", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kFailClosed});
+  const PolicyId share = host.add_policy(
+      {{"share", Algorithm::kGcra, rate, 10, OnFull::kDeny}, WhenDown::kLocalShare, 0.5});
   for (const PolicyId id : {open, closed, share}) {
     const TierDecision d = host.acquire(id, "k");
     EXPECT_EQ(d.source, Source::kRedis) << host.redis().last_error();

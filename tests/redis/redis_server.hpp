@@ -190,8 +190,9 @@ class RedisServer {
   pid_t pid() const { return process_.pid(); }
 
   void start() {
-    std::vector<std::string> argv{"redis-server", "--save", "", "--appendonly", "no", "--daemonize", "no",
-                                  "--protected-mode", "no"};
+    std::vector<std::string> argv{
+        "redis-server", "--save",           "",  "--appendonly", "no", "--daemonize",
+        "no",           "--protected-mode", "no"};
     if (transport_ == Transport::kTcp) {
       argv.insert(argv.end(), {"--port", std::to_string(port_), "--bind", "127.0.0.1"});
     } else {

@@ -15,8 +15,8 @@
 #include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
 #include "mp.hpp"
-#include "redis_server.hpp"
 #include "redis/tier.hpp"
+#include "redis_server.hpp"
 #include "shmlimit/redis.hpp"
 #include "shmlimit/shmlimit.hpp"
 
@@ -39,7 +39,8 @@ class Raw {
   Raw(const Raw&) = delete;
   Raw& operator=(const Raw&) = delete;
   long long integer(const std::string& cmd, const std::string& key) {
-    auto* r = static_cast<redisReply*>(redisCommand(ctx_, (cmd + " %b").c_str(), key.data(), key.size()));
+    auto* r =
+        static_cast<redisReply*>(redisCommand(ctx_, (cmd + " %b").c_str(), key.data(), key.size()));
     if (r == nullptr) throw std::runtime_error("redisCommand failed");
     const long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1000;
     freeReplyObject(r);
@@ -68,11 +69,13 @@ RedisOptions options_for(const RedisServer& s, bool test_clock) {
 
 detail::AlgoParams params_of(const PolicySpec& spec) {
   PolicySpec s = spec;
-  const bool windowed = s.algorithm == Algorithm::kFixedWindow || s.algorithm == Algorithm::kSlidingWindow ||
+  const bool windowed = s.algorithm == Algorithm::kFixedWindow ||
+                        s.algorithm == Algorithm::kSlidingWindow ||
                         s.algorithm == Algorithm::kQuietPeriod;
   if (s.burst == 0 || windowed) s.burst = s.rate.count;
   const auto period = static_cast<u64>(s.rate.period.count());
-  return detail::AlgoParams{s.algorithm, s.rate.count, period, s.burst, detail::gcra_emission(s.rate.count, period)};
+  return detail::AlgoParams{s.algorithm, s.rate.count, period, s.burst,
+                            detail::gcra_emission(s.rate.count, period)};
 }
 
 void expect_same(const Decision& local, const Decision& redis, const std::string& where) {
@@ -168,7 +171,10 @@ TEST_F(RedisTier, EveryAlgorithmDecidesAsTheLocalFunctionsOnTheSameTables) {
     for (int step = 0; step < 250; ++step) {
       // Gaps: none, short, typical, long (a bucket that refills).
       const unsigned kind = rng() % 8;
-      const u64 gap = kind == 0 ? 0 : kind <= 2 ? rng() % (c.step_us / 4 + 1) : kind <= 6 ? rng() % (2 * c.step_us + 1) : 6 * c.step_us;
+      const u64 gap = kind == 0   ? 0
+                      : kind <= 2 ? rng() % (c.step_us / 4 + 1)
+                      : kind <= 6 ? rng() % (2 * c.step_us + 1)
+                                  : 6 * c.step_us;
       t_us += gap;
       if (t_us - base > 500 * kUsPerDay) break;  // well inside the local clock horizon (834 days)
       const u64 costs[] = {0, 1, 1, 1, 1, 2, 3, p.burst / 3, p.burst / 2, p.burst, p.burst + 1};
@@ -213,7 +219,8 @@ TEST_F(RedisTier, KeysLivingForMonthsKeepExactDecisionsAcrossOriginRebases) {
   redis.reset(id, "k");
   u64 state = 0;
   for (int step = 0; step < 60; ++step) {
-    const u64 t_us = base + static_cast<u64>(step) * 5 * kUsPerDay + 17;  // every 5 days: never quiet for 12
+    const u64 t_us =
+        base + static_cast<u64>(step) * 5 * kUsPerDay + 17;  // every 5 days: never quiet for 12
     const auto now_ns = static_cast<std::int64_t>((t_us - base) * 1000);
     const detail::AlgoOutcome local = detail::algo_decide(p, state, now_ns, 1);
     if (local.store) state = local.new_state;
@@ -269,9 +276,11 @@ TEST_F(RedisTier, AcquireManyIsAllOrNothingAsTheLocalLimiter) {
     const Decision l = local.acquire_many_at(lr, Nanos((t_us - base) * 1000), le);
     const TierDecision r = redis.acquire_many_at(rr, microseconds(t_us), re);
     ASSERT_EQ(r.source, Source::kRedis) << redis.last_error();
-    const std::string where = "step " + std::to_string(step) + (spread ? " (several keys)" : " (one key)");
+    const std::string where =
+        "step " + std::to_string(step) + (spread ? " (several keys)" : " (one key)");
     expect_same(l, r.decision, where + " combined");
-    for (std::size_t i = 0; i < le.size(); ++i) expect_same(le[i], re[i], where + " limit " + std::to_string(i));
+    for (std::size_t i = 0; i < le.size(); ++i)
+      expect_same(le[i], re[i], where + " limit " + std::to_string(i));
     if (::testing::Test::HasFailure()) return;
   }
 }
@@ -281,7 +290,8 @@ TEST_F(RedisTier, AcquireManyIsAllOrNothingAsTheLocalLimiter) {
 TEST_F(RedisTier, KeysExpireWhenTheBucketIsFullAgain) {
   RedisLimiter redis(options_for(*server_, false));
   Raw raw(*server_);
-  const PolicyId id = redis.add_policy(TierPolicy{{"per-min", Algorithm::kGcra, parse_rate("1/m"), 2, OnFull::kDeny}});
+  const PolicyId id = redis.add_policy(
+      TierPolicy{{"per-min", Algorithm::kGcra, parse_rate("1/m"), 2, OnFull::kDeny}});
   const std::string key = redis.redis_key(id, "exp");
   EXPECT_EQ(key, "shmlimit:{exp}:per-min");
   redis.reset(id, "exp");
@@ -290,8 +300,8 @@ TEST_F(RedisTier, KeysExpireWhenTheBucketIsFullAgain) {
   ASSERT_TRUE(d.decision.allowed);
   EXPECT_EQ(d.decision.reset_after, std::chrono::minutes(2));  // two emission intervals
   const long long ttl = raw.integer("PTTL", key);
-  EXPECT_GT(ttl, 60'000);       // not before the bucket is full
-  EXPECT_LE(ttl, 120'000);      // and not after (ms, rounded up)
+  EXPECT_GT(ttl, 60'000);   // not before the bucket is full
+  EXPECT_LE(ttl, 120'000);  // and not after (ms, rounded up)
   const TierDecision back = redis.refund(id, "exp", 2);
   ASSERT_EQ(back.source, Source::kRedis);
   EXPECT_EQ(back.decision.remaining, 2u);
@@ -306,7 +316,8 @@ TEST_F(RedisTier, KeysExpireWhenTheBucketIsFullAgain) {
 TEST_F(RedisTier, ScriptIsReloadedAfterNoscript) {
   RedisLimiter redis(options_for(*server_, false));
   Raw raw(*server_);
-  const PolicyId id = redis.add_policy(TierPolicy{{"reload", Algorithm::kFixedWindow, parse_rate("3/m"), 0, OnFull::kDeny}});
+  const PolicyId id = redis.add_policy(
+      TierPolicy{{"reload", Algorithm::kFixedWindow, parse_rate("3/m"), 0, OnFull::kDeny}});
   redis.reset(id, "r");
   ASSERT_TRUE(redis.acquire(id, "r").decision.allowed) << redis.last_error();
   EXPECT_EQ(raw.status("SCRIPT FLUSH"), "OK");
@@ -328,13 +339,23 @@ TEST_F(RedisTier, PoliciesTheScriptCannotRepresentAreRefusedClearly) {
     }
   };
   refused(TierPolicy{{"long", Algorithm::kGcra, parse_rate("1/20d"), 1, OnFull::kDeny}}, "2^50");
-  refused(TierPolicy{{"win", Algorithm::kSlidingWindow, parse_rate("5/7d"), 0, OnFull::kDeny}}, "2^50");
-  refused(TierPolicy{{"share", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}, WhenDown::kLocalShare, 0.5},
+  refused(TierPolicy{{"win", Algorithm::kSlidingWindow, parse_rate("5/7d"), 0, OnFull::kDeny}},
+          "2^50");
+  refused(TierPolicy{{"share", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny},
+                     WhenDown::kLocalShare,
+                     0.5},
           "HybridLimiter");
-  refused(TierPolicy{{"bad name!", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}}, "policy name");
-  const PolicyId id = redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
-  EXPECT_EQ(redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}}).index, id.index);
-  EXPECT_THROW(redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("6/s"), 5, OnFull::kDeny}}), Error);
+  refused(TierPolicy{{"bad name!", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}},
+          "policy name");
+  const PolicyId id =
+      redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  EXPECT_EQ(
+      redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}})
+          .index,
+      id.index);
+  EXPECT_THROW(
+      redis.add_policy(TierPolicy{{"same", Algorithm::kGcra, parse_rate("6/s"), 5, OnFull::kDeny}}),
+      Error);
 }
 
 // The Redis tier validates a spec with the core's normalize_policy_spec:
@@ -342,8 +363,9 @@ TEST_F(RedisTier, PoliciesTheScriptCannotRepresentAreRefusedClearly) {
 TEST_F(RedisTier, SpecsAreValidatedByTheCoresOneValidator) {
   RedisLimiter redis(options_for(*server_, false));
   const PolicySpec specs[] = {
-      {"win", Algorithm::kFixedWindow, parse_rate("5/s"), 3, OnFull::kDeny},  // burst dropped before
-      {"p\xc3", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny},     // half a UTF-8 character
+      {"win", Algorithm::kFixedWindow, parse_rate("5/s"), 3,
+       OnFull::kDeny},                                                   // burst dropped before
+      {"p\xc3", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny},  // half a UTF-8 character
       {"drf", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny, LogWait::kDrf},
       {"zero", Algorithm::kGcra, Rate{0, std::chrono::seconds(1)}, 5, OnFull::kDeny},
   };
@@ -364,7 +386,8 @@ TEST_F(RedisTier, SpecsAreValidatedByTheCoresOneValidator) {
     }
   }
   // A window's burst equal to its count is the count, as in the core.
-  (void)redis.add_policy(TierPolicy{{"win", Algorithm::kFixedWindow, parse_rate("5/s"), 5, OnFull::kDeny}});
+  (void)redis.add_policy(
+      TierPolicy{{"win", Algorithm::kFixedWindow, parse_rate("5/s"), 5, OnFull::kDeny}});
 }
 
 // The production script has no path for an injected time: an ARGV "now"
@@ -375,12 +398,14 @@ TEST_F(RedisTier, ProductionScriptIgnoresAnInjectedTime) {
   ASSERT_NE(script.find("local TEST_CLOCK = false"), std::string::npos);
   const std::string key = "shmlimit:{injected}:p";
   raw.integer("DEL", key);
-  // EVAL script 1 key acquire now=1000000us need=0 gcra count=1 period=60s burst=1 T=60s align=1 cost=1
+  // EVAL script 1 key acquire now=1000000us need=0 gcra count=1 period=60s burst=1 T=60s align=1
+  // cost=1
   redisContext* ctx = redisConnect("127.0.0.1", server_->port());
   ASSERT_TRUE(ctx != nullptr && ctx->err == 0);
-  const char* argv[] = {"EVAL", script.c_str(), "1", key.c_str(), "acquire", "1000000", "0",
-                        "1", "1", "60000000000", "1", "60000000000", "1", "1"};
-  auto* r = static_cast<redisReply*>(redisCommandArgv(ctx, static_cast<int>(std::size(argv)), argv, nullptr));
+  const char* argv[] = {"EVAL", script.c_str(), "1", key.c_str(),   "acquire", "1000000", "0", "1",
+                        "1",    "60000000000",  "1", "60000000000", "1",       "1"};
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(ctx, static_cast<int>(std::size(argv)), argv, nullptr));
   ASSERT_NE(r, nullptr);
   ASSERT_EQ(r->type, REDIS_REPLY_ARRAY);
   EXPECT_EQ(r->element[0]->integer, 1);  // admitted
@@ -405,9 +430,10 @@ TEST(RedisTierDown, UnreachableServerGetsTheChosenAnswerAndCallsFailFastDuringTh
   o.backoff_max = std::chrono::minutes(10);
   server.stop();
   RedisLimiter redis(o);
-  const PolicyId closed = redis.add_policy(TierPolicy{{"c", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
-  const PolicyId open =
-      redis.add_policy(TierPolicy{{"o", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}, WhenDown::kFailOpen});
+  const PolicyId closed =
+      redis.add_policy(TierPolicy{{"c", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const PolicyId open = redis.add_policy(TierPolicy{
+      {"o", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}, WhenDown::kFailOpen});
   const TierDecision c = redis.acquire(closed, "k");
   EXPECT_EQ(c.source, Source::kFailClosed);
   EXPECT_FALSE(c.decision.allowed);
@@ -421,7 +447,8 @@ TEST(RedisTierDown, UnreachableServerGetsTheChosenAnswerAndCallsFailFastDuringTh
   EXPECT_FALSE(redis.available());
   // A fresh client (no backoff) reaches the same server at once.
   RedisLimiter fresh(options_for(server, false));
-  const PolicyId f = fresh.add_policy(TierPolicy{{"c", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const PolicyId f =
+      fresh.add_policy(TierPolicy{{"c", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
   EXPECT_EQ(fresh.acquire(f, "k").source, Source::kRedis) << fresh.last_error();
 }
 
@@ -433,13 +460,15 @@ TEST(RedisTierAuth, PasswordIsSentAndAWrongOneFailsClosedWithTheReason) {
   RedisOptions o = options_for(server, false);
   o.password = "s3cret";
   RedisLimiter good(o);
-  const PolicyId g = good.add_policy(TierPolicy{{"auth", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const PolicyId g =
+      good.add_policy(TierPolicy{{"auth", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
   const TierDecision ok = good.acquire(g, "a");
   EXPECT_EQ(ok.source, Source::kRedis) << good.last_error();
   EXPECT_TRUE(ok.decision.allowed);
   o.password = "wrong";
   RedisLimiter bad(o);
-  const PolicyId b = bad.add_policy(TierPolicy{{"auth", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
+  const PolicyId b =
+      bad.add_policy(TierPolicy{{"auth", Algorithm::kGcra, parse_rate("5/s"), 5, OnFull::kDeny}});
   const TierDecision no = bad.acquire(b, "a");
   EXPECT_EQ(no.source, Source::kFailClosed);
   EXPECT_FALSE(no.decision.allowed);

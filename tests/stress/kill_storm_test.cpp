@@ -22,13 +22,16 @@ TEST(Stress, ThousandsOfKillsLeaveAConsistentTableAndNoOverAdmission) {
   o.name = name.str();
   o.capacity = 512;  // fits the day-limited keys; the churn keys must reclaim
   Limiter parent = Limiter::create(o);
-  const PolicyId exact = parent.add_policy({"exact", Algorithm::kGcra, parse_rate("20/day"), 20, OnFull::kDeny});
-  const PolicyId churn = parent.add_policy({"churn", Algorithm::kGcra, parse_rate("1000/s"), 1, OnFull::kDeny});
+  const PolicyId exact =
+      parent.add_policy({"exact", Algorithm::kGcra, parse_rate("20/day"), 20, OnFull::kDeny});
+  const PolicyId churn =
+      parent.add_policy({"churn", Algorithm::kGcra, parse_rate("1000/s"), 1, OnFull::kDeny});
   Shared<std::atomic<std::uint64_t>> recorded(kKeys);
   const Nanos t(std::chrono::seconds(60));
   const int bad = kill_storm(2, kKills, [&](int i) {
     Limiter l = Limiter::open(o);
-    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 1315423911ULL + static_cast<std::uint64_t>(i));
+    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 1315423911ULL +
+                        static_cast<std::uint64_t>(i));
     for (;;) {
       if (rng() % 2 == 0) {
         const auto k = rng() % kKeys;

@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <chrono>
 #include <functional>
 #include <new>
 #include <random>
@@ -28,7 +28,8 @@ class ScopedName {
  public:
   explicit ScopedName(const std::string& tag) {
     static std::atomic<int> counter{0};
-    name_ = "/shmlimit-mp-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+    name_ =
+        "/shmlimit-mp-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
     Limiter::remove(name_);
   }
   ~ScopedName() {
@@ -51,7 +52,8 @@ template <typename T>
 class Shared {
  public:
   explicit Shared(std::size_t n = 1) : n_(n) {
-    void* p = ::mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void* p =
+        ::mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
     ptr_ = static_cast<T*>(p);
     for (std::size_t i = 0; i < n; ++i) new (ptr_ + i) T{};
@@ -136,7 +138,8 @@ inline int wait_all(const std::vector<pid_t>& pids, bool killed_ok = false) {
 /// (which never returns), SIGKILLs a random one every 100-1000 µs and forks
 /// a replacement, until `kills` kills were made. Returns the number of
 /// children that ended other than by the parent's SIGKILL.
-inline int kill_storm(int workers, int kills, const std::function<int(int)>& body, std::uint64_t seed = 12345) {
+inline int kill_storm(int workers, int kills, const std::function<int(int)>& body,
+                      std::uint64_t seed = 12345) {
   std::mt19937_64 rng(seed);
   std::vector<pid_t> pids;
   for (int i = 0; i < workers; ++i) pids.push_back(fork_workers(1, body)[0]);

@@ -12,7 +12,6 @@
 //   * Scenarios and equivalences: the examples of doc/algorithms.md, the
 //     leaky bucket against GCRA, the quiet period against the Redis recipe.
 #include "algorithms/algorithms.hpp"
-#include "algorithms/state_codec.hpp"
 
 #include <gtest/gtest.h>
 
@@ -26,6 +25,7 @@
 #include <vector>
 
 #include "algorithms/gcra.hpp"
+#include "algorithms/state_codec.hpp"
 #include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
@@ -1251,14 +1251,15 @@ namespace {
 // layout the header documents.
 template <class Codec>
 class StateCodecRoundTrip : public ::testing::Test {};
-using StateCodecs = ::testing::Types<state_codec::TokenBucket, state_codec::FixedWindow, state_codec::SlidingWindow,
-                                     state_codec::QuietPeriod>;
+using StateCodecs = ::testing::Types<state_codec::TokenBucket, state_codec::FixedWindow,
+                                     state_codec::SlidingWindow, state_codec::QuietPeriod>;
 TYPED_TEST_SUITE(StateCodecRoundTrip, StateCodecs);
 
 TYPED_TEST(StateCodecRoundTrip, PackOfUnpackIsTheSamePayload) {
   std::mt19937_64 rng(7);
-  const std::uint64_t fixed[] = {0, 1, kStatePayloadMask, kStatePayloadMask - 1, std::uint64_t{1} << 55, 0xFFFF,
-                                 0x10000, 0xFFFFFF, 0x1000000};
+  const std::uint64_t fixed[] = {
+      0,       1,        kStatePayloadMask, kStatePayloadMask - 1, std::uint64_t{1} << 55, 0xFFFF,
+      0x10000, 0xFFFFFF, 0x1000000};
   for (const std::uint64_t x : fixed) EXPECT_EQ(TypeParam::unpack(x).pack(), x) << x;
   for (int i = 0; i < 10000; ++i) {
     const std::uint64_t x = rng() & kStatePayloadMask;
@@ -1269,8 +1270,10 @@ TYPED_TEST(StateCodecRoundTrip, PackOfUnpackIsTheSamePayload) {
 TEST(StateCodec, FieldsLandWhereTheLayoutSays) {
   EXPECT_EQ((state_codec::TokenBucket{3, 5}.pack()), (std::uint64_t{3} << 20) | 5);
   EXPECT_EQ((state_codec::FixedWindow{3, 5}.pack()), (std::uint64_t{3} << 24) | 5);
-  EXPECT_EQ((state_codec::SlidingWindow{(1u << 24) + 3, 7, 5}.pack()), (std::uint64_t{3} << 32) | (7u << 16) | 5);
-  EXPECT_EQ((state_codec::QuietPeriod{3, state_codec::QuietPeriod::kBlocked}.pack()), (std::uint64_t{3} << 19) | 0x7FFFF);
+  EXPECT_EQ((state_codec::SlidingWindow{(1u << 24) + 3, 7, 5}.pack()),
+            (std::uint64_t{3} << 32) | (7u << 16) | 5);
+  EXPECT_EQ((state_codec::QuietPeriod{3, state_codec::QuietPeriod::kBlocked}.pack()),
+            (std::uint64_t{3} << 19) | 0x7FFFF);
 }
 
 }  // namespace

@@ -4,9 +4,6 @@
 // impossible fields, orphaned and dead claims), each reported by its own
 // line; random garbage of every size never crashes it; and
 // Limiter::check_segment on the named object.
-#include "admin/check_segment.hpp"
-#include "admin/slot_audit.hpp"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -16,12 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "admin/check_segment.hpp"
+#include "admin/slot_audit.hpp"
 #include "segment/clock.hpp"
 #include "segment/layout.hpp"
 #include "segment/process.hpp"
 #include "shmlimit/inspect.hpp"
-#include "table/table.hpp"
 #include "shmlimit/shmlimit.hpp"
+#include "table/table.hpp"
 #include "unit_segment.hpp"
 
 namespace shmlimit {
@@ -75,7 +74,8 @@ class CheckCorrupt : public ::testing::Test {
   for (const auto& p : r.problems) {
     if (p.find(text) != std::string::npos) return ::testing::AssertionSuccess();
   }
-  auto failure = ::testing::AssertionFailure() << "no problem mentions \"" << text << "\"; problems:";
+  auto failure = ::testing::AssertionFailure()
+                 << "no problem mentions \"" << text << "\"; problems:";
   for (const auto& p : r.problems) failure << "\n  " << p;
   return failure;
 }
@@ -88,7 +88,8 @@ TEST_F(CheckCorrupt, AnIntactSegmentHasNoProblems) {
 
 TEST_F(CheckCorrupt, RandomBytesOverTheHeaderAreListedFieldByField) {
   std::mt19937_64 rng(7);
-  for (std::size_t i = 0; i < sizeof(detail::Header); ++i) bytes_[i] = static_cast<std::byte>(rng());
+  for (std::size_t i = 0; i < sizeof(detail::Header); ++i)
+    bytes_[i] = static_cast<std::byte>(rng());
   const CheckReport r = audit();
   EXPECT_TRUE(has_line(r, "bad magic"));
   EXPECT_TRUE(has_line(r, "layout version"));
@@ -102,7 +103,8 @@ TEST_F(CheckCorrupt, RandomBytesOverTheHeaderAreListedFieldByField) {
 TEST_F(CheckCorrupt, WrongVersionIsNamedAndTheTableIsNotReadWithTheWrongLayout) {
   put<std::uint32_t>(offsetof(detail::Header, layout_version), 99);
   const CheckReport r = audit();
-  EXPECT_TRUE(has_line(r, "layout version 99, this build reads version " + std::to_string(detail::kLayoutVersion)));
+  EXPECT_TRUE(has_line(
+      r, "layout version 99, this build reads version " + std::to_string(detail::kLayoutVersion)));
   EXPECT_TRUE(has_line(r, "policies and slots not checked"));
 }
 
@@ -120,20 +122,22 @@ TEST_F(CheckCorrupt, DenialRingEntriesWithImpossibleTicketsOrPoliciesAreListed) 
   std::uint64_t total = 0;
   std::memcpy(&total, bytes_.data() + offsetof(detail::Header, total_bytes), 8);
   const std::size_t ring = total - detail::kDenialRingBytes;
-  const auto entry = [&](std::uint32_t i) { return ring + sizeof(detail::DenialRingHead) + i * sizeof(detail::DenialEntry); };
+  const auto entry = [&](std::uint32_t i) {
+    return ring + sizeof(detail::DenialRingHead) + i * sizeof(detail::DenialEntry);
+  };
   constexpr std::uint64_t N = detail::kDenialRingEntries;
   const auto pid = static_cast<std::uint32_t>(::getpid());
   put<std::uint64_t>(ring, 3 * N);  // `next`: 3N tickets handed out
-  put<std::uint64_t>(entry(1), detail::denial_seq_complete(N + 1));  // fine, policy 0
+  put<std::uint64_t>(entry(1), detail::denial_seq_complete(N + 1));          // fine, policy 0
   put<std::uint64_t>(entry(2), detail::denial_seq_writing(2 * N + 2, pid));  // a live writer: fine
-  put<std::uint64_t>(entry(3), detail::denial_seq_complete(5));  // ticket 5 in entry 3
+  put<std::uint64_t>(entry(3), detail::denial_seq_complete(5));              // ticket 5 in entry 3
   put<std::uint64_t>(entry(4), detail::denial_seq_writing(7 * N + 4, pid));  // beyond `next`
   put<std::uint64_t>(entry(6), detail::denial_seq_complete(N + 6));
   put<std::uint64_t>(entry(6) + offsetof(detail::DenialEntry, info), 200);  // policy 200
   const CheckReport r = audit();
   EXPECT_TRUE(has_line(r, "denials ring entry 3: holds ticket 5, which belongs to entry 5"));
-  EXPECT_TRUE(has_line(r, "denials ring entry 4: holds ticket " + std::to_string(7 * N + 4) + ", beyond the " +
-                              std::to_string(3 * N) + " handed out"));
+  EXPECT_TRUE(has_line(r, "denials ring entry 4: holds ticket " + std::to_string(7 * N + 4) +
+                              ", beyond the " + std::to_string(3 * N) + " handed out"));
   EXPECT_TRUE(has_line(r, "denials ring entry 6: names unregistered policy 200"));
   EXPECT_EQ(r.problems.size(), 3u) << ::testing::PrintToString(r.problems);
 }
@@ -154,9 +158,12 @@ TEST_F(CheckCorrupt, PolicyKindOutOfRangeIsNamed) {
   const CheckReport r = audit();
   // The kind word is judged by its codec (segment/policy_kind.hpp), which
   // names the first field no writer produces.
-  EXPECT_TRUE(has_line(r, "policy entry 0 (\"api\"): kind 0x0000000000000763: the algorithm (bits 0-7) is not 1 .. 8"));
+  EXPECT_TRUE(has_line(
+      r,
+      "policy entry 0 (\"api\"): kind 0x0000000000000763: the algorithm (bits 0-7) is not 1 .. 8"));
   put<std::uint64_t>(kind, 1 | (7u << 8));
-  EXPECT_TRUE(has_line(audit(), "kind 0x0000000000000701: on_full (bits 8-15) is not 0 (allow) or 1 (deny)"));
+  EXPECT_TRUE(has_line(
+      audit(), "kind 0x0000000000000701: on_full (bits 8-15) is not 0 (allow) or 1 (deny)"));
 }
 
 TEST_F(CheckCorrupt, SlotsWithImpossibleFieldsAreEachNamed) {
@@ -167,21 +174,27 @@ TEST_F(CheckCorrupt, SlotsWithImpossibleFieldsAreEachNamed) {
     return m;
   };
   using detail::Meta;
-  const std::uint32_t a = live_slots_[0], b = live_slots_[1], c = live_slots_[2], d = live_slots_[3];
+  const std::uint32_t a = live_slots_[0], b = live_slots_[1], c = live_slots_[2],
+                      d = live_slots_[3];
   const std::uint64_t ma = meta_of(a);
-  put<std::uint64_t>(slot_offset(a), Meta::make(detail::kLive, 200, Meta::policy(ma), Meta::fp(ma), Meta::gen(ma)));
+  put<std::uint64_t>(slot_offset(a),
+                     Meta::make(detail::kLive, 200, Meta::policy(ma), Meta::fp(ma), Meta::gen(ma)));
   const std::uint64_t mb = meta_of(b);
-  put<std::uint64_t>(slot_offset(b), Meta::make(detail::kLive, Meta::key_len(mb), 40, Meta::fp(mb), Meta::gen(mb)));
+  put<std::uint64_t>(slot_offset(b),
+                     Meta::make(detail::kLive, Meta::key_len(mb), 40, Meta::fp(mb), Meta::gen(mb)));
   const std::uint64_t mc = meta_of(c);
-  put<std::uint64_t>(slot_offset(c), Meta::with_state(mc, detail::kClaiming));  // no owner: orphaned
+  put<std::uint64_t>(slot_offset(c),
+                     Meta::with_state(mc, detail::kClaiming));  // no owner: orphaned
   // A claim token naming a process that has exited.
   const pid_t child = unit::dead_pid();
-  put<std::uint64_t>(slot_offset(d) + offsetof(detail::SlotHead, owner), std::uint64_t{static_cast<std::uint32_t>(child)} << 32 | 1);
+  put<std::uint64_t>(slot_offset(d) + offsetof(detail::SlotHead, owner),
+                     std::uint64_t{static_cast<std::uint32_t>(child)} << 32 | 1);
   const CheckReport r = audit();
   EXPECT_TRUE(has_line(r, "slot " + std::to_string(a) + ": key length 200 exceeds"));
   EXPECT_TRUE(has_line(r, "slot " + std::to_string(b) + ": names unregistered policy 40"));
   EXPECT_TRUE(has_line(r, "slot " + std::to_string(c) + ": orphaned claim"));
-  EXPECT_TRUE(has_line(r, "slot " + std::to_string(d) + ": claim left by dead process " + std::to_string(child)));
+  EXPECT_TRUE(has_line(
+      r, "slot " + std::to_string(d) + ": claim left by dead process " + std::to_string(child)));
 }
 
 TEST_F(CheckCorrupt, RandomBytesOverTheSlotsNeverCrashAndAreReported) {
@@ -218,7 +231,9 @@ std::uint64_t token_of(pid_t pid, std::uint32_t start) {
 TEST_F(CheckCorrupt, ImpossibleClaimTokensAreProblemsNotClaimsInProgress) {
   ASSERT_GE(live_slots_.size(), 3u);
   const std::uint32_t a = live_slots_[0], b = live_slots_[1], c = live_slots_[2];
-  const auto owner_at = [&](std::uint32_t slot) { return slot_offset(slot) + offsetof(detail::SlotHead, owner); };
+  const auto owner_at = [&](std::uint32_t slot) {
+    return slot_offset(slot) + offsetof(detail::SlotHead, owner);
+  };
   put<std::uint64_t>(owner_at(a), token_of(::getpid(), 0));  // a live pid, start time 0
   put<std::uint64_t>(owner_at(b), token_of(0, 77));          // pid 0
   const pid_t kthread = kernel_thread_pid();
@@ -227,7 +242,8 @@ TEST_F(CheckCorrupt, ImpossibleClaimTokensAreProblemsNotClaimsInProgress) {
   EXPECT_EQ(r.in_progress, 0u);
   EXPECT_TRUE(has_line(r, "slot " + std::to_string(a) + ": impossible claim token"));
   EXPECT_TRUE(has_line(r, "(start time 0): no process holds it"));
-  EXPECT_TRUE(has_line(r, "slot " + std::to_string(b) + ": impossible claim token 0x000000000000004d (pid 0)"));
+  EXPECT_TRUE(has_line(
+      r, "slot " + std::to_string(b) + ": impossible claim token 0x000000000000004d (pid 0)"));
   if (kthread != 0) {
     EXPECT_TRUE(has_line(r, "slot " + std::to_string(c) + ": impossible claim token"));
     EXPECT_TRUE(has_line(r, "(names a kernel thread)"));
@@ -241,7 +257,8 @@ TEST_F(CheckCorrupt, ImpossibleClaimTokensAreProblemsNotClaimsInProgress) {
 TEST_F(CheckCorrupt, SlotAuditorReportsEachSlotToItsSinkAndCallsItsHooks) {
   ASSERT_GE(live_slots_.size(), 2u);
   const std::uint32_t a = live_slots_[0], b = live_slots_[1];
-  put<std::uint64_t>(slot_offset(b) + offsetof(detail::SlotHead, owner), token_of(unit::dead_pid(), 1));
+  put<std::uint64_t>(slot_offset(b) + offsetof(detail::SlotHead, owner),
+                     token_of(unit::dead_pid(), 1));
   AlignedBytes buf(bytes_.size());
   std::memcpy(buf.data(), bytes_.data(), bytes_.size());
   detail::Geometry g;
@@ -258,7 +275,8 @@ TEST_F(CheckCorrupt, SlotAuditorReportsEachSlotToItsSinkAndCallsItsHooks) {
   const detail::Table table(buf.data() + g.slot_offset, g);
   std::vector<std::string> lines;
   std::vector<std::uint32_t> checked;
-  detail::SlotAuditor audit(table, g, seed, 1, [&](std::string line) { lines.push_back(std::move(line)); });
+  detail::SlotAuditor audit(table, g, seed, 1,
+                            [&](std::string line) { lines.push_back(std::move(line)); });
   audit.set_check_live([&](std::uint32_t i, std::uint64_t, std::uint64_t) {
     checked.push_back(i);
     return std::string(i == a ? "looked at" : "");
@@ -268,11 +286,14 @@ TEST_F(CheckCorrupt, SlotAuditorReportsEachSlotToItsSinkAndCallsItsHooks) {
   EXPECT_EQ(lines, std::vector<std::string>{"slot " + std::to_string(a) + ": looked at"});
   audit.audit(b);  // a dead owner, without a repair hook: reported
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_NE(lines[1].find("slot " + std::to_string(b) + ": claim left by dead process"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find("slot " + std::to_string(b) + ": claim left by dead process"),
+            std::string::npos)
+      << lines[1];
   // With a repair hook that repairs, the dead owner is counted, not reported.
   lines.clear();
   std::vector<std::uint32_t> repaired;
-  detail::SlotAuditor fixing(table, g, seed, 1, [&](std::string line) { lines.push_back(std::move(line)); });
+  detail::SlotAuditor fixing(table, g, seed, 1,
+                             [&](std::string line) { lines.push_back(std::move(line)); });
   fixing.set_repair([&](std::uint32_t i) {
     repaired.push_back(i);
     return true;
@@ -283,7 +304,8 @@ TEST_F(CheckCorrupt, SlotAuditorReportsEachSlotToItsSinkAndCallsItsHooks) {
   EXPECT_EQ(fixing.live(), live_slots_.size());
   EXPECT_TRUE(lines.empty()) << ::testing::PrintToString(lines);
   // Slots from `readable` on are never read.
-  detail::SlotAuditor none(table, g, seed, 1, [&](std::string line) { lines.push_back(std::move(line)); });
+  detail::SlotAuditor none(table, g, seed, 1,
+                           [&](std::string line) { lines.push_back(std::move(line)); });
   none.set_readable(0);
   none.audit_all();
   EXPECT_EQ(none.live(), 0u);
@@ -307,7 +329,8 @@ TEST(ProcessTokens, TokensThisLibraryMakesAreNeverImpossible) {
 class CheckRepair : public ::testing::Test {
  protected:
   CheckRepair() : limiter_(Limiter::create(unit::small_options(name_.str(), 64))) {
-    api_ = limiter_.add_policy({"api", Algorithm::kGcra, Rate{5, std::chrono::hours(1)}, 5, OnFull::kDeny});
+    api_ = limiter_.add_policy(
+        {"api", Algorithm::kGcra, Rate{5, std::chrono::hours(1)}, 5, OnFull::kDeny});
     for (int i = 0; i < 4; ++i) limiter_.acquire(api_, "key-" + std::to_string(i));
     for (const BucketView& b : limiter_.dump()) slots_.push_back(b.slot);
     const std::vector<std::byte> bytes = unit::read_file(name_.path());

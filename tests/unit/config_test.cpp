@@ -301,7 +301,8 @@ TEST(ParseConfig, SegmentFieldsAndDefaults) {
   EXPECT_EQ(all.segment.max_probe, 8u);
   EXPECT_EQ(all.segment.open_timeout, milliseconds(5000));
   EXPECT_EQ(all.segment.claim_timeout, milliseconds(250));
-  EXPECT_TRUE(parse_config("[segment]\nname = \"/s\"\nallow_other_users = true\n").segment.allow_other_users);
+  EXPECT_TRUE(parse_config("[segment]\nname = \"/s\"\nallow_other_users = true\n")
+                  .segment.allow_other_users);
 
   for (const auto& [text, mode] : {std::pair{"\"644\"", 0644}, std::pair{"\"0\"", 0},
                                    std::pair{"\"07777\"", 07777}, std::pair{"\"0600\"", 0600}}) {
@@ -379,13 +380,13 @@ INSTANTIATE_TEST_SUITE_P(
                     "[segment]\nname = 5\n",
                     "t.toml:2:8",
                     {"[segment] name must be a string, found an integer"}},
-        InvalidCase{
-            "unknown_segment_key",
-            SEG "capcity = 16\n",
-            "t.toml:3:1",
-            {"unknown key 'capcity' in [segment]", "did you mean 'capacity'?",
-             "(known: name, capacity, mode, slot_bytes, max_probe, log_entries, open_timeout, claim_timeout, "
-             "allow_other_users)"}},
+        InvalidCase{"unknown_segment_key",
+                    SEG "capcity = 16\n",
+                    "t.toml:3:1",
+                    {"unknown key 'capcity' in [segment]", "did you mean 'capacity'?",
+                     "(known: name, capacity, mode, slot_bytes, max_probe, log_entries, "
+                     "open_timeout, claim_timeout, "
+                     "allow_other_users)"}},
         InvalidCase{"allow_other_users_not_boolean",
                     SEG "allow_other_users = \"yes\"\n",
                     "t.toml:3:21",
@@ -448,12 +449,12 @@ INSTANTIATE_TEST_SUITE_P(
 INSTANTIATE_TEST_SUITE_P(
     Policies, ParseConfigRejects,
     ::testing::Values(
-        InvalidCase{
-            "unknown_key_typo",
-            SEG "[policies.x]\nrate = \"5/m\"\nburts = 3\n",
-            "t.toml:5:1",
-            {"unknown key 'burts' in [policies.x]", "did you mean 'burst'?",
-             "(known: algorithm, rate, burst, max_tokens, on_full, refill_period, refill_amount, limit, wait)"}},
+        InvalidCase{"unknown_key_typo",
+                    SEG "[policies.x]\nrate = \"5/m\"\nburts = 3\n",
+                    "t.toml:5:1",
+                    {"unknown key 'burts' in [policies.x]", "did you mean 'burst'?",
+                     "(known: algorithm, rate, burst, max_tokens, on_full, refill_period, "
+                     "refill_amount, limit, wait)"}},
         InvalidCase{"unknown_key_far",
                     SEG "[policies.x]\nrate = \"5/m\"\ncolour = \"red\"\n",
                     "t.toml:5:1",

@@ -40,8 +40,8 @@ std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
 
 void record_n(DenialRing ring, std::uint64_t from, std::uint64_t n) {
   for (std::uint64_t i = from; i < from + n; ++i) {
-    ring.record(static_cast<std::int64_t>(1000 + i), static_cast<std::uint32_t>(i % 7), Reason::kOk, key_of(i), i + 1,
-                Nanos(static_cast<std::int64_t>(10 * i)));
+    ring.record(static_cast<std::int64_t>(1000 + i), static_cast<std::uint32_t>(i % 7), Reason::kOk,
+                key_of(i), i + 1, Nanos(static_cast<std::int64_t>(10 * i)));
   }
 }
 
@@ -107,13 +107,14 @@ TEST_P(DenialRingWrap, KeepsTheNewestAndCountsTheOverwrittenSinceTheCursor) {
 }
 
 constexpr std::uint64_t N = kDenialRingEntries;
-INSTANTIATE_TEST_SUITE_P(Table, DenialRingWrap,
-                         ::testing::Values(WrapCase{N, 0, N, 0, 0},                  // exactly full
-                                           WrapCase{N + 1, 0, N, 1, 1},              // the oldest dropped
-                                           WrapCase{1500, 0, N, 1500 - N, 1500 - N},  // wrapped once
-                                           WrapCase{3 * N + 5, 0, N, 2 * N + 5, 2 * N + 5},
-                                           WrapCase{2000, 100, N, 2000 - N - 100, 2000 - N},  // cursor behind
-                                           WrapCase{2000, 1500, 500, 0, 1500}));     // cursor within reach
+INSTANTIATE_TEST_SUITE_P(
+    Table, DenialRingWrap,
+    ::testing::Values(WrapCase{N, 0, N, 0, 0},                   // exactly full
+                      WrapCase{N + 1, 0, N, 1, 1},               // the oldest dropped
+                      WrapCase{1500, 0, N, 1500 - N, 1500 - N},  // wrapped once
+                      WrapCase{3 * N + 5, 0, N, 2 * N + 5, 2 * N + 5},
+                      WrapCase{2000, 100, N, 2000 - N - 100, 2000 - N},  // cursor behind
+                      WrapCase{2000, 1500, 500, 0, 1500}));              // cursor within reach
 
 TEST(DenialRing, AnEntryStillBeingWrittenOrOverwrittenIsLostNotReturned) {
   auto mem = fresh_ring();
@@ -135,7 +136,8 @@ std::uint32_t dead_pid() { return static_cast<std::uint32_t>(unit::dead_pid()); 
 // its fields: a later ticket must not take its entry, or the two records'
 // fields mix under a complete seq (seen as a torn entry under ThreadSanitizer).
 TEST(DenialRing, WriterNeverTakesOverTheUnfinishedEntryOfALiveWriterHoweverOld) {
-  for (const std::uint32_t live : {static_cast<std::uint32_t>(::getpid()), static_cast<std::uint32_t>(::getppid())}) {
+  for (const std::uint32_t live :
+       {static_cast<std::uint32_t>(::getpid()), static_cast<std::uint32_t>(::getppid())}) {
     for (const std::uint64_t laps : {1, 2, 1000}) {
       auto mem = fresh_ring();
       const std::uint64_t late = 5 + laps * N;
@@ -143,7 +145,8 @@ TEST(DenialRing, WriterNeverTakesOverTheUnfinishedEntryOfALiveWriterHoweverOld) 
       mem->head.next.store(late);
       mem->ring().record(1, 0, Reason::kOk, "late", 1, Nanos(1));  // ticket `late`, same entry
       EXPECT_EQ(mem->entries[5].seq.load(), detail::denial_seq_writing(5, live))
-          << "must not touch an entry a live writer holds (pid " << live << ", " << laps << " laps)";
+          << "must not touch an entry a live writer holds (pid " << live << ", " << laps
+          << " laps)";
       const auto r = mem->ring().read(late);
       EXPECT_TRUE(r.records.empty());
       EXPECT_EQ(r.lost, 1u);
@@ -165,7 +168,8 @@ TEST(DenialRing, WriterTakesOverAnEntryWhoseWriterDied) {
 
 TEST(DenialRing, LappedWriterNeverTakesOverANewerUnfinishedTicket) {
   auto mem = fresh_ring();
-  mem->entries[3].seq.store(detail::denial_seq_writing(3 + N, dead_pid()));  // ticket 3 + N, writer dead
+  mem->entries[3].seq.store(
+      detail::denial_seq_writing(3 + N, dead_pid()));  // ticket 3 + N, writer dead
   record_n(mem->ring(), 0, 4);  // tickets 0..3: ticket 3 is older than the one in its entry
   EXPECT_EQ(detail::denial_seq_ticket(mem->entries[3].seq.load()), 3 + N);
 }
@@ -213,7 +217,8 @@ TEST(DenialRing, ConcurrentWritersNeverShowAReaderATornEntryAndEveryTicketIsAcco
     writers.emplace_back([&, w] {
       for (std::uint64_t i = 0; i < kEach; ++i) {
         const std::uint64_t v = w * 1'000'000 + i;  // every field of one record carries v
-        mem->ring().record(static_cast<std::int64_t>(v), 0, Reason::kOk, key_of(v), v, Nanos(static_cast<std::int64_t>(v)));
+        mem->ring().record(static_cast<std::int64_t>(v), 0, Reason::kOk, key_of(v), v,
+                           Nanos(static_cast<std::int64_t>(v)));
       }
       done.fetch_add(1);
     });
@@ -234,7 +239,8 @@ TEST(DenialRing, ConcurrentWritersNeverShowAReaderATornEntryAndEveryTicketIsAcco
   for (auto& t : writers) t.join();
   drain();
   EXPECT_EQ(cursor, kThreads * kEach);
-  EXPECT_EQ(returned + lost, kThreads * kEach) << "each ticket is returned once or counted lost once";
+  EXPECT_EQ(returned + lost, kThreads * kEach)
+      << "each ticket is returned once or counted lost once";
 }
 
 // ---- through the Limiter -----------------------------------------------------
@@ -318,7 +324,9 @@ TEST_F(DenialsLimiterTest, DeniedLeaseIsRecordedLikeADeniedAcquire) {
   EXPECT_EQ(r.denials[0].key, "worker");
   EXPECT_EQ(r.denials[0].cost, 1u);
   EXPECT_EQ(r.denials[0].pid, ::getpid());
-  EXPECT_FALSE(limiter_.lease(api_, "worker", 1).decision().allowed);  // not a lease policy: unknown, not recorded
+  EXPECT_FALSE(limiter_.lease(api_, "worker", 1)
+                   .decision()
+                   .allowed);  // not a lease policy: unknown, not recorded
   EXPECT_EQ(limiter_.recent_denials().next_cursor, 1u);
 }
 }  // namespace

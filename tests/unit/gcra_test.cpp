@@ -90,12 +90,13 @@ INSTANTIATE_TEST_SUITE_P(
 // correction; T = 1 has no 64-bit floor(2^64 / T) and uses 2^64 - 1. The
 // dividends are remaining-capacity times, at most tau <= kMaxTauNs.
 TEST(GcraDiv, ReciprocalQuotientEqualsTheDivisionForEveryInterval) {
-  for (const std::uint64_t t : {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}, std::uint64_t{7},
-                                std::uint64_t{1'000'000'000}, std::uint64_t{3'600'000'000'000}, kMaxTauNs}) {
+  for (const std::uint64_t t :
+       {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}, std::uint64_t{7},
+        std::uint64_t{1'000'000'000}, std::uint64_t{3'600'000'000'000}, kMaxTauNs}) {
     const GcraParams p{t, 1, gcra_reciprocal(t)};
     ASSERT_NE(p.reciprocal, 0u) << t;
-    for (const std::uint64_t n : {std::uint64_t{0}, std::uint64_t{1}, t - 1, t, t + 1, 2 * t + 1, kMaxTauNs / 3,
-                                  kMaxTauNs - 1, kMaxTauNs}) {
+    for (const std::uint64_t n : {std::uint64_t{0}, std::uint64_t{1}, t - 1, t, t + 1, 2 * t + 1,
+                                  kMaxTauNs / 3, kMaxTauNs - 1, kMaxTauNs}) {
       if (n > kMaxTauNs) continue;
       EXPECT_EQ(gcra_div(n, p), n / t) << n << " / " << t;
     }

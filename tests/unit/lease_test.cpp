@@ -1,6 +1,8 @@
 // Concurrency leases (Algorithm::kConcurrency): the pure transitions and
 // the recovery decision as tables (lease.hpp), and the RAII Lease through a
 // real segment. Dead holders: tests/multiprocess/lease_test.cpp.
+#include "limiter/lease.hpp"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -8,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "limiter/lease.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
@@ -48,14 +49,16 @@ TEST(LeaseTransitions, AcquireTable) {
     Reason reason;
   };
   const std::vector<Row> rows = {
-      {0, 3, 1, true, 1, 2, Reason::kOk},      {2, 3, 1, true, 3, 0, Reason::kOk},
-      {3, 3, 1, false, 3, 0, Reason::kOk},     {1, 3, 2, true, 3, 0, Reason::kOk},
-      {2, 3, 2, false, 2, 1, Reason::kOk},     {0, 3, 4, false, 0, 3, Reason::kCostTooHigh},
-      {5, 3, 1, false, 5, 0, Reason::kOk},  // a count above the limit (the limit was lowered): denied
+      {0, 3, 1, true, 1, 2, Reason::kOk},  {2, 3, 1, true, 3, 0, Reason::kOk},
+      {3, 3, 1, false, 3, 0, Reason::kOk}, {1, 3, 2, true, 3, 0, Reason::kOk},
+      {2, 3, 2, false, 2, 1, Reason::kOk}, {0, 3, 4, false, 0, 3, Reason::kCostTooHigh},
+      {5, 3, 1, false, 5, 0, Reason::kOk},  // a count above the limit (the limit was lowered):
+                                            // denied
   };
   for (const Row& r : rows) {
     SCOPED_TRACE(testing::Message() << r.count << "/" << r.limit << " cost " << r.cost);
-    const detail::LeaseStep s = detail::lease_acquire_step(detail::lease_payload(r.count, {}), r.limit, r.cost, me);
+    const detail::LeaseStep s =
+        detail::lease_acquire_step(detail::lease_payload(r.count, {}), r.limit, r.cost, me);
     EXPECT_EQ(s.ok, r.ok);
     EXPECT_EQ(s.decision.allowed, r.ok);
     EXPECT_EQ(s.decision.limit, r.limit);
@@ -94,7 +97,8 @@ TEST(LeaseTransitions, RecoveryTable) {
       {detail::kLeaseIntent, false, false, LeaseRecovery::kDrop},
       {detail::kLeaseIntent, false, true, LeaseRecovery::kDrop},
       {detail::kLeaseHeld, true, false, LeaseRecovery::kRelease},
-      {detail::kLeaseHeld, false, false, LeaseRecovery::kDrop},  // reset since: nothing to give back
+      {detail::kLeaseHeld, false, false,
+       LeaseRecovery::kDrop},  // reset since: nothing to give back
       // died after the release CAS: the decrement landed
       {detail::kLeaseReleasing, true, true, LeaseRecovery::kHelp},
       // died before it: release now
@@ -103,8 +107,8 @@ TEST(LeaseTransitions, RecoveryTable) {
       {1, true, false, LeaseRecovery::kDrop},  // not a state anyone writes
   };
   for (const Row& r : rows) {
-    SCOPED_TRACE(testing::Message() << "state " << r.state << " same " << r.same_generation << " pending "
-                                    << r.pending_is_record);
+    SCOPED_TRACE(testing::Message() << "state " << r.state << " same " << r.same_generation
+                                    << " pending " << r.pending_is_record);
     EXPECT_EQ(detail::lease_recovery(r.state, r.same_generation, r.pending_is_record), r.action);
   }
 }
@@ -118,7 +122,9 @@ class Leases : public ::testing::Test {
     s.on_full = on_full;
     return limiter_->add_policy(s);
   }
-  std::uint64_t available(PolicyId id, const char* key = "k") { return limiter_->peek(id, key, 0).remaining; }
+  std::uint64_t available(PolicyId id, const char* key = "k") {
+    return limiter_->peek(id, key, 0).remaining;
+  }
   ScopedSegmentName name_{"lease"};
   std::optional<Limiter> limiter_;
 };
@@ -230,7 +236,8 @@ TEST_F(Leases, AcquireOnAConcurrencyPolicyNeedsALease) {
   EXPECT_FALSE(d.allowed);
   EXPECT_EQ(d.reason, Reason::kNeedsLease);
   EXPECT_EQ(to_string(d.reason), "needs_lease");
-  const PolicyId g = limiter_->add_policy({"g", Algorithm::kGcra, Rate{10, std::chrono::seconds(1)}});
+  const PolicyId g =
+      limiter_->add_policy({"g", Algorithm::kGcra, Rate{10, std::chrono::seconds(1)}});
   const Lease l = limiter_->lease(g, "k");
   EXPECT_FALSE(l.held());
   EXPECT_EQ(l.decision().reason, Reason::kUnknownPolicy);
@@ -258,8 +265,11 @@ TEST_F(Leases, PolicySpecIsNormalised) {
   EXPECT_EQ(spec.rate, (Rate{7, Nanos(0)}));
   EXPECT_EQ(spec.burst, 7u);
   // The same limit again is the same policy, whatever period was written.
-  EXPECT_EQ(limiter_->add_policy({"c", Algorithm::kConcurrency, Rate{7, Nanos(0)}}).index, id.index);
-  const auto e = catch_error([&] { limiter_->add_policy({"z", Algorithm::kConcurrency, Rate{1u << 24, Nanos(0)}}); });
+  EXPECT_EQ(limiter_->add_policy({"c", Algorithm::kConcurrency, Rate{7, Nanos(0)}}).index,
+            id.index);
+  const auto e = catch_error([&] {
+    limiter_->add_policy({"z", Algorithm::kConcurrency, Rate{1u << 24, Nanos(0)}});
+  });
   ASSERT_TRUE(e.has_value());
   EXPECT_NE(std::string(e->what()).find("below 2^24"), std::string::npos) << e->what();
 }
@@ -297,8 +307,9 @@ TEST_F(Leases, DumpShowsHeldUnitsAsRemainingWithoutAResetTime) {
 }
 
 TEST(LeaseConfig, ParsesLimitAndNamesErrors) {
-  const Config c = parse_config("[segment]\nname = \"/x\"\n[policies.conn]\nalgorithm = \"concurrency\"\nlimit = 8\n",
-                                "t.toml");
+  const Config c = parse_config(
+      "[segment]\nname = \"/x\"\n[policies.conn]\nalgorithm = \"concurrency\"\nlimit = 8\n",
+      "t.toml");
   ASSERT_EQ(c.policies.size(), 1u);
   EXPECT_EQ(c.policies[0].algorithm, Algorithm::kConcurrency);
   EXPECT_EQ(c.policies[0].rate.count, 8u);
@@ -306,16 +317,20 @@ TEST(LeaseConfig, ParsesLimitAndNamesErrors) {
     const auto e = catch_error([&] { parse_config(text, "t.toml"); });
     return e ? std::string(e->what()) : std::string("no error");
   };
-  EXPECT_NE(msg("[segment]\nname = \"/x\"\n[policies.c]\nalgorithm = \"concurrency\"\nrate = \"1/s\"\n")
-                .find("t.toml:5:8: policy \"c\": a concurrency policy has a limit (in flight), not a rate"),
-            std::string::npos);
+  EXPECT_NE(
+      msg("[segment]\nname = \"/x\"\n[policies.c]\nalgorithm = \"concurrency\"\nrate = \"1/s\"\n")
+          .find(
+              "t.toml:5:8: policy \"c\": a concurrency policy has a limit (in flight), not a rate"),
+      std::string::npos);
   EXPECT_NE(msg("[segment]\nname = \"/x\"\n[policies.c]\nalgorithm = \"concurrency\"\n")
                 .find("policy \"c\": algorithm = \"concurrency\" needs a limit"),
             std::string::npos);
-  EXPECT_NE(msg("[segment]\nname = \"/x\"\n[policies.c]\nrate = \"1/s\"\nlimit = 3\n")
-                .find("t.toml:5:9: policy \"c\": limit applies to algorithm = \"concurrency\" only"),
-            std::string::npos);
-  EXPECT_NE(msg("[segment]\nname = \"/x\"\n[policies.c]\nalgorithm = \"concurrency\"\nlimit = 0\n").find("t.toml:5:9"),
+  EXPECT_NE(
+      msg("[segment]\nname = \"/x\"\n[policies.c]\nrate = \"1/s\"\nlimit = 3\n")
+          .find("t.toml:5:9: policy \"c\": limit applies to algorithm = \"concurrency\" only"),
+      std::string::npos);
+  EXPECT_NE(msg("[segment]\nname = \"/x\"\n[policies.c]\nalgorithm = \"concurrency\"\nlimit = 0\n")
+                .find("t.toml:5:9"),
             std::string::npos);
 }
 

@@ -4,9 +4,9 @@
 // states, the concurrency refusal, the crash between publishing the new
 // entry and retiring the old one, and the regressions of issue 14 row 4.
 #include <gtest/gtest.h>
-#include <cstring>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <tuple>
@@ -28,9 +28,10 @@ using unit::ScopedSegmentName;
 
 constexpr Nanos kT0{1'000'000'000};
 
-constexpr Algorithm kAll[] = {Algorithm::kGcra,        Algorithm::kTokenBucket, Algorithm::kFixedWindow,
-                              Algorithm::kSlidingWindow, Algorithm::kQuietPeriod, Algorithm::kLeakyBucket,
-                              Algorithm::kConcurrency,  Algorithm::kSlidingLog};
+constexpr Algorithm kAll[] = {Algorithm::kGcra,        Algorithm::kTokenBucket,
+                              Algorithm::kFixedWindow, Algorithm::kSlidingWindow,
+                              Algorithm::kQuietPeriod, Algorithm::kLeakyBucket,
+                              Algorithm::kConcurrency, Algorithm::kSlidingLog};
 
 PolicySpec spec_of(Algorithm a, std::uint64_t count, std::string name = "api") {
   PolicySpec s;
@@ -46,13 +47,18 @@ detail::AlgoParams params_of(const PolicySpec& s) {
   const auto period = static_cast<std::uint64_t>(s.rate.period.count());
   const bool windowed = s.algorithm != Algorithm::kGcra && s.algorithm != Algorithm::kLeakyBucket &&
                         s.algorithm != Algorithm::kTokenBucket;
-  return detail::AlgoParams{s.algorithm, s.rate.count, period, s.burst == 0 || windowed ? s.rate.count : s.burst,
-                            detail::gcra_emission(s.rate.count, period), s.wait};
+  return detail::AlgoParams{s.algorithm,
+                            s.rate.count,
+                            period,
+                            s.burst == 0 || windowed ? s.rate.count : s.burst,
+                            detail::gcra_emission(s.rate.count, period),
+                            s.wait};
 }
 
 ::testing::AssertionResult same_decision(const Decision& got, const Decision& want) {
   if (got.allowed == want.allowed && got.limit == want.limit && got.remaining == want.remaining &&
-      got.retry_after == want.retry_after && got.reset_after == want.reset_after && got.reason == want.reason) {
+      got.retry_after == want.retry_after && got.reset_after == want.reset_after &&
+      got.reason == want.reason) {
     return ::testing::AssertionSuccess();
   }
   return ::testing::AssertionFailure() << "got " << describe(got) << ", want " << describe(want);
@@ -116,7 +122,8 @@ TEST_P(ReplaceEveryPair, AnotherEncodingStartsFreshTheSameKeepsBucketsWithinTheN
   }
   // An id from before the replacement decides as the new one does.
   if (to != Algorithm::kConcurrency) {
-    EXPECT_TRUE(same_decision(l.acquire_at(old_id, "stale-id", 1, kT0), l.acquire_at(r.id, "new-id", 1, kT0)));
+    EXPECT_TRUE(same_decision(l.acquire_at(old_id, "stale-id", 1, kT0),
+                              l.acquire_at(r.id, "new-id", 1, kT0)));
     EXPECT_EQ(l.peek(old_id, "stale-id", 0).remaining, l.peek(r.id, "stale-id", 0).remaining);
   }
   const CheckReport report = l.check(false);
@@ -140,14 +147,16 @@ TEST(ReplacePolicyProperty, KeptStateNeverWaitsLongerThanTheNewPolicyAllows) {
     return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng);
   };
   const std::uint64_t periods[] = {20'000'000, 1'000'000'000, 60'000'000'000};
-  const Algorithm word_algorithms[] = {Algorithm::kGcra,          Algorithm::kTokenBucket, Algorithm::kFixedWindow,
-                                       Algorithm::kSlidingWindow, Algorithm::kQuietPeriod, Algorithm::kLeakyBucket};
+  const Algorithm word_algorithms[] = {Algorithm::kGcra,        Algorithm::kTokenBucket,
+                                       Algorithm::kFixedWindow, Algorithm::kSlidingWindow,
+                                       Algorithm::kQuietPeriod, Algorithm::kLeakyBucket};
   const auto random_params = [&](Algorithm a, std::uint64_t period) {
     detail::AlgoParams p;
     p.algorithm = a;
     p.count = pick(1, 60);
     p.period_ns = period;
-    const bool bursty = a == Algorithm::kGcra || a == Algorithm::kLeakyBucket || a == Algorithm::kTokenBucket;
+    const bool bursty =
+        a == Algorithm::kGcra || a == Algorithm::kLeakyBucket || a == Algorithm::kTokenBucket;
     p.burst = bursty ? pick(1, 80) : p.count;
     p.emission_ns = detail::gcra_emission(p.count, p.period_ns);
     return p;
@@ -173,12 +182,13 @@ TEST(ReplacePolicyProperty, KeptStateNeverWaitsLongerThanTheNewPolicyAllows) {
     ++kept;
     now += static_cast<std::int64_t>(pick(0, 1'000));
     const std::uint64_t capacity = after.burst;
-    for (const std::uint64_t cost : {std::uint64_t{0}, std::uint64_t{1}, pick(1, capacity), capacity}) {
+    for (const std::uint64_t cost :
+         {std::uint64_t{0}, std::uint64_t{1}, pick(1, capacity), capacity}) {
       const Decision d = detail::algo_decide(after, state, now, cost).decision;
       ASSERT_LE(d.remaining, d.limit) << to_string(a) << " " << describe(d);
       ASSERT_LE(d.retry_after, detail::algo_max_wait(after))
-          << to_string(a) << " count " << before.count << "->" << after.count << " burst " << before.burst
-          << "->" << after.burst << " cost " << cost << " " << describe(d);
+          << to_string(a) << " count " << before.count << "->" << after.count << " burst "
+          << before.burst << "->" << after.burst << " cost " << cost << " " << describe(d);
     }
   }
   EXPECT_GT(kept, 3000);
@@ -191,7 +201,8 @@ TEST(ReplacePolicy, ConcurrencyWithLeasesHeldIsRefusedNamingTheCount) {
   Lease a = l.lease(id, "k", 2);
   Lease b = l.lease(id, "other", 1);
   ASSERT_TRUE(a.held() && b.held());
-  for (const PolicySpec& next : {spec_of(Algorithm::kGcra, 5), spec_of(Algorithm::kConcurrency, 9)}) {
+  for (const PolicySpec& next :
+       {spec_of(Algorithm::kGcra, 5), spec_of(Algorithm::kConcurrency, 9)}) {
     const auto e = catch_error([&] { l.replace_policy(next); });
     ASSERT_TRUE(e);
     EXPECT_EQ(e->code(), ErrorCode::kPolicyConflict);

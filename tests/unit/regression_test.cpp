@@ -24,7 +24,8 @@ using namespace std::chrono_literals;
 
 struct Segment {
   std::string name;
-  explicit Segment(const std::string& tag) : name("/shmlimit-regress-" + tag + "-" + std::to_string(::getpid())) {
+  explicit Segment(const std::string& tag)
+      : name("/shmlimit-regress-" + tag + "-" + std::to_string(::getpid())) {
     Limiter::remove(name);
   }
   ~Segment() { Limiter::remove(name); }
@@ -79,7 +80,8 @@ TEST(Regression, ClaimerKilledAfterCommittingAnEmptySlotLeavesItUsable) {
   const CheckReport r = l.check(true);  // what `shmlimit check` does
   EXPECT_TRUE(r.clean());
   const Decision d = l.acquire_at(p, "victim", 1, 2s);
-  EXPECT_EQ(d.reason, Reason::kOk) << "the slot of the killed claimer is still unusable: " << to_string(d.reason);
+  EXPECT_EQ(d.reason, Reason::kOk)
+      << "the slot of the killed claimer is still unusable: " << to_string(d.reason);
   EXPECT_TRUE(d.allowed);
 }
 

@@ -107,15 +107,18 @@ ChildResult run_in_child(const std::function<std::string()>& body) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (WIFSIGNALED(status)) return {false, "child died of signal " + std::to_string(WTERMSIG(status)) + ": " + text};
+  if (WIFSIGNALED(status))
+    return {false, "child died of signal " + std::to_string(WTERMSIG(status)) + ": " + text};
   if (WEXITSTATUS(status) == kChildSkip) return {true, text};
-  if (WEXITSTATUS(status) != 0 && text.empty()) return {false, "child exited " + std::to_string(WEXITSTATUS(status))};
+  if (WEXITSTATUS(status) != 0 && text.empty())
+    return {false, "child exited " + std::to_string(WEXITSTATUS(status))};
   return {false, text};
 }
 
 /// "" if `fn` throws Error with `code` and every one of `words` in its
 /// message, else what happened instead.
-std::string expect_error(const std::function<void()>& fn, ErrorCode code, std::initializer_list<const char*> words) {
+std::string expect_error(const std::function<void()>& fn, ErrorCode code,
+                         std::initializer_list<const char*> words) {
   try {
     fn();
   } catch (const Error& e) {
@@ -144,7 +147,8 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
   const ChildResult r = run_in_child([]() -> std::string {
     // A private mount namespace with a 16 MiB tmpfs on /dev/shm (Docker's
     // default is 64 MiB): nothing outside this child sees it.
-    if (::unshare(CLONE_NEWNS) != 0) throw Skip{std::string("unshare(CLONE_NEWNS): ") + std::strerror(errno)};
+    if (::unshare(CLONE_NEWNS) != 0)
+      throw Skip{std::string("unshare(CLONE_NEWNS): ") + std::strerror(errno)};
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
       throw Skip{std::string("mount --make-rprivate /: ") + std::strerror(errno)};
     }
@@ -153,21 +157,24 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
     }
     // 1. Larger than the file system: refused up front, nothing left behind.
     Options big = small_options("/big", 1048576);  // 128 MiB
-    if (auto e = expect_error([&] { Limiter::create(big); }, ErrorCode::kNoSpace,
-                              {"/big", "135245888 bytes", "16777216 bytes", "--shm-size", "remount,size="});
+    if (auto e = expect_error(
+            [&] { Limiter::create(big); }, ErrorCode::kNoSpace,
+            {"/big", "135245888 bytes", "16777216 bytes", "--shm-size", "remount,size="});
         !e.empty()) {
       return "capacity 1048576: " + e;
     }
     if (exists("/dev/shm/big")) return "a failed create left /dev/shm/big behind";
     // open_or_create fails the same way.
-    if (auto e = expect_error([&] { Limiter::open_or_create(big); }, ErrorCode::kNoSpace, {"/big"}); !e.empty()) {
+    if (auto e = expect_error([&] { Limiter::open_or_create(big); }, ErrorCode::kNoSpace, {"/big"});
+        !e.empty()) {
       return "open_or_create: " + e;
     }
     if (exists("/dev/shm/big")) return "a failed open_or_create left /dev/shm/big behind";
     // 2. Beyond what any machine here holds (8 TiB): refused up front.
     Options huge = small_options("/huge", 268435456);
     huge.log_entries = 4096;
-    if (auto e = expect_error([&] { Limiter::create(huge); }, ErrorCode::kNoSpace, {"/huge", "8830453788736 bytes"});
+    if (auto e = expect_error([&] { Limiter::create(huge); }, ErrorCode::kNoSpace,
+                              {"/huge", "8830453788736 bytes"});
         !e.empty()) {
       return "8 TiB: " + e;
     }
@@ -176,8 +183,9 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
     // left of it: posix_fallocate fails, the message names what is free.
     Limiter first = Limiter::create(small_options("/first", 65536));  // 8.4 MiB
     const PolicyId api = first.add_policy(gcra("api", 1000));
-    if (auto e = expect_error([&] { Limiter::create(small_options("/second", 65536)); }, ErrorCode::kNoSpace,
-                              {"/second", "9416768 bytes", "free", "--shm-size"});
+    if (auto e =
+            expect_error([&] { Limiter::create(small_options("/second", 65536)); },
+                         ErrorCode::kNoSpace, {"/second", "9416768 bytes", "free", "--shm-size"});
         !e.empty()) {
       return "second segment: " + e;
     }
@@ -185,7 +193,8 @@ TEST(Segment, CreateOnAFullTmpfsFailsCleanlyAndLeavesNoFile) {
     // 4. The segment that exists still works: every one of its pages is
     // backed, so 5000 new keys never meet a SIGBUS.
     for (int i = 0; i < 5000; ++i) {
-      if (!first.acquire(api, "key-" + std::to_string(i)).allowed) return "key " + std::to_string(i) + " refused";
+      if (!first.acquire(api, "key-" + std::to_string(i)).allowed)
+        return "key " + std::to_string(i) + " refused";
     }
     Options again = small_options("/first", 0);
     Limiter reopened = Limiter::open_or_create(again);  // opens; never needs room
@@ -222,8 +231,10 @@ TEST(Segment, OpenRefusesAFifoWithoutBlocking) {
   Options trusting = o;
   trusting.allow_other_users = true;  // no flag makes a FIFO acceptable
   const std::function<void()> opens[] = {
-      [&] { Limiter::open(o); },        [&] { Limiter::open(ro); },
-      [&] { Limiter::open_or_create(o); }, [&] { Limiter::open(trusting); },
+      [&] { Limiter::open(o); },
+      [&] { Limiter::open(ro); },
+      [&] { Limiter::open_or_create(o); },
+      [&] { Limiter::open(trusting); },
       [&] { Limiter::check_segment(name.str()); },
   };
   for (const auto& open : opens) {
@@ -251,7 +262,8 @@ TEST(Segment, OpenRefusesADirectoryASymlinkAndADeviceAtOnce) {
   };
   std::vector<Case> cases = {{dir.str(), "directory"}, {link.str(), "symbolic link"}};
   ScopedSegmentName dev("dev");
-  const bool have_device = ::mknod(dev.path().c_str(), S_IFCHR | 0666, ::makedev(1, 3)) == 0;  // /dev/null, as root
+  const bool have_device =
+      ::mknod(dev.path().c_str(), S_IFCHR | 0666, ::makedev(1, 3)) == 0;  // /dev/null, as root
   if (have_device) cases.push_back({dev.str(), "character device"});
   for (const Case& c : cases) {
     for (const bool read_only : {false, true}) {
@@ -290,10 +302,9 @@ TEST(Segment, OpenRefusesASegmentOwnedByAnotherUser) {
   Options rw = small_options(name.str(), 0);
   Options ro = rw;
   ro.read_only = true;
-  for (const std::function<void()>& open :
-       std::initializer_list<std::function<void()>>{[&] { Limiter::open(rw); }, [&] { Limiter::open(ro); },
-                                                    [&] { Limiter::open_or_create(rw); },
-                                                    [&] { Limiter::check_segment(name.str()); }}) {
+  for (const std::function<void()>& open : std::initializer_list<std::function<void()>>{
+           [&] { Limiter::open(rw); }, [&] { Limiter::open(ro); },
+           [&] { Limiter::open_or_create(rw); }, [&] { Limiter::check_segment(name.str()); }}) {
     const auto err = catch_error(open);
     ASSERT_TRUE(err);
     EXPECT_EQ(err->code(), ErrorCode::kPermission) << err->what();

@@ -1,6 +1,8 @@
 // The exact sliding window (Algorithm::kSlidingLog): the pure core as
 // tables (sliding_log.hpp), DRF's wait() formula against values computed by
 // DRF's own code, and the algorithm through a real segment.
+#include "algorithms/sliding_log.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include "shmlimit/config.hpp"
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
-#include "algorithms/sliding_log.hpp"
 #include "unit_segment.hpp"
 
 namespace shmlimit::unit {
@@ -54,31 +55,147 @@ detail::LogOutcome run(const Row& r, LogWait wait = LogWait::kExact) {
   for (const Entry& x : r.entries) e.push_back(x.t < 0 ? 0 : log_entry(x.version, x.t));
   std::vector<std::uint32_t> pick(r.count);
   std::vector<std::int64_t> scratch(r.count);
-  return log_decide(LogParams{r.count, static_cast<std::uint64_t>(r.window), wait}, e, r.version, r.now, r.cost, pick,
-                    scratch);
+  return log_decide(LogParams{r.count, static_cast<std::uint64_t>(r.window), wait}, e, r.version,
+                    r.now, r.cost, pick, scratch);
 }
 
 TEST(SlidingLogCore, DecisionTable) {
   const std::vector<Row> rows = {
       {"empty log admits", 3, 100, {{0, -1}, {0, -1}, {0, -1}}, 1, 50, 1, true, 2, 0, 100},
-      {"cost 0 reports without charging", 3, 100, {{1, 10}, {0, -1}, {0, -1}}, 1, 50, 0, true, 2, 0, 60},
-      {"full log denies until the oldest leaves", 3, 100, {{1, 10}, {1, 20}, {1, 30}}, 1, 50, 1, false, 0, 60, 80},
-      {"cost 2 waits for the 2nd oldest", 3, 100, {{1, 30}, {1, 10}, {1, 20}}, 1, 50, 2, false, 0, 70, 80},
-      {"cost 3 waits for the 3rd oldest", 3, 100, {{1, 30}, {1, 10}, {1, 20}}, 1, 50, 3, false, 0, 80, 80},
-      {"cost above the count never fits", 3, 100, {{1, 10}, {0, -1}, {0, -1}}, 1, 50, 4, false, 2, -1, 60,
+      {"cost 0 reports without charging",
+       3,
+       100,
+       {{1, 10}, {0, -1}, {0, -1}},
+       1,
+       50,
+       0,
+       true,
+       2,
+       0,
+       60},
+      {"full log denies until the oldest leaves",
+       3,
+       100,
+       {{1, 10}, {1, 20}, {1, 30}},
+       1,
+       50,
+       1,
+       false,
+       0,
+       60,
+       80},
+      {"cost 2 waits for the 2nd oldest",
+       3,
+       100,
+       {{1, 30}, {1, 10}, {1, 20}},
+       1,
+       50,
+       2,
+       false,
+       0,
+       70,
+       80},
+      {"cost 3 waits for the 3rd oldest",
+       3,
+       100,
+       {{1, 30}, {1, 10}, {1, 20}},
+       1,
+       50,
+       3,
+       false,
+       0,
+       80,
+       80},
+      {"cost above the count never fits",
+       3,
+       100,
+       {{1, 10}, {0, -1}, {0, -1}},
+       1,
+       50,
+       4,
+       false,
+       2,
+       -1,
+       60,
        Reason::kCostTooHigh},
-      {"an entry leaves exactly at t + D", 3, 100, {{1, 10}, {1, 20}, {1, 30}}, 1, 110, 1, true, 0, 0, 100},
-      {"one ns before t + D it still counts", 3, 100, {{1, 10}, {1, 20}, {1, 30}}, 1, 109, 1, false, 0, 1, 21},
-      {"weighted cost takes several entries", 5, 100, {{1, 10}, {1, 20}, {0, -1}, {0, -1}, {0, -1}}, 1, 50, 3, true, 0,
-       0, 100},
-      {"weighted cost that does not fit waits for enough", 5, 100, {{1, 10}, {1, 20}, {0, -1}, {0, -1}, {0, -1}}, 1, 50,
-       4, false, 3, 60, 70},
-      {"another version's live entry is not this key's, nor free", 3, 100, {{2, 10}, {1, 20}, {1, 30}}, 1, 50, 1, false,
-       0, 60, 80},
-      {"another version's expired entry is free", 3, 100, {{2, 10}, {1, 20}, {1, 30}}, 1, 115, 1, true, 0, 0, 100},
+      {"an entry leaves exactly at t + D",
+       3,
+       100,
+       {{1, 10}, {1, 20}, {1, 30}},
+       1,
+       110,
+       1,
+       true,
+       0,
+       0,
+       100},
+      {"one ns before t + D it still counts",
+       3,
+       100,
+       {{1, 10}, {1, 20}, {1, 30}},
+       1,
+       109,
+       1,
+       false,
+       0,
+       1,
+       21},
+      {"weighted cost takes several entries",
+       5,
+       100,
+       {{1, 10}, {1, 20}, {0, -1}, {0, -1}, {0, -1}},
+       1,
+       50,
+       3,
+       true,
+       0,
+       0,
+       100},
+      {"weighted cost that does not fit waits for enough",
+       5,
+       100,
+       {{1, 10}, {1, 20}, {0, -1}, {0, -1}, {0, -1}},
+       1,
+       50,
+       4,
+       false,
+       3,
+       60,
+       70},
+      {"another version's live entry is not this key's, nor free",
+       3,
+       100,
+       {{2, 10}, {1, 20}, {1, 30}},
+       1,
+       50,
+       1,
+       false,
+       0,
+       60,
+       80},
+      {"another version's expired entry is free",
+       3,
+       100,
+       {{2, 10}, {1, 20}, {1, 30}},
+       1,
+       115,
+       1,
+       true,
+       0,
+       0,
+       100},
       // Reverse time: a reading earlier than the entries (another process's
       // clock was ahead) sees them all live and admits nothing extra.
-      {"earlier now than every entry admits nothing extra", 3, 100, {{1, 10}, {1, 20}, {1, 30}}, 1, 5, 1, false, 0, 105,
+      {"earlier now than every entry admits nothing extra",
+       3,
+       100,
+       {{1, 10}, {1, 20}, {1, 30}},
+       1,
+       5,
+       1,
+       false,
+       0,
+       105,
        125},
       {"earlier now than a lone entry", 1, 100, {{1, 200}}, 1, 150, 1, false, 0, 150, 150},
       {"negative now counts as 0", 2, 100, {{1, 0}, {0, -1}}, 1, -50, 1, true, 0, 0, 100},
@@ -109,7 +226,8 @@ TEST(SlidingLogCore, ChosenEntriesAreFreeAndDistinct) {
   for (const Entry& x : two.entries) e.push_back(x.t < 0 ? 0 : log_entry(x.version, x.t));
   std::vector<std::uint32_t> pick(5);
   std::vector<std::int64_t> scratch(5);
-  const detail::LogOutcome ok = log_decide(LogParams{5, 100, LogWait::kExact}, e, 1, 105, 2, pick, scratch);
+  const detail::LogOutcome ok =
+      log_decide(LogParams{5, 100, LogWait::kExact}, e, 1, 105, 2, pick, scratch);
   ASSERT_TRUE(ok.decision.allowed);
   ASSERT_EQ(ok.chosen, 2u);
   std::vector<std::uint32_t> chosen(pick.begin(), pick.begin() + 2);
@@ -130,12 +248,16 @@ TEST(DrfWait, MatchesDjangoRestFrameworkAfterADenial) {
   };
   constexpr std::int64_t s = 1'000'000'000;
   const std::vector<Case> cases = {
-      {3, 60 * s, {30 * s, 20 * s, 10 * s}, 50 * s, 20 * s},                        // 3/m ... 20.0
-      {3, 60 * s, {30 * s, 20 * s, 10 * s}, 69 * s + s / 2, s / 2},                 // 3/m ... 0.5
-      {3, 60 * s, {59 * s, 58 * s, 1 * s}, 60 * s + s / 2, s / 2},                  // 3/m ... 0.5
+      {3, 60 * s, {30 * s, 20 * s, 10 * s}, 50 * s, 20 * s},         // 3/m ... 20.0
+      {3, 60 * s, {30 * s, 20 * s, 10 * s}, 69 * s + s / 2, s / 2},  // 3/m ... 0.5
+      {3, 60 * s, {59 * s, 58 * s, 1 * s}, 60 * s + s / 2, s / 2},   // 3/m ... 0.5
       {5, 1 * s, {900 * kMs, 800 * kMs, 700 * kMs, 600 * kMs, 500 * kMs}, s, s / 2},  // 5/s ... 0.5
-      {1, 3600 * s, {100 * s}, 3000 * s, 700 * s},                                 // 1/h ... 700.0
-      {4, 60 * s, {50 * s, 40 * s, 30 * s, 20 * s}, 75 * s + s / 4, 4 * s + 3 * s / 4},  // 4/m ... 4.75
+      {1, 3600 * s, {100 * s}, 3000 * s, 700 * s},  // 1/h ... 700.0
+      {4,
+       60 * s,
+       {50 * s, 40 * s, 30 * s, 20 * s},
+       75 * s + s / 4,
+       4 * s + 3 * s / 4},  // 4/m ... 4.75
   };
   for (const Case& c : cases) {
     Row r{"", c.count, c.window, {}, 1, c.now, 1, false, 0, 0, 0};
@@ -160,10 +282,10 @@ TEST(DrfWait, MatchesDjangoRestFrameworkOnShortHistories) {
   };
   constexpr std::int64_t s = 1'000'000'000;
   const std::vector<Case> cases = {
-      {5, 60 * s, {40 * s, 20 * s}, 50 * s, 7 * s + s / 2},                // 7.5
-      {5, 60 * s, {}, 50 * s, 10 * s},                                      // 10.0
-      {10, s, {250 * kMs, 125 * kMs, 62'500'000}, s / 2, 70'312'500},       // 0.0703125
-      {3, 3600 * s, {1800 * s}, 3600 * s, 600 * s},                         // 600.0
+      {5, 60 * s, {40 * s, 20 * s}, 50 * s, 7 * s + s / 2},            // 7.5
+      {5, 60 * s, {}, 50 * s, 10 * s},                                 // 10.0
+      {10, s, {250 * kMs, 125 * kMs, 62'500'000}, s / 2, 70'312'500},  // 0.0703125
+      {3, 3600 * s, {1800 * s}, 3600 * s, 600 * s},                    // 600.0
   };
   for (const Case& c : cases) {
     Row r{"", c.count, c.window, {}, 1, c.now, 0, false, 0, 0, 0};
@@ -176,8 +298,9 @@ TEST(DrfWait, MatchesDjangoRestFrameworkOnShortHistories) {
       EXPECT_EQ(drf.decision.retry_after, Nanos(c.drf_wait));
     }
     const std::int64_t oldest = c.history.empty() ? 0 : c.history.back();
-    EXPECT_EQ(detail::log_drf_wait(LogParams{c.count, static_cast<std::uint64_t>(c.window), LogWait::kDrf},
-                                   c.history.size(), oldest, c.now),
+    EXPECT_EQ(detail::log_drf_wait(
+                  LogParams{c.count, static_cast<std::uint64_t>(c.window), LogWait::kDrf},
+                  c.history.size(), oldest, c.now),
               Nanos(c.drf_wait));
   }
 }
@@ -190,7 +313,8 @@ class SlidingLog : public ::testing::Test {
     o.log_entries = 16;
     limiter_.emplace(Limiter::create(o));
   }
-  PolicyId add(std::uint64_t count, Nanos window, LogWait wait = LogWait::kExact, const char* name = "log") {
+  PolicyId add(std::uint64_t count, Nanos window, LogWait wait = LogWait::kExact,
+               const char* name = "log") {
     PolicySpec s{name, Algorithm::kSlidingLog, Rate{count, window}};
     s.wait = wait;
     return limiter_->add_policy(s);
@@ -293,7 +417,9 @@ TEST_F(SlidingLog, PoliciesNeedEnoughLogEntries) {
 
   ScopedSegmentName other("slog-none");
   Limiter none = Limiter::create(small_options(other.str(), 64));
-  const auto e2 = catch_error([&] { none.add_policy({"x", Algorithm::kSlidingLog, Rate{1, seconds(1)}}); });
+  const auto e2 = catch_error([&] {
+    none.add_policy({"x", Algorithm::kSlidingLog, Rate{1, seconds(1)}});
+  });
   ASSERT_TRUE(e2.has_value());
   EXPECT_NE(std::string(e2->what()).find("log_entries = 0"), std::string::npos) << e2->what();
 }
@@ -377,20 +503,25 @@ TEST(SlidingLogConfig, ErrorsNameTheLineAndWhatToSet) {
     const auto e = catch_error([&] { parse_config(text, "t.toml"); });
     return e ? std::string(e->what()) : std::string("no error");
   };
-  EXPECT_EQ(msg("[segment]\nname = \"/x\"\nlog_entries = 10\n[policies.a]\nalgorithm = \"sliding_log\"\nrate = "
+  EXPECT_EQ(msg("[segment]\nname = \"/x\"\nlog_entries = 10\n[policies.a]\nalgorithm = "
+                "\"sliding_log\"\nrate = "
                 "\"20/m\"\n")
-                .rfind("t.toml:6:8: policy \"a\": sliding_log keeps 20 admissions per key but [segment] log_entries "
+                .rfind("t.toml:6:8: policy \"a\": sliding_log keeps 20 admissions per key but "
+                       "[segment] log_entries "
                        "is 10; set [segment] log_entries >= 20",
                        0),
             0u);
   EXPECT_NE(msg("[segment]\nname = \"/x\"\n[policies.a]\nrate = \"1/s\"\nwait = \"drf\"\n")
                 .find("t.toml:5:8: policy \"a\": wait applies to algorithm = \"sliding_log\" only"),
             std::string::npos);
-  EXPECT_NE(msg("[segment]\nname = \"/x\"\nlog_entries = 10\n[policies.a]\nalgorithm = \"sliding_log\"\nrate = "
-                "\"1/s\"\nwait = \"soon\"\n")
-                .find("t.toml:7:8: policy \"a\": wait must be \"exact\" or \"drf\", found \"soon\""),
+  EXPECT_NE(
+      msg("[segment]\nname = \"/x\"\nlog_entries = 10\n[policies.a]\nalgorithm = "
+          "\"sliding_log\"\nrate = "
+          "\"1/s\"\nwait = \"soon\"\n")
+          .find("t.toml:7:8: policy \"a\": wait must be \"exact\" or \"drf\", found \"soon\""),
+      std::string::npos);
+  EXPECT_NE(msg("[segment]\nname = \"/x\"\nlog_entries = 5000\n").find("t.toml:3:15"),
             std::string::npos);
-  EXPECT_NE(msg("[segment]\nname = \"/x\"\nlog_entries = 5000\n").find("t.toml:3:15"), std::string::npos);
 }
 
 }  // namespace

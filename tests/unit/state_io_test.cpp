@@ -1,9 +1,8 @@
-// Export / import of live state (src/admin/state_export.cpp, state_import.cpp, doc/state-format.md):
-// every algorithm round-trips through JSON onto a segment with another
-// epoch and then decides as the original does at the same wall-clock
-// instants; the document's shape; keys that are not UTF-8; and a table of
-// malformed documents, each refused with a sentence naming the item and
-// nothing written.
+// Export / import of live state (src/admin/state_export.cpp, state_import.cpp,
+// doc/state-format.md): every algorithm round-trips through JSON onto a segment with another epoch
+// and then decides as the original does at the same wall-clock instants; the document's shape; keys
+// that are not UTF-8; and a table of malformed documents, each refused with a sentence naming the
+// item and nothing written.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -81,8 +80,8 @@ TEST_P(StateRoundTrip, ImportedBucketsDecideLikeTheOriginalsAtTheSameWallClockIn
     for (const char* key : {"partial", "drained"}) {
       const Decision ds = s.acquire_at(ps, key, 1, at);
       const Decision dt = t.acquire_at(pt, key, 1, at + delta);
-      SCOPED_TRACE(std::string(key) + " at step " + std::to_string(i) + ": source " + describe(ds) + ", target " +
-                   describe(dt));
+      SCOPED_TRACE(std::string(key) + " at step " + std::to_string(i) + ": source " + describe(ds) +
+                   ", target " + describe(dt));
       EXPECT_EQ(ds.allowed, dt.allowed);
       EXPECT_EQ(ds.remaining, dt.remaining);
       EXPECT_EQ(ds.limit, dt.limit);
@@ -94,12 +93,15 @@ TEST_P(StateRoundTrip, ImportedBucketsDecideLikeTheOriginalsAtTheSameWallClockIn
 
 INSTANTIATE_TEST_SUITE_P(
     EveryAlgorithm, StateRoundTrip,
-    ::testing::Values(RoundTrip{spec(Algorithm::kGcra, 1, seconds(1), 5), milliseconds(300), milliseconds(150), 24},
-                      RoundTrip{spec(Algorithm::kLeakyBucket, 1, seconds(1), 5), milliseconds(300), milliseconds(150), 24},
-                      RoundTrip{spec(Algorithm::kTokenBucket, 5, hours(1), 5), minutes(10), minutes(7), 15},
-                      RoundTrip{spec(Algorithm::kFixedWindow, 5, hours(1)), minutes(10), minutes(7), 15},
-                      RoundTrip{spec(Algorithm::kSlidingWindow, 5, hours(1)), minutes(10), minutes(7), 15},
-                      RoundTrip{spec(Algorithm::kQuietPeriod, 3, hours(1)), minutes(10), minutes(7), 15}),
+    ::testing::Values(
+        RoundTrip{spec(Algorithm::kGcra, 1, seconds(1), 5), milliseconds(300), milliseconds(150),
+                  24},
+        RoundTrip{spec(Algorithm::kLeakyBucket, 1, seconds(1), 5), milliseconds(300),
+                  milliseconds(150), 24},
+        RoundTrip{spec(Algorithm::kTokenBucket, 5, hours(1), 5), minutes(10), minutes(7), 15},
+        RoundTrip{spec(Algorithm::kFixedWindow, 5, hours(1)), minutes(10), minutes(7), 15},
+        RoundTrip{spec(Algorithm::kSlidingWindow, 5, hours(1)), minutes(10), minutes(7), 15},
+        RoundTrip{spec(Algorithm::kQuietPeriod, 3, hours(1)), minutes(10), minutes(7), 15}),
     label);
 
 class StateIo : public ::testing::Test {
@@ -130,10 +132,12 @@ TEST_F(StateIo, DocumentHasFormatVersionSpecsAndWallClockTimes) {
   EXPECT_TRUE(is_iso_ns(doc["buckets"][0]["state"]["tat"].get<std::string>())) << doc.dump();
   EXPECT_TRUE(is_iso_ns(doc["exported_at"].get<std::string>()));
   // TAT 4 s after the export instant: the strings compare as times.
-  EXPECT_GT(doc["buckets"][0]["state"]["tat"].get<std::string>(), doc["exported_at"].get<std::string>());
+  EXPECT_GT(doc["buckets"][0]["state"]["tat"].get<std::string>(),
+            doc["exported_at"].get<std::string>());
 
   // Filters: one key; another policy.
-  EXPECT_EQ(Json::parse(limiter_.export_state(api_, std::string_view("bob")))["buckets"].size(), 1u);
+  EXPECT_EQ(Json::parse(limiter_.export_state(api_, std::string_view("bob")))["buckets"].size(),
+            1u);
   const PolicyId other = limiter_.add_policy([] {
     PolicySpec s = spec(Algorithm::kFixedWindow, 3, hours(1));
     s.name = "other";
@@ -181,7 +185,8 @@ TEST_F(StateIo, KeepExistingLeavesBucketsThatAreThereAndReplaceOverwritesThem) {
 
 TEST_F(StateIo, TimesInThePastAreSkippedAsRefilled) {
   Json doc = Json::parse(limiter_.export_state());
-  doc["buckets"] = Json::array({{{"policy", "p"}, {"key", "old"}, {"state", {{"tat", "2001-01-01T00:00:00Z"}}}}});
+  doc["buckets"] = Json::array(
+      {{{"policy", "p"}, {"key", "old"}, {"state", {{"tat", "2001-01-01T00:00:00Z"}}}}});
   const ImportReport r = limiter_.import_state(doc.dump());
   EXPECT_EQ(r.skipped_full, 1u);
   EXPECT_EQ(r.imported, 0u);
@@ -227,12 +232,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadDocument{"NotJson", "{\"format\": ", no_edit, "not valid JSON"},
         // nlohmann throws out_of_range, not parse_error, for a number no
         // double holds (found by fuzz_state_import).
-        BadDocument{"NumberTooLargeForADouble", "{\"format\": \"shmlimit-state\", \"version\": 1e400}", no_edit,
+        BadDocument{"NumberTooLargeForADouble",
+                    "{\"format\": \"shmlimit-state\", \"version\": 1e400}", no_edit,
                     "not valid JSON: [json.exception.out_of_range.406] number overflow"},
         BadDocument{"NotAnObject", "[1, 2]", no_edit, "must be a JSON object"},
-        BadDocument{"OtherFormat", "", [](Json& d) { d["format"] = "csv"; }, "\"format\" must be \"shmlimit-state\""},
-        BadDocument{"NewerVersion", "", [](Json& d) { d["version"] = 2; }, "format version 2 is not supported"},
-        BadDocument{"NoPolicies", "", [](Json& d) { d.erase("policies"); }, "\"policies\" must be an array"},
+        BadDocument{"OtherFormat", "", [](Json& d) { d["format"] = "csv"; },
+                    "\"format\" must be \"shmlimit-state\""},
+        BadDocument{"NewerVersion", "", [](Json& d) { d["version"] = 2; },
+                    "format version 2 is not supported"},
+        BadDocument{"NoPolicies", "", [](Json& d) { d.erase("policies"); },
+                    "\"policies\" must be an array"},
         BadDocument{"UnknownPolicy", "",
                     [](Json& d) {
                       d["policies"][0]["name"] = "nope";
@@ -241,8 +250,10 @@ INSTANTIATE_TEST_SUITE_P(
                     },
                     "buckets[0]: policy \"nope\" (policies[0]) is not registered in"},
         BadDocument{"ChangedSpec", "", [](Json& d) { d["policies"][0]["count"] = 2; },
-                    "policy \"p\" is gcra 2/s burst 5 in the document but gcra 1/s burst 5", ErrorCode::kPolicyConflict},
-        BadDocument{"UnknownAlgorithm", "", [](Json& d) { d["policies"][0]["algorithm"] = "magic"; },
+                    "policy \"p\" is gcra 2/s burst 5 in the document but gcra 1/s burst 5",
+                    ErrorCode::kPolicyConflict},
+        BadDocument{"UnknownAlgorithm", "",
+                    [](Json& d) { d["policies"][0]["algorithm"] = "magic"; },
                     "unknown algorithm \"magic\""},
         BadDocument{"BucketOfUnlistedPolicy", "", [](Json& d) { d["buckets"][1]["policy"] = "q"; },
                     "buckets[1]: policy \"q\" is not listed under \"policies\""},
@@ -254,15 +265,20 @@ INSTANTIATE_TEST_SUITE_P(
                       d["buckets"][1]["key_base64"] = "a*==";
                     },
                     "buckets[1]: key_base64 is not valid base64"},
-        BadDocument{"KeyTooLong", "", [](Json& d) { d["buckets"][1]["key"] = std::string(300, 'k'); },
+        BadDocument{"KeyTooLong", "",
+                    [](Json& d) { d["buckets"][1]["key"] = std::string(300, 'k'); },
                     "key of 300 bytes is longer than this segment's 88"},
-        BadDocument{"NoState", "", [](Json& d) { d["buckets"][1].erase("state"); }, "\"state\" is missing"},
-        BadDocument{"MissingField", "", [](Json& d) { d["buckets"][1]["state"].erase("tat"); }, "state.tat is missing"},
+        BadDocument{"NoState", "", [](Json& d) { d["buckets"][1].erase("state"); },
+                    "\"state\" is missing"},
+        BadDocument{"MissingField", "", [](Json& d) { d["buckets"][1]["state"].erase("tat"); },
+                    "state.tat is missing"},
         BadDocument{"NotATime", "", [](Json& d) { d["buckets"][1]["state"]["tat"] = "yesterday"; },
                     "state.tat \"yesterday\" is not an ISO 8601 UTC time"},
-        BadDocument{"BadDate", "", [](Json& d) { d["buckets"][1]["state"]["tat"] = "2026-02-30T00:00:00Z"; },
+        BadDocument{"BadDate", "",
+                    [](Json& d) { d["buckets"][1]["state"]["tat"] = "2026-02-30T00:00:00Z"; },
                     "is not an ISO 8601 UTC time"},
-        BadDocument{"BeyondClockHorizon", "", [](Json& d) { d["buckets"][1]["state"]["tat"] = "2200-01-01T00:00:00Z"; },
+        BadDocument{"BeyondClockHorizon", "",
+                    [](Json& d) { d["buckets"][1]["state"]["tat"] = "2200-01-01T00:00:00Z"; },
                     "beyond this segment's clock horizon"},
         BadDocument{"FurtherAheadThanThePolicyAllows", "",
                     [](Json& d) {
@@ -287,7 +303,8 @@ TEST(StateIoFixedWindow, UsedAbovetheCountIsRefused) {
   doc["buckets"][0]["state"]["used"] = 4;
   const auto e = unit::catch_error([&] { l.import_state(doc.dump()); });
   ASSERT_TRUE(e);
-  EXPECT_NE(std::string(e->what()).find("state.used 4 is above the policy's 3"), std::string::npos) << e->what();
+  EXPECT_NE(std::string(e->what()).find("state.used 4 is above the policy's 3"), std::string::npos)
+      << e->what();
 }
 
 // The sliding log's state is its admissions (outside the state word): they
@@ -340,8 +357,8 @@ TEST(StateIoSlidingLog, AdmissionsRoundTripAndDecideAlikeAtTheSameWallClockInsta
     for (const char* key : {"k", "full"}) {
       const Decision ds = s.acquire_at(ps, key, 1, at);
       const Decision dt = t.acquire_at(pt, key, 1, at + delta);
-      SCOPED_TRACE(std::string(key) + " at " + std::to_string((at - t0).count()) + " ns after t0: source " +
-                   describe(ds) + ", target " + describe(dt));
+      SCOPED_TRACE(std::string(key) + " at " + std::to_string((at - t0).count()) +
+                   " ns after t0: source " + describe(ds) + ", target " + describe(dt));
       EXPECT_EQ(ds.allowed, dt.allowed);
       EXPECT_EQ(ds.remaining, dt.remaining);
       EXPECT_LE(std::chrono::abs(ds.retry_after - dt.retry_after), milliseconds(2));
@@ -365,7 +382,8 @@ TEST(StateIoSlidingLog, MoreAdmissionsThanTheCountOrAnotherWaitIsRefused) {
   a.push_back(a[0]);
   auto e = unit::catch_error([&] { l.import_state(more.dump()); });
   ASSERT_TRUE(e);
-  EXPECT_NE(std::string(e->what()).find("holds 3 times, above the policy's 2"), std::string::npos) << e->what();
+  EXPECT_NE(std::string(e->what()).find("holds 3 times, above the policy's 2"), std::string::npos)
+      << e->what();
   Json drf = doc;
   drf["policies"][0]["wait"] = "drf";
   e = unit::catch_error([&] { l.import_state(drf.dump()); });

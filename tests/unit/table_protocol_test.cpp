@@ -28,7 +28,8 @@ struct GcraFull final : ReclaimPolicy {
 class SharedSlots {
  public:
   SharedSlots(std::uint32_t capacity, std::uint32_t max_probe)
-      : geo_(Geometry::compute(capacity, 64, max_probe)), bytes_(static_cast<std::size_t>(capacity) * 64) {
+      : geo_(Geometry::compute(capacity, 64, max_probe)),
+        bytes_(static_cast<std::size_t>(capacity) * 64) {
     void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     EXPECT_NE(p, MAP_FAILED);
     base_ = static_cast<std::byte*>(p);
@@ -56,8 +57,9 @@ PackedKey same_home_as(const Table& t, const PackedKey& key, const std::string& 
 // Charges the way every writer does: Table::update from the word read.
 bool charge(const Table& t, const SlotRef& ref, std::uint64_t new_payload) {
   std::uint64_t w = ref.word;
-  return t.update(ref.index, Word::version(ref.word), &w,
-                  [&](std::uint64_t) noexcept { return SlotStep::store(new_payload); }) == UpdateResult::kStored;
+  return t.update(ref.index, Word::version(ref.word), &w, [&](std::uint64_t) noexcept {
+    return SlotStep::store(new_payload);
+  }) == UpdateResult::kStored;
 }
 
 TEST(TableProtocol, StaleUpdateNeverLandsOnTheReclaimedSlotsNewKey) {
@@ -137,23 +139,25 @@ TEST(TableProtocol, UpdateStoresLeavesOrReportsTheReclaimAsItsStepAsks) {
   // step that leaves the word decides on the reading it was given, with no
   // CAS: a read of the bucket as of that reading).
   w = t.head(ref.index).word.load();
-  EXPECT_EQ(t.update(ref.index, version, &w, [](std::uint64_t) noexcept { return SlotStep::leave(); }),
-            UpdateResult::kUnchanged);
+  EXPECT_EQ(
+      t.update(ref.index, version, &w, [](std::uint64_t) noexcept { return SlotStep::leave(); }),
+      UpdateResult::kUnchanged);
   EXPECT_EQ(w, Word::make(version, 151));
   EXPECT_EQ(t.head(ref.index).word.load(), w);
 
   // kReload: the step changed the word itself; it is read again.
   steps = 0;
-  EXPECT_EQ(t.update(ref.index, version, &w,
-                     [&](std::uint64_t p) noexcept {
-                       if (++steps == 1) {
-                         t.head(ref.index).word.store(Word::make(version, 400));  // as a helper would
-                         return SlotStep::reload();
-                       }
-                       seen = p;
-                       return SlotStep::store(p + 1);
-                     }),
-            UpdateResult::kStored);
+  EXPECT_EQ(
+      t.update(ref.index, version, &w,
+               [&](std::uint64_t p) noexcept {
+                 if (++steps == 1) {
+                   t.head(ref.index).word.store(Word::make(version, 400));  // as a helper would
+                   return SlotStep::reload();
+                 }
+                 seen = p;
+                 return SlotStep::store(p + 1);
+               }),
+      UpdateResult::kStored);
   EXPECT_EQ(seen, 400u);
   EXPECT_EQ(Word::payload(w), 401u);
 
@@ -253,7 +257,8 @@ TEST_P(DeadClaimer, ReclaimCommittedByADeadProcessFreesTheSlot) {
         std::uint64_t zero = 0;
         h.owner.compare_exchange_strong(zero, self_token());
         std::uint64_t w = h.word.load();
-        h.word.compare_exchange_strong(w, Word::make(Word::version(w) + 1, Word::payload(w)));  // commit, then die
+        h.word.compare_exchange_strong(
+            w, Word::make(Word::version(w) + 1, Word::payload(w)));  // commit, then die
       },
       GetParam());
   SlotRef probe;
@@ -276,7 +281,8 @@ TEST_P(DeadClaimer, TokenLeftOnAPublishedSlotKeepsTheKey) {
   const pid_t child = die_after(
       [&] {
         std::uint64_t zero = 0;
-        t.head(ref.index).owner.compare_exchange_strong(zero, self_token());  // took the token, then died
+        t.head(ref.index).owner.compare_exchange_strong(zero,
+                                                        self_token());  // took the token, then died
       },
       GetParam());
   EXPECT_TRUE(t.repair_if_dead(ref.index, &ev));
