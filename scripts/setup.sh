@@ -26,6 +26,7 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   clang
+  clang-format
   libclang-rt-14-dev
   spin
   python3

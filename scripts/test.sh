@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and runs shmlimit's test suite in three configurations, then the
-# model check and a bounded fuzz run:
+# Checks the format, builds and runs shmlimit's test suite in three
+# configurations, then the model check and a bounded fuzz run:
+#   format clang-format --dry-run over every C and C++ file (scripts/format.sh)
 #   ci    RelWithDebInfo, -Werror; every test (unit, multiprocess, stress, consumer)
 #   asan  AddressSanitizer + UBSan; labels unit|multiprocess
 #   tsan  ThreadSanitizer;           labels unit|multiprocess (under setarch -R)
@@ -8,7 +9,7 @@
 #   fuzz  each libFuzzer target for SHMLIMIT_FUZZ_SECONDS (default 20) with ASan+UBSan
 #         (scripts/fuzz.sh, doc/fuzzing.md)
 #
-#   bash scripts/test.sh              all five stages
+#   bash scripts/test.sh              all six stages
 #   bash scripts/test.sh ci asan      only the named stages (also SHMLIMIT_TEST_STAGES="ci asan")
 #
 # Every stage runs even if an earlier one failed; the exit status is non-zero
@@ -21,10 +22,10 @@ jobs="${SHMLIMIT_JOBS:-2}"
 if [[ $# -gt 0 ]]; then
   stages=("$@")
 else
-  read -r -a stages <<<"${SHMLIMIT_TEST_STAGES:-ci asan tsan model fuzz}"
+  read -r -a stages <<<"${SHMLIMIT_TEST_STAGES:-format ci asan tsan model fuzz}"
 fi
 for s in "${stages[@]}"; do
-  case "$s" in ci|asan|tsan|model|fuzz) ;; *) echo "test.sh: unknown stage: $s (ci, asan, tsan, model, fuzz)" >&2; exit 2 ;; esac
+  case "$s" in format|ci|asan|tsan|model|fuzz) ;; *) echo "test.sh: unknown stage: $s (format, ci, asan, tsan, model, fuzz)" >&2; exit 2 ;; esac
 done
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
@@ -119,6 +120,7 @@ run_script_stage() {
 
 for stage in "${stages[@]}"; do
   case "$stage" in
+    format) run_script_stage format bash scripts/format.sh --check || overall=1 ;;
     model) run_script_stage model bash scripts/model.sh || overall=1 ;;
     fuzz) SHMLIMIT_FUZZ_SECONDS="${SHMLIMIT_FUZZ_SECONDS:-20}" run_script_stage fuzz bash scripts/fuzz.sh || overall=1 ;;
     *) run_stage "$stage" || overall=1 ;;
@@ -127,7 +129,7 @@ done
 
 say "summary"
 for stage in "${stages[@]}"; do
-  printf 'stage %-5s %-7s %s\n' "$stage:" "${stage_result[$stage]}" "${stage_detail[$stage]}"
+  printf 'stage %-7s %-7s %s\n' "$stage:" "${stage_result[$stage]}" "${stage_detail[$stage]}"
 done
 echo "total: ${total_passed} passed, ${total_failed} failed"
 exit "$overall"
