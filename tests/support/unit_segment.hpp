@@ -1,8 +1,8 @@
 // Helpers for the unit tests (tests/unit): unique segment names removed at
 // scope exit, raw access to a segment's bytes in /dev/shm, exact-size
 // aligned buffers (so ASan sees every out-of-bounds read), a policy spec of
-// one algorithm, and a printer for Decision so that failed expectations
-// show all five values.
+// one algorithm, and a printer and a comparison for Decision so that
+// failed expectations show all five values.
 //
 // Not for the multiprocess tests (tests/support/mp.hpp has their helpers);
 // everything here is in namespace shmlimit::unit.
@@ -45,6 +45,15 @@ inline std::string describe(const Decision& d) {
   return os.str();
 }
 inline void PrintTo(const Decision& d, std::ostream* os) { *os << describe(d); }
+// Equal in all five values and the reason; a failure prints both.
+inline ::testing::AssertionResult same_decision(const Decision& got, const Decision& want) {
+  if (got.allowed == want.allowed && got.limit == want.limit && got.remaining == want.remaining &&
+      got.retry_after == want.retry_after && got.reset_after == want.reset_after &&
+      got.reason == want.reason) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "got " << describe(got) << ", want " << describe(want);
+}
 inline void PrintTo(Reason r, std::ostream* os) { *os << to_string(r); }
 inline void PrintTo(ErrorCode c, std::ostream* os) {
   static const char* const kNames[] = {"?",          "kInvalidArgument", "kNotFound",

@@ -59,15 +59,6 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-::testing::AssertionResult same_decision(const Decision& got, const Decision& want) {
-  if (got.allowed == want.allowed && got.limit == want.limit && got.remaining == want.remaining &&
-      got.retry_after == want.retry_after && got.reset_after == want.reset_after &&
-      got.reason == want.reason) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "got " << describe(got) << ", want " << describe(want);
-}
-
 // A segment of its own per test; the name is removed after the handle.
 class LimiterTest : public ::testing::Test {
  protected:

@@ -55,15 +55,6 @@ detail::AlgoParams params_of(const PolicySpec& s) {
                             s.wait};
 }
 
-::testing::AssertionResult same_decision(const Decision& got, const Decision& want) {
-  if (got.allowed == want.allowed && got.limit == want.limit && got.remaining == want.remaining &&
-      got.retry_after == want.retry_after && got.reset_after == want.reset_after &&
-      got.reason == want.reason) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "got " << describe(got) << ", want " << describe(want);
-}
-
 Limiter make(const ScopedSegmentName& name) {
   Options o = unit::small_options(name.str());
   o.log_entries = 16;
