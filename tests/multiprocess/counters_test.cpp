@@ -37,15 +37,22 @@ PolicyCounters counters_of(const Limiter& l, PolicyId id) {
   return {};
 }
 
+// A 16-slot table whose every slot is in every key's probe window: keys
+// are claimed, refill and are reclaimed all the time.
+Options sixteen_slots(const ScopedName& name) {
+  Options o;
+  o.name = name.str();
+  o.capacity = 16;
+  o.max_probe = 16;
+  return o;
+}
+
 // 10,000 distinct keys through a 16-slot table from 4 processes: buckets are
 // claimed, refill and are reclaimed all the time (and the table is often
 // full: on_full = deny, counted too), single and multi-limit requests mixed.
 TEST(Counters, TenThousandKeysThroughSixteenSlotsFromFourProcessesAreCountedExactly) {
   ScopedName name("counters-churn");
-  Options o;
-  o.name = name.str();
-  o.capacity = 16;
-  o.max_probe = 16;
+  const Options o = sixteen_slots(name);
   Limiter parent = Limiter::create(o);
   const std::array<PolicyId, 2> ids = {
       parent.add_policy({"a", Algorithm::kGcra, parse_rate("10/s"), 2, OnFull::kDeny}),
@@ -213,10 +220,7 @@ TEST(Counters, TotalsAfterSigkillsEqualTheCallersRecordsUpToTheDecisionsInFlight
 // goes down, in counters(), stats() or the Prometheus text.
 TEST(Counters, ScrapesNeverSeeATotalDecrease) {
   ScopedName name("counters-scrape");
-  Options o;
-  o.name = name.str();
-  o.capacity = 16;
-  o.max_probe = 16;
+  const Options o = sixteen_slots(name);
   Limiter parent = Limiter::create(o);
   const std::array<PolicyId, 2> ids = {
       parent.add_policy({"x", Algorithm::kGcra, parse_rate("1000/s"), 3, OnFull::kDeny}),
