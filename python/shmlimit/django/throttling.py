@@ -170,7 +170,9 @@ class ShmlimitThrottleMixin:
 
     def _log_history(self, lim: Any, policy: conf.BoundPolicy, key: bytes, now_ns: Optional[int]) -> List[float]:
         state = json.loads(lim.export_state(policy.id, key))
-        offset_ns = _iso_ns(state["exported_at"]) - lim.now_ns()  # wall clock minus segment clock
+        # the export's times are the segment's plus (CLOCK_REALTIME - segment
+        # clock), which two back-to-back readings give to within microseconds
+        offset_ns = time.time_ns() - lim.now_ns()
         now_seg = now_ns if now_ns is not None else lim.now_ns()
         period_ns = int(round(float(self.duration) * 1e9))  # type: ignore[attr-defined]
         times: List[int] = []
