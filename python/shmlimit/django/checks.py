@@ -130,7 +130,12 @@ def _check_segment(s: Dict[str, Any]) -> List[checks.CheckMessage]:
         return []
     name = s["SEGMENT"] or conf.default_segment_name()
     try:
-        Limiter.check_segment(name, allow_other_users=bool(s["ALLOW_OTHER_USERS"]))
+        Limiter.open(
+            name,
+            read_only=True,
+            open_timeout=float(s["OPEN_TIMEOUT"]),
+            allow_other_users=bool(s["ALLOW_OTHER_USERS"]),
+        ).close()
     except NotFoundError:
         return []  # created on first use
     except (ShmlimitError, OSError, ValueError) as e:

@@ -87,10 +87,12 @@ def _methods_tag(method: Any) -> str:
 def _rate_text(rate: Any) -> str:
     """A rate of django-ratelimit's forms (or shmlimit's) as shmlimit's text."""
     if isinstance(rate, tuple) and len(rate) == 2 and not isinstance(rate[0], str):
-        count, seconds = rate
-        return "%d/%gs" % (int(count), float(seconds))
-    if isinstance(rate, (list, tuple)):
-        return ";".join(_rate_text(r) for r in rate)
+        try:
+            rate = "%d/%ds" % (int(rate[0]), int(rate[1]))
+        except (TypeError, ValueError) as e:
+            raise ImproperlyConfigured("ratelimit: rate %r: expected (count, seconds)" % (rate,)) from e
+    elif isinstance(rate, (list, tuple)):
+        rate = ";".join(_rate_text(r) for r in rate)
     if not isinstance(rate, str):
         raise ImproperlyConfigured("ratelimit: rate %r: expected '5/m', '100/5m', (count, seconds) or a list" % (rate,))
     parts = []
