@@ -37,6 +37,9 @@ PACKAGES=(
   python3-django
   python3-djangorestframework
   gunicorn
+  uwsgi-core
+  uwsgi-plugin-python3
+  python3-pytest-django
   pkg-config
   libhiredis-dev
   redis-server
