@@ -108,7 +108,7 @@ def _rate_text(rate: Any) -> str:
         rates = _shmlimit.parse_rates(text)
     except ValueError as e:
         raise ImproperlyConfigured("ratelimit: rate %r: %s" % (rate, e)) from e
-    for count, seconds in rates:
+    for _n, seconds in rates:
         if seconds <= 0:
             raise ImproperlyConfigured("ratelimit: rate %r: the period must be greater than 0" % (rate,))
     return text
