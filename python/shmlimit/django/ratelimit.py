@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from .. import _shmlimit
@@ -127,6 +128,14 @@ def _group_of(fn: Any) -> str:
 
 
 _identity_cache: Dict[str, Any] = {}
+
+
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting in ("SHMLIMIT", "REST_FRAMEWORK"):
+        _identity_cache.clear()
+
+
+setting_changed.connect(_on_setting_changed)
 
 
 def _ip(request: Any) -> str:
