@@ -209,6 +209,8 @@ def test_per_hour_and_per_day_rates_and_headers():
           location /ra/ { shmlimit hourly key=$http_x_key; shmlimit_headers retry-after; try_files /index.html =404; }
           location /off/ { shmlimit hourly key=$http_x_key; shmlimit_headers off; try_files /index.html =404; }
           location /nokey/ { shmlimit hourly key=$http_x_nothing; try_files /index.html =404; }
+          location /ep/ { shmlimit hourly key=$http_x_key; error_page 429 /limited; try_files /index.html =404; }
+          location = /limited { internal; return 429 "limited: $shmlimit_status $shmlimit_retry_after\n"; }
         }
     """ % seg
     with Nginx(conf) as n:
@@ -238,6 +240,10 @@ def test_per_hour_and_per_day_rates_and_headers():
         assert s == 200 and not any(k.startswith(("retry-after", "x-ratelimit", "ratelimit")) for k in hd), hd
         s, hd, _ = n.get("/off/", {"X-Key": "a"})
         assert s == 429 and not any(k.startswith(("retry-after", "x-ratelimit", "ratelimit")) for k in hd), hd
+        # after an internal redirect (error_page) the decision is still there, not made again
+        s, hd, body = n.get("/ep/", {"X-Key": "a"})
+        assert s == 429 and body.decode() == "limited: REJECTED %s\n" % hd["retry-after"], (s, hd, body)
+        assert hd["x-status"] == "REJECTED" and hd["x-ratelimit-limit"] == "3", hd
         # an empty key is not limited, and no decision was made
         r = n.many("/nokey/", 10)
         assert statuses(r) == [200] * 10 and "x-status" not in r[0][1], r[0][1]
