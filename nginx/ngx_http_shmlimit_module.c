@@ -1,7 +1,7 @@
 /* ngx_http_shmlimit_module: shmlimit's rate limits in nginx's preaccess
  * phase, in place of limit_req (doc/nginx.md).
  *
- *   shmlimit_segment /NAME [capacity=N] [mode=0660] [allow_other_users];   (http)
+ *   shmlimit_segment /NAME [capacity=N] [mode=0660] [log_entries=N] [allow_other_users];
  *   shmlimit_segment config=PATH.toml;                                       (http)
  *   shmlimit_policy NAME RATE [burst=N] [algorithm=A] [on_full=open|closed];  (http)
  *   shmlimit POLICY key=$var [cost=N|$var] [dry_run];       (http, server, location)
@@ -564,7 +564,7 @@ static ngx_int_t ngx_http_shmlimit_number(ngx_str_t* s, uint64_t max, uint64_t* 
 static char* ngx_http_shmlimit_segment(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
   ngx_http_shmlimit_main_conf_t* mcf = conf;
   ngx_str_t *value, v, name = ngx_null_string, config = ngx_null_string;
-  shmlimit_options options;
+  shmlimit_options options, defaults;
   shmlimit_status st;
   ngx_pool_cleanup_t* cln;
   ngx_uint_t i;
@@ -600,6 +600,13 @@ static char* ngx_http_shmlimit_segment(ngx_conf_t* cf, ngx_command_t* cmd, void*
         return NGX_CONF_ERROR;
       }
       options.mode = (uint32_t)n;
+    } else if (ngx_http_shmlimit_param(&value[i], "log_entries", &v)) {
+      if (ngx_http_shmlimit_number(&v, 4096, &n) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid log_entries \"%V\" (0..4096, for sliding_log policies)", &v);
+        return NGX_CONF_ERROR;
+      }
+      options.log_entries = (uint32_t)n;
     } else if (value[i].len == 17 && ngx_strcmp(value[i].data, "allow_other_users") == 0) {
       options.allow_other_users = 1;
     } else {
@@ -616,7 +623,8 @@ static char* ngx_http_shmlimit_segment(ngx_conf_t* cf, ngx_command_t* cmd, void*
   }
 
   if (config.len > 0) {
-    if (options.capacity != 0 || options.mode != 0600 || options.allow_other_users) {
+    if (options.capacity != 0 || options.mode != 0600 || options.log_entries != 0 ||
+        options.allow_other_users) {
       ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                          "with \"config=\", capacity, mode and the rest come from the file");
       return NGX_CONF_ERROR;
@@ -626,7 +634,18 @@ static char* ngx_http_shmlimit_segment(ngx_conf_t* cf, ngx_command_t* cmd, void*
   } else {
     options.name = ngx_http_shmlimit_cstr(cf, &name);
     if (options.name == NULL) return NGX_CONF_ERROR;
-    st = shmlimit_open(&options, SHMLIMIT_OPEN_OR_CREATE, &mcf->limiter);
+    if (options.capacity != 0) {
+      st = shmlimit_open(&options, SHMLIMIT_OPEN_OR_CREATE, &mcf->limiter);
+    } else {
+      /* No capacity=: an existing segment of any size, or a new one of the
+       * library's default size. */
+      st = shmlimit_open(&options, SHMLIMIT_OPEN, &mcf->limiter);
+      if (st == SHMLIMIT_E_NOT_FOUND) {
+        shmlimit_options_init(&defaults);
+        options.capacity = defaults.capacity;
+        st = shmlimit_open(&options, SHMLIMIT_OPEN_OR_CREATE, &mcf->limiter);
+      }
+    }
   }
   if (st != SHMLIMIT_OK) {
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "cannot open shmlimit segment \"%V\": %s",

@@ -329,6 +329,22 @@ def test_bad_configuration_refused_by_nginx_t():
             n.write_conf(line + "\n")
             r = n.test_config()
             assert r.returncode != 0 and message in r.stderr and "nginx.conf:" in r.stderr, (line, r.stderr)
+        # without capacity=: a new segment of the default size, an existing one of any size
+        fresh = segment_name("nocap")
+        for _ in range(2):
+            n.write_conf("shmlimit_segment %s;\nshmlimit_policy p 1r/s;\n" % fresh)
+            r = n.test_config()
+            assert r.returncode == 0, r.stderr
+        n.write_conf("shmlimit_segment %s;\nshmlimit_policy p 1r/s algorithm=sliding_log;\n" % fresh)
+        r = n.test_config()
+        assert r.returncode != 0 and "log_entries = 0" in r.stderr and "nginx.conf:" in r.stderr, r.stderr
+        logged = segment_name("log")
+        n.write_conf("shmlimit_segment %s log_entries=8;\nshmlimit_policy p 5/hour algorithm=sliding_log;\n" % logged)
+        r = n.test_config()
+        assert r.returncode == 0, r.stderr
+        n.write_conf("shmlimit_segment %s mode=0666;\n" % segment_name("open"))
+        r = n.test_config()
+        assert r.returncode != 0 and "writable by every user" in r.stderr, r.stderr
         # nginx -t never changes a live policy
         from_api = open_limiter(seg)
         if from_api is not None:
