@@ -43,6 +43,10 @@ PACKAGES=(
   pkg-config
   libhiredis-dev
   redis-server
+  nginx
+  nginx-dev
+  wrk
+  curl
 )
 
 no_build="${SHMLIMIT_SETUP_NO_BUILD:-0}"
