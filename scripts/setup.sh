@@ -40,6 +40,11 @@ PACKAGES=(
   pkg-config
   libhiredis-dev
   redis-server
+  help2man
+  dpkg-dev
+  file
+  python3-prometheus-client
+  bash-completion
 )
 
 no_build="${SHMLIMIT_SETUP_NO_BUILD:-0}"

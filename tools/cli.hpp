@@ -54,6 +54,10 @@ CLI::Validator decimal_seconds(double min, double max);
 // --allow-other-users: Options::allow_other_users for every open and create.
 extern bool g_allow_other_users;
 
+/// A usage error (exit 2) unless every name is a valid segment name: for
+/// commands that report a segment that does not open instead of failing.
+void require_segment_names(const std::vector<std::string>& names);
+
 shmlimit::Limiter open_for_inspection(const std::string& name);
 
 shmlimit::Options open_options(const std::string& name, bool read_only);

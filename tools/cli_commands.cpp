@@ -330,6 +330,7 @@ int run_import(const ImportArgs& a) {
 }
 
 int run_metrics(const std::vector<std::string>& names) {
+  require_segment_names(names);
   const std::vector<std::string> down = tools::print_metrics(names, g_allow_other_users);
   // The samples say shmlimit_up 0; stderr says why, exit 0 (a textfile
   // collector's file is rewritten, never left stale).

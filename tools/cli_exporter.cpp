@@ -135,17 +135,7 @@ void serve(tcp::socket& socket, const ExporterArgs& a) {
 }  // namespace
 
 int run_exporter(const ExporterArgs& a) {
-  for (const std::string& name : a.names) {
-    // A bad name is a usage error now, not a series that is always 0.
-    if (name.empty() || name[0] != '/' || name.size() > 201 ||
-        name.find_first_not_of("/ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-",
-                               1) != std::string::npos ||
-        name.find('/', 1) != std::string::npos) {
-      throw Error(ErrorCode::kInvalidArgument, "invalid segment name \"" +
-                                                   tools::escape_bytes(name) +
-                                                   "\": '/' then 1..200 of A-Z a-z 0-9 _ . -");
-    }
-  }
+  require_segment_names(a.names);
   const tcp::endpoint want = parse_listen(a.listen);
   // A client that closes early must not kill the exporter.
   std::signal(SIGPIPE, SIG_IGN);
