@@ -28,7 +28,9 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
 set(CPACK_RESOURCE_FILE_LICENSE "${PROJECT_SOURCE_DIR}/LICENSE")
 set(CPACK_PACKAGE_DIRECTORY "${PROJECT_BINARY_DIR}/packages")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
-set(CPACK_STRIP_FILES ON)
+# No CPACK_STRIP_FILES: CPACK_DEBIAN_DEBUGINFO_PACKAGE (below) strips the
+# ELF files itself after taking their debug information out; stripping
+# first would leave nothing for the -dbgsym packages.
 
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(_shmlimit_components lib dev)
@@ -50,7 +52,6 @@ set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://localhost/shmlimit")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_DEBUGINFO_PACKAGE ON)
-set(CPACK_DEBIAN_ENABLE_COMPONENT_DEPENDS ON)
 set(_deb_version "${PROJECT_VERSION}-1")
 
 set(CPACK_DEBIAN_LIB_PACKAGE_NAME libshmlimit)
@@ -80,8 +81,10 @@ set(CPACK_DEBIAN_TOOLS_DESCRIPTION "shmlimit: shared-memory rate limiter (comman
 set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-shmlimit)
 set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
 if(SHMLIMIT_BUILD_PYTHON)
+  # The extension is built for one CPython minor version (its ABI tag).
+  math(EXPR _py_next_minor "${Python3_VERSION_MINOR} + 1")
   set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
-      "python3 (>= ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}), python3 (<< ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}.99)")
+      "python3 (>= ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}), python3 (<< ${Python3_VERSION_MAJOR}.${_py_next_minor})")
 endif()
 set(CPACK_DEBIAN_PYTHON_DESCRIPTION "shmlimit: shared-memory rate limiter (Python 3)
  The Python binding of shmlimit, with the @limit decorator, Django REST

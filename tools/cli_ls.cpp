@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -78,7 +79,11 @@ std::optional<Entry> probe(const std::string& dir, const std::string& file) {
 
 void fill(Entry& e) {
   try {
-    const shmlimit::Limiter limiter = open_for_inspection(e.name);
+    shmlimit::Options o = open_options(e.name, true);
+    // A segment whose creator is still initialising it (or died doing so)
+    // is reported at once, not waited for: ls lists, it does not wait.
+    o.open_timeout = std::chrono::milliseconds(100);
+    const shmlimit::Limiter limiter = shmlimit::Limiter::open(o);
     const shmlimit::Stats s = limiter.stats();
     e.capacity = s.capacity;
     e.used = s.used;

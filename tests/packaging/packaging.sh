@@ -49,7 +49,7 @@ contains "${DEB[libshmlimit-dev]}" usr/include/shmlimit/shmlimit.h usr/include/s
   usr/lib/libshmlimit.a usr/lib/libshmlimit_c.so usr/lib/pkgconfig/shmlimit.pc \
   usr/lib/cmake/shmlimit/shmlimitConfig.cmake
 contains "${DEB[shmlimit-tools]}" usr/bin/shmlimit usr/share/man/man1/shmlimit.1 \
-  usr/share/bash-completion/completions/shmlimit lib/systemd/system/shmlimit-exporter.service \
+  usr/share/bash-completion/completions/shmlimit usr/lib/systemd/system/shmlimit-exporter.service \
   usr/share/doc/shmlimit-tools/cli.md
 contains "${DEB[python3-shmlimit]}" usr/lib/python3/dist-packages/shmlimit/__init__.py
 if dpkg-deb -c "${DEB[libshmlimit]}" | grep -q 'usr/include'; then fail "headers in libshmlimit"; fi
