@@ -5,19 +5,20 @@
 // every segment is opened read-only, read and closed again, so a segment
 // created, removed or re-created between scrapes is seen as it is now).
 // Boost.Beast parses the request with small limits; a client that sends
-// nothing, or stops reading, is dropped after kIoTimeout. Every response
+// nothing, or stops reading, is dropped after kIoTimeoutSeconds. Every response
 // closes its connection.
 #include <fmt/format.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -61,33 +62,45 @@ tcp::endpoint parse_listen(const std::string& text) {
   return {address, static_cast<unsigned short>(*port)};
 }
 
-void set_timeouts(tcp::socket& socket) {
-  timeval tv{};
-  tv.tv_sec = kIoTimeoutSeconds;
-  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
 std::string index_page() {
   return "<html><head><title>shmlimit exporter</title></head><body>"
          "<h1>shmlimit exporter</h1><p><a href=\"/metrics\">/metrics</a></p></body></html>\n";
 }
 
-/// One connection: one request, one response, closed.
-void serve(tcp::socket& socket, const ExporterArgs& a) {
-  set_timeouts(socket);
+/// One connection: one request, one response, closed. Reads and writes
+/// are asynchronous only to have a deadline (beast::tcp_stream's timer):
+/// `io` runs until this connection's one operation is done.
+void serve(asio::io_context& io, tcp::socket socket, const ExporterArgs& a) {
+  boost::beast::tcp_stream stream(std::move(socket));
+  boost::system::error_code ec;
+  const auto run_one = [&] {
+    io.restart();
+    io.run();
+  };
   boost::beast::flat_buffer buffer(16 * 1024);
   http::request_parser<http::empty_body> parser;
   parser.header_limit(8 * 1024);
   parser.body_limit(0);
-  boost::system::error_code ec;
-  http::read(socket, buffer, parser, ec);
+  stream.expires_after(std::chrono::seconds(kIoTimeoutSeconds));
+  http::async_read(stream, buffer, parser,
+                   [&](boost::system::error_code e, std::size_t) { ec = e; });
+  run_one();
+  const auto send = [&](auto& message) {
+    stream.expires_after(std::chrono::seconds(kIoTimeoutSeconds));
+    http::async_write(stream, message, [&](boost::system::error_code e, std::size_t) { ec = e; });
+    run_one();
+    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  };
   http::response<http::string_body> res;
   res.version(11);
   res.keep_alive(false);
   res.set(http::field::server, "shmlimit-exporter/" SHMLIMIT_VERSION);
   if (ec) {
-    if (ec == http::error::end_of_stream || ec == boost::asio::error::eof) return;
+    // The client went away, or sent nothing before the deadline: no answer.
+    if (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
+        ec == boost::beast::error::timeout) {
+      return;
+    }
     res.result(http::status::bad_request);
     res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.body() = "bad request: " + ec.message() + "\n";
@@ -122,14 +135,12 @@ void serve(tcp::socket& socket, const ExporterArgs& a) {
       http::response<http::empty_body> head{res.result(), res.version()};
       for (const auto& f : res) head.set(f.name_string(), f.value());
       head.keep_alive(false);
-      http::write(socket, head, ec);
-      socket.shutdown(tcp::socket::shutdown_both, ec);
+      send(head);
       return;
     }
   }
   res.prepare_payload();
-  http::write(socket, res, ec);
-  socket.shutdown(tcp::socket::shutdown_both, ec);
+  send(res);
 }
 
 }  // namespace
@@ -162,7 +173,7 @@ int run_exporter(const ExporterArgs& a) {
     acceptor.accept(socket, ec);
     if (ec) continue;  // e.g. the client went away before accept
     try {
-      serve(socket, a);
+      serve(io, std::move(socket), a);
     } catch (const std::exception& e) {
       fail_line(std::string("exporter: ") + e.what());
     }

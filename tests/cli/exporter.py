@@ -9,13 +9,16 @@ parser (Debian's python3-prometheus-client) and must have every family
 once, shmlimit_up 1 for a segment that exists and 0 otherwise, and per-
 policy counters that grow by exactly the decisions made, never decreasing
 (not across `shmlimit reset`). A segment created after the start is seen;
-a removed one goes to 0. 404 and 405 for other paths and methods.
+a removed one goes to 0. 404 and 405 for other paths and methods; 400
+for garbage and an oversized header; a client that sends nothing holds
+the next scrape only until the exporter's deadline (10 s).
 
     exporter.py path/to/shmlimit
 """
 import collections
 import os
 import select
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -97,6 +100,27 @@ def main():
         cli("create", C, "--capacity", "16")
         cli("rm", B)
         up, _ = scrape(port)
+        assert up == {A: 1, B: 0, C: 1}, up
+
+        # Hostile clients: garbage, an oversized header, one that says
+        # nothing (dropped at the exporter's deadline), one that leaves at
+        # once. Each gets an answer or is dropped; the next scrape works.
+        def raw(data, read=True):
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+                if data:
+                    s.sendall(data)
+                if not read:
+                    return b""
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                return out.split(b"\r\n", 1)[0]
+        assert raw(b"HELLO\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+        assert raw(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 100000 + b"\r\n\r\n") == \
+            b"HTTP/1.1 400 Bad Request"
+        raw(b"GET /metrics HTTP/1.1\r\n\r\n", read=False)
+        with socket.create_connection(("127.0.0.1", port), timeout=120):
+            up, _ = scrape(port)  # waits for the silent client's deadline
         assert up == {A: 1, B: 0, C: 1}, up
 
         assert status(port, "/nothing") == 404

@@ -3,7 +3,8 @@
 # into a scratch root (dpkg -x: the test machine's own package database is
 # never changed) and uses them from there: the CLI, a C program built with
 # the packaged shmlimit.pc, and `import shmlimit` from the packaged Python
-# package. Also checks the packages' names, version, contents, that their
+# package; and a C program built with the build tree's own shmlimit.pc.
+# Also checks the packages' names, version, contents, that their
 # binaries are stripped with the debug information in the -dbgsym
 # packages, and (as root) that dpkg accepts their dependencies
 # (`dpkg --dry-run -i`, which installs nothing).
@@ -99,6 +100,13 @@ out="$(LD_LIBRARY_PATH="$ROOT/usr/lib" "$TMP/app")"
 [[ "$out" == "$VERSION" ]] || fail "the C program printed \"$out\", expected $VERSION"
 LD_LIBRARY_PATH="$ROOT/usr/lib" ldd "$TMP/app" | grep -q "$ROOT/usr/lib/libshmlimit_c.so.1" ||
   fail "the C program does not load the packaged libshmlimit_c.so.1"
+
+# The build tree's own shmlimit.pc: the sources' headers, the built library,
+# an rpath to it (the program runs without LD_LIBRARY_PATH).
+# shellcheck disable=SC2046
+cc -std=c99 -Wall -Werror -o "$TMP/app-tree" "$TMP/app.c" $(PKG_CONFIG_PATH="$BUILD" pkg-config --cflags --libs shmlimit)
+out="$("$TMP/app-tree")"
+[[ "$out" == "$VERSION" ]] || fail "the C program built with the build tree's shmlimit.pc printed \"$out\""
 
 # The Python package, from the packaged dist-packages.
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ROOT/usr/lib/python3/dist-packages" /usr/bin/python3 -c '
