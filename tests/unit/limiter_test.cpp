@@ -873,5 +873,76 @@ TEST(ReasonNames, AreTheDocumentedSnakeCaseNames) {
   for (const auto& [reason, name] : names) EXPECT_EQ(to_string(reason), name);
 }
 
+// acquire() decides a cached GCRA policy's short key already in the table on
+// an inlined fast path (decide.cpp, fast_decide); every other key takes the
+// general path. Two identical policies driven by the same random sequence,
+// one with 16-byte keys (fast once claimed) and one with 17-byte keys
+// (always general), must agree on every field of every decision and on the
+// exact and per-key counts.
+TEST_F(LimiterTest, FastPathDecidesExactlyAsTheGeneralPath) {
+  const PolicySpec fast_spec = spec("fast", 5, seconds(1), 3);
+  const PolicySpec slow_spec = spec("slow", 5, seconds(1), 3);
+  const PolicyId fast = limiter_.add_policy(fast_spec);
+  const PolicyId slow = limiter_.add_policy(slow_spec);
+  const std::vector<std::string> short_keys = {"k", "user:0000000042", std::string(16, 'x')};
+  std::mt19937_64 rng(20261207);
+  Nanos t = kT0;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> per_key;  // admitted, denied
+  std::uint64_t admitted = 0, denied = 0;
+  for (int i = 0; i < 4000; ++i) {
+    t += Nanos(static_cast<std::int64_t>(rng() % 400'000'000));  // 0..0.4 s: refills and floods
+    const std::string& k = short_keys[rng() % short_keys.size()];
+    const std::string long_k = k + std::string(17 - std::min<std::size_t>(k.size(), 16), '#');
+    ASSERT_LE(k.size(), 16u);
+    ASSERT_GT(long_k.size(), 16u);
+    const std::uint64_t costs[] = {0, 1, 1, 1, 2, 4};  // 4 > burst: never fits
+    const std::uint64_t cost = costs[rng() % 6];
+    const Decision a = limiter_.acquire_at(fast, k, cost, t);
+    const Decision b = limiter_.acquire_at(slow, long_k, cost, t);
+    ASSERT_EQ(a.allowed, b.allowed) << "decision " << i;
+    ASSERT_EQ(a.reason, b.reason) << "decision " << i;
+    ASSERT_EQ(a.limit, b.limit) << "decision " << i;
+    ASSERT_EQ(a.remaining, b.remaining) << "decision " << i;
+    ASSERT_EQ(a.retry_after, b.retry_after) << "decision " << i;
+    ASSERT_EQ(a.reset_after, b.reset_after) << "decision " << i;
+    (a.allowed ? admitted : denied) += 1;
+    if (a.allowed && cost > 0) per_key[k].first += 1;
+    if (!a.allowed) per_key[k].second += 1;
+  }
+  ASSERT_GT(admitted, 100u);
+  ASSERT_GT(denied, 100u);
+  for (const PolicyCounters& c : limiter_.counters()) {
+    if (c.policy != "fast" && c.policy != "slow") continue;
+    EXPECT_EQ(c.admitted, admitted) << c.policy;
+    EXPECT_EQ(c.denied, denied) << c.policy;
+  }
+  const std::vector<BucketView> dump = limiter_.dump();
+  for (const auto& [k, counts] : per_key) {
+    const BucketView* f = find_bucket(dump, "fast", k);
+    ASSERT_NE(f, nullptr) << k;
+    EXPECT_EQ(f->admitted, counts.first) << k;
+    EXPECT_EQ(f->denied, counts.second) << k;
+  }
+}
+
+// peek() takes the same fast path: it reports what acquire would decide and
+// changes nothing, on a short key and on a long one alike.
+TEST_F(LimiterTest, FastPeekChangesNothingAndAgreesWithAcquire) {
+  const PolicyId id = limiter_.add_policy(spec("api", 2, hours(1)));
+  for (const std::string& key : {std::string("ip:10.0.0.1"), std::string(40, 'q')}) {
+    EXPECT_TRUE(limiter_.acquire(id, key).allowed) << key;  // claims the slot
+    for (int i = 0; i < 3; ++i) {
+      const Decision p = limiter_.peek(id, key);
+      EXPECT_TRUE(p.allowed) << key;
+      EXPECT_EQ(p.remaining, 0u) << key;  // 1 left now, 0 after a cost-1 acquire
+    }
+    EXPECT_TRUE(limiter_.acquire(id, key).allowed) << key;
+    const Decision p = limiter_.peek(id, key);
+    EXPECT_FALSE(p.allowed) << key;
+    EXPECT_GT(p.retry_after, Nanos(0)) << key;
+    EXPECT_FALSE(limiter_.acquire(id, key).allowed) << key;
+  }
+}
+
 }  // namespace
 }  // namespace shmlimit
