@@ -157,6 +157,12 @@ def _ms(expiry: Union[int, float]) -> int:
     return ms
 
 
+def _amount(amount: int) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount < 2**63:
+        raise ValueError("amount must be an int between 0 and 2^63 - 1, not %r" % (amount,))
+    return amount
+
+
 def expiry_of_key(key: str) -> Optional[int]:
     """The expiry (s) that ``limits`` builds into a key
     (``.../<amount>/<multiples>/<granularity>``), or None."""
@@ -250,7 +256,7 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
         """Counts `amount` hits of `key` in its window of `expiry` seconds,
         which starts at the first hit (elastic: restarts at every hit), and
         returns the count: one CAS in the segment, exact across processes."""
-        d = self._lim.tally(self._fixed(expiry), self._key(key), amount, restart=bool(elastic_expiry))
+        d = self._lim.tally(self._fixed(expiry), self._key(key), _amount(amount), restart=bool(elastic_expiry))
         return self._count(d, amount)
 
     def get(self, key: str) -> int:
@@ -280,7 +286,7 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
         """Takes `amount` entries of `key`'s moving window if fewer than
         `limit` would then be younger than `expiry` seconds: all or none,
         exact across processes."""
-        return bool(self._lim.acquire(self._moving(limit, expiry), self._key(key), amount))
+        return bool(self._lim.acquire(self._moving(limit, expiry), self._key(key), _amount(amount)))
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> Tuple[int, int]:
         """(time of the latest entry still in the window, entries in the
