@@ -38,7 +38,7 @@ from limits.limits import GRANULARITIES
 from limits.storage import MovingWindowSupport, Storage
 
 from ._shmlimit import Decision, Limiter, PolicyId, fit_key
-from .errors import Error, NotFoundError
+from .errors import Error, NotFoundError, PolicyConflictError
 
 SCHEME = "shmlimit"
 FIXED_PREFIX = "limits.fw."
@@ -210,7 +210,11 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
                         "shmlimit:// moving window of %d per %g s: %s (a moving window of N needs "
                         "the segment's log_entries >= N: shmlimit:///name?log_entries=N, "
                         "given when the segment is created)" % (count, ms / 1000.0, e)) from e
-                raise ConfigurationError("shmlimit:// policy %s: %s" % (name, e)) from e
+                hint = ""
+                if isinstance(e, PolicyConflictError):
+                    hint = " (every process sharing the segment must give the same on_full; this one gives %r)" % (
+                        self._on_full,)
+                raise ConfigurationError("shmlimit:// policy %s: %s%s" % (name, e, hint)) from e
             self._ids[name] = pid
         return pid
 
@@ -223,6 +227,15 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
             raise ValueError("limit must be an int >= 1, not %r" % (limit,))
         ms = _ms(expiry)
         return self._policy("%s%d.%d" % (MOVING_PREFIX, limit, ms), "sliding_log", limit, ms)
+
+    def _find(self, name: str) -> Optional[PolicyId]:
+        """A policy registered by this or another process, or None."""
+        pid = self._ids.get(name)
+        if pid is None:
+            pid = self._lim.find_policy(name)
+            if pid is not None:
+                self._ids[name] = pid
+        return pid
 
     def _ours(self, prefix: Tuple[str, ...] = (FIXED_PREFIX, MOVING_PREFIX)) -> List[str]:
         return [p["name"] for p in self._lim.policies() if p["name"].startswith(prefix)]
@@ -237,7 +250,7 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
         """The report of the fixed-window counter holding `key`, if any."""
         k = self._key(key)
         for name in self._fixed_candidates(key):
-            pid = self._ids.get(name) or self._lim.find_policy(name)
+            pid = self._find(name)
             if pid is None:
                 continue
             d = self._lim.tally(pid, k, 0)
@@ -295,7 +308,7 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
         now = time.time()
         ms = _ms(expiry)
         name = "%s%d.%d" % (MOVING_PREFIX, limit, ms)
-        pid = self._ids.get(name) or self._lim.find_policy(name)
+        pid = self._find(name)
         if pid is None:
             return int(now), 0
         d = self._lim.peek(pid, self._key(key), 0)

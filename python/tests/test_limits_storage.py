@@ -253,6 +253,14 @@ def test_another_process_opens_the_segment_as_it_is(storage):
         storage_from_string("shmlimit://%s?capacity=512" % name)
 
 
+def test_processes_giving_another_on_full_are_told(storage):
+    deny = storage_from_string("shmlimit://%s?on_full=deny" % storage.segment)
+    storage.incr("k", 60)
+    with pytest.raises(ConfigurationError, match="must give the same on_full; this one gives 'deny'"):
+        deny.incr("k", 60)
+    deny.limiter.close()
+
+
 def test_tally_is_only_for_quiet_period_policies_and_never_counts_read_only(storage):
     lim = storage.limiter
     lim.add_policy("g", "gcra", "1/h")
