@@ -89,6 +89,9 @@ if base:
 
 setup(
     version=cmake_version(),
+    packages=["shmlimit", "shmlimit.django"],
+    package_data={"shmlimit": ["py.typed", "*.pyi"]},
+    include_package_data=False,
     ext_modules=[Extension("shmlimit._shmlimit", sources=[])],
     cmdclass={"build_ext": CMakeBuild},
     options=options,

@@ -372,9 +372,12 @@ class Limiter {
   /// `EXPIRE` on the first hit, the fixed window of Python `limits`
   /// (doc/limits.md). `limit - remaining` is the count; past `rate.count`
   /// it saturates there and `allowed` is false (the key is not blocked).
-  /// `amount = 0` reports without counting. Process-safe and lock-free
+  /// `amount = 0` reports without counting; so does a read-only handle.
+  /// Tallies are not decisions: the policy's admitted/denied totals
+  /// (counters(), stats) do not count them. Process-safe and lock-free
   /// (one CAS on the key's slot), as acquire(); throws Error(kInvalidArgument)
-  /// for a policy of another algorithm.
+  /// for a policy of another algorithm (one replaced by another algorithm
+  /// meanwhile: denied, reason kCorrupt, nothing stored).
   Decision tally(PolicyId policy, std::string_view key, std::uint64_t amount = 1,
                  bool restart = false);
 

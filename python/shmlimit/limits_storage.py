@@ -33,9 +33,14 @@ import time
 import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from limits.errors import ConfigurationError
-from limits.limits import GRANULARITIES
-from limits.storage import MovingWindowSupport, Storage
+try:
+    from limits.errors import ConfigurationError
+    from limits.limits import GRANULARITIES
+    from limits.storage import MovingWindowSupport, Storage
+except ImportError as _e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "shmlimit.limits_storage needs the limits library (>= 2.8): Debian python3-limits, "
+        "or pip install 'shmlimit[limits]' (%s)" % _e) from _e
 
 from ._shmlimit import Decision, Limiter, PolicyId, fit_key
 from .errors import Error, NotFoundError, PolicyConflictError

@@ -85,6 +85,11 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
                                       std::string_view key, u64 cost, std::int64_t now, Op op,
                                       Charge* charge, bool live_clock) noexcept {
   if (seg->read_only() && (op == Op::kAcquire || is_tally(op))) op = Op::kPeek;
+  // A tally whose policy was replaced by another algorithm since tally()
+  // checked it: algo_tally's corrupt answer, nothing stored (the sliding
+  // log's path below would otherwise take it for an acquire).
+  if (is_tally(op) && p.algo.algorithm != Algorithm::kQuietPeriod) [[unlikely]]
+    return detail::algo_tally(p.algo, 0, now, cost, false).decision;
   const detail::PackedKey pk(seed, policy, key);
   if (p.algo.algorithm == Algorithm::kSlidingLog)
     return log_apply(p, pk, cost, now, op, charge, live_clock);

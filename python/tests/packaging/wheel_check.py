@@ -8,8 +8,9 @@
 3. The venv's interpreter, isolated (-I: no PYTHONPATH, no current
    directory), imports shmlimit from the venv and only from there; checks
    that shmlimit.__version__, importlib.metadata.version("shmlimit") and
-   CMake's project version agree; and 4 forked processes share one exact
-   limit through the installed extension.
+   CMake's project version agree; 4 forked processes share one exact
+   limit through the installed extension; and shmlimit.limits_storage,
+   without `limits` in the venv, says what to install.
 
     python3 wheel_check.py <source dir> <configured build dir> <scratch dir> <cmake version>
 """
@@ -58,6 +59,13 @@ try:
 finally:
     lim.close()
     shmlimit.Limiter.remove(name)
+# The limits storage names what it needs when the venv has no `limits`.
+try:
+    import shmlimit.limits_storage
+except ImportError as e:
+    assert "python3-limits" in str(e) and "shmlimit[limits]" in str(e), e
+else:
+    raise AssertionError("the venv has limits: the test expects a venv without it")
 print("wheel OK: shmlimit", shmlimit.__version__, "from", os.path.dirname(shmlimit.__file__),
       "; 4 forked processes admitted", total, "of 100")
 '''
