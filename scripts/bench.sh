@@ -8,6 +8,9 @@
 #                         the mutex map (plot: bench/throughput.png);
 #   shmlimit_bench_tiers  the local, Redis and hybrid tiers (when the Redis tier
 #                         is built and redis-server is installed);
+#   bench/bench_nginx.sh  nginx with no limit, limit_req and the shmlimit module
+#                         side by side under wrk (when the module is built:
+#                         Debian's nginx-dev; and nginx and wrk are installed);
 #   bench/bench_drf.py    the per-call cost of shmlimit's DRF throttle against
 #                         DRF's own on LocMemCache (when /usr/bin/python3 has
 #                         django and rest_framework; the module is then built
@@ -30,6 +33,7 @@
 #   SHMLIMIT_THROUGHPUT_ARGS="..."  arguments of shmlimit_throughput (default "--duration=2 --procs=1,2,4";
 #                                   "skip": not run)
 #   SHMLIMIT_BENCH_TIERS=0          do not run shmlimit_bench_tiers
+#   SHMLIMIT_BENCH_NGINX=0          do not run bench/bench_nginx.sh (its own variables: see its header)
 #   SHMLIMIT_BENCH_DRF=0            do not run bench/bench_drf.py
 #   SHMLIMIT_BENCH_DRF_ARGS="..."   its arguments (default: its own, 7 rounds of 2000 calls)
 #   SHMLIMIT_BENCH_WAIT_IDLE=s      wait up to s seconds for the CPUs to be >= 90% idle before running (default 0)
@@ -93,6 +97,16 @@ run cmake --preset "$preset" "${configure_args[@]}" >&2
 targets=(shmlimit_bench shmlimit_throughput)
 if grep -q '^SHMLIMIT_BUILD_REDIS:BOOL=ON' "build/$preset/CMakeCache.txt"; then targets+=(shmlimit_bench_tiers); fi
 if [[ -z "$drf_note" ]]; then targets+=(shmlimit_python); fi
+nginx_note=""
+if [[ "${SHMLIMIT_BENCH_NGINX:-1}" == 0 ]]; then
+  nginx_note="Not run (SHMLIMIT_BENCH_NGINX=0)."
+elif ! grep -q '^SHMLIMIT_BUILD_NGINX:BOOL=ON' "build/$preset/CMakeCache.txt"; then
+  nginx_note="Not run: the nginx module is not built (Debian nginx-dev)."
+elif ! command -v wrk >/dev/null || [[ ! -x /usr/sbin/nginx ]]; then
+  nginx_note="Not run: needs Debian's nginx and wrk."
+else
+  targets+=(ngx_http_shmlimit_module)
+fi
 run cmake --build --preset "$preset" --target "${targets[@]}" >&2
 bindir="build/$preset/bench"
 build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "build/$preset/CMakeCache.txt")"
@@ -153,7 +167,8 @@ tp_out="$(mktemp)"
 tp_csv="$(mktemp)"
 tiers_out="$(mktemp)"
 drf_out="$(mktemp)"
-trap 'rm -f "$bench_out" "$tp_out" "$tp_csv" "$tiers_out" "$drf_out"' EXIT
+nginx_out="$(mktemp)"
+trap 'rm -f "$bench_out" "$tp_out" "$tp_csv" "$tiers_out" "$drf_out" "$nginx_out"' EXIT
 
 # Google Benchmark: every case <repetitions> times, interleaved at random (a
 # burst of load from other processes then does not land on all repetitions of
@@ -196,6 +211,12 @@ else
   gbench "$bindir/shmlimit_bench_tiers" "$tiers_out" false
 fi
 
+if [[ -z "$nginx_note" ]]; then
+  say "running bench/bench_nginx.sh"
+  if ! bash bench/bench_nginx.sh "build/$preset/nginx/ngx_http_shmlimit_module.so" | tee "$nginx_out"; then
+    nginx_note="Failed: see the output of bench/bench_nginx.sh above."
+  fi
+fi
 if [[ -z "$drf_note" ]]; then
   say "running bench/bench_drf.py $drf_args"
   # shellcheck disable=SC2086  # word splitting of the argument list is intended
@@ -293,6 +314,14 @@ fi
     echo '```'
     sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$tiers_out"
     echo '```'
+  fi
+  echo
+  if [[ -n "$nginx_note" ]]; then
+    echo "## nginx: no limit, limit_req and shmlimit (bench/bench_nginx.sh)"
+    echo
+    echo "$nginx_note"
+  else
+    cat "$nginx_out"  # its own section
   fi
   echo
   if [[ -n "$drf_note" ]]; then

@@ -45,9 +45,16 @@ PACKAGES=(
   python3-pip
   python3-setuptools
   python3-wheel
+  uwsgi-core
+  uwsgi-plugin-python3
+  python3-pytest-django
   pkg-config
   libhiredis-dev
   redis-server
+  nginx
+  nginx-dev
+  wrk
+  curl
 )
 
 no_build="${SHMLIMIT_SETUP_NO_BUILD:-0}"

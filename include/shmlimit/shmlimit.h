@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 /** The version of this header's API. */
-#define SHMLIMIT_C_API_VERSION 1
+#define SHMLIMIT_C_API_VERSION 2
 
 #if defined(__GNUC__)
 #define SHMLIMIT_C_EXPORT __attribute__((visibility("default")))
@@ -417,6 +417,15 @@ SHMLIMIT_C_EXPORT shmlimit_status shmlimit_throttle_key(const char* scope, size_
                                                         const char* ident, size_t ident_len,
                                                         size_t max_key_bytes, char* key,
                                                         size_t key_capacity, size_t* len);
+
+/** The key itself if it is at most max_key_bytes long, else its fixed-length
+ *  stand-in ('~' and XXH3-128 hex digits; C++ shmlimit::fit_key), so that
+ *  an over-long key is still limited on its own. Buffer convention as
+ *  shmlimit_client_identity: *len receives the result's length. Since API
+ *  version 2. */
+SHMLIMIT_C_EXPORT shmlimit_status shmlimit_fit_key(const char* key, size_t key_len,
+                                                   size_t max_key_bytes, char* out,
+                                                   size_t out_capacity, size_t* len);
 
 /* ------------------------------------------------------------------------ */
 /* HTTP responses (shmlimit/http.hpp; doc/headers.md)                       */

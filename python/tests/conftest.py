@@ -44,6 +44,7 @@ if not settings.configured:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "rest_framework",
+            "shmlimit.django",
         ],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         ROOT_URLCONF="drf_app",

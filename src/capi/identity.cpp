@@ -124,4 +124,19 @@ shmlimit_status shmlimit_throttle_key(const char* scope, size_t scope_len, const
   });
 }
 
+shmlimit_status shmlimit_fit_key(const char* key, size_t key_len, size_t max_key_bytes, char* out,
+                                 size_t out_capacity, size_t* len) {
+  if (len == nullptr) return null_argument("shmlimit_fit_key", "len");
+  *len = 0;
+  if (!key_ok(key, key_len)) return null_argument("shmlimit_fit_key", "key");
+  if (out == nullptr && out_capacity != 0) return null_argument("shmlimit_fit_key", "out");
+  if (max_key_bytes == 0) {
+    return fail(SHMLIMIT_E_INVALID_ARGUMENT, "shmlimit_fit_key: max_key_bytes is 0");
+  }
+  return guarded("shmlimit_fit_key", [&] {
+    const std::string k = shmlimit::fit_key(key_view(key, key_len), max_key_bytes);
+    return copy_out("shmlimit_fit_key", k, out, out_capacity, len);
+  });
+}
+
 }  // extern "C"

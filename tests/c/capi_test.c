@@ -427,6 +427,24 @@ static void test_identity(void) {
   CHECK_STATUS(shmlimit_throttle_key("anon", 4, "1.2.3.4", 7, 88, tiny, sizeof tiny, &len),
                SHMLIMIT_E_BUFFER_TOO_SMALL);
   CHECK(len == 21);
+
+  /* fit_key: a short key is itself; a long one its '~' + hex digest stand-in. */
+  {
+    char long_key[300], fitted[128];
+    memset(long_key, 'k', sizeof long_key);
+    CHECK_STATUS(shmlimit_fit_key("user-1", 6, 88, fitted, sizeof fitted, &len), SHMLIMIT_OK);
+    CHECK(strcmp(fitted, "user-1") == 0 && len == 6);
+    CHECK_STATUS(shmlimit_fit_key(long_key, sizeof long_key, 88, fitted, sizeof fitted, &len),
+                 SHMLIMIT_OK);
+    CHECK(len == 33 && fitted[0] == '~');
+    CHECK_STATUS(shmlimit_fit_key(long_key, sizeof long_key, 88, tiny, sizeof tiny, &len),
+                 SHMLIMIT_E_BUFFER_TOO_SMALL);
+    CHECK(len == 33);
+    CHECK_STATUS(shmlimit_fit_key("x", 1, 0, fitted, sizeof fitted, &len),
+                 SHMLIMIT_E_INVALID_ARGUMENT);
+    CHECK_STATUS(shmlimit_fit_key(NULL, 3, 88, fitted, sizeof fitted, &len),
+                 SHMLIMIT_E_INVALID_ARGUMENT);
+  }
 }
 
 static void test_http(shmlimit_limiter* l, uint32_t api) {

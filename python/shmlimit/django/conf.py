@@ -8,6 +8,7 @@ on first use of a scope and their ids cached. doc/django.md lists every key.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ DEFAULTS: Dict[str, Any] = {
     "ALLOW_OTHER_USERS": False,  # share the segment with other users' processes (doc/design.md)
     "ALGORITHM": "sliding_window",  # for scopes that SCOPES does not name
     "ON_FULL": "allow",
+    "WAIT": "exact",  # sliding_log's wait for scopes that SCOPES does not name: "exact" or "drf"
     "SCOPES": {},  # scope -> {"ALGORITHM", "BURST", "ON_FULL", "WAIT"}
     "REPLACE_POLICIES": True,  # the settings' rate wins over the segment's
     "FAIL_OPEN": True,  # admit (and log) when the segment cannot be used
@@ -94,9 +96,11 @@ class _Registry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.limiter: Optional[Limiter] = None
-        self.policies: Dict[Tuple[str, str, str, Optional[str]], Tuple[BoundPolicy, ...]] = {}
+        self.key_bytes = 0  # the open limiter's max_key_bytes, read once
+        self.policies: Dict[Tuple[str, str, str, Optional[str], bool], Tuple[BoundPolicy, ...]] = {}
         self.last_log = 0.0
         self.suppressed = 0
+        self.wall_epoch: Optional[float] = None  # time.time() at the segment's epoch, read once
 
     def get_limiter(self) -> Limiter:
         lim = self.limiter
@@ -118,17 +122,25 @@ class _Registry:
                         claim_timeout=float(conf["CLAIM_TIMEOUT"]),
                         allow_other_users=bool(conf["ALLOW_OTHER_USERS"]),
                     )
+                self.key_bytes = self.limiter.max_key_bytes
             return self.limiter
 
     def bind(
-        self, scope: str, rate: str, algorithm: Optional[str] = None, prefix: str = "drf:"
+        self,
+        scope: str,
+        rate: str,
+        algorithm: Optional[str] = None,
+        prefix: str = "drf:",
+        variant: bool = False,
     ) -> Tuple[BoundPolicy, ...]:
         """The policies of ``scope`` at ``rate`` (one per ';'-separated rate:
         ``drf:<scope>``, ``drf:<scope>.2``, ...; the middleware's rules use
-        the prefix ``mw:``), registered on first use.
+        the prefix ``mw:``), registered on first use. With ``variant`` the
+        rate is part of the name (``drf:<scope>@<rate>``, made a valid name):
+        classes that share a scope with different rates never share a bucket.
         Raises ImproperlyConfigured for a rate or spec the library refuses,
         a conflicting policy (with REPLACE_POLICIES off) or a full policy table."""
-        cache_key = (prefix, scope, rate, algorithm)
+        cache_key = (prefix, scope, rate, algorithm, variant)
         got = self.policies.get(cache_key)
         if got is not None:
             return got
@@ -138,11 +150,11 @@ class _Registry:
         algo = algorithm or opts.get("ALGORITHM") or conf["ALGORITHM"]
         on_full = opts.get("ON_FULL", conf["ON_FULL"])
         bursts = opts.get("BURST", 0)
-        wait = opts.get("WAIT", "exact")
+        wait = opts.get("WAIT", conf["WAIT"])
         try:
             rates = [r.strip() for r in rate.split(";")]
             _shmlimit.parse_rates(rate)  # the whole list, for one clear message
-            base = policy_name(prefix, scope)
+            base = policy_name(prefix, "%s@%s" % (scope, rate) if variant else scope)
             bound: List[BoundPolicy] = []
             for i, text in enumerate(rates):
                 burst = bursts[i] if isinstance(bursts, (list, tuple)) else int(bursts or 0)
@@ -168,15 +180,76 @@ class _Registry:
         return result
 
     def acquire(
-        self, policies: Sequence[BoundPolicy], key: str, cost: int = 1
-    ) -> Tuple[Decision, List[Decision]]:
-        lim = self.get_limiter()
-        k = fit_key(key, lim.max_key_bytes)
-        if len(policies) == 1:
+        self, policies: Sequence[BoundPolicy], key: str, cost: int = 1, now_ns: Optional[int] = None
+    ) -> Tuple[Decision, Sequence[Decision]]:
+        """Charges ``cost`` to every policy, all or nothing; at ``now_ns``
+        (the injected clock, :meth:`clock_ns`) when given. A rate list at an
+        injected time is checked (cost 0) then charged: all or nothing for
+        one caller, not atomic against concurrent ones."""
+        lim = self.limiter or self.get_limiter()
+        k = key.encode("utf-8", "surrogateescape")
+        if len(k) > self.key_bytes:
+            k = fit_key(k, self.key_bytes)
+        if now_ns is None and len(policies) == 1:  # the common case, first
             d = lim.acquire(policies[0].id, k, cost)
-            return d, [d]
+            return d, (d,)
+        if now_ns is not None:
+            if len(policies) > 1:
+                probe = [lim.acquire_at(p.id, k, 0, now_ns) for p in policies]
+                if any(d.remaining < cost for d in probe):
+                    # the denial of the tightest rate, with its wait
+                    each = [lim.acquire_at(p.id, k, 0, now_ns) if d.remaining >= cost else _denial(lim, p, k, cost, now_ns)
+                            for p, d in zip(policies, probe)]
+                    denied = [d for d in each if not d.allowed]
+                    return max(denied, key=lambda d: d.retry_after_ns), each
+            each = [lim.acquire_at(p.id, k, cost, now_ns) for p in policies]
+            denied = [d for d in each if not d.allowed]
+            if denied:
+                return max(denied, key=lambda d: d.retry_after_ns), each
+            return min(each, key=lambda d: d.remaining), each
         combined, each = lim.acquire_many([(p.id, k, cost) for p in policies], each=True)
         return combined, list(each)
+
+    def clock_ns(self, t: Any) -> int:
+        """The segment time (ns since its epoch) of a throttle's ``timer()``
+        value ``t`` (seconds). A value below 2^55 ns (417 days) is seconds
+        since the segment's epoch, as a test's mocked timer counts (0, 1,
+        60, ...); a larger one is a wall-clock ``time.time()`` value, mapped
+        through this process's reading of the wall clock at the segment's
+        epoch so that it lands inside the segment's clock horizon.
+        ImproperlyConfigured for a value that is not a finite number of
+        seconds or maps outside the horizon."""
+        try:
+            seconds = float(t)
+        except (TypeError, ValueError):
+            raise ImproperlyConfigured("shmlimit: a throttle's timer() returned %r, not a number of seconds" % (t,))
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ImproperlyConfigured("shmlimit: a throttle's timer() returned %r: expected seconds >= 0" % (t,))
+        if seconds * 1e9 < SMALL_TIMER_NS:
+            return int(round(seconds * 1e9))
+        ns = int(round((seconds - self.wall_clock_epoch()) * 1e9))
+        if ns < 0 or ns >= CLOCK_HORIZON_NS:
+            raise ImproperlyConfigured(
+                "shmlimit: a throttle's timer() returned %r, which is %s the segment's clock horizon "
+                "(a time.time() value between the segment's creation and 834 days later)"
+                % (t, "before" if ns < 0 else "past")
+            )
+        return ns
+
+    def timer_seconds(self, ns: int, like: Any) -> float:
+        """The inverse of :meth:`clock_ns`, in the units of the timer value ``like``."""
+        try:
+            small = float(like) * 1e9 < SMALL_TIMER_NS
+        except (TypeError, ValueError):
+            small = False
+        return ns / 1e9 if small else ns / 1e9 + self.wall_clock_epoch()
+
+    def wall_clock_epoch(self) -> float:
+        """``time.time()`` at the segment's epoch, read once per process."""
+        if self.wall_epoch is None:
+            lim = self.get_limiter()
+            self.wall_epoch = time.time() - lim.now_ns() / 1e9
+        return self.wall_epoch
 
     def log_failure(self, what: str, exc: BaseException) -> None:
         """One log line (no traceback) for a fail-open event; at most one a
@@ -194,6 +267,17 @@ class _Registry:
         with self.lock:
             self.limiter = None
             self.policies = {}
+            self.wall_epoch = None
+
+
+SMALL_TIMER_NS = 1 << 55
+CLOCK_HORIZON_NS = 1 << 56
+
+
+def _denial(lim: Limiter, policy: BoundPolicy, key: bytes, cost: int, now_ns: int) -> Decision:
+    """The decision of ``policy`` for ``cost`` at ``now_ns`` without charging
+    it: an acquire_at that is refused charges nothing."""
+    return lim.acquire_at(policy.id, key, cost, now_ns)
 
 
 registry = _Registry()
@@ -213,16 +297,16 @@ setting_changed.connect(_on_setting_changed)
 
 
 def record(request: Any, policies: Sequence[BoundPolicy], combined: Decision, each: Sequence[Decision]) -> None:
-    """Remembers a decision on the Django request for the header middleware."""
+    """Remembers a decision on the Django request for the header middleware
+    (which pairs policies and decisions only when it builds headers)."""
     http_request = getattr(request, "_request", request)  # DRF's Request wraps Django's
-    entries = getattr(http_request, "shmlimit_decisions", None)
-    if entries is None:
-        entries = []
-        try:
-            http_request.shmlimit_decisions = entries
-        except AttributeError:
-            return
-    entries.append((combined, [(p.name, d, p.window) for p, d in zip(policies, each)]))
+    try:
+        entries = http_request.__dict__.get("shmlimit_decisions")
+        if entries is None:
+            entries = http_request.__dict__["shmlimit_decisions"] = []
+    except AttributeError:  # no __dict__: nothing to remember it on
+        return
+    entries.append((combined, policies, each))
 
 
 def header_options() -> Any:
@@ -252,12 +336,12 @@ def headers_for(request: Any, refuse_status: int = 429, dry_run: bool = False) -
     entries = getattr(http_request, "shmlimit_decisions", None)
     if not entries:
         return []
-    denied = [c for c, _ in entries if not c.allowed]
+    denied = [c for c, _, _ in entries if not c.allowed]
     if denied:
         combined = max(denied, key=lambda d: d.retry_after_ns)
     else:
-        combined = min((c for c, _ in entries), key=lambda d: d.remaining)
-    items = [item for _, policies in entries for item in policies]
+        combined = min((c for c, _, _ in entries), key=lambda d: d.remaining)
+    items = [(p.name, d, p.window) for _, policies, each in entries for p, d in zip(policies, each)]
     options = _shmlimit.HttpOptions(refuse_status=refuse_status, dry_run=dry_run, headers=header_options())
     return list(_shmlimit.rate_limit_headers(combined, items, options))
 

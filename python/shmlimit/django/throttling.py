@@ -24,18 +24,25 @@ from ``SHMLIMIT["SCOPES"]`` (doc/django.md).
 """
 from __future__ import annotations
 
+import calendar
+import json
 import math
-from typing import Any, Optional, Tuple
+import time
+from typing import Any, List, Optional, Tuple
 
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import throttling as drf
 
 from .._shmlimit import Decision, parse_rates
+from .._util import fit_key
 from ..errors import InvalidArgumentError
 from . import conf
 
+BaseThrottle = drf.BaseThrottle
+
 __all__ = [
     "AnonRateThrottle",
+    "BaseThrottle",
     "BurstRateThrottle",
     "ShmlimitThrottleMixin",
     "ScopedRateThrottle",
@@ -45,14 +52,31 @@ __all__ = [
 ]
 
 
+_UNSET: Any = object()
+
+
+def _default_timer(cls: type) -> bool:
+    """Whether ``timer`` is DRF's own (``time.time``), not overridden or mocked."""
+    return getattr(cls, "timer", None) is time.time
+
+
 class ShmlimitThrottleMixin:
     """Replaces the cache history of ``SimpleRateThrottle`` by a shared
     bucket. Put it before a DRF throttle class in the bases.
 
-    ``algorithm`` (class attribute) overrides the scope's algorithm."""
+    ``algorithm`` (class attribute) overrides the scope's algorithm.
+
+    As DRF's ``allow_request``, it sets ``key``, ``now`` (``timer()``) and
+    ``history`` (read from the bucket on first access) and ends in
+    ``throttle_success()`` or ``throttle_failure()``. DRF's ``timer`` is
+    replaced by the segment's monotonic clock; a ``timer`` overridden or
+    mocked by a subclass or a test decides instead (``acquire_at``)."""
 
     algorithm: Optional[str] = None
     decision: Optional[Decision] = None
+    # DRF's attributes, set as DRF sets them
+    key: Optional[str] = None
+    now: Optional[float] = None
 
     def parse_rate(self, rate: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
         """DRF's ``(num_requests, duration)`` of the first rate; accepts
@@ -69,15 +93,37 @@ class ShmlimitThrottleMixin:
     def _policy_scope(self) -> str:
         return getattr(self, "scope", None) or type(self).__name__
 
+    def _policies(self) -> Tuple[conf.BoundPolicy, ...]:
+        """The policies of (scope, rate): ``drf:<scope>`` when the rate is
+        the scope's rate in the settings (``THROTTLE_RATES``), else one named
+        after the rate too, so that classes sharing a scope with different
+        rates never share a limit."""
+        scope = self._policy_scope()
+        rate = str(self.rate)  # type: ignore[attr-defined]
+        configured = (getattr(self, "THROTTLE_RATES", None) or {}).get(scope)
+        return conf.registry.bind(scope, rate, self.algorithm, variant=rate != configured)
+
+    def _now_ns(self) -> Optional[int]:
+        """The injected time of an overridden timer, else None (the segment's clock)."""
+        if _default_timer(type(self)) and "timer" not in self.__dict__:
+            return None
+        return conf.registry.clock_ns(self.now)
+
     def allow_request(self, request: Any, view: Any) -> bool:
+        self.decision = None
         if getattr(self, "rate", None) is None:
             return True
         self.key = self.get_cache_key(request, view)  # type: ignore[attr-defined]
         if self.key is None:
             return True
+        self.now = self.timer()  # type: ignore[attr-defined]
+        state = self.__dict__
+        if "_history" in state:
+            del state["_history"]  # read from the bucket when asked
         try:
-            policies = conf.registry.bind(self._policy_scope(), self.rate, self.algorithm)  # type: ignore[attr-defined]
-            combined, each = conf.registry.acquire(policies, str(self.key))
+            policies = self._policies()
+            key = self.key if type(self.key) is str else str(self.key)
+            combined, each = conf.registry.acquire(policies, key, now_ns=self._now_ns())
         except Exception as e:  # the segment cannot be used: FAIL_OPEN decides
             if isinstance(e, ImproperlyConfigured) or not conf.settings()["FAIL_OPEN"]:
                 raise
@@ -86,27 +132,116 @@ class ShmlimitThrottleMixin:
         self.decision = combined
         conf.record(request, policies, combined, each)
         if combined.allowed:
-            return self.throttle_success()  # type: ignore[attr-defined,no-any-return]
-        return self.throttle_failure()  # type: ignore[attr-defined,no-any-return]
+            state["_charged"] = True
+            return self.throttle_success()
+        return self.throttle_failure()
+
+    @property
+    def history(self) -> List[float]:
+        """DRF's history of the key: the times (in ``timer()`` units, newest
+        first) of the requests the bucket holds in the current period. Exact
+        for ``sliding_log``; for the other algorithms, as many entries as the
+        bucket counts, all at ``now``. Assignable, as DRF's."""
+        h = self.__dict__.get("_history")
+        if h is None:
+            h = self._read_history()
+            self.__dict__["_history"] = h
+        return h  # type: ignore[no-any-return]
+
+    @history.setter
+    def history(self, value: List[float]) -> None:
+        self.__dict__["_history"] = value
+
+    def _read_history(self) -> List[float]:
+        if self.key is None or getattr(self, "rate", None) is None:
+            return []
+        if self.now is None:
+            self.now = self.timer()  # type: ignore[attr-defined]
+        try:
+            policy = self._policies()[0]
+            lim = conf.get_limiter()
+            now_ns = self._now_ns()
+            key = fit_key(str(self.key), lim.max_key_bytes)
+            if policy.algorithm == "sliding_log":
+                return self._log_history(lim, policy, key, now_ns)
+            d = lim.acquire_at(policy.id, key, 0, now_ns) if now_ns is not None else lim.acquire(policy.id, key, 0)
+            return [self.now] * max(d.limit - d.remaining, 0)  # type: ignore[list-item]
+        except ImproperlyConfigured:
+            raise
+        except Exception:  # noqa: BLE001 - no bucket to read: no history
+            return []
+
+    def _log_history(self, lim: Any, policy: conf.BoundPolicy, key: bytes, now_ns: Optional[int]) -> List[float]:
+        state = json.loads(lim.export_state(policy.id, key))
+        # the export's times are the segment's plus (CLOCK_REALTIME - segment
+        # clock), which two back-to-back readings give to within microseconds
+        offset_ns = time.time_ns() - lim.now_ns()
+        now_seg = now_ns if now_ns is not None else lim.now_ns()
+        period_ns = int(round(float(self.duration) * 1e9))  # type: ignore[attr-defined]
+        times: List[int] = []
+        for bucket in state.get("buckets", ()):
+            for t in bucket.get("state", {}).get("admissions", ()):
+                # to the ms: the two clock readings differ by microseconds
+                ns = int(round((_iso_ns(t) - offset_ns) / 1e6)) * 1000000
+                if ns > now_seg - period_ns:
+                    times.append(ns)
+        times.sort(reverse=True)
+        return [conf.registry.timer_seconds(ns, self.now) if now_ns is not None else
+                ns / 1e9 + conf.registry.wall_clock_epoch() for ns in times]
 
     def throttle_success(self) -> bool:
-        return True
+        """As DRF's: records the request (``now`` first in ``history``) and
+        admits it. Called by a subclass's own ``allow_request``, it charges
+        the bucket at ``now`` and returns the bucket's answer: the shared
+        limit is never exceeded."""
+        if self.__dict__.pop("_charged", False):
+            if "_history" in self.__dict__:
+                self.__dict__["_history"].insert(0, self.now)
+            return True
+        if self.key is None or getattr(self, "rate", None) is None:
+            return True
+        if self.now is None:
+            self.now = self.timer()  # type: ignore[attr-defined]
+        policies = self._policies()
+        combined, each = conf.registry.acquire(policies, str(self.key), now_ns=self._now_ns())
+        self.decision = combined
+        if combined.allowed and "_history" in self.__dict__:
+            self.__dict__["_history"].insert(0, self.now)
+        return combined.allowed
 
     def throttle_failure(self) -> bool:
+        """As DRF's: refuses, recording nothing."""
         return False
 
     def wait(self) -> Optional[float]:
-        """Seconds until the refused request would be admitted: the bucket's
-        exact retry_after (DRF's own formula on a ``sliding_log`` scope with
-        ``"WAIT": "drf"``); DRF rounds it up for Retry-After. None when no
-        wait can help (cost above the capacity) or none is known (a
-        fail-closed denial of a full table)."""
+        """Seconds until the refused request would be admitted, which DRF
+        rounds up for Retry-After. After a refusal by the bucket: its exact
+        retry_after (DRF's own formula on a ``sliding_log`` scope with
+        ``"WAIT": "drf"``), None when no wait can help (cost above the
+        capacity) or none is known (a fail-closed denial of a full table).
+        Otherwise (a subclass refused by itself): DRF's formula over
+        ``history``, ``now``, ``num_requests`` and ``duration``."""
         d = self.decision
-        if d is None or d.allowed:
+        if d is not None and not d.allowed:
+            if math.isinf(d.retry_after) or d.retry_after <= 0:
+                return None
+            return d.retry_after
+        history = self.history
+        if history:
+            remaining_duration = self.duration - (self.now - history[-1])  # type: ignore[attr-defined,operator]
+        else:
+            remaining_duration = self.duration  # type: ignore[attr-defined]
+        available_requests = self.num_requests - len(history) + 1  # type: ignore[attr-defined]
+        if available_requests <= 0:
             return None
-        if math.isinf(d.retry_after) or d.retry_after <= 0:
-            return None
-        return d.retry_after
+        return remaining_duration / float(available_requests)  # type: ignore[no-any-return]
+
+
+def _iso_ns(text: str) -> int:
+    """ns since the Unix epoch of an export's ISO 8601 UTC time (9 digits, Z)."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    secs = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S"))
+    return secs * 1000000000 + int((frac + "000000000")[:9])
 
 
 class SimpleRateThrottle(ShmlimitThrottleMixin, drf.SimpleRateThrottle):
