@@ -37,6 +37,14 @@ PACKAGES=(
   python3-django
   python3-djangorestframework
   gunicorn
+  python3-limits
+  python3-flask
+  python3-flask-limiter
+  python3-build
+  python3-venv
+  python3-pip
+  python3-setuptools
+  python3-wheel
   uwsgi-core
   uwsgi-plugin-python3
   python3-pytest-django

@@ -366,6 +366,22 @@ class Limiter {
   /// the refund. Process-safe, lock-free, noexcept.
   Decision refund(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
 
+  /// Counts `amount` in the bucket of a quiet_period policy whatever the
+  /// count already is: a counter whose period starts at its first count
+  /// and ends `rate.period` later (with `restart`, `rate.period` after the
+  /// latest count, never earlier than before). This is `INCRBY` with
+  /// `EXPIRE` on the first hit, the fixed window of Python `limits`
+  /// (doc/limits.md). `limit - remaining` is the count; past `rate.count`
+  /// it saturates there and `allowed` is false (the key is not blocked).
+  /// `amount = 0` reports without counting; so does a read-only handle.
+  /// Tallies are not decisions: the policy's admitted/denied totals
+  /// (counters(), stats) do not count them. Process-safe and lock-free
+  /// (one CAS on the key's slot), as acquire(); throws Error(kInvalidArgument)
+  /// for a policy of another algorithm (one replaced by another algorithm
+  /// meanwhile: denied, reason kCorrupt, nothing stored).
+  Decision tally(PolicyId policy, std::string_view key, std::uint64_t amount = 1,
+                 bool restart = false);
+
   /// Forgets buckets, as if their keys had never been seen: one key of a
   /// policy, every key of a policy, or (no arguments) everything. Returns
   /// how many buckets were forgotten. Process-safe; a concurrent decision

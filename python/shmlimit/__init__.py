@@ -20,7 +20,9 @@ functions of identity.hpp and http.hpp. Where the build has the Redis tier
 serves the host from tokens leased from Redis (doc/redis.md); their
 decisions are ``TierDecision``, a ``Decision`` with a ``source``. The
 Django / DRF integration is in :mod:`shmlimit.django`, the decorator in
-:mod:`shmlimit.decorators`, the error-mail filter in :mod:`shmlimit.logging`.
+:mod:`shmlimit.decorators`, the error-mail filter in :mod:`shmlimit.logging`,
+the ``shmlimit://`` storage of the ``limits`` library (Flask-Limiter,
+SlowAPI) in :mod:`shmlimit.limits_storage`.
 doc/python.md has the whole API.
 """
 from __future__ import annotations
@@ -56,6 +58,7 @@ from ._shmlimit import (
     rate_limit_headers,
     throttle_key,
 )
+from ._version import __version__
 from .decorators import RateLimited, limit, set_default_limiter
 from .errors import (
     AccessError,
@@ -90,6 +93,7 @@ ALGORITHMS = (
 )
 
 __all__ = [
+    "__version__",
     "ALGORITHMS",
     "HAS_REDIS",
     "HEADERS_ALL",

@@ -377,6 +377,22 @@ void bind_limiter(py::module_& m) {
           "`with lim.lease(\"uploads\", user) as l: if l: ...`. Never raises for a limiting "
           "outcome.")
       .def(
+          "tally",
+          [](const PyLimiter& self, const PolicyArg& policy, const std::string& key,
+             std::int64_t amount, bool restart) {
+            return keyed(self, policy, amount,
+                         [&](shmlimit::Limiter& l, shmlimit::PolicyId id, std::uint64_t c) {
+                           return l.tally(id, key, c, restart);
+                         });
+          },
+          "policy"_a, "key"_a, "amount"_a = 1, py::kw_only(), "restart"_a = false,
+          "Counts amount in a quiet_period policy's bucket whatever it holds (INCRBY, EXPIRE "
+          "on the first\n"
+          "count; restart=True: EXPIRE at every count). d.limit - d.remaining is the count; "
+          "past the policy's\n"
+          "count it saturates there and d.allowed is False. InvalidArgumentError for another "
+          "algorithm.")
+      .def(
           "refund",
           [](const PyLimiter& self, const PolicyArg& policy, const std::string& key,
              std::int64_t cost) {

@@ -298,6 +298,13 @@ AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t n
   return corrupt_outcome();
 }
 
+AlgoOutcome algo_tally(const AlgoParams& p, std::uint64_t state, std::int64_t now_in,
+                       std::uint64_t amount, bool restart) noexcept {
+  if (!algo_params_valid(p) || p.algorithm != Algorithm::kQuietPeriod) return corrupt_outcome();
+  const i64 now = clamp_now(now_in, algo_horizon_margin(p));
+  return qp_tally(p, state & kStatePayloadMask, now, amount, restart);
+}
+
 bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now_in) noexcept {
   if (!algo_params_valid(p)) return true;  // nothing worth keeping
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));

@@ -71,6 +71,14 @@ AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t n
 AlgoOutcome algo_refund(const AlgoParams& p, std::uint64_t state, std::int64_t now,
                         std::uint64_t cost) noexcept;
 
+/// Adds `amount` to a quiet_period bucket unconditionally: a counter whose
+/// period starts at its first count and expires `period` later (with
+/// `restart`: `period` after the latest count). Saturates at the count and
+/// then reports allowed = false; never blocks the key. `limit - remaining`
+/// is the count. Any other algorithm: a corrupt outcome (nothing stored).
+AlgoOutcome algo_tally(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                       std::uint64_t amount, bool restart) noexcept;
+
 /// True when `state` at `now` is indistinguishable from an absent key.
 bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now) noexcept;
 

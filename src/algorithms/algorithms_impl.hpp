@@ -147,6 +147,7 @@ bool sw_is_full(const AlgoParams& p, u64 state, i64 now);
 AlgoOutcome qp_decide(const AlgoParams& p, u64 state, i64 now_in, u64 cost);
 AlgoOutcome qp_refund(const AlgoParams& p, u64 state, i64 now, u64 cost);
 bool qp_is_full(u64 state, i64 now);
+AlgoOutcome qp_tally(const AlgoParams& p, u64 state, i64 now_in, u64 amount, bool restart);
 
 // reports.cpp: states not decided from the word alone (concurrency, sliding log).
 AlgoOutcome conc_report(const AlgoParams& p, u64 state);

@@ -288,4 +288,31 @@ AlgoOutcome qp_refund(const AlgoParams& p, u64 state, i64 now, u64 cost) {
 
 bool qp_is_full(u64 state, i64 now) { return !qp_at(state, now).open; }
 
+// The tally (Limiter::tally): a counter that counts every call, the
+// `INCRBY` + `EXPIRE`-on-first-hit of a Redis fixed window, kept in the
+// quiet period's state so that every other reader (decide, refund,
+// is_full, check, state export) reads it as an ordinary quiet-period
+// bucket. It never blocks: past the count it saturates at `count` and
+// reports allowed = false. `restart` (an elastic window) moves the expiry
+// to now + period at every call, never earlier than it was.
+AlgoOutcome qp_tally(const AlgoParams& p, u64 state, i64 now_in, u64 amount, bool restart) {
+  QpState s = qp_at(state, now_in);
+  const auto now = static_cast<u64>(now_in);
+  const u64 used = s.used == kQuietBlocked ? p.count : s.used;  // blocked: nothing left
+  const bool fits = amount <= p.count - std::min(used, p.count);
+  if (amount == 0)
+    return outcome(make_decision(true, p.count, qp_remaining(p, s), Nanos(0), qp_reset(s, now_in)));
+  const u64 expires = ceil_ms(now + p.period_ns);  // < 2^37: now + period <= horizon - 1 ms
+  if (!s.open) {
+    s.expires_ms = expires;
+  } else if (restart) {
+    s.expires_ms = std::max(s.expires_ms, expires);  // a late reading never shortens it
+  }
+  if (s.used != kQuietBlocked) s.used = fits ? used + amount : p.count;  // saturates, no block
+  s.open = true;
+  const Nanos reset = qp_reset(s, now_in);
+  return outcome(make_decision(fits, p.count, qp_remaining(p, s), fits ? Nanos(0) : reset, reset),
+                 qp_pack(s) != state, qp_pack(s));
+}
+
 }  // namespace shmlimit::detail::algo

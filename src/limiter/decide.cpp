@@ -84,7 +84,12 @@ std::optional<Decision> Limiter::Impl::claim(const PolicySnapshot& p, const deta
 inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t policy,
                                       std::string_view key, u64 cost, std::int64_t now, Op op,
                                       Charge* charge, bool live_clock) noexcept {
-  if (seg->read_only() && op == Op::kAcquire) op = Op::kPeek;
+  if (seg->read_only() && (op == Op::kAcquire || is_tally(op))) op = Op::kPeek;
+  // A tally whose policy was replaced by another algorithm since tally()
+  // checked it: algo_tally's corrupt answer, nothing stored (the sliding
+  // log's path below would otherwise take it for an acquire).
+  if (is_tally(op) && p.algo.algorithm != Algorithm::kQuietPeriod) [[unlikely]]
+    return detail::algo_tally(p.algo, 0, now, cost, false).decision;
   const detail::PackedKey pk(seed, policy, key);
   if (p.algo.algorithm == Algorithm::kSlidingLog)
     return log_apply(p, pk, cost, now, op, charge, live_clock);
@@ -99,10 +104,11 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       if (live_clock) now = std::max(now, this->now());
       const u64 fresh_state = p.fresh_state(now);
       const detail::AlgoOutcome fresh =
-          decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
+          is_tally(op) ? detail::algo_tally(p.algo, fresh_state, now, cost, op == Op::kTallyRestart)
+                       : decide_state(p, fresh_state, now, op == Op::kRefund ? 0 : cost);
       // A peek, a refund, cost 0 or a cost that can never fit never
       // takes a slot: there is nothing to store.
-      if (op != Op::kAcquire || !fresh.store) return fresh.decision;
+      if ((op != Op::kAcquire && !is_tally(op)) || !fresh.store) return fresh.decision;
       if (auto failed = claim(p, pk, now, fresh_state, &ref)) return *failed;
     }
     detail::SlotHead& h = table.head(ref.index);
@@ -115,6 +121,9 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       // Field by field (set_outcome): no wide copy of freshly stored bytes.
       if (op == Op::kRefund) {
         detail::set_outcome(out, detail::algo_refund(p.algo, state, now, cost));
+      } else if (is_tally(op)) {
+        detail::set_outcome(out,
+                            detail::algo_tally(p.algo, state, now, cost, op == Op::kTallyRestart));
       } else {
         detail::set_outcome(out, decide_state(p, state, now, cost));
       }
@@ -257,6 +266,19 @@ Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost
     return d;
   d = m.apply(policy.index, key, cost, now, Impl::Op::kPeek, nullptr, true);
   return d;
+}
+
+Decision Limiter::tally(PolicyId policy, std::string_view key, std::uint64_t amount, bool restart) {
+  Impl& m = *impl_;
+  std::uint32_t index = policy.index;
+  detail::PolicySnapshot p;
+  if (m.resolve_policy(&index, &p) && p.valid && p.algo.algorithm != Algorithm::kQuietPeriod) {
+    throw Error(ErrorCode::kInvalidArgument, "tally() counts in a quiet_period policy; policy " +
+                                                 std::to_string(policy.index) + " is " +
+                                                 std::string(to_string(p.algo.algorithm)));
+  }
+  return m.apply(policy.index, key, amount, m.now(),
+                 restart ? Impl::Op::kTallyRestart : Impl::Op::kTally, nullptr, true);
 }
 
 Decision Limiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {

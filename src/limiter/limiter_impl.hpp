@@ -421,7 +421,11 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     return d;
   }
 
-  enum class Op { kAcquire, kPeek, kRefund };
+  // kTally / kTallyRestart: Limiter::tally (algo_tally), restart = false / true.
+  enum class Op { kAcquire, kPeek, kRefund, kTally, kTallyRestart };
+  static constexpr bool is_tally(Op op) noexcept {
+    return op == Op::kTally || op == Op::kTallyRestart;
+  }
 
   // Where an acquire was charged: enough to give it back to the same
   // bucket (and to nobody else's) if a multi-limit decision rolls back.

@@ -60,6 +60,38 @@ TEST(Exactness, HotKeyAdmitsExactlyTheBurstAcrossProcesses) {
   EXPECT_TRUE(parent.check(false).clean());
 }
 
+// Limiter::tally (the fixed window of Python `limits`): every count of
+// every process lands, on one hot key and on keys being claimed at once,
+// whether or not the window restarts at each count.
+TEST(Exactness, TallyCountsEveryHitOfEveryProcess) {
+  constexpr int kKeys = 16;
+  constexpr int kHits = 3200;  // a multiple of kKeys
+  ScopedName name("tally");
+  Limiter parent = Limiter::create(options_for(name, 1024));
+  const PolicyId fw =
+      parent.add_policy({"limits.fw", Algorithm::kQuietPeriod, parse_rate("524286/day")});
+  Shared<std::atomic<std::uint64_t>> start;
+  const auto pids = fork_workers(kProcs, [&](int i) {
+    Limiter l = Limiter::open(options_for(name, 1024));
+    wait_for(*start, 1);
+    for (int n = 0; n < kHits; ++n) {
+      const bool restart = (n + i) % 2 == 0;
+      if (!l.tally(fw, "hot", 1, restart).allowed) return 1;
+      if (!l.tally(fw, "k" + std::to_string(n % kKeys), 2, restart).allowed) return 2;
+    }
+    return 0;
+  });
+  start->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  const Decision hot = parent.tally(fw, "hot", 0);
+  EXPECT_EQ(hot.limit - hot.remaining, std::uint64_t{kProcs} * kHits);
+  for (int k = 0; k < kKeys; ++k) {
+    const Decision d = parent.tally(fw, "k" + std::to_string(k), 0);
+    EXPECT_EQ(d.limit - d.remaining, std::uint64_t{kProcs} * (kHits / kKeys) * 2) << k;
+  }
+  EXPECT_TRUE(parent.check(false).clean());
+}
+
 TEST(Exactness, HotKeyOnTheRealClockStaysWithinTheAllowance) {
   ScopedName name("clock");
   Limiter parent = Limiter::create(options_for(name, 1024));

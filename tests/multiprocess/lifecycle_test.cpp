@@ -143,5 +143,43 @@ TEST(Lifecycle, WorkersKilledMidDecisionNeverOverAdmit) {
   EXPECT_LE(lost, 200u);
 }
 
+// Tallies killed anywhere: the table checks clean and every key's count
+// is at least what the processes recorded, and above it by at most one
+// count per kill (a worker killed between its CAS and its bookkeeping).
+TEST(Lifecycle, WorkersKilledMidTallyLoseNoCount) {
+  constexpr int kKeys = 64;
+  constexpr int kKills = 200;
+  ScopedName name("kill-tally");
+  Options o;
+  o.name = name.str();
+  o.capacity = 128;  // 64 keys claimed while workers die
+  o.claim_timeout = std::chrono::seconds(30);
+  Limiter parent = Limiter::create(o);
+  const PolicyId fw =
+      parent.add_policy({"limits.fw", Algorithm::kQuietPeriod, parse_rate("524286/day")});
+  Shared<std::atomic<std::uint64_t>> recorded(kKeys);
+  const int failed = kill_storm(2, kKills, [&](int i) {
+    Limiter l = Limiter::open(o);
+    std::mt19937_64 rng(static_cast<std::uint64_t>(::getpid()) * 31 +
+                        static_cast<std::uint64_t>(i));
+    for (;;) {
+      const auto k = rng() % kKeys;
+      if (l.tally(fw, "k" + std::to_string(k), 1, (rng() & 1) != 0).allowed)
+        recorded[k].fetch_add(1);
+    }
+    return 0;
+  });
+  EXPECT_EQ(failed, 0);
+  EXPECT_TRUE(parent.check(true).clean());
+  std::uint64_t extra = 0;
+  for (int k = 0; k < kKeys; ++k) {
+    const Decision d = parent.tally(fw, "k" + std::to_string(k), 0);
+    const std::uint64_t count = d.limit - d.remaining;
+    EXPECT_GE(count, recorded[k].load()) << k << ": a recorded count was lost";
+    extra += count - recorded[k].load();
+  }
+  EXPECT_LE(extra, std::uint64_t{kKills});
+}
+
 }  // namespace
 }  // namespace shmlimit::test

@@ -882,6 +882,55 @@ INSTANTIATE_TEST_SUITE_P(
             0}),
     row_name);
 
+// --- the tally (Limiter::tally; Python `limits`' fixed window): a counter in a
+// quiet_period bucket, 3 per second: counts every call, the window starts at
+// the first count, saturates at the count without blocking.
+class TallyTable : public ::testing::TestWithParam<Row> {};
+TEST_P(TallyTable, CountsLikeIncrbyWithExpireOnTheFirstHit) {
+  expect_row(GetParam(), algo_tally(GetParam().p, GetParam().state, GetParam().now, GetParam().cost,
+                                    /*restart=*/false));
+}
+class TallyRestartTable : public ::testing::TestWithParam<Row> {};
+TEST_P(TallyRestartTable, MovesTheExpiryAtEveryCount) {
+  expect_row(GetParam(), algo_tally(GetParam().p, GetParam().state, GetParam().now, GetParam().cost,
+                                    /*restart=*/true));
+}
+INSTANTIATE_TEST_SUITE_P(
+    QuietPeriod, TallyTable,
+    ::testing::Values(Row{"FreshStartsTheWindow", kQp3, 0, 250 * kMs, 1, true, 2, 0, kSec, kOk,
+                          true, qp(1'250, 1)},
+                      Row{"CountsInTheWindowKeepingItsEnd", kQp3, qp(1'250, 1), 900 * kMs, 2, true,
+                          0, 0, 350 * kMs, kOk, true, qp(1'250, 3)},
+                      Row{"PastTheCountSaturatesWithoutBlocking", kQp3, qp(1'250, 3), 900 * kMs, 1,
+                          false, 0, 350 * kMs, 350 * kMs, kOk, false, 0},
+                      Row{"PartlyPastTheCountSaturates", kQp3, qp(1'250, 2), 900 * kMs, 2, false, 0,
+                          350 * kMs, 350 * kMs, kOk, true, qp(1'250, 3)},
+                      Row{"AmountAboveTheCountOnAFreshKey", kQp3, 0, 0, 5, false, 0, kSec, kSec,
+                          kOk, true, qp(1'000, 3)},
+                      Row{"ExpiredStartsANewWindow", kQp3, qp(1'250, 3), 1'250 * kMs, 1, true, 2, 0,
+                          kSec, kOk, true, qp(2'250, 1)},
+                      Row{"ExpiryRoundsUpToAMillisecond", kQp3, 0, 1'500'000, 1, true, 2, 0,
+                          kSec + 500'000, kOk, true, qp(1'002, 1)},
+                      Row{"BlockedKeyStaysBlocked", kQp3, qp(1'250, kBlocked), 900 * kMs, 1, false,
+                          0, 350 * kMs, 350 * kMs, kOk, false, 0},
+                      Row{"ZeroAmountReports", kQp3, qp(1'250, 2), 900 * kMs, 0, true, 1, 0,
+                          350 * kMs, kOk, false, 0},
+                      Row{"OtherAlgorithmIsRefused", kFw, 0, 0, 1, false, 0, 0, 0, Reason::kCorrupt,
+                          false, 0}),
+    row_name);
+INSTANTIATE_TEST_SUITE_P(
+    QuietPeriod, TallyRestartTable,
+    ::testing::Values(Row{"FreshStartsTheWindow", kQp3, 0, 250 * kMs, 1, true, 2, 0, kSec, kOk,
+                          true, qp(1'250, 1)},
+                      Row{"EveryCountMovesTheEnd", kQp3, qp(1'250, 1), 900 * kMs, 1, true, 1, 0,
+                          kSec, kOk, true, qp(1'900, 2)},
+                      Row{"PastTheCountStillMovesTheEnd", kQp3, qp(1'250, 3), 900 * kMs, 1, false,
+                          0, kSec, kSec, kOk, true, qp(1'900, 3)},
+                      // A reading older than the one that set the end never brings it forward.
+                      Row{"LateReadingNeverShortens", kQp3, qp(2'000, 1), 900 * kMs, 1, true, 1, 0,
+                          1'100 * kMs, kOk, true, qp(2'000, 2)}),
+    row_name);
+
 // --- is_full rows.
 struct FullRow {
   const char* name;
