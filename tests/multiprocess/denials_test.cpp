@@ -117,16 +117,24 @@ TEST(Denials, OverflowKeepsTheNewestAndReportsExactlyHowManyWereLost) {
   const std::multiset<Denial> want = logged(logs, kKeys);
   ASSERT_EQ(want.size(), std::size_t{kWorkers * kKeys});
 
+  // Exactly accounted: every ticket is either returned or counted lost.
+  // The newest 1024 tickets are kept, less any a writer dropped because the
+  // entry's previous writer (a lap behind) was preempted mid-record
+  // (denials.hpp, invariant 2): at most one such drop per other worker
+  // whose record was in flight.
   const RecentDenials r = l.recent_denials();
   EXPECT_EQ(r.denials.size() + r.lost, want.size());
-  EXPECT_EQ(r.lost, want.size() - 1024);
-  EXPECT_EQ(r.denials.front().cursor, want.size() - 1024);
+  EXPECT_GE(r.lost, want.size() - 1024);
+  EXPECT_LE(r.lost, want.size() - 1024 + kWorkers);
+  EXPECT_GE(r.denials.front().cursor, want.size() - 1024);
   for (const DenialView& d : r.denials) {
     EXPECT_EQ(want.count(Denial{d.pid, d.key, d.cost}), 1u) << d.key << " was never denied";
   }
-  // A reader that kept up (its cursor at the 1000th denial) loses only what it missed.
-  EXPECT_EQ(l.recent_denials(1000).lost, 0u);
-  EXPECT_EQ(l.recent_denials(1000).denials.size(), want.size() - 1000);
+  // A reader that kept up (its cursor at the 1000th denial) loses only what
+  // it missed and those drops.
+  const RecentDenials tail = l.recent_denials(1000);
+  EXPECT_EQ(tail.denials.size() + tail.lost, want.size() - 1000);
+  EXPECT_LE(tail.lost, static_cast<std::uint64_t>(kWorkers));
 }
 
 }  // namespace
