@@ -43,6 +43,7 @@ PACKAGES=(
   pkg-config
   libhiredis-dev
   redis-server
+  redis-tools
   nginx
   nginx-dev
   wrk

@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shmlimit/shmlimit.hpp"
 
@@ -47,6 +48,17 @@ struct RedisOptions {
   /// Redis keys are `<prefix>{<key>}:<policy>`: the hash tag keeps every
   /// policy of one key on one Redis Cluster shard. Default "shmlimit:".
   std::string prefix = "shmlimit:";
+  /// Redis Cluster: seed nodes as "host:port" (any few masters or
+  /// replicas). When non-empty, host/port/unix_socket are not used: the
+  /// client reads the slot map with CLUSTER SLOTS from the first seed or
+  /// known node that answers, routes each call to the master of its key's
+  /// slot (CRC16 of the hash tag), follows MOVED (and refreshes the map)
+  /// and ASK (ASKING, then the call on the importing node), loads the
+  /// script on each node it calls. doc/redis.md, "Redis Cluster".
+  std::vector<std::string> cluster;
+  /// Cluster: most redirects (MOVED, ASK, TRYAGAIN) one call follows
+  /// before it fails as Redis being down. 1..100, default 5.
+  int max_redirects = 5;
   /// Tests only: load the variant of the script that accepts an injected
   /// time (acquire_at); real calls use Redis's TIME. Default false.
   bool test_clock = false;
@@ -130,8 +142,13 @@ class RedisLimiter {
   bool reset(PolicyId policy, std::string_view key) noexcept;
   /// The Redis key of (policy, key): `<prefix>{<key>}:<policy name>`.
   std::string redis_key(PolicyId policy, std::string_view key) const;
-  /// Round trips to Redis made by this object (a pipeline counts once).
+  /// Round trips to Redis made by this object (a pipeline counts once; in
+  /// a cluster, one per node a call reaches).
   std::uint64_t round_trips() const noexcept;
+  /// Cluster: MOVED and ASK replies followed, and slot-map reads
+  /// (CLUSTER SLOTS) made by this object. 0 for a single Redis.
+  std::uint64_t redirects() const noexcept;
+  std::uint64_t topology_refreshes() const noexcept;
   /// False after a failed call until the next successful one.
   bool available() const noexcept;
   /// The last connection or command error ("" if none yet).

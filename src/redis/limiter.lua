@@ -23,7 +23,8 @@
 -- "refund", "lease"), ARGV[2] = now in us (honoured only by the test build
 -- of this script, TEST_CLOCK; ignored otherwise), ARGV[3] = need (lease
 -- only: the least grant worth having), then per key 7 values: algorithm,
--- count, period_ns, burst, emission_ns, align_us, cost.
+-- count, period_ns, burst, emission_ns, align_us, cost (for the sliding
+-- log, align_us carries its LogWait: 0 exact, 1 DRF).
 --   acquire: every bucket decides; when several keys are given, all are
 --            charged if all admit and none otherwise (no write on a denial,
 --            as Limiter::acquire_many). One key: as Limiter::acquire.
@@ -35,6 +36,9 @@
 -- reset_after_ns, reason (shmlimit::Reason), granted.
 -- Storage: a hash {o = origin us, a, b, c = state fields}; PEXPIRE set to
 -- the moment the bucket is full again (rounded up to 1 ms), DEL when full.
+-- The sliding log (algorithm 8) is a sorted set instead: one member per
+-- admission, scored by its time in us since the Unix epoch (exact below
+-- 2^53), named "<time>:<n>" (n counts the admissions of that same us).
 
 local TEST_CLOCK = false
 
@@ -78,6 +82,10 @@ local function muldiv(a, b, c)
     end
   end
   return a * qb + q, r
+end
+
+local function num(x)
+  return string.format('%.0f', x)
 end
 
 local function ceil_div(a, b)
@@ -306,12 +314,88 @@ function qp.refund(p, s, now, cost)
   return v, v[2] ~= before
 end
 
+
+-- Sliding log (src/algorithms/sliding_log.cpp): at most count admissions in
+-- any window of period ns; an admission at t leaves the window once
+-- now >= t + D. Times are us since the Unix epoch (Redis TIME's unit), the
+-- window D in ns: an entry is live while (now_us - t_us) * 1000 < D.
+-- s = {key = Redis key, now_us}. Expired entries are removed on every read.
+local LOG = 8
+local lg = {}
+local function lg_live(p, s)
+  if s.live == nil then
+    local cut = s.now_us - ceil_div(p.period, 1000) -- t_us <= cut: expired
+    redis.call('ZREMRANGEBYSCORE', s.key, '-inf', num(cut))
+    s.live = redis.call('ZCARD', s.key)
+  end
+  return s.live
+end
+local function lg_score(s, rank)
+  local r = redis.call('ZRANGE', s.key, rank, rank, 'WITHSCORES')
+  return tonumber(r[2])
+end
+-- ns from now until an admission at t_us leaves the window
+local function lg_left(p, s, t_us) return (t_us - s.now_us) * 1000 + p.period end
+function lg.decide(p, s, now, cost)
+  local live = lg_live(p, s)
+  local nfree = p.count > live and p.count - live or 0
+  local reset = 0
+  if live > 0 then reset = math.max(lg_left(p, s, lg_score(s, -1)), 0) end
+  if cost > p.count then return dec(false, p.count, nfree, NEVER, reset, R_TOO_HIGH), false, s end
+  if cost <= nfree then
+    if cost > 0 then reset = math.max(reset, p.period) end
+    return dec(true, p.count, nfree - cost, 0, reset), cost > 0, {key = s.key, now_us = s.now_us, add = cost}
+  end
+  local retry
+  if p.align == 1 then
+    -- DRF: (D - (now - oldest)) / (count - live + 1), rounded up to a ns
+    local remaining = p.period
+    if live > 0 then remaining = lg_left(p, s, lg_score(s, 0)) end
+    local available = p.count + 1 - math.min(live, p.count)
+    retry = ceil_div(math.max(remaining, 0), available)
+  else
+    -- the (cost - nfree)-th oldest admission to leave frees the last unit needed
+    retry = lg_left(p, s, lg_score(s, cost - nfree - 1))
+  end
+  return dec(false, p.count, nfree, retry, reset), false, s
+end
+function lg.refund(p, s, now, cost)
+  -- forgets the `cost` newest admissions, as the local refund
+  local live = lg_live(p, s)
+  if cost == 0 or live == 0 then return s, false end
+  local k = math.min(cost, live)
+  redis.call('ZREMRANGEBYRANK', s.key, -k, -1)
+  s.live = live - k
+  return s, false -- already written
+end
+-- Writes an admission of s.add units at s.now_us.
+local function lg_store(p, s, reset_ns)
+  local t = num(s.now_us)
+  local n = redis.call('ZCOUNT', s.key, t, t)
+  local j = 0
+  while j < s.add do -- in chunks: unpack() has a stack limit
+    local args = {}
+    while j < s.add and #args < 1000 do
+      args[#args + 1] = t
+      args[#args + 1] = t .. ':' .. num(n + j)
+      j = j + 1
+    end
+    redis.call('ZADD', s.key, unpack(args))
+  end
+  if TEST_CLOCK and ARGV[2] ~= '' then
+    redis.call('PERSIST', s.key)
+  else
+    redis.call('PEXPIRE', s.key, ceil_div(reset_ns, MS))
+  end
+end
+
 local ALGOS = {
   [1] = gcra, [6] = gcra,
   [2] = {decide = tb.decide, refund = tb.refund},
   [3] = {decide = fw.decide, refund = fw.refund},
   [4] = {decide = sw.decide, refund = sw.refund},
   [5] = {decide = qp.decide, refund = qp.refund},
+  [LOG] = lg,
 }
 
 -- Moves a state's times back by S ns (S a multiple of the alignment and of
@@ -326,10 +410,6 @@ local function shift(alg, p, s, S)
   local w = S / p.period
   if s[1] < w then return {0, 0, 0} end
   return {s[1] - w, s[2], s[3]}
-end
-
-local function num(x)
-  return string.format('%.0f', x)
 end
 
 -- ---------------------------------------------------------------------------
@@ -352,6 +432,10 @@ for i = 1, n do
     burst = tonumber(ARGV[base + 4]), emission = tonumber(ARGV[base + 5]), align = tonumber(ARGV[base + 6]),
   }
   local cost = tonumber(ARGV[base + 7])
+  if p.alg == LOG then
+    buckets[i] = {key = KEYS[i], p = p, cost = cost, s = {key = KEYS[i], now_us = now_us}, now = 0,
+                  algo = lg, log = true}
+  else
   local h = redis.call('HMGET', KEYS[i], 'o', 'a', 'b', 'c')
   local origin = tonumber(h[1])
   local s = {tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0}
@@ -376,9 +460,15 @@ for i = 1, n do
     now = now - S
   end
   buckets[i] = {key = KEYS[i], p = p, cost = cost, s = s, origin = origin, now = now, algo = ALGOS[p.alg]}
+  end
 end
 
 local function store(b, s)
+  if b.log then
+    -- s.add units admitted now: the key lives until the newest leaves the window
+    lg_store(b.p, s, b.p.period)
+    return
+  end
   local peek = b.algo.decide(b.p, s, b.now, 0)
   local reset = peek[5]
   if reset <= 0 then

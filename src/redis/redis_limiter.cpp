@@ -73,11 +73,18 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
   try {
     // One script call per distinct key: a key's limits are one hash slot
     // (the hash tag), so one call decides them atomically.
-    std::map<std::string_view, std::size_t> group_of;
+    // In a cluster, calls are grouped by hash slot instead (limits of one
+    // slot are one atomic call even for different keys; a key's limits
+    // always share its slot, except the empty key's, whose tag is empty).
+    std::map<std::string, std::size_t> group_of;
     std::vector<ScriptCall> calls;
     std::vector<std::vector<std::size_t>> members;
     for (std::size_t i = 0; i < requests.size(); ++i) {
-      auto [it, fresh] = group_of.emplace(requests[i].key, calls.size());
+      const TierPolicyData* p = policy(requests[i].policy);
+      std::string rkey = key_of(*p, requests[i].key);
+      std::string group =
+          cluster ? std::to_string(detail::cluster_slot(rkey)) : std::string(requests[i].key);
+      auto [it, fresh] = group_of.emplace(std::move(group), calls.size());
       if (fresh) {
         calls.emplace_back();
         calls.back().op = "acquire";
@@ -85,8 +92,7 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
         members.emplace_back();
       }
       ScriptCall& c = calls[it->second];
-      const TierPolicyData* p = policy(requests[i].policy);
-      c.keys.push_back(key_of(*p, requests[i].key));
+      c.keys.push_back(std::move(rkey));
       c.policies.push_back(p);
       c.costs.push_back(requests[i].cost);
       members[it->second].push_back(i);
@@ -230,6 +236,8 @@ std::string RedisLimiter::redis_key(PolicyId policy, std::string_view key) const
 }
 
 std::uint64_t RedisLimiter::round_trips() const noexcept { return impl_->round_trips; }
+std::uint64_t RedisLimiter::redirects() const noexcept { return impl_->redirects; }
+std::uint64_t RedisLimiter::topology_refreshes() const noexcept { return impl_->refreshes; }
 bool RedisLimiter::available() const noexcept { return impl_->up; }
 std::string RedisLimiter::last_error() const { return impl_->error; }
 

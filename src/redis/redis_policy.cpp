@@ -98,13 +98,18 @@ TierPolicyData make_tier_policy(const TierPolicy& policy, bool allow_local_share
       span = static_cast<u128>(period) + 1'000'000;
       out.align_us = 1000;  // expiries are whole ms
       break;
+    case Algorithm::kSlidingLog:
+      // A sorted set of admissions (limiter.lua, "Sliding log"); the
+      // core's validator caps count (4096), as in a segment.
+      span = period;
+      out.align_us = 1;
+      break;
     default:
-      // Concurrency leases and the sliding log keep state the script does
-      // not model (a lease list, a log of timestamps).
+      // Concurrency leases are RedisLimiter::lease (their own calls).
       invalid(
           policy,
           "this algorithm is not available in the Redis tier (gcra, token_bucket, fixed_window, "
-          "sliding_window, quiet_period and leaky_bucket are)");
+          "sliding_window, quiet_period, leaky_bucket and sliding_log are)");
   }
   if (span > kMaxSpan) {
     invalid(policy,
