@@ -120,9 +120,10 @@ class RedisLimiter {
   /// One decision in Redis at Redis's time. noexcept, one round trip.
   TierDecision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
   /// All-or-nothing over several limits, as Limiter::acquire_many. Limits
-  /// of one key are decided in one script call (atomic in Redis); limits
-  /// of several keys are pipelined, one call per key, and any key that
-  /// admitted is refunded (pipelined) when another denied.
+  /// of one key (in a cluster: of one hash slot) are decided in one script
+  /// call (atomic in Redis); limits of several keys (slots) are pipelined,
+  /// one call per key (slot), and any that admitted is refunded
+  /// (pipelined) when another denied.
   TierDecision acquire_many(std::span<const Request> requests,
                             std::span<Decision> each = {}) noexcept;
   /// What acquire() would say, without charging.

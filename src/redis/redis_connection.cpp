@@ -504,6 +504,7 @@ bool RedisLimiter::Impl::route(std::vector<detail::RoutedCommand>& cmds) noexcep
           const bool ask = starts_with(r, "ASK ");
           const bool tryagain = starts_with(r, "TRYAGAIN");
           const bool noscript = c.script && starts_with(r, "NOSCRIPT");
+          if (starts_with(r, "CLUSTERDOWN")) map_fresh = false;  // read the map again
           if (!moved && !ask && !tryagain && !noscript) continue;
           if ((moved || ask) && !cluster) {
             fail("Redis replied " + std::string(r->str, r->len) +
