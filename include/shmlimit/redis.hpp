@@ -95,6 +95,25 @@ struct TierPolicy {
   /// kLocalShare: the fraction (0, 1] of rate.count and burst this host
   /// admits on its own while Redis is down (at least 1 of each).
   double local_share = 0;
+  /// Algorithm::kConcurrency only: a lease neither renewed nor released
+  /// within lease_ttl expires in Redis (its holder died, hung or lost
+  /// Redis) and its units are free again. 1 ms .. 13 days; default 30 s.
+  std::chrono::milliseconds lease_ttl{30000};
+};
+
+/// A share of a concurrency limit held in Redis (RedisLimiter::lease).
+/// Plain data: nothing is released by its destructor (a lease outlives a
+/// process only until its TTL). Copyable; release one copy.
+struct RedisLease {
+  /// The decision: limit = N, remaining = N - in flight after it,
+  /// retry_after = reset_after = 0, as Limiter::lease.
+  TierDecision decision;
+  /// Granted (by Redis) and not released or found expired by this object.
+  bool held = false;
+  PolicyId policy{};
+  std::string key;
+  std::uint64_t cost = 0;
+  std::string token;  ///< unique per lease (host, process, counter, random)
 };
 
 /// Decisions made in Redis. Move-only; one object per thread.
@@ -138,6 +157,21 @@ class RedisLimiter {
                                std::span<Decision> each = {}) noexcept;
   TierDecision refund_at(PolicyId policy, std::string_view key, std::uint64_t cost,
                          std::chrono::microseconds unix_us) noexcept;
+
+  /// Takes `cost` units of a concurrency policy's limit (Algorithm::
+  /// kConcurrency) for (policy, key) in Redis until release() or the
+  /// policy's lease_ttl, whichever comes first; renew() extends it. A
+  /// lease whose holder dies is free again after lease_ttl. acquire() on
+  /// such a policy is denied with Reason::kNeedsLease, as in the segment.
+  /// While Redis is down: the policy's WhenDown (held = fail-open admits).
+  RedisLease lease(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+  /// Extends a held lease to now + lease_ttl. False (and held = false)
+  /// when it had expired (its units may be another holder's now); false,
+  /// still held, when Redis could not be reached.
+  bool renew(RedisLease& lease) noexcept;
+  /// Gives the units back. True if they were held in Redis; false if the
+  /// lease had expired, was not held, or Redis could not be reached.
+  bool release(RedisLease& lease) noexcept;
 
   /// Forgets one key of a policy (DEL). False when Redis is unreachable.
   bool reset(PolicyId policy, std::string_view key) noexcept;

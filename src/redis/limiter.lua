@@ -32,6 +32,9 @@
 --   refund:  gives `cost` back to every bucket, never beyond its capacity.
 --   lease:   one key; grants min(cost, remaining) units if at least `need`
 --            fit, else decides `need` as acquire does.
+--   take, renew, release: a concurrency lease (algorithm 7) on one key;
+--            ARGV[3] is the lease's token and period_ns its TTL
+--            ("Concurrency leases" below).
 -- Reply: per key allowed, limit, remaining, retry_after_ns (-1: never),
 -- reset_after_ns, reason (shmlimit::Reason), granted.
 -- Storage: a hash {o = origin us, a, b, c = state fields}; PEXPIRE set to
@@ -412,6 +415,71 @@ local function shift(alg, p, s, S)
   return {s[1] - w, s[2], s[3]}
 end
 
+
+-- ---------------------------------------------------------------------------
+-- Concurrency leases (algorithm 7; src/limiter/lease.cpp's decisions): a
+-- sorted set per key, one member "<token>:<i>" per unit held, scored by its
+-- expiry in us. Expired members are removed first; in flight = ZCARD.
+--   take:    cost more fit under count: add them, expiring now + ttl
+--   renew:   the token's members (if still there) expire now + ttl again
+--   release: removes the token's members
+-- Reply as the others; `granted` is 1 when the lease was taken, renewed or
+-- released, 0 when it was refused or had already expired.
+local CONC = 7
+local function conc(op, now_us)
+  local key = KEYS[1]
+  local count, ttl, cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[10])
+  local token = ARGV[3]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now_us))
+  local n = redis.call('ZCARD', key)
+  local expiry = now_us + ceil_div(ttl, 1000)
+  local function report(allowed, inflight, reason, retry, granted)
+    local d = dec(allowed, count, count > inflight and count - inflight or 0, retry or 0, 0, reason)
+    d[7] = granted
+    return d
+  end
+  if op == 'take' then
+    -- as the segment: a cost that never fits is reported on an empty key;
+    -- cost 0 is a look (allowed while a unit is free), nothing taken
+    if cost > count then return report(false, 0, R_TOO_HIGH, NEVER, 0) end
+    if cost == 0 then return report(n < count, n, R_OK, 0, 0) end
+    if n + cost > count then return report(false, n, R_OK, 0, 0) end
+    local j = 0
+    while j < cost do
+      local args = {}
+      while j < cost and #args < 1000 do
+        args[#args + 1] = num(expiry)
+        args[#args + 1] = token .. ':' .. num(j)
+        j = j + 1
+      end
+      redis.call('ZADD', key, unpack(args))
+    end
+    redis.call('PEXPIRE', key, ceil_div(ttl, MS))
+    return report(true, n + cost, R_OK, 0, 1)
+  end
+  local held = redis.call('ZSCORE', key, token .. ':0')
+  if not held then return report(false, n, R_OK, 0, 0) end
+  if op == 'renew' then
+    local j = 0
+    while true do
+      local m = token .. ':' .. num(j)
+      if not redis.call('ZSCORE', key, m) then break end
+      redis.call('ZADD', key, 'XX', num(expiry), m)
+      j = j + 1
+    end
+    redis.call('PEXPIRE', key, ceil_div(ttl, MS))
+    return report(true, n, R_OK, 0, 1)
+  end
+  -- release
+  local j, gone = 0, 0
+  while true do
+    local m = token .. ':' .. num(j)
+    if redis.call('ZREM', key, m) == 0 then break end
+    gone = gone + 1
+    j = j + 1
+  end
+  return report(true, n - gone, R_OK, 0, 1)
+end
 -- ---------------------------------------------------------------------------
 local op = ARGV[1]
 local now_us
@@ -422,6 +490,11 @@ else
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local need = tonumber(ARGV[3]) or 0
+
+if tonumber(ARGV[4]) == CONC then
+  if op == 'take' or op == 'renew' or op == 'release' then return conc(op, now_us) end
+  return {0, tonumber(ARGV[5]), 0, 0, 0, 8, 0} -- needs_lease: not a bucket
+end
 
 local n = #KEYS
 local buckets = {}

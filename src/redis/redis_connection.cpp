@@ -579,12 +579,14 @@ std::vector<std::string> evalsha_argv(const ScriptCall& c) {
   for (const auto& k : c.keys) a.push_back(k);
   a.push_back(c.op);
   a.push_back(c.now_us >= 0 ? std::to_string(c.now_us) : std::string());
-  a.push_back(num(c.need));
+  a.push_back(c.token.empty() ? num(c.need) : c.token);
   for (std::size_t i = 0; i < c.keys.size(); ++i) {
     const detail::AlgoParams& p = c.policies[i]->algo;
     a.push_back(num(static_cast<std::uint64_t>(p.algorithm)));
     a.push_back(num(p.count));
-    a.push_back(num(p.period_ns));
+    // A concurrency lease has no period: this place carries its TTL.
+    a.push_back(
+        num(p.algorithm == Algorithm::kConcurrency ? c.policies[i]->lease_ttl_ns : p.period_ns));
     a.push_back(num(p.burst));
     a.push_back(num(p.emission_ns));
     // The sliding log has no time origin: this place carries its LogWait.

@@ -104,12 +104,21 @@ TierPolicyData make_tier_policy(const TierPolicy& policy, bool allow_local_share
       span = period;
       out.align_us = 1;
       break;
+    case Algorithm::kConcurrency: {
+      // RedisLimiter::lease: a sorted set of held units with their expiry.
+      const auto ttl = std::chrono::duration_cast<Nanos>(policy.lease_ttl).count();
+      if (policy.lease_ttl.count() < 1 || static_cast<u64>(ttl) > kMaxSpan) {
+        invalid(policy, "Redis tier: lease_ttl must be 1 ms .. 2^50 ns (about 13 days)");
+      }
+      out.lease_ttl_ns = static_cast<u64>(ttl);
+      out.align_us = 1;
+      break;
+    }
     default:
-      // Concurrency leases are RedisLimiter::lease (their own calls).
       invalid(
           policy,
           "this algorithm is not available in the Redis tier (gcra, token_bucket, fixed_window, "
-          "sliding_window, quiet_period, leaky_bucket and sliding_log are)");
+          "sliding_window, quiet_period, leaky_bucket, sliding_log and concurrency are)");
   }
   if (span > kMaxSpan) {
     invalid(policy,

@@ -26,7 +26,8 @@ extern const char* const kRedisLimiterLua;
 struct TierPolicyData {
   TierPolicy policy;  ///< burst filled in as the local segment does
   AlgoParams algo;
-  std::uint64_t align_us = 1;  ///< time origin alignment (limiter.lua)
+  std::uint64_t align_us = 1;      ///< time origin alignment (limiter.lua)
+  std::uint64_t lease_ttl_ns = 0;  ///< concurrency: a lease's TTL
 };
 
 /// Validates `policy` for the Redis tier and fills the script's view of it.
@@ -46,6 +47,7 @@ struct ScriptCall {
   std::vector<const TierPolicyData*> policies;
   std::vector<std::uint64_t> costs;
   std::uint64_t need = 0;    ///< lease only
+  std::string token;         ///< take / renew / release (concurrency) only
   std::int64_t now_us = -1;  ///< injected time (test clock), -1: TIME
 };
 
@@ -145,6 +147,9 @@ struct RedisLimiter::Impl {
                    std::int64_t now_us) noexcept;
   TierDecision many(std::span<const Request> requests, std::span<Decision> each,
                     std::int64_t now_us) noexcept;
+  /// take / renew / release of a concurrency lease; *granted from the script.
+  TierDecision conc(const char* op, PolicyId policy, std::string_view key, std::uint64_t cost,
+                    const std::string& token, bool* granted) noexcept;
 
  private:
   bool connect(detail::RedisNode& n, bool gated) noexcept;

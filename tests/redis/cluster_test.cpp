@@ -186,6 +186,26 @@ TEST_F(Cluster, AcquireManyIsAtomicWithinASlotAndRefundedAcrossSlots) {
   const Request empty[] = {{big, "", 1}, {small, "", 3}};
   EXPECT_FALSE(r.acquire_many(empty).decision.allowed);
   EXPECT_EQ(r.peek(big, "", 0).decision.remaining, 100u);
+
+  // Concurrency leases and the sliding log on the cluster, keys on two masters.
+  TierPolicy conc{PolicySpec{"conc", Algorithm::kConcurrency, Rate{3, Nanos(0)}, 0, OnFull::kDeny}};
+  const PolicyId c = r.add_policy(conc);
+  const PolicyId log = r.add_policy(
+      TierPolicy{PolicySpec{"log", Algorithm::kSlidingLog, parse_rate("4/h"), 0, OnFull::kDeny}});
+  for (const std::string& k : {k1, k2}) {
+    std::vector<RedisLease> held;
+    for (int i = 0; i < 3; ++i) {
+      held.push_back(r.lease(c, k));
+      EXPECT_TRUE(held.back().held) << k << " " << r.last_error();
+    }
+    RedisLease extra = r.lease(c, k);
+    EXPECT_FALSE(extra.held);
+    EXPECT_TRUE(r.renew(held[0]));
+    EXPECT_TRUE(r.release(held[1]));
+    EXPECT_TRUE(r.lease(c, k).held);
+    for (int i = 0; i < 4; ++i) EXPECT_TRUE(r.acquire(log, k).decision.allowed) << k;
+    EXPECT_FALSE(r.acquire(log, k).decision.allowed) << k;
+  }
 }
 
 TEST_F(Cluster, ForkedWorkersAndHybridHostsAdmitExactlyTheLimit) {

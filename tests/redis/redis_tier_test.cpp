@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
+#include <csignal>
 #include <cstdint>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "algorithms/algorithms.hpp"
@@ -385,6 +387,113 @@ TEST_F(RedisTier, SlidingLogAdmitsExactlyTheCountFromForkedProcesses) {
   EXPECT_EQ(raw.integer("ZCARD", redis.redis_key(id, "k")), 48);
   EXPECT_TRUE(redis.acquire(id, "k", 2).decision.allowed);
   EXPECT_FALSE(redis.acquire(id, "k").decision.allowed);
+}
+
+// Concurrency leases in Redis against the segment's: the same sequence of
+// takes (random costs) and releases gives the same decisions; acquire() on
+// the policy needs a lease, as in the segment.
+TEST_F(RedisTier, ConcurrencyLeasesDecideAsTheSegmentsLeases) {
+  RedisLimiter redis(options_for(*server_, false));
+  ScopedName name("redis-conc");
+  Options o;
+  o.name = name.str();
+  o.capacity = 64;
+  Limiter local = Limiter::create(o);
+  const PolicySpec spec{"conc", Algorithm::kConcurrency, Rate{5, Nanos(0)}, 0, OnFull::kDeny};
+  TierPolicy tp{spec};
+  tp.lease_ttl = std::chrono::seconds(600);
+  const PolicyId rid = redis.add_policy(tp);
+  const PolicyId lid = local.add_policy(spec);
+  redis.reset(rid, "k");
+  std::vector<RedisLease> rheld;
+  std::vector<Lease> lheld;
+  std::mt19937_64 rng(5);
+  int granted = 0, refused = 0;
+  for (int step = 0; step < 300; ++step) {
+    const std::string where = "step " + std::to_string(step);
+    if (!rheld.empty() && rng() % 3 == 0) {
+      const std::size_t i = rng() % rheld.size();
+      EXPECT_TRUE(redis.release(rheld[i])) << where;
+      EXPECT_FALSE(redis.release(rheld[i])) << where << ": released twice";
+      EXPECT_TRUE(lheld[i].release());
+      rheld.erase(rheld.begin() + static_cast<std::ptrdiff_t>(i));
+      lheld.erase(lheld.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    const u64 costs[] = {0, 1, 1, 1, 2, 3, 6};
+    const u64 cost = costs[rng() % std::size(costs)];
+    RedisLease r = redis.lease(rid, "k", cost);
+    Lease l = local.lease(lid, "k", cost);
+    ASSERT_EQ(r.decision.source, Source::kRedis) << redis.last_error();
+    expect_same(l.decision(), r.decision.decision, where + " cost " + std::to_string(cost));
+    EXPECT_EQ(r.held, l.held()) << where;
+    (r.held ? granted : refused) += 1;
+    if (r.held) {
+      EXPECT_TRUE(redis.renew(r)) << where;
+      rheld.push_back(std::move(r));
+      lheld.push_back(std::move(l));
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_GT(granted, 40);
+  EXPECT_GT(refused, 40);
+  const TierDecision a = redis.acquire(rid, "k");
+  EXPECT_FALSE(a.decision.allowed);
+  EXPECT_EQ(a.decision.reason, Reason::kNeedsLease);
+  for (RedisLease& r : rheld) EXPECT_TRUE(redis.release(r));
+  TierPolicy bad{spec};
+  bad.lease_ttl = milliseconds(0);
+  EXPECT_THROW(redis.add_policy(bad), Error);
+}
+
+// A lease held by a process that dies (SIGKILL, no release) is free again
+// once its TTL has passed in Redis; a renewed lease outlives its first
+// TTL; an expired one cannot be renewed.
+TEST_F(RedisTier, LeasesOfADeadHolderExpireAfterTheirTtlAndLiveOnesCanBeRenewed) {
+  RedisLimiter redis(options_for(*server_, false));
+  TierPolicy tp{
+      PolicySpec{"conc-ttl", Algorithm::kConcurrency, Rate{2, Nanos(0)}, 0, OnFull::kDeny}};
+  tp.lease_ttl = milliseconds(1500);
+  const PolicyId id = redis.add_policy(tp);
+  redis.reset(id, "k");
+  Shared<std::atomic<u64>> taken(1);
+  const auto pids = fork_workers(1, [&](int) {
+    RedisLease l = redis.lease(id, "k", 2);
+    if (!l.held) return 3;
+    taken->store(1);
+    for (;;) ::pause();  // killed holding it
+  });
+  wait_for(*taken, 1);
+  const auto since = std::chrono::steady_clock::now();
+  ::kill(pids[0], SIGKILL);
+  wait_all(pids, /*killed_ok=*/true);
+  RedisLease mine = redis.lease(id, "k");
+  if (std::chrono::steady_clock::now() - since < milliseconds(1000)) {
+    EXPECT_FALSE(mine.held) << "the dead holder's units were free before its TTL";
+  }
+  // Free again once the TTL passes (polled; 30 s at most on a loaded machine).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!mine.held && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(50));
+    mine = redis.lease(id, "k");
+  }
+  ASSERT_TRUE(mine.held) << redis.last_error();
+  EXPECT_EQ(mine.decision.decision.remaining, 1u);
+  // Renewed every 300 ms for more than two TTLs: still held, still counted.
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < milliseconds(3200)) {
+    ASSERT_TRUE(redis.renew(mine));
+    std::this_thread::sleep_for(milliseconds(300));
+  }
+  EXPECT_EQ(redis.lease(id, "k", 2).decision.decision.remaining, 1u);  // refused: 1 in flight
+  // Left to expire (the key is gone from Redis), it cannot be renewed.
+  Raw raw(*server_);
+  while (raw.integer("EXISTS", redis.redis_key(id, "k")) == 1 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_FALSE(redis.renew(mine));
+  EXPECT_FALSE(mine.held);
+  EXPECT_FALSE(redis.release(mine));
 }
 
 // Real time (Redis TIME): a charged key expires when its bucket is full
