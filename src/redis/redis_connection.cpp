@@ -250,14 +250,22 @@ void RedisLimiter::Impl::fail(const std::string& why, detail::RedisNode* connect
   } catch (...) {
   }
   up = false;
+  const std::int64_t cap = std::chrono::duration_cast<Nanos>(options.backoff_max).count();
+  const std::int64_t initial = std::chrono::duration_cast<Nanos>(options.backoff_initial).count();
   if (connection != nullptr) {
     drop(*connection);
     map_fresh = false;  // a cluster node went away: its slots may have moved
+    // Capped exponential backoff of that node: no connection to it is
+    // attempted before it ends.
+    detail::RedisNode& n = *connection;
+    if (n.backoff_ns == 0) n.backoff_ns = initial;
+    n.next_attempt_ns = detail::mono_ns() + n.backoff_ns;
+    next_attempt_ns = n.next_attempt_ns;
+    n.backoff_ns = std::min<std::int64_t>(n.backoff_ns * 2, cap);
+    return;
   }
-  // Capped exponential backoff: no connection is attempted before it.
   next_attempt_ns = detail::mono_ns() + backoff_ns;
-  backoff_ns = std::min<std::int64_t>(
-      backoff_ns * 2, std::chrono::duration_cast<Nanos>(options.backoff_max).count());
+  backoff_ns = std::min<std::int64_t>(backoff_ns * 2, cap);
 }
 
 Nanos RedisLimiter::Impl::retry_in() const noexcept {
@@ -267,7 +275,11 @@ Nanos RedisLimiter::Impl::retry_in() const noexcept {
 bool RedisLimiter::Impl::connect(detail::RedisNode& n, bool gated) noexcept {
   if (n.ctx != nullptr && n.ctx_pid != ::getpid()) drop(n);  // inherited across fork()
   if (n.ctx != nullptr) return true;
-  if (gated && detail::mono_ns() < next_attempt_ns) return false;  // backing off
+  if (gated && detail::mono_ns() < n.next_attempt_ns) {  // backing off; error() says why
+    next_attempt_ns = n.next_attempt_ns;
+    up = false;
+    return false;
+  }
   const timeval ct = to_timeval(options.connect_timeout);
   n.ctx = n.unix_socket.empty() ? redisConnectWithTimeout(n.host.c_str(), n.port, ct)
                                 : redisConnectUnixWithTimeout(n.unix_socket.c_str(), ct);
@@ -318,12 +330,16 @@ bool RedisLimiter::Impl::load_script(detail::RedisNode& n) noexcept {
 // CLUSTER SLOTS from the first node that answers (known nodes in order, the
 // seeds first). Each entry: start, end, master [host, port, id, ...], replicas.
 bool RedisLimiter::Impl::refresh_map() noexcept {
-  if (detail::mono_ns() < next_attempt_ns) return false;  // backing off
+  const std::int64_t initial = std::chrono::duration_cast<Nanos>(options.backoff_initial).count();
+  if (refresh_backoff_ns == 0) refresh_backoff_ns = initial;
+  // At most one read per backoff_initial (more after failed reads): between
+  // reads the map known so far, corrected by MOVED replies, is used.
+  next_refresh_ns = detail::mono_ns() + refresh_backoff_ns;
   std::string why = "Redis Cluster: no node answered CLUSTER SLOTS";
   const std::size_t known = nodes.size();
   for (std::size_t i = 0; i < known; ++i) {
     detail::RedisNode& n = nodes[i];
-    if (!connect(n, /*gated=*/false)) {
+    if (!connect(n, /*gated=*/true)) {  // a node backing off is skipped
       why = error;
       continue;
     }
@@ -384,9 +400,12 @@ bool RedisLimiter::Impl::refresh_map() noexcept {
     }
     slot_node.swap(map);
     map_fresh = true;
-    next_attempt_ns = 0;  // a node answered: the masters may be tried at once
+    map_loaded = true;
+    refresh_backoff_ns = initial;
     return true;
   }
+  refresh_backoff_ns = std::min<std::int64_t>(
+      refresh_backoff_ns * 2, std::chrono::duration_cast<Nanos>(options.backoff_max).count());
   fail(why, nullptr);
   return false;
 }
@@ -435,7 +454,11 @@ bool RedisLimiter::Impl::route(std::vector<detail::RoutedCommand>& cmds) noexcep
     std::vector<std::size_t> todo(cmds.size());
     std::iota(todo.begin(), todo.end(), std::size_t{0});
     while (!todo.empty()) {
-      if (cluster && !map_fresh && !refresh_map()) return false;
+      if (cluster && !map_fresh && (!map_loaded || detail::mono_ns() >= next_refresh_ns)) {
+        // A failed read keeps the map known so far (a node that is down
+        // fails only the calls for its own slots).
+        if (!refresh_map() && !map_loaded) return false;
+      }
       // Group by node: the slot's master, or the node an ASK named.
       std::map<int, std::vector<std::size_t>> by_node;
       for (const std::size_t i : todo) {
@@ -558,6 +581,10 @@ bool RedisLimiter::Impl::route(std::vector<detail::RoutedCommand>& cmds) noexcep
     }
     up = true;
     backoff_ns = std::chrono::duration_cast<Nanos>(options.backoff_initial).count();
+    // The nodes connected now start afresh after their next failure (a
+    // node that failed has no connection and keeps its backoff).
+    for (detail::RedisNode& n : nodes)
+      if (n.ctx != nullptr) n.backoff_ns = 0;
     return true;
   } catch (...) {  // std::bad_alloc
     fail("out of memory", nullptr);

@@ -68,6 +68,10 @@ struct RedisNode {
   redisContext* ctx = nullptr;
   pid_t ctx_pid = 0;           // the process that opened ctx (a child reconnects)
   bool script_loaded = false;  // on this connection
+  // This node's backoff: no connection to it is attempted before
+  // next_attempt_ns after a failure (other nodes are not affected).
+  std::int64_t next_attempt_ns = 0;
+  std::int64_t backoff_ns = 0;
 };
 
 struct ReplyFree {
@@ -106,9 +110,12 @@ struct RedisLimiter::Impl {
   bool cluster = false;
   std::vector<std::int32_t> slot_node;  // cluster: slot -> index in nodes (-1 unknown)
   bool map_fresh = false;               // cluster: slot_node read since the last MOVED
+  bool map_loaded = false;              // cluster: slot_node read at least once
+  std::int64_t next_refresh_ns = 0;     // cluster: no CLUSTER SLOTS before this
+  std::int64_t refresh_backoff_ns = 0;
   std::uint64_t redirects = 0;
   std::uint64_t refreshes = 0;
-  std::int64_t next_attempt_ns = 0;
+  std::int64_t next_attempt_ns = 0;  // the last failure's backoff end (retry_after)
   std::int64_t backoff_ns = 0;
   bool up = true;
   std::string error;

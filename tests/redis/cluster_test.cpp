@@ -316,7 +316,9 @@ TEST_F(Cluster, MovedAndAskAreFollowedDuringASlotMigration) {
   t = r.acquire(a, "mk");
   EXPECT_EQ(t.decision.remaining, 11u) << r.last_error();
   EXPECT_EQ(r.redirects(), 4u);  // ASK for the pair, then MOVED
-  EXPECT_EQ(r.topology_refreshes(), refreshes + 1);
+  // The map is read again (at most once per backoff_initial: the slot the
+  // MOVED named is right either way).
+  EXPECT_LE(r.topology_refreshes(), refreshes + 1);
   t = r.acquire(a, "mk");
   EXPECT_EQ(t.decision.remaining, 10u);
   EXPECT_EQ(r.redirects(), 4u);  // routed to the new owner directly
@@ -401,12 +403,21 @@ TEST_F(Cluster, FailoverFollowsThePromotedReplica) {
   const PolicyId id = r.add_policy(counter("fo", limit));
   const int slot = detail::cluster_slot(r.redis_key(id, "victim"));
   const int old_master = cluster_->master_of(slot);
+  std::string healthy;  // a key of another master
+  for (int i = 0; healthy.empty(); ++i) {
+    const std::string k = "healthy" + std::to_string(i);
+    if (cluster_->master_of(detail::cluster_slot(r.redis_key(id, k))) != old_master) healthy = k;
+  }
   ASSERT_EQ(r.acquire(id, "victim").source, Source::kRedis) << r.last_error();
   // [0] admitted by Redis, [1] fail_closed answers, [2] after-kill flag,
   // [3] Redis decisions after the kill, [4] admitted before the kill was sent
   Shared<std::atomic<u64>> c(5);
   const auto pids = fork_workers(1, [&](int) {
     for (;;) {
+      // The other masters' slots are served throughout (the test cluster
+      // runs with cluster-require-full-coverage no).
+      const TierDecision h = r.acquire(id, healthy);
+      if (h.source != Source::kRedis || !h.decision.allowed) return 6;
       const TierDecision d = r.acquire(id, "victim");
       const bool after = c[2].load() != 0;
       if (d.source == Source::kRedis) {
@@ -426,7 +437,7 @@ TEST_F(Cluster, FailoverFollowsThePromotedReplica) {
   c[4].store(c[0].load());
   cluster_->kill(old_master);
   c[2].store(1);
-  EXPECT_EQ(wait_all(pids), 0);
+  EXPECT_EQ(wait_all(pids), 0) << "exit 6: a key of a live master was not decided by Redis";
   cluster_->wait_ok(3);
   const int new_master = cluster_->master_of(slot);
   EXPECT_NE(new_master, old_master);

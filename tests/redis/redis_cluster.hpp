@@ -249,7 +249,9 @@ class RedisCluster {
                                   "--cluster-replica-validity-factor",
                                   "0",
                                   "--repl-diskless-sync-delay",
-                                  "0"};
+                                  "0",
+                                  "--cluster-require-full-coverage",
+                                  "no"};
     argv.insert(argv.end(), extra_.begin(), extra_.end());
     procs_.at(port)->start(std::move(argv),
                            [port] { return ServerProcess::can_connect_tcp(port); });
