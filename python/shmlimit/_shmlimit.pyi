@@ -256,6 +256,7 @@ class RedisLimiter:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         prefix: str = "shmlimit:",
+        cluster: Sequence[str] = (),
     ) -> None: ...
     def add_policy(
         self,
@@ -304,6 +305,7 @@ class HybridLimiter:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         prefix: str = "shmlimit:",
+        cluster: Sequence[str] = (),
     ) -> "HybridLimiter": ...
     @staticmethod
     def remove(name: str) -> bool: ...

@@ -71,8 +71,10 @@ shmlimit::RedisOptions redis_options(const std::string& host, int port,
                                      const std::optional<std::string>& password,
                                      double connect_timeout, double command_timeout,
                                      double backoff_initial, double backoff_max,
-                                     const std::string& prefix) {
+                                     const std::string& prefix,
+                                     const std::vector<std::string>& cluster) {
   shmlimit::RedisOptions o;
+  o.cluster = cluster;
   o.host = host;
   o.port = port;
   o.unix_socket = unix_socket.value_or("");
@@ -87,6 +89,7 @@ shmlimit::RedisOptions redis_options(const std::string& host, int port,
 
 // Where the options point, for __repr__.
 std::string redis_where(const shmlimit::RedisOptions& o) {
+  if (!o.cluster.empty()) return "cluster:" + o.cluster.front();
   return o.unix_socket.empty() ? o.host + ":" + std::to_string(o.port) : "unix:" + o.unix_socket;
 }
 
@@ -261,18 +264,21 @@ void bind_tiers(py::module_& m) {
                        const std::optional<std::string>& unix_socket,
                        const std::optional<std::string>& password, double connect_timeout,
                        double command_timeout, double backoff_initial, double backoff_max,
-                       const std::string& prefix) {
+                       const std::string& prefix, const std::vector<std::string>& cluster) {
              const shmlimit::RedisOptions ro =
                  redis_options(host, port, unix_socket, password, connect_timeout, command_timeout,
-                               backoff_initial, backoff_max, prefix);
+                               backoff_initial, backoff_max, prefix, cluster);
              return std::make_unique<PyRedis>(shmlimit::RedisLimiter(ro), redis_where(ro));
            }),
            py::kw_only(), "host"_a = "127.0.0.1", "port"_a = 6379, "unix_socket"_a = py::none(),
            "password"_a = py::none(), "connect_timeout"_a = 0.25, "command_timeout"_a = 0.25,
-           "backoff_initial"_a = 0.05, "backoff_max"_a = 2.0, "prefix"_a = "shmlimit:",
+           "backoff_initial"_a = 0.05, "backoff_max"_a = 2.0,
+           "prefix"_a = "shmlimit:", "cluster"_a = std::vector<std::string>{},
            "RedisOptions: host/port or unix_socket, password (AUTH), timeouts and backoff in "
            "seconds, the\n"
-           "key prefix. InvalidArgumentError for a bad option; nothing is connected yet.")
+           "key prefix; cluster: Redis Cluster seed nodes as \"host:port\" (then host/port are "
+           "not used).\n"
+           "InvalidArgumentError for a bad option; nothing is connected yet.")
       .def(
           "peek",
           [](PyRedis& self, const PolicyArg& policy, const std::string& key, std::int64_t cost) {
@@ -326,10 +332,10 @@ void bind_tiers(py::module_& m) {
              const std::optional<std::string>& unix_socket,
              const std::optional<std::string>& password, double connect_timeout,
              double command_timeout, double backoff_initial, double backoff_max,
-             const std::string& prefix) {
+             const std::string& prefix, const std::vector<std::string>& cluster) {
             const shmlimit::RedisOptions ro =
                 redis_options(host, port, unix_socket, password, connect_timeout, command_timeout,
-                              backoff_initial, backoff_max, prefix);
+                              backoff_initial, backoff_max, prefix, cluster);
             shmlimit::HybridOptions o;
             o.redis = ro;
             o.name = name;
@@ -349,7 +355,7 @@ void bind_tiers(py::module_& m) {
           "hosts"_a = 1, "mode"_a = 0600, "host"_a = "127.0.0.1", "port"_a = 6379,
           "unix_socket"_a = py::none(), "password"_a = py::none(), "connect_timeout"_a = 0.25,
           "command_timeout"_a = 0.25, "backoff_initial"_a = 0.05, "backoff_max"_a = 2.0,
-          "prefix"_a = "shmlimit:",
+          "prefix"_a = "shmlimit:", "cluster"_a = std::vector<std::string>{},
           "Opens or creates the host's segments `name` and `name.lease` (any number of processes "
           "may race\n"
           "here). HybridOptions: lease_slots, max_batch (1..2**20; 1 holds nothing ahead), "

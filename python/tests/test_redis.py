@@ -163,8 +163,9 @@ def test_unknown_policy_names_are_denied_and_bad_policies_refused(server, prefix
     d = lim.acquire("nope", "k")
     assert not d and d.reason == "unknown_policy" and d.source == "redis"
     assert lim.round_trips == 0  # decided without asking Redis
-    with pytest.raises(shmlimit.InvalidArgumentError):
-        lim.add_policy("conc", "concurrency", "3/s")  # not in the Redis tier
+    lim.add_policy("conc", "concurrency", "3/s")  # its units are taken by leases (C++ only)
+    d = lim.acquire("conc", "k")
+    assert not d and d.reason == "needs_lease"
     with pytest.raises(shmlimit.InvalidArgumentError):
         lim.add_policy("share", "gcra", "3/s", when_down="local_share", local_share=0.5)  # hybrid only
     with pytest.raises(shmlimit.InvalidArgumentError):
@@ -192,6 +193,19 @@ def test_unknown_policy_names_are_denied_and_bad_policies_refused(server, prefix
 def test_bad_redis_options_raise(options, error):
     with pytest.raises(error):
         shmlimit.RedisLimiter(**options)
+
+
+def test_cluster_seeds_are_checked_and_a_plain_server_is_not_a_cluster(server, prefix):
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        shmlimit.RedisLimiter(cluster=["no-port"])
+    opts = server.options()
+    if "port" not in opts:
+        pytest.skip("the test server listens on a unix socket")
+    lim = shmlimit.RedisLimiter(prefix=prefix, cluster=["127.0.0.1:%d" % opts["port"]])
+    lim.add_policy("p", "gcra", "5/h", on_full="deny")
+    d = lim.acquire("p", "k")
+    assert not d.allowed and d.source == "fail_closed"
+    assert "not a Redis Cluster node" in lim.last_error
 
 
 def test_acquire_many_is_all_or_nothing(server, prefix):
