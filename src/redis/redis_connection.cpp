@@ -157,6 +157,10 @@ std::uint16_t cluster_slot(std::string_view key) noexcept {
 
 namespace {
 
+// Nodes a client keeps at most (a cluster has at most about 1000 masters;
+// redirects to ever new addresses from a misbehaving server stop here).
+constexpr std::size_t kMaxNodes = 4096;
+
 // "host:port" -> (host, port); false when it is not one.
 bool split_host_port(std::string_view s, std::string* host, int* port) {
   const std::size_t colon = s.rfind(':');
@@ -385,6 +389,10 @@ bool RedisLimiter::Impl::refresh_map() noexcept {
         break;
       }
       int idx = node_index(host, static_cast<int>(port));
+      if (idx < 0 && nodes.size() >= kMaxNodes) {
+        ok = false;
+        break;
+      }
       if (idx < 0) {
         detail::RedisNode fresh;
         fresh.host = host;
@@ -555,6 +563,12 @@ bool RedisLimiter::Impl::route(std::vector<detail::RoutedCommand>& cmds) noexcep
             }
             if (host.empty()) host = nodes[static_cast<std::size_t>(node)].host;
             int to = node_index(host, port);
+            if (to < 0 && nodes.size() >= kMaxNodes) {
+              fail("Redis Cluster: more than " + std::to_string(kMaxNodes) +
+                       " nodes named by redirects (last: " + std::string(r->str, r->len) + ")",
+                   nullptr);
+              return false;
+            }
             if (to < 0) {
               detail::RedisNode fresh;
               fresh.host = host;

@@ -83,6 +83,18 @@ class RedisCluster {
     char tmpl[] = "/tmp/shmlimit-cluster-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
+    try {
+      start_all(masters, replicas_per_master);
+    } catch (...) {
+      procs_.clear();
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+      throw;
+    }
+  }
+
+ private:
+  void start_all(int masters, int replicas_per_master) {
     const int n = masters * (1 + replicas_per_master);
     for (int i = 0; i < n; ++i) {
       const int port = ServerProcess::free_port();
@@ -100,6 +112,8 @@ class RedisCluster {
     if (run_tool(argv) != 0) throw std::runtime_error("redis-cli --cluster create failed");
     wait_ok();
   }
+
+ public:
   ~RedisCluster() {
     procs_.clear();  // SIGTERM each
     std::error_code ec;
