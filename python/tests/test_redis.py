@@ -208,6 +208,25 @@ def test_cluster_seeds_are_checked_and_a_plain_server_is_not_a_cluster(server, p
     assert "not a Redis Cluster node" in lim.last_error
 
 
+def test_concurrency_leases_in_redis_are_taken_renewed_and_released(server, prefix):
+    lim = shmlimit.RedisLimiter(prefix=prefix, **server.options())
+    lim.add_policy("jobs", "concurrency", "2/s", lease_ttl=60)
+    a, b = lim.lease("jobs", "u"), lim.lease("jobs", "u")
+    assert a and b and b.decision.remaining == 0 and b.decision.source == "redis"
+    c = lim.lease("jobs", "u")
+    assert not c and not c.held and c.decision.limit == 2
+    assert a.renew()
+    with b:
+        pass  # released on exit
+    assert not b.held and not b.release()
+    with lim.lease("jobs", "u") as d:
+        assert d.held
+    assert a.release() and not a.renew()
+    assert not lim.lease("nope", "u") and lim.lease("nope", "u").decision.reason == "unknown_policy"
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        lim.add_policy("jobs0", "concurrency", "2/s", lease_ttl=0)
+
+
 def test_acquire_many_is_all_or_nothing(server, prefix):
     lim = shmlimit.RedisLimiter(prefix=prefix, **server.options())
     lim.add_policy("burst", "gcra", "3/h")
