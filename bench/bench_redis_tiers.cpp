@@ -8,6 +8,10 @@
 //   BM_Tier_Redis    RedisLimiter::acquire against a redis-server on loopback
 //   BM_Tier_Hybrid/B HybridLimiter::acquire (max_batch B = 64 (the default), 1024;
 //                    lease_ttl 1 s)
+//   BM_Tier_Cluster  RedisLimiter::acquire against a Redis Cluster of 3 masters
+//                    on loopback (RedisOptions::cluster): the hot key's master
+//   BM_Tier_Cluster_Keys  the same over 256 keys spread over the 3 masters
+//   BM_Tier_HybridCluster/B  HybridLimiter over the cluster (max_batch B = 64)
 // Counters: ops_per_s (per process, wall clock), round_trips_per_1k (Redis round trips per
 // 1,000 decisions) and x_local (time per decision / the local case's, from
 // the same run; the local case must run first, as it does by default).
@@ -16,13 +20,16 @@
 //   too)
 //
 // The redis-server (Debian's) is started on a free loopback port by the first
-// case that needs it and stopped at exit (tests/redis/redis_server.hpp).
+// case that needs it and stopped at exit (tests/redis/redis_server.hpp); the
+// cluster likewise, by redis-cli --cluster create (tests/redis/redis_cluster.hpp).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "redis_cluster.hpp"
 #include "redis_server.hpp"
 #include "shmlimit/redis.hpp"
 #include "shmlimit/shmlimit.hpp"
@@ -47,6 +54,13 @@ RedisServer& server() {
 shmlimit::RedisOptions redis_options() {
   shmlimit::RedisOptions o;
   o.port = server().port();
+  return o;
+}
+
+shmlimit::RedisOptions cluster_options() {
+  static shmlimit::test::RedisCluster c(3, 0);  // stopped by its destructor at exit
+  shmlimit::RedisOptions o;
+  o.cluster = c.seeds();
   return o;
 }
 
@@ -127,6 +141,56 @@ void BM_Tier_Hybrid(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_Tier_Hybrid)->Arg(64)->Arg(1024);  // max_batch
+
+void BM_Tier_Cluster(benchmark::State& state) {
+  try {
+    shmlimit::RedisLimiter r(cluster_options());
+    const auto id = r.add_policy(shmlimit::TierPolicy{kSpec});
+    run(
+        state, [&] { return r.acquire(id, "hot-key").decision.allowed; },
+        [&] { return r.round_trips(); }, false);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+BENCHMARK(BM_Tier_Cluster);
+
+void BM_Tier_Cluster_Keys(benchmark::State& state) {
+  try {
+    shmlimit::RedisLimiter r(cluster_options());
+    const auto id = r.add_policy(shmlimit::TierPolicy{kSpec});
+    std::vector<std::string> keys;
+    for (int i = 0; i < 256; ++i) keys.push_back("key-" + std::to_string(i));
+    std::size_t next = 0;
+    run(
+        state, [&] { return r.acquire(id, keys[next++ & 255]).decision.allowed; },
+        [&] { return r.round_trips(); }, false);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+BENCHMARK(BM_Tier_Cluster_Keys);
+
+void BM_Tier_HybridCluster(benchmark::State& state) {
+  try {
+    const std::string name = segment_name("hybrid-cluster");
+    shmlimit::HybridLimiter::remove(name);
+    shmlimit::HybridOptions o;
+    o.redis = cluster_options();
+    o.name = name;
+    o.lease_slots = 1024;
+    o.max_batch = static_cast<std::uint32_t>(state.range(0));
+    auto h = shmlimit::HybridLimiter::open_or_create(o);
+    const auto id = h.add_policy(shmlimit::TierPolicy{kSpec});
+    run(
+        state, [&] { return h.acquire(id, "hot-key").decision.allowed; },
+        [&] { return h.round_trips(); }, false);
+    shmlimit::HybridLimiter::remove(name);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+BENCHMARK(BM_Tier_HybridCluster)->Arg(64);  // max_batch
 
 }  // namespace
 

@@ -51,6 +51,7 @@ PACKAGES=(
   pkg-config
   libhiredis-dev
   redis-server
+  redis-tools
   nginx
   nginx-dev
   wrk

@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shmlimit/shmlimit.hpp"
 
@@ -47,6 +48,17 @@ struct RedisOptions {
   /// Redis keys are `<prefix>{<key>}:<policy>`: the hash tag keeps every
   /// policy of one key on one Redis Cluster shard. Default "shmlimit:".
   std::string prefix = "shmlimit:";
+  /// Redis Cluster: seed nodes as "host:port" (any few masters or
+  /// replicas). When non-empty, host/port/unix_socket are not used: the
+  /// client reads the slot map with CLUSTER SLOTS from the first seed or
+  /// known node that answers, routes each call to the master of its key's
+  /// slot (CRC16 of the hash tag), follows MOVED (and refreshes the map)
+  /// and ASK (ASKING, then the call on the importing node), loads the
+  /// script on each node it calls. doc/redis.md, "Redis Cluster".
+  std::vector<std::string> cluster;
+  /// Cluster: most redirects (MOVED, ASK, TRYAGAIN) one call follows
+  /// before it fails as Redis being down. 1..100, default 5.
+  int max_redirects = 5;
   /// Tests only: load the variant of the script that accepts an injected
   /// time (acquire_at); real calls use Redis's TIME. Default false.
   bool test_clock = false;
@@ -83,6 +95,25 @@ struct TierPolicy {
   /// kLocalShare: the fraction (0, 1] of rate.count and burst this host
   /// admits on its own while Redis is down (at least 1 of each).
   double local_share = 0;
+  /// Algorithm::kConcurrency only: a lease neither renewed nor released
+  /// within lease_ttl expires in Redis (its holder died, hung or lost
+  /// Redis) and its units are free again. 1 ms .. 13 days; default 30 s.
+  std::chrono::milliseconds lease_ttl{30000};
+};
+
+/// A share of a concurrency limit held in Redis (RedisLimiter::lease).
+/// Plain data: nothing is released by its destructor (a lease outlives a
+/// process only until its TTL). Copyable; release one copy.
+struct RedisLease {
+  /// The decision: limit = N, remaining = N - in flight after it,
+  /// retry_after = reset_after = 0, as Limiter::lease.
+  TierDecision decision;
+  /// Granted (by Redis) and not released or found expired by this object.
+  bool held = false;
+  PolicyId policy{};
+  std::string key;
+  std::uint64_t cost = 0;
+  std::string token;  ///< unique per lease (host, process, counter, random)
 };
 
 /// Decisions made in Redis. Move-only; one object per thread.
@@ -108,9 +139,10 @@ class RedisLimiter {
   /// One decision in Redis at Redis's time. noexcept, one round trip.
   TierDecision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
   /// All-or-nothing over several limits, as Limiter::acquire_many. Limits
-  /// of one key are decided in one script call (atomic in Redis); limits
-  /// of several keys are pipelined, one call per key, and any key that
-  /// admitted is refunded (pipelined) when another denied.
+  /// of one key (in a cluster: of one hash slot) are decided in one script
+  /// call (atomic in Redis); limits of several keys (slots) are pipelined,
+  /// one call per key (slot), and any that admitted is refunded
+  /// (pipelined) when another denied.
   TierDecision acquire_many(std::span<const Request> requests,
                             std::span<Decision> each = {}) noexcept;
   /// What acquire() would say, without charging.
@@ -126,12 +158,32 @@ class RedisLimiter {
   TierDecision refund_at(PolicyId policy, std::string_view key, std::uint64_t cost,
                          std::chrono::microseconds unix_us) noexcept;
 
+  /// Takes `cost` units of a concurrency policy's limit (Algorithm::
+  /// kConcurrency) for (policy, key) in Redis until release() or the
+  /// policy's lease_ttl, whichever comes first; renew() extends it. A
+  /// lease whose holder dies is free again after lease_ttl. acquire() on
+  /// such a policy is denied with Reason::kNeedsLease, as in the segment.
+  /// While Redis is down: the policy's WhenDown (held = fail-open admits).
+  RedisLease lease(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+  /// Extends a held lease to now + lease_ttl. False (and held = false)
+  /// when it had expired (its units may be another holder's now); false,
+  /// still held, when Redis could not be reached.
+  bool renew(RedisLease& lease) noexcept;
+  /// Gives the units back. True if they were held in Redis; false if the
+  /// lease had expired, was not held, or Redis could not be reached.
+  bool release(RedisLease& lease) noexcept;
+
   /// Forgets one key of a policy (DEL). False when Redis is unreachable.
   bool reset(PolicyId policy, std::string_view key) noexcept;
   /// The Redis key of (policy, key): `<prefix>{<key>}:<policy name>`.
   std::string redis_key(PolicyId policy, std::string_view key) const;
-  /// Round trips to Redis made by this object (a pipeline counts once).
+  /// Round trips to Redis made by this object (a pipeline counts once; in
+  /// a cluster, one per node a call reaches).
   std::uint64_t round_trips() const noexcept;
+  /// Cluster: MOVED and ASK replies followed, and slot-map reads
+  /// (CLUSTER SLOTS) made by this object. 0 for a single Redis.
+  std::uint64_t redirects() const noexcept;
+  std::uint64_t topology_refreshes() const noexcept;
   /// False after a failed call until the next successful one.
   bool available() const noexcept;
   /// The last connection or command error ("" if none yet).

@@ -71,8 +71,10 @@ shmlimit::RedisOptions redis_options(const std::string& host, int port,
                                      const std::optional<std::string>& password,
                                      double connect_timeout, double command_timeout,
                                      double backoff_initial, double backoff_max,
-                                     const std::string& prefix) {
+                                     const std::string& prefix,
+                                     const std::vector<std::string>& cluster) {
   shmlimit::RedisOptions o;
+  o.cluster = cluster;
   o.host = host;
   o.port = port;
   o.unix_socket = unix_socket.value_or("");
@@ -87,6 +89,7 @@ shmlimit::RedisOptions redis_options(const std::string& host, int port,
 
 // Where the options point, for __repr__.
 std::string redis_where(const shmlimit::RedisOptions& o) {
+  if (!o.cluster.empty()) return "cluster:" + o.cluster.front();
   return o.unix_socket.empty() ? o.host + ":" + std::to_string(o.port) : "unix:" + o.unix_socket;
 }
 
@@ -136,6 +139,14 @@ class PyTier {
 using PyRedis = PyTier<shmlimit::RedisLimiter>;
 using PyHybrid = PyTier<shmlimit::HybridLimiter>;
 
+// A concurrency lease held in Redis (RedisLimiter.lease): the C++ lease's
+// data and the RedisLimiter that renews and releases it (kept alive).
+struct PyRedisLease {
+  py::object owner;
+  PyRedis* tier = nullptr;
+  shmlimit::RedisLease lease;
+};
+
 // A keyed decision: checks the cost, resolves the policy, then calls
 // f(tier, id, cost) without the GIL.
 template <class Tier, class F>
@@ -155,18 +166,19 @@ void bind_common(py::class_<PyTier<Tier>>& cls, const char* add_policy_doc) {
          "add_policy",
          [](Self& self, const std::string& name, const std::string& algorithm,
             const py::object& rate, std::uint64_t burst, const std::string& on_full,
-            const std::string& when_down, double local_share) {
+            const std::string& when_down, double local_share, double lease_ttl) {
            shmlimit::TierPolicy p;
            p.spec = policy_spec(name, algorithm, rate, burst, on_full);
            p.when_down = parse_when_down(when_down);
            p.local_share = local_share;
+           p.lease_ttl = duration_from_seconds<milliseconds>(lease_ttl, "lease_ttl");
            const shmlimit::PolicyId id = self.call([&](Tier& t) { return t.add_policy(p); });
            self.remember(name, id);
            return id;
          },
          "name"_a, "algorithm"_a = "gcra", "rate"_a, py::kw_only(), "burst"_a = 0,
          "on_full"_a = "allow", "when_down"_a = "fail_closed", "local_share"_a = 0.0,
-         add_policy_doc)
+         "lease_ttl"_a = 30.0, add_policy_doc)
       .def(
           "acquire",
           [](Self& self, const PolicyArg& policy, const std::string& key, std::int64_t cost) {
@@ -250,6 +262,40 @@ void bind_tiers(py::module_& m) {
                std::string(shmlimit::to_string(t.source)) + "')";
       });
 
+  py::class_<PyRedisLease>(
+      m, "RedisLease",
+      "A share of a concurrency limit held in Redis (RedisLimiter.lease): held until release(),\n"
+      "or until the policy's lease_ttl passes without a renew(). Use it as a context manager.")
+      .def_property_readonly(
+          "held", [](const PyRedisLease& l) { return l.lease.held; },
+          "Granted and not released or found expired by this object.")
+      .def_property_readonly(
+          "decision", [](const PyRedisLease& l) { return TierResult(l.lease.decision); },
+          "The TierDecision: limit N, remaining N - in flight after it.")
+      .def(
+          "renew",
+          [](PyRedisLease& l) {
+            return l.tier->call([&](shmlimit::RedisLimiter& t) { return t.renew(l.lease); });
+          },
+          "Extends the lease to now + lease_ttl; False when it had expired (or Redis is down).")
+      .def(
+          "release",
+          [](PyRedisLease& l) {
+            return l.tier->call([&](shmlimit::RedisLimiter& t) { return t.release(l.lease); });
+          },
+          "Gives the units back; True if they were still held in Redis.")
+      .def("__bool__", [](const PyRedisLease& l) { return l.lease.held; })
+      .def(
+          "__enter__", [](PyRedisLease& l) -> PyRedisLease& { return l; },
+          py::return_value_policy::reference)
+      .def("__exit__",
+           [](PyRedisLease& l, const py::args&) {
+             l.tier->call([&](shmlimit::RedisLimiter& t) { return t.release(l.lease); });
+           })
+      .def("__repr__", [](const PyRedisLease& l) {
+        return std::string("<shmlimit.RedisLease ") + (l.lease.held ? "held" : "not held") + ">";
+      });
+
   py::class_<PyRedis> redis(
       m, "RedisLimiter",
       "Decisions made in Redis (doc/redis.md): one script call per decision, one connection "
@@ -261,18 +307,44 @@ void bind_tiers(py::module_& m) {
                        const std::optional<std::string>& unix_socket,
                        const std::optional<std::string>& password, double connect_timeout,
                        double command_timeout, double backoff_initial, double backoff_max,
-                       const std::string& prefix) {
+                       const std::string& prefix, const std::vector<std::string>& cluster) {
              const shmlimit::RedisOptions ro =
                  redis_options(host, port, unix_socket, password, connect_timeout, command_timeout,
-                               backoff_initial, backoff_max, prefix);
+                               backoff_initial, backoff_max, prefix, cluster);
              return std::make_unique<PyRedis>(shmlimit::RedisLimiter(ro), redis_where(ro));
            }),
            py::kw_only(), "host"_a = "127.0.0.1", "port"_a = 6379, "unix_socket"_a = py::none(),
            "password"_a = py::none(), "connect_timeout"_a = 0.25, "command_timeout"_a = 0.25,
-           "backoff_initial"_a = 0.05, "backoff_max"_a = 2.0, "prefix"_a = "shmlimit:",
+           "backoff_initial"_a = 0.05, "backoff_max"_a = 2.0,
+           "prefix"_a = "shmlimit:", "cluster"_a = std::vector<std::string>{},
            "RedisOptions: host/port or unix_socket, password (AUTH), timeouts and backoff in "
            "seconds, the\n"
-           "key prefix. InvalidArgumentError for a bad option; nothing is connected yet.")
+           "key prefix; cluster: Redis Cluster seed nodes as \"host:port\" (then host/port are "
+           "not used).\n"
+           "InvalidArgumentError for a bad option; nothing is connected yet.")
+      .def(
+          "lease",
+          [](const py::object& owner, const PolicyArg& policy, const std::string& key,
+             std::int64_t cost) {
+            PyRedis& self = owner.cast<PyRedis&>();
+            const std::uint64_t c = checked_cost(cost);
+            auto out = std::make_unique<PyRedisLease>();
+            out->owner = owner;
+            out->tier = &self;
+            bool found = true;
+            const shmlimit::PolicyId id = self.resolve(policy, &found);
+            if (!found) {
+              out->lease.decision =
+                  shmlimit::TierDecision{unknown_policy(), shmlimit::Source::kRedis};
+              return out;
+            }
+            out->lease = self.call([&](shmlimit::RedisLimiter& t) { return t.lease(id, key, c); });
+            return out;
+          },
+          "policy"_a, "key"_a, "cost"_a = 1,
+          "Takes cost units of a concurrency policy's limit for (policy, key) in Redis: a "
+          "RedisLease,\n"
+          "held until release() or lease_ttl without renew() (a dead holder's units come back).")
       .def(
           "peek",
           [](PyRedis& self, const PolicyArg& policy, const std::string& key, std::int64_t cost) {
@@ -326,10 +398,10 @@ void bind_tiers(py::module_& m) {
              const std::optional<std::string>& unix_socket,
              const std::optional<std::string>& password, double connect_timeout,
              double command_timeout, double backoff_initial, double backoff_max,
-             const std::string& prefix) {
+             const std::string& prefix, const std::vector<std::string>& cluster) {
             const shmlimit::RedisOptions ro =
                 redis_options(host, port, unix_socket, password, connect_timeout, command_timeout,
-                              backoff_initial, backoff_max, prefix);
+                              backoff_initial, backoff_max, prefix, cluster);
             shmlimit::HybridOptions o;
             o.redis = ro;
             o.name = name;
@@ -349,7 +421,7 @@ void bind_tiers(py::module_& m) {
           "hosts"_a = 1, "mode"_a = 0600, "host"_a = "127.0.0.1", "port"_a = 6379,
           "unix_socket"_a = py::none(), "password"_a = py::none(), "connect_timeout"_a = 0.25,
           "command_timeout"_a = 0.25, "backoff_initial"_a = 0.05, "backoff_max"_a = 2.0,
-          "prefix"_a = "shmlimit:",
+          "prefix"_a = "shmlimit:", "cluster"_a = std::vector<std::string>{},
           "Opens or creates the host's segments `name` and `name.lease` (any number of processes "
           "may race\n"
           "here). HybridOptions: lease_slots, max_batch (1..2**20; 1 holds nothing ahead), "

@@ -163,8 +163,9 @@ def test_unknown_policy_names_are_denied_and_bad_policies_refused(server, prefix
     d = lim.acquire("nope", "k")
     assert not d and d.reason == "unknown_policy" and d.source == "redis"
     assert lim.round_trips == 0  # decided without asking Redis
-    with pytest.raises(shmlimit.InvalidArgumentError):
-        lim.add_policy("conc", "concurrency", "3/s")  # not in the Redis tier
+    lim.add_policy("conc", "concurrency", "3/s")  # its units are taken by leases (C++ only)
+    d = lim.acquire("conc", "k")
+    assert not d and d.reason == "needs_lease"
     with pytest.raises(shmlimit.InvalidArgumentError):
         lim.add_policy("share", "gcra", "3/s", when_down="local_share", local_share=0.5)  # hybrid only
     with pytest.raises(shmlimit.InvalidArgumentError):
@@ -192,6 +193,38 @@ def test_unknown_policy_names_are_denied_and_bad_policies_refused(server, prefix
 def test_bad_redis_options_raise(options, error):
     with pytest.raises(error):
         shmlimit.RedisLimiter(**options)
+
+
+def test_cluster_seeds_are_checked_and_a_plain_server_is_not_a_cluster(server, prefix):
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        shmlimit.RedisLimiter(cluster=["no-port"])
+    opts = server.options()
+    if "port" not in opts:
+        pytest.skip("the test server listens on a unix socket")
+    lim = shmlimit.RedisLimiter(prefix=prefix, cluster=["127.0.0.1:%d" % opts["port"]])
+    lim.add_policy("p", "gcra", "5/h", on_full="deny")
+    d = lim.acquire("p", "k")
+    assert not d.allowed and d.source == "fail_closed"
+    assert "not a Redis Cluster node" in lim.last_error
+
+
+def test_concurrency_leases_in_redis_are_taken_renewed_and_released(server, prefix):
+    lim = shmlimit.RedisLimiter(prefix=prefix, **server.options())
+    lim.add_policy("jobs", "concurrency", "2/s", lease_ttl=60)
+    a, b = lim.lease("jobs", "u"), lim.lease("jobs", "u")
+    assert a and b and b.decision.remaining == 0 and b.decision.source == "redis"
+    c = lim.lease("jobs", "u")
+    assert not c and not c.held and c.decision.limit == 2
+    assert a.renew()
+    with b:
+        pass  # released on exit
+    assert not b.held and not b.release()
+    with lim.lease("jobs", "u") as d:
+        assert d.held
+    assert a.release() and not a.renew()
+    assert not lim.lease("nope", "u") and lim.lease("nope", "u").decision.reason == "unknown_policy"
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        lim.add_policy("jobs0", "concurrency", "2/s", lease_ttl=0)
 
 
 def test_acquire_many_is_all_or_nothing(server, prefix):

@@ -152,9 +152,11 @@ struct HybridLimiter::Impl {
       d.reason = Reason::kUnknownPolicy;
       return TierDecision{d, Source::kRedis};
     }
-    // Leasing would change a quiet period (a denial restarts it) and has
-    // nothing to offer a peek or an impossible cost.
-    if (p->algo.algorithm == Algorithm::kQuietPeriod || cost == 0 || cost > p->algo.burst ||
+    // Leasing would change a quiet period (a denial restarts it) or a
+    // sliding log (an admission is logged at the time it is made, and must
+    // stay exact), and has nothing to offer a peek or an impossible cost.
+    if (p->algo.algorithm == Algorithm::kQuietPeriod ||
+        p->algo.algorithm == Algorithm::kSlidingLog || cost == 0 || cost > p->algo.burst ||
         cost > detail::kPoolTokenMask) {
       return direct(id, *p, key, cost);
     }

@@ -23,7 +23,8 @@
 -- "refund", "lease"), ARGV[2] = now in us (honoured only by the test build
 -- of this script, TEST_CLOCK; ignored otherwise), ARGV[3] = need (lease
 -- only: the least grant worth having), then per key 7 values: algorithm,
--- count, period_ns, burst, emission_ns, align_us, cost.
+-- count, period_ns, burst, emission_ns, align_us, cost (for the sliding
+-- log, align_us carries its LogWait: 0 exact, 1 DRF).
 --   acquire: every bucket decides; when several keys are given, all are
 --            charged if all admit and none otherwise (no write on a denial,
 --            as Limiter::acquire_many). One key: as Limiter::acquire.
@@ -31,10 +32,16 @@
 --   refund:  gives `cost` back to every bucket, never beyond its capacity.
 --   lease:   one key; grants min(cost, remaining) units if at least `need`
 --            fit, else decides `need` as acquire does.
+--   take, renew, release: a concurrency lease (algorithm 7) on one key;
+--            ARGV[3] is the lease's token and period_ns its TTL
+--            ("Concurrency leases" below).
 -- Reply: per key allowed, limit, remaining, retry_after_ns (-1: never),
 -- reset_after_ns, reason (shmlimit::Reason), granted.
 -- Storage: a hash {o = origin us, a, b, c = state fields}; PEXPIRE set to
 -- the moment the bucket is full again (rounded up to 1 ms), DEL when full.
+-- The sliding log (algorithm 8) is a sorted set instead: one member per
+-- admission, scored by its time in us since the Unix epoch (exact below
+-- 2^53), named "<time>:<n>" (n counts the admissions of that same us).
 
 local TEST_CLOCK = false
 
@@ -78,6 +85,10 @@ local function muldiv(a, b, c)
     end
   end
   return a * qb + q, r
+end
+
+local function num(x)
+  return string.format('%.0f', x)
 end
 
 local function ceil_div(a, b)
@@ -306,12 +317,88 @@ function qp.refund(p, s, now, cost)
   return v, v[2] ~= before
 end
 
+
+-- Sliding log (src/algorithms/sliding_log.cpp): at most count admissions in
+-- any window of period ns; an admission at t leaves the window once
+-- now >= t + D. Times are us since the Unix epoch (Redis TIME's unit), the
+-- window D in ns: an entry is live while (now_us - t_us) * 1000 < D.
+-- s = {key = Redis key, now_us}. Expired entries are removed on every read.
+local LOG = 8
+local lg = {}
+local function lg_live(p, s)
+  if s.live == nil then
+    local cut = s.now_us - ceil_div(p.period, 1000) -- t_us <= cut: expired
+    redis.call('ZREMRANGEBYSCORE', s.key, '-inf', num(cut))
+    s.live = redis.call('ZCARD', s.key)
+  end
+  return s.live
+end
+local function lg_score(s, rank)
+  local r = redis.call('ZRANGE', s.key, rank, rank, 'WITHSCORES')
+  return tonumber(r[2])
+end
+-- ns from now until an admission at t_us leaves the window
+local function lg_left(p, s, t_us) return (t_us - s.now_us) * 1000 + p.period end
+function lg.decide(p, s, now, cost)
+  local live = lg_live(p, s)
+  local nfree = p.count > live and p.count - live or 0
+  local reset = 0
+  if live > 0 then reset = math.max(lg_left(p, s, lg_score(s, -1)), 0) end
+  if cost > p.count then return dec(false, p.count, nfree, NEVER, reset, R_TOO_HIGH), false, s end
+  if cost <= nfree then
+    if cost > 0 then reset = math.max(reset, p.period) end
+    return dec(true, p.count, nfree - cost, 0, reset), cost > 0, {key = s.key, now_us = s.now_us, add = cost}
+  end
+  local retry
+  if p.align == 1 then
+    -- DRF: (D - (now - oldest)) / (count - live + 1), rounded up to a ns
+    local remaining = p.period
+    if live > 0 then remaining = lg_left(p, s, lg_score(s, 0)) end
+    local available = p.count + 1 - math.min(live, p.count)
+    retry = ceil_div(math.max(remaining, 0), available)
+  else
+    -- the (cost - nfree)-th oldest admission to leave frees the last unit needed
+    retry = lg_left(p, s, lg_score(s, cost - nfree - 1))
+  end
+  return dec(false, p.count, nfree, retry, reset), false, s
+end
+function lg.refund(p, s, now, cost)
+  -- forgets the `cost` newest admissions, as the local refund
+  local live = lg_live(p, s)
+  if cost == 0 or live == 0 then return s, false end
+  local k = math.min(cost, live)
+  redis.call('ZREMRANGEBYRANK', s.key, -k, -1)
+  s.live = live - k
+  return s, false -- already written
+end
+-- Writes an admission of s.add units at s.now_us.
+local function lg_store(p, s, reset_ns)
+  local t = num(s.now_us)
+  local n = redis.call('ZCOUNT', s.key, t, t)
+  local j = 0
+  while j < s.add do -- in chunks: unpack() has a stack limit
+    local args = {}
+    while j < s.add and #args < 1000 do
+      args[#args + 1] = t
+      args[#args + 1] = t .. ':' .. num(n + j)
+      j = j + 1
+    end
+    redis.call('ZADD', s.key, unpack(args))
+  end
+  if TEST_CLOCK and ARGV[2] ~= '' then
+    redis.call('PERSIST', s.key)
+  else
+    redis.call('PEXPIRE', s.key, ceil_div(reset_ns, MS))
+  end
+end
+
 local ALGOS = {
   [1] = gcra, [6] = gcra,
   [2] = {decide = tb.decide, refund = tb.refund},
   [3] = {decide = fw.decide, refund = fw.refund},
   [4] = {decide = sw.decide, refund = sw.refund},
   [5] = {decide = qp.decide, refund = qp.refund},
+  [LOG] = lg,
 }
 
 -- Moves a state's times back by S ns (S a multiple of the alignment and of
@@ -328,10 +415,71 @@ local function shift(alg, p, s, S)
   return {s[1] - w, s[2], s[3]}
 end
 
-local function num(x)
-  return string.format('%.0f', x)
-end
 
+-- ---------------------------------------------------------------------------
+-- Concurrency leases (algorithm 7; src/limiter/lease.cpp's decisions): a
+-- sorted set per key, one member "<token>:<i>" per unit held, scored by its
+-- expiry in us. Expired members are removed first; in flight = ZCARD.
+--   take:    cost more fit under count: add them, expiring now + ttl
+--   renew:   the token's members (if still there) expire now + ttl again
+--   release: removes the token's members
+-- Reply as the others; `granted` is 1 when the lease was taken, renewed or
+-- released, 0 when it was refused or had already expired.
+local CONC = 7
+local function conc(op, now_us)
+  local key = KEYS[1]
+  local count, ttl, cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[10])
+  local token = ARGV[3]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now_us))
+  local n = redis.call('ZCARD', key)
+  local expiry = now_us + ceil_div(ttl, 1000)
+  local function report(allowed, inflight, reason, retry, granted)
+    local d = dec(allowed, count, count > inflight and count - inflight or 0, retry or 0, 0, reason)
+    d[7] = granted
+    return d
+  end
+  if op == 'take' then
+    -- as the segment: a cost that never fits is reported on an empty key;
+    -- cost 0 is a look (allowed while a unit is free), nothing taken
+    if cost > count then return report(false, 0, R_TOO_HIGH, NEVER, 0) end
+    if cost == 0 then return report(n < count, n, R_OK, 0, 0) end
+    if n + cost > count then return report(false, n, R_OK, 0, 0) end
+    local j = 0
+    while j < cost do
+      local args = {}
+      while j < cost and #args < 1000 do
+        args[#args + 1] = num(expiry)
+        args[#args + 1] = token .. ':' .. num(j)
+        j = j + 1
+      end
+      redis.call('ZADD', key, unpack(args))
+    end
+    redis.call('PEXPIRE', key, ceil_div(ttl, MS))
+    return report(true, n + cost, R_OK, 0, 1)
+  end
+  local held = redis.call('ZSCORE', key, token .. ':0')
+  if not held then return report(false, n, R_OK, 0, 0) end
+  if op == 'renew' then
+    local j = 0
+    while true do
+      local m = token .. ':' .. num(j)
+      if not redis.call('ZSCORE', key, m) then break end
+      redis.call('ZADD', key, 'XX', num(expiry), m)
+      j = j + 1
+    end
+    redis.call('PEXPIRE', key, ceil_div(ttl, MS))
+    return report(true, n, R_OK, 0, 1)
+  end
+  -- release
+  local j, gone = 0, 0
+  while true do
+    local m = token .. ':' .. num(j)
+    if redis.call('ZREM', key, m) == 0 then break end
+    gone = gone + 1
+    j = j + 1
+  end
+  return report(true, n - gone, R_OK, 0, 1)
+end
 -- ---------------------------------------------------------------------------
 local op = ARGV[1]
 local now_us
@@ -343,6 +491,11 @@ else
 end
 local need = tonumber(ARGV[3]) or 0
 
+if tonumber(ARGV[4]) == CONC then
+  if op == 'take' or op == 'renew' or op == 'release' then return conc(op, now_us) end
+  return {0, tonumber(ARGV[5]), 0, 0, 0, 8, 0} -- needs_lease: not a bucket
+end
+
 local n = #KEYS
 local buckets = {}
 for i = 1, n do
@@ -352,6 +505,10 @@ for i = 1, n do
     burst = tonumber(ARGV[base + 4]), emission = tonumber(ARGV[base + 5]), align = tonumber(ARGV[base + 6]),
   }
   local cost = tonumber(ARGV[base + 7])
+  if p.alg == LOG then
+    buckets[i] = {key = KEYS[i], p = p, cost = cost, s = {key = KEYS[i], now_us = now_us}, now = 0,
+                  algo = lg, log = true}
+  else
   local h = redis.call('HMGET', KEYS[i], 'o', 'a', 'b', 'c')
   local origin = tonumber(h[1])
   local s = {tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0}
@@ -376,9 +533,15 @@ for i = 1, n do
     now = now - S
   end
   buckets[i] = {key = KEYS[i], p = p, cost = cost, s = s, origin = origin, now = now, algo = ALGOS[p.alg]}
+  end
 end
 
 local function store(b, s)
+  if b.log then
+    -- s.add units admitted now: the key lives until the newest leaves the window
+    lg_store(b.p, s, b.p.period)
+    return
+  end
   local peek = b.algo.decide(b.p, s, b.now, 0)
   local reset = peek[5]
   if reset <= 0 then

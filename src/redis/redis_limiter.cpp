@@ -5,8 +5,13 @@
 // This file: RedisLimiter's calls (one key, many keys, reset). Policies are
 // in redis_policy.cpp, the connection and the script calls in
 // redis_connection.cpp.
+#include <sys/random.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -33,6 +38,15 @@ Decision unknown_policy() {
   return d;
 }
 
+// acquire() / peek() / refund() on a concurrency policy: as the segment,
+// denied with kNeedsLease (RedisLimiter::lease takes its units).
+Decision needs_lease(const TierPolicyData& p) {
+  Decision d;
+  d.limit = p.algo.count;
+  d.reason = Reason::kNeedsLease;
+  return d;
+}
+
 // As Limiter::acquire_many (decision_fold.hpp).
 using Fold = detail::DecisionFold;
 
@@ -42,6 +56,8 @@ TierDecision RedisLimiter::Impl::one(const char* op, PolicyId id, std::string_vi
                                      std::uint64_t cost, std::int64_t now_us) noexcept {
   const TierPolicyData* p = policy(id);
   if (p == nullptr) return TierDecision{unknown_policy(), Source::kRedis};
+  if (p->algo.algorithm == Algorithm::kConcurrency)
+    return TierDecision{needs_lease(*p), Source::kRedis};
   try {
     std::vector<ScriptCall> calls(1);
     calls[0].op = op;
@@ -68,16 +84,25 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
   for (const Request& r : requests) {
     const TierPolicyData* p = policy(r.policy);
     if (p == nullptr) return TierDecision{unknown_policy(), Source::kRedis};
+    if (p->algo.algorithm == Algorithm::kConcurrency)
+      return TierDecision{needs_lease(*p), Source::kRedis};
     if (first == nullptr) first = p;
   }
   try {
     // One script call per distinct key: a key's limits are one hash slot
     // (the hash tag), so one call decides them atomically.
-    std::map<std::string_view, std::size_t> group_of;
+    // In a cluster, calls are grouped by hash slot instead (limits of one
+    // slot are one atomic call even for different keys; a key's limits
+    // always share its slot, except the empty key's, whose tag is empty).
+    std::map<std::string, std::size_t> group_of;
     std::vector<ScriptCall> calls;
     std::vector<std::vector<std::size_t>> members;
     for (std::size_t i = 0; i < requests.size(); ++i) {
-      auto [it, fresh] = group_of.emplace(requests[i].key, calls.size());
+      const TierPolicyData* p = policy(requests[i].policy);
+      std::string rkey = key_of(*p, requests[i].key);
+      std::string group =
+          cluster ? std::to_string(detail::cluster_slot(rkey)) : std::string(requests[i].key);
+      auto [it, fresh] = group_of.emplace(std::move(group), calls.size());
       if (fresh) {
         calls.emplace_back();
         calls.back().op = "acquire";
@@ -85,8 +110,7 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
         members.emplace_back();
       }
       ScriptCall& c = calls[it->second];
-      const TierPolicyData* p = policy(requests[i].policy);
-      c.keys.push_back(key_of(*p, requests[i].key));
+      c.keys.push_back(std::move(rkey));
       c.policies.push_back(p);
       c.costs.push_back(requests[i].cost);
       members[it->second].push_back(i);
@@ -146,6 +170,51 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
   }
 }
 
+TierDecision RedisLimiter::Impl::conc(const char* op, PolicyId id, std::string_view key,
+                                      std::uint64_t cost, const std::string& token,
+                                      bool* granted) noexcept {
+  *granted = false;
+  const TierPolicyData* p = policy(id);
+  if (p == nullptr) return TierDecision{unknown_policy(), Source::kRedis};
+  if (p->algo.algorithm != Algorithm::kConcurrency) {
+    Decision d;
+    d.reason = Reason::kUnknownPolicy;  // not a concurrency policy
+    return TierDecision{d, Source::kRedis};
+  }
+  try {
+    std::vector<ScriptCall> calls(1);
+    calls[0].op = op;
+    calls[0].keys.push_back(key_of(*p, key));
+    calls[0].policies.push_back(p);
+    calls[0].costs.push_back(cost);
+    calls[0].token = token;
+    std::vector<std::vector<BucketReply>> out;
+    if (!run(calls, &out)) return down(*p);
+    *granted = out[0][0].granted == 1;
+    return TierDecision{out[0][0].decision, Source::kRedis};
+  } catch (...) {
+    return down(*p);
+  }
+}
+
+namespace {
+// A token no other lease has: host name, pid, a per-process counter and 64
+// random bits (the pid and counter repeat across hosts and restarts).
+std::string new_token() {
+  static std::atomic<std::uint64_t> counter{0};
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  std::uint64_t rnd = 0;
+  if (::getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof rnd))
+    rnd = static_cast<std::uint64_t>(detail::mono_ns()) * 0x9E3779B97F4A7C15ULL;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%d.%llu.%016llx", static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(counter.fetch_add(1)),
+                static_cast<unsigned long long>(rnd));
+  return std::string("t") + host + "." + buf;
+}
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // RedisLimiter
 
@@ -160,7 +229,8 @@ PolicyId RedisLimiter::add_policy(const TierPolicy& policy) {
   for (std::uint32_t i = 0; i < impl_->policies.size(); ++i) {
     const TierPolicyData& e = impl_->policies[i];
     if (e.policy.spec.name != data.policy.spec.name) continue;
-    if (e.policy.spec == data.policy.spec && e.policy.when_down == data.policy.when_down)
+    if (e.policy.spec == data.policy.spec && e.policy.when_down == data.policy.when_down &&
+        e.lease_ttl_ns == data.lease_ttl_ns)
       return PolicyId{i};
     throw Error(ErrorCode::kPolicyConflict, "policy \"" + data.policy.spec.name +
                                                 "\" is already registered with other parameters");
@@ -213,6 +283,44 @@ TierDecision RedisLimiter::refund_at(PolicyId policy, std::string_view key, std:
   return impl_->one("refund", policy, key, cost, injected(impl_->options, unix_us));
 }
 
+RedisLease RedisLimiter::lease(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
+  RedisLease l;
+  try {
+    l.policy = policy;
+    l.key.assign(key.data(), key.size());
+    l.cost = cost;
+    l.token = new_token();
+  } catch (...) {
+    l.decision.decision.reason = Reason::kContended;  // out of memory: nothing taken
+    return l;
+  }
+  bool granted = false;
+  l.decision = impl_->conc("take", policy, key, cost, l.token, &granted);
+  // Held when Redis granted it, or when Redis is down and the policy fails
+  // open (nothing to renew or release then: renew() keeps trying).
+  l.held = granted || (l.decision.source == Source::kFailOpen && l.decision.decision.allowed);
+  if (cost == 0 && l.decision.source == Source::kRedis) l.held = false;
+  return l;
+}
+
+bool RedisLimiter::renew(RedisLease& lease) noexcept {
+  if (!lease.held) return false;
+  bool granted = false;
+  const TierDecision t =
+      impl_->conc("renew", lease.policy, lease.key, lease.cost, lease.token, &granted);
+  if (t.source == Source::kRedis && !granted) lease.held = false;  // expired
+  return granted;
+}
+
+bool RedisLimiter::release(RedisLease& lease) noexcept {
+  if (!lease.held) return false;
+  bool granted = false;
+  const TierDecision t =
+      impl_->conc("release", lease.policy, lease.key, lease.cost, lease.token, &granted);
+  if (t.source == Source::kRedis) lease.held = false;
+  return granted;
+}
+
 bool RedisLimiter::reset(PolicyId policy, std::string_view key) noexcept {
   const TierPolicyData* p = impl_->policy(policy);
   if (p == nullptr) return false;
@@ -230,6 +338,8 @@ std::string RedisLimiter::redis_key(PolicyId policy, std::string_view key) const
 }
 
 std::uint64_t RedisLimiter::round_trips() const noexcept { return impl_->round_trips; }
+std::uint64_t RedisLimiter::redirects() const noexcept { return impl_->redirects; }
+std::uint64_t RedisLimiter::topology_refreshes() const noexcept { return impl_->refreshes; }
 bool RedisLimiter::available() const noexcept { return impl_->up; }
 std::string RedisLimiter::last_error() const { return impl_->error; }
 

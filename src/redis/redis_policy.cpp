@@ -98,13 +98,27 @@ TierPolicyData make_tier_policy(const TierPolicy& policy, bool allow_local_share
       span = static_cast<u128>(period) + 1'000'000;
       out.align_us = 1000;  // expiries are whole ms
       break;
+    case Algorithm::kSlidingLog:
+      // A sorted set of admissions (limiter.lua, "Sliding log"); the
+      // core's validator caps count (4096), as in a segment.
+      span = period;
+      out.align_us = 1;
+      break;
+    case Algorithm::kConcurrency: {
+      // RedisLimiter::lease: a sorted set of held units with their expiry.
+      const auto ttl = std::chrono::duration_cast<Nanos>(policy.lease_ttl).count();
+      if (policy.lease_ttl.count() < 1 || static_cast<u64>(ttl) > kMaxSpan) {
+        invalid(policy, "Redis tier: lease_ttl must be 1 ms .. 2^50 ns (about 13 days)");
+      }
+      out.lease_ttl_ns = static_cast<u64>(ttl);
+      out.align_us = 1;
+      break;
+    }
     default:
-      // Concurrency leases and the sliding log keep state the script does
-      // not model (a lease list, a log of timestamps).
       invalid(
           policy,
           "this algorithm is not available in the Redis tier (gcra, token_bucket, fixed_window, "
-          "sliding_window, quiet_period and leaky_bucket are)");
+          "sliding_window, quiet_period, leaky_bucket, sliding_log and concurrency are)");
   }
   if (span > kMaxSpan) {
     invalid(policy,

@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
+#include <csignal>
 #include <cstdint>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "algorithms/algorithms.hpp"
@@ -283,6 +285,215 @@ TEST_F(RedisTier, AcquireManyIsAllOrNothingAsTheLocalLimiter) {
       expect_same(le[i], re[i], where + " limit " + std::to_string(i));
     if (::testing::Test::HasFailure()) return;
   }
+}
+
+// The sliding log (a sorted set per key in Redis) against the segment's
+// log: the same table of (time, cost, one limit or several)
+// gives the same five values, with the exact and the DRF retry_after.
+TEST_F(RedisTier, SlidingLogDecidesAsTheLocalLogOnTheSameTables) {
+  RedisLimiter redis(options_for(*server_, true));
+  ScopedName name("redis-log");
+  Options o;
+  o.name = name.str();
+  o.capacity = 64;
+  o.log_entries = 16;
+  Limiter local = Limiter::create(o);
+  PolicySpec exact{"log-exact", Algorithm::kSlidingLog, parse_rate("10/2s"), 0, OnFull::kDeny};
+  PolicySpec drf{"log-drf", Algorithm::kSlidingLog, Rate{5, milliseconds(300)}, 0, OnFull::kDeny};
+  drf.wait = LogWait::kDrf;
+  const PolicySpec window{"log-gcra", Algorithm::kGcra, parse_rate("8/s"), 8, OnFull::kDeny};
+  std::vector<PolicyId> rid, lid;
+  for (const PolicySpec& s : {exact, drf, window}) {
+    rid.push_back(redis.add_policy(TierPolicy{s}));
+    lid.push_back(local.add_policy(s));
+  }
+  const u64 base = table_origin_us();
+  for (const PolicyId id : rid) {
+    for (const char* k : {"a", "b"}) redis.reset(id, k);
+  }
+  std::mt19937_64 rng(11);
+  u64 t_us = base + 777;
+  int allowed = 0, denied = 0;
+  for (int step = 0; step < 600; ++step) {
+    t_us += rng() % 6 == 0 ? 400'000 : rng() % 50'000;
+    const Nanos now((t_us - base) * 1000);
+    const std::size_t p = rng() % 2;
+    const char* key = rng() % 3 == 0 ? "b" : "a";
+    const u64 costs[] = {0, 1, 1, 1, 2, 3, 5, 11};
+    const u64 cost = costs[rng() % std::size(costs)];
+    const unsigned what = rng() % 10;
+    const std::string where = "step " + std::to_string(step) + " t+" + std::to_string(t_us - base) +
+                              "us cost " + std::to_string(cost);
+    if (what == 1) {
+      // Both logs and a GCRA limit of the same key, all or nothing.
+      const Request rr[] = {{rid[0], key, cost}, {rid[1], key, 1}, {rid[2], key, 1}};
+      const Request lr[] = {{lid[0], key, cost}, {lid[1], key, 1}, {lid[2], key, 1}};
+      Decision re[3], le[3];
+      const Decision l = local.acquire_many_at(lr, now, le);
+      const TierDecision r = redis.acquire_many_at(rr, microseconds(t_us), re);
+      ASSERT_EQ(r.source, Source::kRedis) << redis.last_error();
+      expect_same(l, r.decision, where + " many");
+      for (int i = 0; i < 3; ++i) expect_same(le[i], re[i], where + " many " + std::to_string(i));
+    } else {
+      const Decision l = local.acquire_at(lid[p], key, cost, now);
+      const TierDecision r = redis.acquire_at(rid[p], key, cost, microseconds(t_us));
+      ASSERT_EQ(r.source, Source::kRedis) << redis.last_error();
+      expect_same(l, r.decision, where + (p == 0 ? " exact" : " drf"));
+      if (cost > 0) (l.allowed ? allowed : denied) += 1;
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_GT(allowed, 50);
+  EXPECT_GT(denied, 50);
+  // A log's key holds one member per live admission and expires with it.
+  Raw raw(*server_);
+  EXPECT_GE(raw.integer("ZCARD", redis.redis_key(rid[0], "a")), 0);
+  // The core's cap on a log's count holds here too.
+  try {
+    redis.add_policy(TierPolicy{
+        PolicySpec{"log-huge", Algorithm::kSlidingLog, parse_rate("200000/s"), 0, OnFull::kDeny}});
+    ADD_FAILURE() << "a sliding log of 200000 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("at most 4096"), std::string::npos) << e.what();
+  }
+}
+
+// The sliding log on Redis's own clock: exactly `count` in a window from
+// forked processes, a refund gives back the newest admission, and the key
+// expires when its last admission leaves the window.
+TEST_F(RedisTier, SlidingLogAdmitsExactlyTheCountFromForkedProcesses) {
+  RedisLimiter redis(options_for(*server_, false));
+  const PolicyId id = redis.add_policy(TierPolicy{
+      PolicySpec{"log-real", Algorithm::kSlidingLog, parse_rate("50/1h"), 0, OnFull::kDeny}});
+  redis.reset(id, "k");
+  Shared<std::atomic<u64>> admitted(1);
+  const auto pids = fork_workers(4, [&](int) {
+    for (int i = 0; i < 30; ++i) {
+      const TierDecision d = redis.acquire(id, "k");
+      if (d.source != Source::kRedis) return 3;
+      if (d.decision.allowed) admitted->fetch_add(1);
+    }
+    return 0;
+  });
+  EXPECT_EQ(wait_all(pids), 0);
+  EXPECT_EQ(admitted->load(), 50u);
+  Raw raw(*server_);
+  EXPECT_EQ(raw.integer("ZCARD", redis.redis_key(id, "k")), 50);
+  const long long ttl = raw.integer("PTTL", redis.redis_key(id, "k"));
+  EXPECT_GT(ttl, 3'000'000);
+  EXPECT_LE(ttl, 3'600'000);
+  const TierDecision back = redis.refund(id, "k", 2);
+  EXPECT_EQ(back.decision.remaining, 2u);
+  EXPECT_EQ(raw.integer("ZCARD", redis.redis_key(id, "k")), 48);
+  EXPECT_TRUE(redis.acquire(id, "k", 2).decision.allowed);
+  EXPECT_FALSE(redis.acquire(id, "k").decision.allowed);
+}
+
+// Concurrency leases in Redis against the segment's: the same sequence of
+// takes (random costs) and releases gives the same decisions; acquire() on
+// the policy needs a lease, as in the segment.
+TEST_F(RedisTier, ConcurrencyLeasesDecideAsTheSegmentsLeases) {
+  RedisLimiter redis(options_for(*server_, false));
+  ScopedName name("redis-conc");
+  Options o;
+  o.name = name.str();
+  o.capacity = 64;
+  Limiter local = Limiter::create(o);
+  const PolicySpec spec{"conc", Algorithm::kConcurrency, Rate{5, Nanos(0)}, 0, OnFull::kDeny};
+  TierPolicy tp{spec};
+  tp.lease_ttl = std::chrono::seconds(600);
+  const PolicyId rid = redis.add_policy(tp);
+  const PolicyId lid = local.add_policy(spec);
+  redis.reset(rid, "k");
+  std::vector<RedisLease> rheld;
+  std::vector<Lease> lheld;
+  std::mt19937_64 rng(5);
+  int granted = 0, refused = 0;
+  for (int step = 0; step < 300; ++step) {
+    const std::string where = "step " + std::to_string(step);
+    if (!rheld.empty() && rng() % 3 == 0) {
+      const std::size_t i = rng() % rheld.size();
+      EXPECT_TRUE(redis.release(rheld[i])) << where;
+      EXPECT_FALSE(redis.release(rheld[i])) << where << ": released twice";
+      EXPECT_TRUE(lheld[i].release());
+      rheld.erase(rheld.begin() + static_cast<std::ptrdiff_t>(i));
+      lheld.erase(lheld.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    const u64 costs[] = {0, 1, 1, 1, 2, 3, 6};
+    const u64 cost = costs[rng() % std::size(costs)];
+    RedisLease r = redis.lease(rid, "k", cost);
+    Lease l = local.lease(lid, "k", cost);
+    ASSERT_EQ(r.decision.source, Source::kRedis) << redis.last_error();
+    expect_same(l.decision(), r.decision.decision, where + " cost " + std::to_string(cost));
+    EXPECT_EQ(r.held, l.held()) << where;
+    (r.held ? granted : refused) += 1;
+    if (r.held) {
+      EXPECT_TRUE(redis.renew(r)) << where;
+      rheld.push_back(std::move(r));
+      lheld.push_back(std::move(l));
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_GT(granted, 40);
+  EXPECT_GT(refused, 40);
+  const TierDecision a = redis.acquire(rid, "k");
+  EXPECT_FALSE(a.decision.allowed);
+  EXPECT_EQ(a.decision.reason, Reason::kNeedsLease);
+  for (RedisLease& r : rheld) EXPECT_TRUE(redis.release(r));
+  TierPolicy bad{spec};
+  bad.lease_ttl = milliseconds(0);
+  EXPECT_THROW(redis.add_policy(bad), Error);
+}
+
+// A lease held by a process that dies (SIGKILL, no release) is free again
+// once its TTL has passed in Redis; a renewed lease outlives its first
+// TTL; an expired one cannot be renewed.
+TEST_F(RedisTier, LeasesOfADeadHolderExpireAfterTheirTtlAndLiveOnesCanBeRenewed) {
+  RedisLimiter redis(options_for(*server_, false));
+  TierPolicy tp{
+      PolicySpec{"conc-ttl", Algorithm::kConcurrency, Rate{2, Nanos(0)}, 0, OnFull::kDeny}};
+  tp.lease_ttl = milliseconds(1500);
+  const PolicyId id = redis.add_policy(tp);
+  redis.reset(id, "k");
+  Shared<std::atomic<u64>> taken(1);
+  const auto pids = fork_workers(1, [&](int) {
+    RedisLease l = redis.lease(id, "k", 2);
+    if (!l.held) return 3;
+    taken->store(1);
+    for (;;) ::pause();  // killed holding it
+  });
+  wait_for(*taken, 1);
+  const auto since = std::chrono::steady_clock::now();
+  ::kill(pids[0], SIGKILL);
+  wait_all(pids, /*killed_ok=*/true);
+  RedisLease mine = redis.lease(id, "k");
+  if (std::chrono::steady_clock::now() - since < milliseconds(1000)) {
+    EXPECT_FALSE(mine.held) << "the dead holder's units were free before its TTL";
+  }
+  // Free again once the TTL passes (polled; 30 s at most on a loaded machine).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!mine.held && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(50));
+    mine = redis.lease(id, "k");
+  }
+  ASSERT_TRUE(mine.held) << redis.last_error();
+  EXPECT_EQ(mine.decision.decision.remaining, 1u);
+  // Renewed every 300 ms for more than two TTLs: still held, still counted.
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < milliseconds(3200)) {
+    ASSERT_TRUE(redis.renew(mine));
+    std::this_thread::sleep_for(milliseconds(300));
+  }
+  EXPECT_EQ(redis.lease(id, "k", 2).decision.decision.remaining, 1u);  // refused: 1 in flight
+  // Left to expire (the key is gone from Redis), it cannot be renewed.
+  Raw raw(*server_);
+  while (raw.integer("EXISTS", redis.redis_key(id, "k")) == 1 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_FALSE(redis.renew(mine));
+  EXPECT_FALSE(mine.held);
+  EXPECT_FALSE(redis.release(mine));
 }
 
 // Real time (Redis TIME): a charged key expires when its bucket is full
