@@ -1,6 +1,6 @@
 """Types of the compiled binding (python/src/_shmlimit.cpp, web.cpp and, when HAS_REDIS, tiers.cpp)."""
 from types import TracebackType
-from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Type, Union, overload
+from typing import Any, Coroutine, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Type, Union, overload
 
 RateSpec = Union[str, Tuple[int, float]]
 PolicyRef = Union["PolicyId", str]
@@ -142,9 +142,9 @@ class Limiter:
     def wait(
         self, policy: PolicyRef, key: Key, cost: int = 1, *, max_wait: Optional[float] = None
     ) -> Decision: ...
-    async def wait_async(
+    def wait_async(  # a coroutine function, defined in shmlimit.outbound
         self, policy: PolicyRef, key: Key, cost: int = 1, *, max_wait: Optional[float] = None
-    ) -> Decision: ...  # defined in shmlimit.outbound
+    ) -> Coroutine[Any, Any, Decision]: ...
     def refund(self, policy: PolicyRef, key: Key, cost: int = 1) -> Decision: ...
     @overload
     def acquire_many(self, requests: Iterable[RequestSpec], *, each: Literal[False] = False) -> Decision: ...

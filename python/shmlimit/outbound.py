@@ -185,4 +185,5 @@ async def _wait_async_method(
 
 _wait_async_method.__name__ = "wait_async"
 _wait_async_method.__doc__ = wait_async.__doc__
-Limiter.wait_async = _wait_async_method  # type: ignore[attr-defined]
+# The extension's Limiter gains the coroutine method (declared in _shmlimit.pyi).
+setattr(Limiter, "wait_async", _wait_async_method)

@@ -49,7 +49,7 @@ def test_reserve_and_wait_reject_bad_arguments(limiter):
     huge = limiter.reserve("vendor", "k", 10**9)
     assert not huge and huge.decision.reason == "cost_too_high" and huge.delay == float("inf")
     assert limiter.wait("vendor", "k", 10**9).reason == "cost_too_high"
-    limiter.add_policy("conn", "concurrency", (2, 0))
+    limiter.add_policy("conn", "concurrency", "2/s")
     assert limiter.wait("conn", "k", max_wait=5).reason == "needs_lease"
 
 
