@@ -182,8 +182,8 @@ void BM_Reserve_HotKey(benchmark::State& state) {
     Limiter& l = e.limiter();
     std::uint64_t bad = 0;
     for (auto _ : state) {
-      const Reservation r = l.reserve(e.hot, "hot-key", 1, std::chrono::seconds(1));
-      bad += !r.ok() || r.delay() != Nanos(0);
+      const shmlimit::Reservation r = l.reserve(e.hot, "hot-key", 1, std::chrono::seconds(1));
+      bad += !r.ok() || r.delay() != shmlimit::Nanos(0);
     }
     check(state, bad, "granted now");
   });
@@ -193,14 +193,14 @@ void BM_Reserve_Queued(benchmark::State& state) {
   guarded(state, [&] {
     auto& e = env<HotEnv>("hot");
     Limiter& l = e.limiter();
-    const PolicyId q = l.add_policy(
-        PolicySpec{"queue", Algorithm::kGcra, Rate{1'000'000, std::chrono::seconds(1)}, 1});
+    const PolicyId q = l.add_policy(PolicySpec{"queue", shmlimit::Algorithm::kGcra,
+                                               Rate{1'000'000, std::chrono::seconds(1)}, 1});
     // A fixed instant, and a fresh key per run: every turn 1 us after the last.
     static int run = 0;
     const std::string key = "queue-" + std::to_string(run++);
-    const Nanos at = l.now();
+    const shmlimit::Nanos at = l.now();
     std::uint64_t bad = 0;
-    for (auto _ : state) bad += !l.reserve_at(q, key, 1, Nanos::max(), at).ok();
+    for (auto _ : state) bad += !l.reserve_at(q, key, 1, shmlimit::Nanos::max(), at).ok();
     check(state, bad, "granted");
   });
 }

@@ -60,9 +60,20 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
     out.act_at_ = act_time(now, out.delay_.count());
     return out;
   };
-  PolicySnapshot p;
+  // The policy as apply() reads it: the cached snapshot (a valid,
+  // unretired entry) when the key length and the clock horizon allow,
+  // else the full precheck.
   std::uint32_t resolved_policy = policy;
-  if (auto early = precheck(resolved_policy, key, now, &p)) return std::move(plain(*early));
+  PolicySnapshot checked;
+  const PolicySnapshot* hot = cached_policy(policy);
+  if (hot == nullptr || !hot->valid || key.size() > table.key_capacity() ||
+      now > detail::kClockHorizonNs - hot->margin) {
+    if (auto early = precheck(resolved_policy, key, now, &checked)) {
+      return std::move(plain(*early));
+    }
+    hot = &checked;
+  }
+  const PolicySnapshot& p = *hot;
   const detail::ReserveMode mode = detail::reserve_mode(p.algo.algorithm);
   if (mode == detail::ReserveMode::kNever) return std::move(plain(needs_lease(p)));
   if (mode == detail::ReserveMode::kRetry || seg->read_only()) {

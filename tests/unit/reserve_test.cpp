@@ -352,6 +352,12 @@ TEST_F(ReserveOnSegment, HostileArgumentsGetAClearAnswer) {
   EXPECT_TRUE(lim().reserve(id, "neg", 1, Nanos(-5)).ok());  // a fresh bucket: no wait needed
   EXPECT_TRUE(lim().wait_for(id, "neg2", 1, Nanos(-5)).allowed);
   EXPECT_TRUE(lim().reserve(id, "max", 1, Nanos::max()).ok());
+  // Deadlines at the ends of the clock's range: no overflow; the earliest
+  // admits only a turn that is now.
+  EXPECT_TRUE(lim().wait(id, "min", 1, std::chrono::steady_clock::time_point::min()).allowed);
+  (void)lim().reserve(id, "min", 1);  // the burst of 2 is spent: the next turn is 100 ms on
+  EXPECT_FALSE(lim().wait(id, "min", 1, std::chrono::steady_clock::time_point::min()).allowed);
+  EXPECT_TRUE(lim().wait(id, "tmax", 1, std::chrono::steady_clock::time_point::max()).allowed);
 }
 
 // Real clock: wait() sleeps until each turn. Asserted from below only
