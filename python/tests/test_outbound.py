@@ -207,3 +207,25 @@ def test_a_killed_waiter_costs_only_its_turn(limiter, segment_name):
     r = limiter.reserve("slow", "k")
     assert r.ok and 1.0 <= r.delay <= before + 1.0 + 0.01
     assert limiter.check(repair=False)["clean"]
+
+
+def test_a_signal_during_wait_raises_and_gives_the_turn_back(limiter):
+    limiter.add_policy("slow", "gcra", "1/h", burst=1)
+    assert limiter.reserve("slow", "k")
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            limiter.wait("slow", "k")  # its turn is an hour away: only the signal ends it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # The interrupted turn was the last: given back, the next caller gets it.
+    assert 3500 < limiter.reserve("slow", "k").delay < 3601
