@@ -78,14 +78,22 @@ TEST(ReserveAcrossProcesses, TurnsAreDistinctAndConform) {
     }
     return 0;
   });
+  const std::int64_t start = lim.now().count();
   go->store(1, std::memory_order_release);
   ASSERT_EQ(wait_all(pids), 0);
+  const std::int64_t end = lim.now().count();
   std::vector<std::int64_t> t;
   for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(turns[static_cast<std::size_t>(i)].load());
   std::sort(t.begin(), t.end());
   EXPECT_EQ(conformance(t, kT, kBurst), "");
   // Past the burst every turn is its own: no two equal.
   EXPECT_EQ(std::adjacent_find(t.begin() + kBurst, t.end()), t.end());
+  // And the schedule wastes nothing: a gap between turns opens only while
+  // the queue is empty, i.e. while the workers were still reserving, so
+  // the turns span at most (N - B) * T plus the time the reserving took.
+  EXPECT_GE(t.front(), start);
+  EXPECT_LE(t.back() - t.front(),
+            (static_cast<std::int64_t>(t.size()) - kBurst) * kT + (end - start));
 }
 
 // 6 workers call wait() 12 times each under 200/s, burst 3: each call's
