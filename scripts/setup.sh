@@ -47,6 +47,11 @@ PACKAGES=(
   nginx-dev
   wrk
   curl
+  help2man
+  dpkg-dev
+  file
+  python3-prometheus-client
+  bash-completion
 )
 
 no_build="${SHMLIMIT_SETUP_NO_BUILD:-0}"

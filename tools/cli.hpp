@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
@@ -53,6 +54,10 @@ CLI::Validator decimal_seconds(double min, double max);
 // --allow-other-users: Options::allow_other_users for every open and create.
 extern bool g_allow_other_users;
 
+/// A usage error (exit 2) unless every name is a valid segment name: for
+/// commands that report a segment that does not open instead of failing.
+void require_segment_names(const std::vector<std::string>& names);
+
 shmlimit::Limiter open_for_inspection(const std::string& name);
 
 shmlimit::Options open_options(const std::string& name, bool read_only);
@@ -85,8 +90,8 @@ struct PolicyArgs {
   std::string rate;  // empty: `list`
   std::string algorithm = "gcra";
   std::uint64_t burst = 0;
-  std::string wait = "exact";  // sliding_log only
-  std::string on_full = "open";
+  std::string wait = "exact";     // sliding_log only
+  std::string on_full = "allow";  // allow|deny (open|closed accepted)
   bool replace = false;
   bool json = false;
   // Set from CLI11 after parsing: which options were given.
@@ -119,7 +124,39 @@ struct ExportArgs {
 
 int run_export(const ExportArgs& a);
 
-int run_import(const std::string& name, const std::string& file, bool keep_existing);
+struct ImportArgs {
+  std::string name;
+  std::string file;  // "-": stdin
+  bool keep_existing = false;
+  bool replace = false;  // --replace: a policy of the document may change one of the segment
+};
+
+/// Registers the policies the document carries (a conflict with a policy of
+/// the same name is refused unless --replace), then imports its buckets.
+int run_import(const ImportArgs& a);
+
+/// `shmlimit metrics NAME...`.
+int run_metrics(const std::vector<std::string>& names);
+
+// ---------------------------------------------------------------------------
+// `shmlimit ls` (cli_ls.cpp)
+
+struct LsArgs {
+  bool json = false;
+};
+
+int run_ls(const LsArgs& a);
+
+// ---------------------------------------------------------------------------
+// `shmlimit exporter` (cli_exporter.cpp)
+
+struct ExporterArgs {
+  std::string listen = "127.0.0.1:9464";
+  std::vector<std::string> names;
+  std::uint64_t max_scrapes = 0;  // hidden --max-scrapes (tests): stop after N; 0 = never
+};
+
+int run_exporter(const ExporterArgs& a);
 
 int run_check(const std::string& name, bool no_repair, bool json);
 

@@ -13,9 +13,11 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "cli.hpp"
 #include "format.hpp"
@@ -131,7 +133,8 @@ int run_policy(const PolicyArgs& a) {
   spec.burst = a.burst;  // given: at least 1 (whole); not given: 0, the rate's count
   // The library's one check, before the segment is opened.
   spec = shmlimit::normalize_policy_spec(spec);
-  spec.on_full = a.on_full == "closed" ? shmlimit::OnFull::kDeny : shmlimit::OnFull::kAllow;
+  spec.on_full = a.on_full == "deny" || a.on_full == "closed" ? shmlimit::OnFull::kDeny
+                                                              : shmlimit::OnFull::kAllow;
   shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, false));
   try {
     if (a.replace) {
@@ -190,24 +193,149 @@ int run_export(const ExportArgs& a) {
   return kExitOk;
 }
 
-int run_import(const std::string& name, const std::string& file, bool keep_existing) {
+namespace {
+
+/// The policies a state document carries ("policies": name, algorithm,
+/// count, period_ns, burst, on_full, wait), each checked by the library's
+/// one check (normalize_policy_spec). Bad entries are one error naming the
+/// entry; the document's other problems are import_state's to report.
+std::vector<shmlimit::PolicySpec> document_policies(const std::string& text) {
+  using Json = nlohmann::json;
+  Json doc;
+  try {
+    doc = Json::parse(text);
+  } catch (const Json::exception& e) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("import: not valid JSON: ") + e.what());
+  }
+  std::vector<shmlimit::PolicySpec> specs;
+  if (!doc.is_object() || !doc.contains("policies") || !doc["policies"].is_array()) return specs;
+  const Json& list = doc["policies"];
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const Json& p = list[i];
+    const std::string where = fmt::format("import: policies[{}]", i);
+    if (!p.is_object() || !p.contains("name") || !p["name"].is_string()) continue;  // import says
+    const std::string pname = p["name"].get<std::string>();
+    const auto count = [&](const char* f) { return p.contains(f) && p[f].is_number_unsigned(); };
+    if (!p.contains("algorithm") || !p["algorithm"].is_string() || !count("count") ||
+        !count("burst") || !count("period_ns")) {
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          where + " (\"" + tools::escape_bytes(pname) +
+              "\"): algorithm (a name), count, period_ns and burst (integers) are required");
+    }
+    shmlimit::PolicySpec spec;
+    spec.name = pname;
+    try {
+      spec.algorithm = shmlimit::parse_algorithm(p["algorithm"].get<std::string>());
+      spec.rate.count = p["count"].get<std::uint64_t>();
+      const std::uint64_t period = p["period_ns"].get<std::uint64_t>();
+      if (period > static_cast<std::uint64_t>(INT64_MAX))
+        throw Error(ErrorCode::kInvalidArgument, "period_ns is out of range");
+      spec.rate.period = shmlimit::Nanos(static_cast<std::int64_t>(period));
+      spec.burst = p["burst"].get<std::uint64_t>();
+      if (p.contains("on_full")) {
+        const Json& v = p["on_full"];
+        if (v == "deny" || v == "closed") {
+          spec.on_full = shmlimit::OnFull::kDeny;
+        } else if (v == "allow" || v == "open") {
+          spec.on_full = shmlimit::OnFull::kAllow;
+        } else {
+          throw Error(ErrorCode::kInvalidArgument, "on_full must be \"allow\" or \"deny\"");
+        }
+      }
+      if (p.contains("wait")) {
+        if (p["wait"] != "exact" && p["wait"] != "drf")
+          throw Error(ErrorCode::kInvalidArgument, "wait must be \"exact\" or \"drf\"");
+        spec.wait = p["wait"] == "drf" ? shmlimit::LogWait::kDrf : shmlimit::LogWait::kExact;
+      }
+      spec = shmlimit::normalize_policy_spec(spec);
+    } catch (const Error& e) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  where + " (\"" + tools::escape_bytes(pname) + "\"): " + e.what());
+    }
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+bool same_policy(const shmlimit::PolicySpec& a, const shmlimit::PolicySpec& b) {
+  return a.algorithm == b.algorithm && a.rate == b.rate && a.burst == b.burst &&
+         a.on_full == b.on_full &&
+         (a.algorithm != shmlimit::Algorithm::kSlidingLog || a.wait == b.wait);
+}
+
+std::string describe_policy(const shmlimit::PolicySpec& s) {
+  std::string out =
+      fmt::format("{} {} burst {} on_full {}", shmlimit::to_string(s.algorithm),
+                  shmlimit::format_rate(s.rate), s.burst, tools::on_full_name(s.on_full));
+  if (s.algorithm == shmlimit::Algorithm::kSlidingLog)
+    out += s.wait == shmlimit::LogWait::kDrf ? " wait drf" : " wait exact";
+  return out;
+}
+
+}  // namespace
+
+int run_import(const ImportArgs& a) {
   std::string text;
-  if (file == "-") {
+  if (a.file == "-") {
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   } else {
-    std::ifstream in(file, std::ios::binary);
+    std::ifstream in(a.file, std::ios::binary);
     if (!in)
       throw Error(ErrorCode::kInvalidArgument,
-                  "cannot read " + file + " (give a file written by `shmlimit export`)");
+                  "cannot read " + a.file + " (give a file written by `shmlimit export`)");
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(name, false));
+  const std::vector<shmlimit::PolicySpec> specs = document_policies(text);
+  shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(a.name, false));
+  // Every conflict is refused before anything is registered.
+  const std::vector<shmlimit::PolicyView> here = limiter.policies();
+  std::vector<const shmlimit::PolicySpec*> to_add, to_replace;
+  for (const shmlimit::PolicySpec& spec : specs) {
+    const auto found = std::find_if(here.begin(), here.end(), [&](const shmlimit::PolicyView& v) {
+      return v.spec.name == spec.name;
+    });
+    if (found == here.end()) {
+      to_add.push_back(&spec);
+    } else if (!same_policy(found->spec, spec)) {
+      if (!a.replace) {
+        throw Error(ErrorCode::kPolicyConflict,
+                    fmt::format("import: policy \"{}\" is {} in {} but {} in the document; "
+                                "nothing was imported (pass --replace to change it)",
+                                tools::escape_bytes(spec.name), describe_policy(found->spec),
+                                a.name, describe_policy(spec)));
+      }
+      to_replace.push_back(&spec);
+    }
+  }
+  std::size_t registered = 0, replaced = 0;
+  for (const shmlimit::PolicySpec* spec : to_add) {
+    limiter.add_policy(*spec, false);
+    ++registered;
+  }
+  for (const shmlimit::PolicySpec* spec : to_replace) {
+    limiter.replace_policy(*spec);
+    ++replaced;
+  }
   const shmlimit::ImportReport r = limiter.import_state(
-      text, keep_existing ? shmlimit::ImportMode::kKeepExisting : shmlimit::ImportMode::kReplace);
+      text, a.keep_existing ? shmlimit::ImportMode::kKeepExisting : shmlimit::ImportMode::kReplace);
+  if (registered + replaced > 0) {
+    tools::write_stdout(fmt::format("registered {} polic{}, replaced {}\n", registered,
+                                    registered == 1 ? "y" : "ies", replaced));
+  }
   tools::write_stdout(fmt::format(
       "imported {} bucket{}; skipped {} already full, {} existing; {} without room\n", r.imported,
       r.imported == 1 ? "" : "s", r.skipped_full, r.skipped_existing, r.no_room));
   return r.no_room == 0 ? kExitOk : kExitLimited;
+}
+
+int run_metrics(const std::vector<std::string>& names) {
+  require_segment_names(names);
+  const std::vector<std::string> down = tools::print_metrics(names, g_allow_other_users);
+  // The samples say shmlimit_up 0; stderr says why, exit 0 (a textfile
+  // collector's file is rewritten, never left stale).
+  for (const std::string& why : down) fail_line(why + " (shmlimit_up 0)");
+  return kExitOk;
 }
 
 int run_check(const std::string& name, bool no_repair, bool json) {

@@ -15,7 +15,9 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "cli.hpp"
 #include "format.hpp"
@@ -97,6 +99,19 @@ CLI::Validator decimal_seconds(double min, double max) {
 
 // --allow-other-users: Options::allow_other_users for every open and create.
 bool g_allow_other_users = false;
+
+void require_segment_names(const std::vector<std::string>& names) {
+  static constexpr std::string_view kChars =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+  for (const std::string& name : names) {
+    if (name.size() < 2 || name.size() > 201 || name[0] != '/' ||
+        name.find_first_not_of(kChars, 1) != std::string::npos) {
+      throw Error(ErrorCode::kInvalidArgument, "invalid segment name \"" +
+                                                   tools::escape_bytes(name) +
+                                                   "\": '/' then 1..200 of A-Z a-z 0-9 _ . -");
+    }
+  }
+}
 
 shmlimit::Limiter open_for_inspection(const std::string& name) {
   return tools::open_for_inspection(name, g_allow_other_users);

@@ -3,7 +3,7 @@
 //   shmlimit-demo [--workers N] [--attempts M] [--name /NAME]
 //
 // 1. (Re)creates the segment /shmlimit-demo (1024 slots) and registers the
-//    policy "api" = 1000/hour, burst 1000, on-full closed.
+//    policy "api" = 1000/hour, burst 1000, on-full deny.
 // 2. Forks N workers (default 4). Each opens the segment itself, signals
 //    that it is ready and waits on a pipe barrier; the parent releases them
 //    with a common start instant 20 ms ahead, so that they really start
@@ -165,7 +165,7 @@ int run(const std::string& name, unsigned workers, std::uint64_t attempts) {
   std::printf("shmlimit-demo: %u worker processes share one limit through %s%s\n", workers,
               name.c_str(), replaced ? " (replaced the previous one)" : "");
   std::printf(
-      "  policy \"%s\" = %s, burst %llu (one more every %s), on-full closed; key \"%s\";"
+      "  policy \"%s\" = %s, burst %llu (one more every %s), on-full deny; key \"%s\";"
       " %llu attempts per worker\n\n",
       kPolicy, shmlimit::format_rate(spec.rate).c_str(), static_cast<unsigned long long>(kBurst),
       tools::format_duration(shmlimit::Nanos(t_ns)).c_str(), kKey,

@@ -185,8 +185,10 @@ inline std::string pad_left(const std::string& s, std::size_t width) {
   return w < width ? std::string(width - w, ' ') + s : s;
 }
 
+/// One word everywhere (the CLI, state documents, config files, Python):
+/// "allow" (fail open) or "deny" (fail closed).
 inline const char* on_full_name(OnFull on_full) {
-  return on_full == OnFull::kDeny ? "closed" : "open";
+  return on_full == OnFull::kDeny ? "deny" : "allow";
 }
 
 inline std::string algorithm_name(Algorithm algorithm) {
@@ -462,18 +464,26 @@ struct BucketRow {
   Nanos reset_after{0};         // until the bucket is full again
   std::uint64_t admitted = 0;
   std::uint64_t denied = 0;
-  std::uint64_t tat_ns = 0;  // GCRA state: theoretical arrival time since the epoch
-  std::string state;         // "limited", "refilling", "in-use", "full" or "corrupt"
+  std::uint64_t raw_state = 0;     // the algorithm's 56-bit state word
+  std::string algorithm;           // empty when the policy is unknown (no registered spec)
+  std::vector<StateField> fields;  // raw_state's fields, named per algorithm
+  std::string state;               // "limited", "refilling", "in-use", "full" or "corrupt"
 };
 
-inline BucketRow bucket_row(const BucketView& b) {
+inline BucketRow bucket_row(const BucketView& b, const std::vector<PolicyView>& policies) {
   BucketRow r;
   r.slot = b.slot;
   r.policy = b.policy;
   r.key = b.key;
   r.admitted = b.admitted;
   r.denied = b.denied;
-  r.tat_ns = b.state;
+  r.raw_state = b.state;
+  const auto spec = std::find_if(policies.begin(), policies.end(),
+                                 [&](const PolicyView& p) { return p.spec.name == b.policy; });
+  if (spec != policies.end()) {
+    r.algorithm = algorithm_name(spec->spec.algorithm);
+    r.fields = state_fields(spec->spec.algorithm, b.state);
+  }
   r.limit = b.now.limit;
   if (b.now.reason != Reason::kOk) {
     r.state = "corrupt";
@@ -491,11 +501,13 @@ inline BucketRow bucket_row(const BucketView& b) {
   return r;
 }
 
-/// Rows sorted by policy, then key (bytewise), then slot.
-inline std::vector<BucketRow> bucket_rows(const std::vector<BucketView>& buckets) {
+/// Rows sorted by policy, then key (bytewise), then slot. `policies` (the
+/// segment's) name each bucket's algorithm and state fields.
+inline std::vector<BucketRow> bucket_rows(const std::vector<BucketView>& buckets,
+                                          const std::vector<PolicyView>& policies = {}) {
   std::vector<BucketRow> rows;
   rows.reserve(buckets.size());
-  for (const auto& b : buckets) rows.push_back(bucket_row(b));
+  for (const auto& b : buckets) rows.push_back(bucket_row(b, policies));
   std::sort(rows.begin(), rows.end(), [](const BucketRow& a, const BucketRow& b) {
     if (a.policy != b.policy) return a.policy < b.policy;
     if (a.key != b.key) return a.key < b.key;
@@ -521,7 +533,14 @@ inline Json dump_json(const std::vector<BucketRow>& rows) {
     o["admitted"] = r.admitted;
     o["denied"] = r.denied;
     o["state"] = r.state;
-    o["tat_ns"] = r.tat_ns;
+    o["algorithm"] = r.algorithm.empty() ? Json(nullptr) : Json(r.algorithm);
+    // The stored state, its fields named per algorithm (state_fields()).
+    Json fields = Json::object();
+    for (const StateField& f : r.fields) fields[f.name] = f.value;
+    if (r.fields.empty()) fields["raw"] = r.raw_state;
+    o["stored"] = std::move(fields);
+    // Kept for GCRA, whose state it is; other algorithms store no TAT.
+    if (r.algorithm == "gcra") o["tat_ns"] = r.raw_state;
     j.push_back(std::move(o));
   }
   return j;
@@ -575,7 +594,7 @@ inline void print_stat(const Limiter& limiter, bool json) {
 
 /// `shmlimit dump NAME [--json]`.
 inline void print_dump(const Limiter& limiter, bool json) {
-  const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
+  const std::vector<BucketRow> rows = bucket_rows(limiter.dump(), limiter.policies());
   if (json) {
     write_stdout(to_text(dump_json(rows), 2) + "\n");
   } else {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <optional>
 #include <string>
@@ -76,6 +77,13 @@ inline int print_raw_check(const std::string& name, const std::string& open_erro
 // ---------------------------------------------------------------------------
 // `shmlimit denials`
 
+/// A denial's reason: "limited" when the algorithm refused (Reason::kOk:
+/// the decision itself was made normally), else the on_full cause or
+/// cost_too_high, as a decision's reason.
+inline std::string denial_reason(Reason reason) {
+  return reason == Reason::kOk ? "limited" : std::string(to_string(reason));
+}
+
 inline Json denial_json(const DenialView& d) {
   Json o;
   o["cursor"] = d.cursor;
@@ -90,7 +98,7 @@ inline Json denial_json(const DenialView& d) {
   o["truncated"] = d.key_length > d.key.size();
   o["cost"] = d.cost;
   o["retry_after_ns"] = duration_ns_json(d.retry_after);
-  o["reason"] = std::string(to_string(d.reason));
+  o["reason"] = denial_reason(d.reason);
   o["pid"] = d.pid;
   return o;
 }
@@ -120,7 +128,7 @@ inline std::string render_denials(const RecentDenials& r, bool color) {
     std::string key = escape_bytes(d.key);
     if (d.key_length > d.key.size()) key += fmt::format("... ({} bytes)", d.key_length);
     t.rows.push_back({format_utc(d.unix_ns), escape_bytes(d.policy), key, std::to_string(d.cost),
-                      format_duration(d.retry_after), std::string(to_string(d.reason)),
+                      format_duration(d.retry_after), denial_reason(d.reason),
                       std::to_string(d.pid)});
   }
   return out + render_table(t, color);
@@ -216,7 +224,8 @@ inline std::string dump_csv(const std::vector<BucketRow>& rows) {
 inline void print_dump_filtered(const Limiter& limiter, const DumpFilter& filter, bool json,
                                 bool csv) {
   if (filter.policy) require_policy(limiter, *filter.policy);
-  const std::vector<BucketRow> rows = filter_rows(bucket_rows(limiter.dump()), filter);
+  const std::vector<BucketRow> rows =
+      filter_rows(bucket_rows(limiter.dump(), limiter.policies()), filter);
   if (json) {
     write_stdout(to_text(dump_json(rows), 2) + "\n");
   } else if (csv) {
@@ -278,72 +287,141 @@ inline std::map<std::string, PolicyTotals> policy_totals(
   return totals;
 }
 
-inline std::string render_metrics(std::string_view segment, const Stats& s,
-                                  const std::vector<BucketRow>& rows) {
-  const std::string seg = fmt::format("segment=\"{}\"", prom_label(segment));
-  std::string out;
-  const auto family = [&](std::string_view name, std::string_view type, std::string_view help) {
-    out += fmt::format("# HELP shmlimit_{} {}\n# TYPE shmlimit_{} {}\n", name, help, name, type);
+/// One segment as a scrape sees it: up (opened read-only, read) with its
+/// stats and buckets, or down with the reason (missing, refused, not a
+/// shmlimit segment of this layout).
+struct SegmentMetrics {
+  std::string segment;
+  bool up = false;
+  std::string error;  // when down
+  Stats stats;
+  std::vector<BucketRow> rows;
+};
+
+/// Reads one segment for the metrics; never throws (a segment that does
+/// not open, or fails while read, is down).
+inline SegmentMetrics read_segment_metrics(const std::string& name, bool allow_other_users) {
+  SegmentMetrics m;
+  m.segment = name;
+  try {
+    const Limiter limiter = open_for_inspection(name, allow_other_users);
+    m.stats = limiter.stats();
+    m.rows = bucket_rows(limiter.dump());
+    m.up = true;
+  } catch (const std::exception& e) {
+    m.error = e.what();
+  }
+  return m;
+}
+
+/// The exposition of many segments: every family once (one # HELP and one
+/// # TYPE), its samples for every segment that is up; shmlimit_up says
+/// which are (1) and which are not (0), and only it has samples for a
+/// segment that is down.
+inline std::string render_metrics(const std::vector<SegmentMetrics>& segments) {
+  struct Family {
+    std::string name, type, help, samples;
   };
-  const auto one = [&](std::string_view name, std::string_view type, std::string_view help,
-                       double value) {
-    family(name, type, help);
-    out += fmt::format("shmlimit_{}{{{}}} {}\n", name, seg, prom_number(value));
+  std::vector<Family> families;
+  const auto family = [&](std::string_view name, std::string_view type,
+                          std::string_view help) -> Family& {
+    for (Family& f : families) {
+      if (f.name == name) return f;
+    }
+    families.push_back(Family{std::string(name), std::string(type), std::string(help), {}});
+    return families.back();
   };
   const auto d = [](auto v) { return static_cast<double>(v); };
   const auto secs = [](Nanos n) { return static_cast<double>(n.count()) / 1e9; };
+  family("up", "gauge",
+         "1 if the segment was read, 0 if it is missing or was refused (not a shmlimit segment of "
+         "this layout, another user's, unreadable).");
+  for (const SegmentMetrics& m : segments) {
+    const std::string seg = fmt::format("segment=\"{}\"", prom_label(m.segment));
+    family("up", "", "").samples += fmt::format("shmlimit_up{{{}}} {}\n", seg, m.up ? 1 : 0);
+    if (!m.up) continue;
+    const Stats& s = m.stats;
+    const auto one = [&](std::string_view name, std::string_view type, std::string_view help,
+                         double value) {
+      family(name, type, help).samples +=
+          fmt::format("shmlimit_{}{{{}}} {}\n", name, seg, prom_number(value));
+    };
+    one("capacity_slots", "gauge", "Bucket slots in the segment.", d(s.capacity));
+    one("used_slots", "gauge", "Live buckets.", d(s.used));
+    one("free_slots", "gauge", "Empty and dead slots.", d(s.empty + s.dead));
+    one("reclaimable_slots", "gauge", "Live buckets that have refilled completely.",
+        d(s.reclaimable));
+    one("dead_slots", "gauge", "Freed slots, reusable.", d(s.dead));
+    one("claiming_slots", "gauge", "Slots being claimed at the time of the scrape.", d(s.claiming));
+    one("max_probe_length", "gauge", "Longest distance of a live key from its home slot, in slots.",
+        d(s.max_probe_length));
+    one("mean_probe_length", "gauge", "Mean distance of live keys from their home slot, in slots.",
+        s.mean_probe_length);
+    one("segment_age_seconds", "gauge", "Time since the segment was created.", secs(s.age));
+    one("clock_horizon_left_seconds", "gauge",
+        "Time until the segment's clock horizon; re-create the segment before it.",
+        secs(s.clock_horizon_left));
+    one("full_table_events_total", "counter", "Decisions that found no slot and applied on_full.",
+        d(s.full_events));
+    one("contended_events_total", "counter",
+        "Decisions that waited too long for a claimer and applied on_full.", d(s.contended_events));
+    one("repairs_total", "counter", "Half-done claims of dead processes repaired.", d(s.repairs));
 
-  one("capacity_slots", "gauge", "Bucket slots in the segment.", d(s.capacity));
-  one("used_slots", "gauge", "Live buckets.", d(s.used));
-  one("free_slots", "gauge", "Empty and dead slots.", d(s.empty + s.dead));
-  one("reclaimable_slots", "gauge", "Live buckets that have refilled completely.",
-      d(s.reclaimable));
-  one("dead_slots", "gauge", "Freed slots, reusable.", d(s.dead));
-  one("claiming_slots", "gauge", "Slots being claimed at the time of the scrape.", d(s.claiming));
-  one("max_probe_length", "gauge", "Longest distance of a live key from its home slot, in slots.",
-      d(s.max_probe_length));
-  one("mean_probe_length", "gauge", "Mean distance of live keys from their home slot, in slots.",
-      s.mean_probe_length);
-  one("segment_age_seconds", "gauge", "Time since the segment was created.", secs(s.age));
-  one("clock_horizon_left_seconds", "gauge",
-      "Time until the segment's clock horizon; re-create the segment before it.",
-      secs(s.clock_horizon_left));
-  one("full_table_events_total", "counter", "Decisions that found no slot and applied on_full.",
-      d(s.full_events));
-  one("contended_events_total", "counter",
-      "Decisions that waited too long for a claimer and applied on_full.", d(s.contended_events));
-  one("repairs_total", "counter", "Half-done claims of dead processes repaired.", d(s.repairs));
-
-  const auto totals = policy_totals(s.policies, rows);
-  const auto per_policy = [&](std::string_view name, std::string_view type, std::string_view help,
-                              auto field) {
-    family(name, type, help);
-    for (const auto& [policy, t] : totals) {
-      out += fmt::format("shmlimit_{}{{{},policy=\"{}\"}} {}\n", name, seg, prom_label(policy),
-                         field(t));
-    }
-  };
-  per_policy("policy_buckets", "gauge", "Live buckets of the policy.",
-             [](const PolicyTotals& t) { return t.buckets; });
-  per_policy(
-      "policy_admitted_total", "counter",
-      "Admitted decisions of the policy since the segment was created (exact; never decreases).",
-      [](const PolicyTotals& t) { return t.admitted; });
-  per_policy(
-      "policy_denied_total", "counter",
-      "Denied decisions of the policy since the segment was created, each refusing limit of a "
-      "multi-limit request included (exact; never decreases).",
-      [](const PolicyTotals& t) { return t.denied; });
-  per_policy("policy_limited_buckets", "gauge", "Live buckets of the policy that are limited now.",
-             [](const PolicyTotals& t) { return t.limited; });
+    const auto totals = policy_totals(s.policies, m.rows);
+    const auto per_policy = [&](std::string_view name, std::string_view type, std::string_view help,
+                                auto field) {
+      Family& f = family(name, type, help);
+      for (const auto& [policy, t] : totals) {
+        f.samples += fmt::format("shmlimit_{}{{{},policy=\"{}\"}} {}\n", name, seg,
+                                 prom_label(policy), field(t));
+      }
+    };
+    per_policy("policy_buckets", "gauge", "Live buckets of the policy.",
+               [](const PolicyTotals& t) { return t.buckets; });
+    per_policy(
+        "policy_admitted_total", "counter",
+        "Admitted decisions of the policy since the segment was created (exact; never decreases).",
+        [](const PolicyTotals& t) { return t.admitted; });
+    per_policy("policy_denied_total", "counter",
+               "Denied decisions of the policy since the segment was created, each refusing limit "
+               "of a multi-limit request included (exact; never decreases).",
+               [](const PolicyTotals& t) { return t.denied; });
+    per_policy("policy_limited_buckets", "gauge",
+               "Live buckets of the policy that are limited now.",
+               [](const PolicyTotals& t) { return t.limited; });
+  }
+  std::string out;
+  for (const Family& f : families) {
+    out += fmt::format("# HELP shmlimit_{} {}\n# TYPE shmlimit_{} {}\n", f.name, f.help, f.name,
+                       f.type);
+    out += f.samples;
+  }
   return out;
 }
 
-/// `shmlimit metrics NAME`.
-inline void print_metrics(const Limiter& limiter) {
-  const Stats s = limiter.stats();
-  const std::vector<BucketRow> rows = bucket_rows(limiter.dump());
-  write_stdout(render_metrics(limiter.name(), s, rows));
+/// One segment that is up (the tests' and the library's own view).
+inline std::string render_metrics(std::string_view segment, const Stats& s,
+                                  const std::vector<BucketRow>& rows) {
+  SegmentMetrics m;
+  m.segment = std::string(segment);
+  m.up = true;
+  m.stats = s;
+  m.rows = rows;
+  return render_metrics(std::vector<SegmentMetrics>{std::move(m)});
+}
+
+/// `shmlimit metrics NAME...`: every segment, each up or down; returns
+/// the names of those that are down with why.
+inline std::vector<std::string> print_metrics(const std::vector<std::string>& names,
+                                              bool allow_other_users) {
+  std::vector<SegmentMetrics> segments;
+  std::vector<std::string> down;
+  for (const std::string& name : names) {
+    segments.push_back(read_segment_metrics(name, allow_other_users));
+    if (!segments.back().up) down.push_back(segments.back().error);
+  }
+  write_stdout(render_metrics(segments));
+  return down;
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 //                          [--log-entries N]
 //   shmlimit create  [/NAME] --config FILE [--replace]
 //   shmlimit policy  /NAME POLICY RATE [--algorithm A] [--burst B] [--wait exact|drf]
-//                          [--on-full open|closed] [--replace]
+//                          [--on-full allow|deny] [--replace]
 //   shmlimit policy  /NAME list [--json]
 //   shmlimit acquire /NAME POLICY KEY [--cost N] [--peek] [--json]
 //   shmlimit stat    /NAME [--json]
@@ -15,9 +15,11 @@
 //   shmlimit check   /NAME [--json] [--no-repair]
 //   shmlimit denials /NAME [--since CURSOR] [--json]
 //   shmlimit export  /NAME [--policy P] [--key K]
-//   shmlimit import  /NAME FILE [--keep-existing]
+//   shmlimit import  /NAME FILE [--keep-existing] [--replace]
 //   shmlimit reset   /NAME [POLICY [KEY]]
-//   shmlimit metrics /NAME
+//   shmlimit metrics /NAME...
+//   shmlimit exporter [--listen HOST:PORT] /NAME...
+//   shmlimit ls      [--json]
 //   shmlimit watch   /NAME [--interval SECONDS] [--count N]
 //   shmlimit rm      /NAME
 //
@@ -28,7 +30,9 @@
 // clean, 2 any error (bad arguments included), with one line "shmlimit: ..."
 // on stderr.
 //
-// Inspection (stat, dump, metrics, watch, denials, export, policy list,
+//   shmlimit --version
+//
+// Inspection (stat, dump, metrics, exporter, ls, watch, denials, export, policy list,
 // acquire --peek, check --no-repair) maps the segment read-only; everything else maps it
 // read-write. Neither checks the
 // capacity (Options::capacity = 0): the tool works on any segment.
@@ -80,9 +84,12 @@ int run(int argc, char** argv) {
   app.add_flag("--allow-other-users", g_allow_other_users,
                "share the segment with other users: accept one owned by another uid or writable by "
                "'other', and create one with such a mode (doc/design.md)");
+  app.set_version_flag("--version", std::string("shmlimit ") + SHMLIMIT_VERSION,
+                       "print the version and exit");
   app.footer(
       "Exit status: 0 ok (acquire: allowed), 1 acquire: limited or check: not clean, 2 error.\n"
-      "See doc/cli.md.");
+      "Every command has --help. The manual: man shmlimit; doc/cli.md in the sources "
+      "(/usr/share/doc/shmlimit-tools/cli.md when installed from the Debian package).");
   const char* name_help = "segment name: '/' then 1..200 of A-Z a-z 0-9 _ . -";
 
   CreateArgs create_args;
@@ -162,8 +169,9 @@ int run(int argc, char** argv) {
   CLI::Option* on_full =
       policy
           ->add_option("--on-full", policy_args.on_full,
-                       "when a key cannot be served: open = admit, closed = deny")
-          ->check(CLI::IsMember({"open", "closed"}))
+                       "when a key cannot be served: allow = admit (fail open), deny = refuse "
+                       "(fail closed); open and closed are accepted for allow and deny")
+          ->check(CLI::IsMember({"allow", "deny", "open", "closed"}))
           ->capture_default_str();
   policy->add_flag("--replace", policy_args.replace, "change the parameters of an existing policy");
   policy->add_flag("--json", policy_args.json, "with `list`: print a JSON array");
@@ -239,16 +247,17 @@ int run(int argc, char** argv) {
   export_cmd->add_option("--policy", export_args.policy, "only the buckets of this policy");
   export_cmd->add_option("--key", export_args.key, "only this key (raw bytes)");
 
-  std::string import_name;
-  std::string import_file;
-  bool import_keep = false;
-  CLI::App* import_cmd = app.add_subcommand("import",
-                                            "Load a state document written by `shmlimit export` "
-                                            "(all or nothing): exit 0, 1 if some had no room.");
-  import_cmd->add_option("NAME", import_name, name_help)->required();
-  import_cmd->add_option("FILE", import_file, "the JSON document, or - for stdin")->required();
-  import_cmd->add_flag("--keep-existing", import_keep,
+  ImportArgs import_args;
+  CLI::App* import_cmd = app.add_subcommand(
+      "import",
+      "Register the policies of a state document written by `shmlimit export`, then load its "
+      "buckets (all or nothing): exit 0, 1 if some had no room.");
+  import_cmd->add_option("NAME", import_args.name, name_help)->required();
+  import_cmd->add_option("FILE", import_args.file, "the JSON document, or - for stdin")->required();
+  import_cmd->add_flag("--keep-existing", import_args.keep_existing,
                        "leave keys that already have a bucket as they are");
+  import_cmd->add_flag("--replace", import_args.replace,
+                       "let the document change the parameters of a policy of the same name");
 
   std::string reset_name;
   std::optional<std::string> reset_policy;
@@ -261,10 +270,31 @@ int run(int argc, char** argv) {
       "KEY", reset_key,
       "the key to forget (omit: every key; put `--` before a key that starts with -)");
 
-  std::string metrics_name;
+  std::vector<std::string> metrics_names;
   CLI::App* metrics = app.add_subcommand(
-      "metrics", "Print the segment's metrics in the Prometheus text exposition format.");
-  metrics->add_option("NAME", metrics_name, name_help)->required();
+      "metrics",
+      "Print the segments' metrics in the Prometheus text exposition format (shmlimit_up 0 for a "
+      "segment that is missing or refused).");
+  metrics->add_option("NAME", metrics_names, "one or more segment names")->required();
+
+  ExporterArgs exporter_args;
+  CLI::App* exporter = app.add_subcommand(
+      "exporter",
+      "Serve the segments' metrics over HTTP (GET /metrics), for Prometheus to scrape; read-only.");
+  exporter
+      ->add_option("--listen", exporter_args.listen,
+                   "address and port: 127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464 (port 0: any free "
+                   "port; the first line printed names it)")
+      ->capture_default_str();
+  exporter->add_option("NAME", exporter_args.names, "one or more segment names")->required();
+  exporter->add_option("--max-scrapes", exporter_args.max_scrapes, "stop after N requests (tests)")
+      ->check(whole(0, UINT64_MAX))
+      ->group("");
+
+  LsArgs ls_args;
+  CLI::App* ls = app.add_subcommand(
+      "ls", "List the shmlimit segments on this host (/dev/shm), others skipped.");
+  ls->add_flag("--json", ls_args.json, "print a JSON array");
 
   std::string watch_name;
   double watch_interval = 1.0;
@@ -293,7 +323,7 @@ int run(int argc, char** argv) {
     if (!known) {
       fail_line("unknown subcommand \"" + tools::escape_bytes(first) +
                 "\" (expected create, policy, acquire, stat, dump, check, denials, export, import, "
-                "reset, metrics, watch or rm; see `shmlimit --help`)");
+                "reset, metrics, exporter, ls, watch or rm; see `shmlimit --help`)");
       return kExitError;
     }
   }
@@ -331,16 +361,15 @@ int run(int argc, char** argv) {
     return kExitOk;
   }
   if (*export_cmd) return run_export(export_args);
-  if (*import_cmd) return run_import(import_name, import_file, import_keep);
+  if (*import_cmd) return run_import(import_args);
   if (*reset) {
     shmlimit::Limiter limiter = shmlimit::Limiter::open(open_options(reset_name, false));
     tools::print_reset(limiter, reset_policy, reset_key);
     return kExitOk;
   }
-  if (*metrics) {
-    tools::print_metrics(open_for_inspection(metrics_name));
-    return kExitOk;
-  }
+  if (*metrics) return run_metrics(metrics_names);
+  if (*exporter) return run_exporter(exporter_args);
+  if (*ls) return run_ls(ls_args);
   if (*watch) {
     tools::run_watch(open_for_inspection(watch_name), watch_interval, watch_count);
     return kExitOk;

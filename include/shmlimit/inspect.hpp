@@ -84,6 +84,22 @@ struct BucketView {
   std::uint64_t denied = 0;
 };
 
+/// One named field of a bucket's stored state (BucketView::state).
+struct StateField {
+  std::string name;         ///< e.g. "tat_ns", "window_index", "used"
+  std::uint64_t value = 0;  ///< times are ns ("_ns") or ms ("_ms") since the segment's epoch
+};
+
+/// The fields an algorithm packs into its 56-bit state word, named per
+/// algorithm (doc/cli.md, "Bucket object"): gcra tat_ns; leaky_bucket
+/// empty_at_ns; token_bucket period_index, missing; fixed_window
+/// window_index, used; sliding_window window_index (mod 2^24), previous,
+/// current; quiet_period expires_ms, used, blocked; concurrency in_flight;
+/// sliding_log empty_at_ns. The fields as stored: a window or refill
+/// period that has passed since the last decision is not applied (the
+/// bucket's `now` decision says what the state means now).
+std::vector<StateField> state_fields(Algorithm algorithm, std::uint64_t state);
+
 /// The result of Limiter::check(): every broken invariant, as sentences.
 struct CheckReport {
   std::vector<std::string> problems;  ///< empty when the segment is clean

@@ -122,7 +122,8 @@ struct Rate {
 /// Throws Error(kInvalidArgument) naming what is wrong and at which column.
 Rate parse_rate(std::string_view text);
 
-/// Formats a rate back in the canonical short form ("10/5m").
+/// Formats a rate back in the canonical short form ("10/5m"); a
+/// concurrency limit (period 0) is its bare count ("8").
 std::string format_rate(const Rate& rate);
 
 /// What retry_after a denied Algorithm::kSlidingLog decision reports.

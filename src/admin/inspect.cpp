@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "algorithms/sliding_log.hpp"
+#include "algorithms/state_codec.hpp"
 #include "limiter/limiter_impl.hpp"
 
 namespace shmlimit {
@@ -214,6 +215,38 @@ std::vector<std::int64_t> Limiter::Impl::log_admissions(std::uint32_t slot) cons
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::vector<StateField> state_fields(Algorithm algorithm, std::uint64_t state) {
+  namespace sc = detail::state_codec;
+  switch (algorithm) {
+    case Algorithm::kGcra:
+      return {{"tat_ns", state}};
+    case Algorithm::kLeakyBucket:
+      return {{"empty_at_ns", state}};
+    case Algorithm::kTokenBucket: {
+      const sc::TokenBucket s = sc::TokenBucket::unpack(state);
+      return {{"period_index", s.index}, {"missing", s.missing}};
+    }
+    case Algorithm::kFixedWindow: {
+      const sc::FixedWindow s = sc::FixedWindow::unpack(state);
+      return {{"window_index", s.index}, {"used", s.used}};
+    }
+    case Algorithm::kSlidingWindow: {
+      const sc::SlidingWindow s = sc::SlidingWindow::unpack(state);
+      return {{"window_index", s.index}, {"previous", s.prev}, {"current", s.cur}};
+    }
+    case Algorithm::kQuietPeriod: {
+      const sc::QuietPeriod s = sc::QuietPeriod::unpack(state);
+      const bool blocked = s.used == sc::QuietPeriod::kBlocked;
+      return {{"expires_ms", s.expires_ms}, {"used", blocked ? 0 : s.used}, {"blocked", blocked}};
+    }
+    case Algorithm::kConcurrency:
+      return {{"in_flight", state}};
+    case Algorithm::kSlidingLog:
+      return {{"empty_at_ns", state}};
+  }
+  return {{"state", state}};
 }
 
 }  // namespace shmlimit

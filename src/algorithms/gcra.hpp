@@ -78,11 +78,14 @@ struct GcraOutcome {
 /// Always inlined: out of line, its Decision comes back through memory and
 /// the caller's wide copy of it stalls on the narrow stores just made
 /// (store forwarding); inlined, the fields stay in registers.
-[[gnu::always_inline]] inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now_in,
-                                                      std::uint64_t cost,
-                                                      const GcraParams& p) noexcept {
-  GcraOutcome out;
-  Decision& d = out.decision;
+// Writes the decision into `d` and says what to store: field by field into
+// the caller's object, so a hot caller can pass its return slot and never
+// copy a Decision whose narrow fields were just stored (a store-forwarding
+// stall when read back with wide loads).
+[[gnu::always_inline]] inline void gcra_decide_into(std::uint64_t tat, std::int64_t now_in,
+                                                    std::uint64_t cost, const GcraParams& p,
+                                                    Decision& d, bool& store,
+                                                    std::uint64_t& new_state) noexcept {
   const auto T = static_cast<std::int64_t>(p.emission_ns);
   const auto B = static_cast<std::int64_t>(p.burst);
   const std::int64_t tau = B * T;  // <= 2^55 (gcra_params_valid)
@@ -95,6 +98,8 @@ struct GcraOutcome {
     return debt_ns >= tau ? 0 : gcra_div(static_cast<std::uint64_t>(tau - debt_ns), p);
   };
   d.limit = p.burst;
+  store = false;
+  new_state = 0;
   if (cost > p.burst) {
     // Can never fit, however long the caller waits.
     d.allowed = false;
@@ -102,8 +107,9 @@ struct GcraOutcome {
     d.remaining = remaining_with(debt);
     d.retry_after = Nanos::max();
     d.reset_after = Nanos(debt);
-    return out;
+    return;
   }
+  d.reason = Reason::kOk;
   const std::int64_t new_tat = base + static_cast<std::int64_t>(cost) * T;  // cost*T <= tau
   const std::int64_t new_debt = new_tat - now;
   if (new_debt <= tau) {
@@ -111,18 +117,24 @@ struct GcraOutcome {
     d.remaining = remaining_with(new_debt);
     d.retry_after = Nanos(0);
     d.reset_after = Nanos(new_debt);
-    out.store = cost > 0;
-    out.new_state = static_cast<std::uint64_t>(new_tat);
+    store = cost > 0;
+    new_state = static_cast<std::uint64_t>(new_tat);
   } else {
     d.allowed = false;
     d.remaining = remaining_with(debt);
     d.retry_after = Nanos(new_debt - tau);
     d.reset_after = Nanos(debt);
   }
+}
+
+[[gnu::always_inline]] inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now,
+                                                      std::uint64_t cost,
+                                                      const GcraParams& p) noexcept {
+  GcraOutcome out;
+  gcra_decide_into(tat, now, cost, p, out.decision, out.store, out.new_state);
   return out;
 }
 
-/// A bucket is full (indistinguishable from an absent key) when TAT <= now.
 inline bool gcra_is_full(std::uint64_t tat, std::int64_t now) noexcept {
   return static_cast<std::int64_t>(tat) <= now;
 }

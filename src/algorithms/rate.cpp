@@ -206,6 +206,8 @@ std::string format_rate(const Rate& rate) {
   static constexpr Unit kUnits[] = {
       {'d', 86400 * kSecond}, {'h', 3600 * kSecond}, {'m', 60 * kSecond}, {'s', kSecond}};
   const std::int64_t ns = rate.period.count();
+  // A concurrency limit (Rate{limit, 0}): how many at once, no period.
+  if (ns == 0) return std::to_string(rate.count);
   std::string out = std::to_string(rate.count) + "/";
   for (const Unit& u : kUnits) {
     if (ns > 0 && ns % u.ns == 0) {

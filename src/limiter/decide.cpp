@@ -162,14 +162,64 @@ Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u
   return decide(p, policy, key, cost, now, op, charge, live_clock);
 }
 
-// The decision is built once, in the caller's return slot (apply's result
-// initialises `d` directly, and `d` is the returned object), and only its
-// byte-sized fields are read back: no copy of a Decision whose narrow
-// fields were just stored (a store-forwarding stall on the way out).
+// The fast path of acquire (Acquire) and peek. Everything it checks, apply()
+// checks again on a miss, and nothing is written before the one CAS (or,
+// denied, the counts), so a miss costs only the reads it made. What it
+// leaves to apply(): an acquire on a read-only map (it peeks there), the
+// claim of a new key, the sliding log and leases (other algorithms), keys
+// longer than a ShortKey, the clock horizon. A hit decides exactly as
+// decide() would: the same gcra_decide_into on the same word, the same one
+// CAS through Table::update, the same counts.
+template <bool Acquire>
+[[gnu::always_inline]] inline bool Limiter::Impl::fast_decide(std::uint32_t policy,
+                                                              std::string_view key, u64 cost,
+                                                              std::int64_t now,
+                                                              Decision* out) noexcept {
+  const PolicySnapshot* p = cached_policy(policy);
+  if (p == nullptr || p->algo.algorithm != Algorithm::kGcra || !p->valid || key.size() > 16 ||
+      now < 0 || now > detail::kClockHorizonNs - p->margin || (Acquire && seg->read_only()))
+      [[unlikely]]
+    return false;
+  const detail::ShortKey pk(seed, policy, key);
+  detail::SlotRef ref;
+  if (!table.find(pk, &ref)) [[unlikely]]
+    return false;  // a new key (or one reclaimed): the claim path
+  const detail::GcraParams params{p->algo.emission_ns, p->algo.burst, p->reciprocal};
+  // The one write (Table::update: relaxed, as in decide(); guarded by the
+  // word's version against a slot reclaimed for another key). The decision
+  // is written straight into the caller's Decision, the last time round.
+  Decision& d = *out;
+  u64 w = ref.word;
+  const detail::UpdateResult r =
+      table.update(ref.index, detail::Word::version(ref.word), &w, [&](u64 state) noexcept {
+        bool store = false;
+        u64 next = 0;
+        detail::gcra_decide_into(state, now, cost, params, d, store, next);
+        return Acquire && store ? detail::SlotStep::store(next) : detail::SlotStep::leave();
+      });
+  if constexpr (!Acquire) return r != detail::UpdateResult::kReclaimed;
+  if (r == detail::UpdateResult::kReclaimed) [[unlikely]]
+    return false;  // the key left its slot meanwhile: look it up again, in apply()
+  detail::SlotHead& h = table.head(ref.index);
+  // Per key, approximate (table.hpp); the exact totals are the counter blocks.
+  if (cost > 0 || !d.allowed) detail::approx_add(d.allowed ? h.admitted : h.denied);
+  counters.add(policy, d.allowed);
+  if (!d.allowed) [[unlikely]]
+    noted(policy, key, cost, now, d);
+  return true;
+}
+
+// The decision is built once, in the caller's return slot (`d` is the
+// returned object), and only its byte-sized fields are read back: no copy of
+// a Decision whose narrow fields were just stored (a store-forwarding stall
+// on the way out).
 Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
   Impl& m = *impl_;
   const std::int64_t now = m.now();
-  Decision d = m.apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true);
+  Decision d;
+  if (m.fast_decide<true>(policy.index, key, cost, now, &d)) [[likely]]
+    return d;
+  d = m.apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true);
   m.counted(policy.index, key, cost, now, d);
   return d;
 }
@@ -180,7 +230,10 @@ Decision Limiter::acquire(std::string_view policy, std::string_view key,
   const auto i = m.find_policy(policy);
   if (!i) return Impl::unknown_policy();
   const std::int64_t now = m.now();
-  Decision d = m.apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true);
+  Decision d;
+  if (m.fast_decide<true>(*i, key, cost, now, &d)) [[likely]]
+    return d;
+  d = m.apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true);
   m.counted(*i, key, cost, now, d);
   return d;
 }
@@ -188,13 +241,22 @@ Decision Limiter::acquire(std::string_view policy, std::string_view key,
 Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost,
                              Nanos now) noexcept {
   Impl& m = *impl_;
-  Decision d = m.apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
+  Decision d;
+  if (m.fast_decide<true>(policy.index, key, cost, now.count(), &d)) [[likely]]
+    return d;
+  d = m.apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
   m.counted(policy.index, key, cost, now.count(), d);
   return d;
 }
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
-  return impl_->apply(policy.index, key, cost, impl_->now(), Impl::Op::kPeek, nullptr, true);
+  Impl& m = *impl_;
+  const std::int64_t now = m.now();
+  Decision d;
+  if (m.fast_decide<false>(policy.index, key, cost, now, &d)) [[likely]]
+    return d;
+  d = m.apply(policy.index, key, cost, now, Impl::Op::kPeek, nullptr, true);
+  return d;
 }
 
 Decision Limiter::refund(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {

@@ -392,6 +392,14 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   }
 
   // ---- decisions ----------------------------------------------------------
+  // The common acquire (Acquire, counted) or peek, decided in one inlined
+  // piece (decide.cpp): a GCRA policy in the process's cache, a key of up
+  // to 16 bytes that is already in the table. Returns false, having written
+  // nothing, when any of that does not hold: apply() then decides as always.
+  template <bool Acquire>
+  bool fast_decide(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
+                   Decision* out) noexcept;
+
   static Decision unknown_policy() noexcept {
     Decision d;
     d.allowed = false;

@@ -64,9 +64,16 @@ inline void approx_add(AtomicU64& counter, std::uint64_t n = 1) noexcept {
   counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
+/// The longest key any slot size holds, in words.
+inline constexpr std::uint32_t kMaxKeyWords = (256 - kSlotHeadBytes) / 8;
+
 /// A key prepared for the table: hashed and packed into words once.
-struct PackedKey {
-  static constexpr std::uint32_t kMaxWords = (256 - kSlotHeadBytes) / 8;
+/// `Words` bounds its length: PackedKey holds any key a slot can hold;
+/// ShortKey (two words, 16 bytes: IPs, user ids) is the hot path's, small
+/// enough to live in registers and a few stack words.
+template <std::uint32_t Words>
+struct BasicPackedKey {
+  static constexpr std::uint32_t kMaxWords = Words;
   std::uint64_t words[kMaxWords];
   std::uint32_t len = 0;
   std::uint32_t nwords = 0;
@@ -74,9 +81,14 @@ struct PackedKey {
   std::uint64_t hash = 0;
   std::uint64_t fp = 0;
   /// `key` must be at most kMaxWords * 8 bytes (the caller checks against
-  /// the segment's key capacity first).
-  PackedKey(std::uint64_t seed, std::uint32_t policy, std::string_view key) noexcept;
+  /// the segment's key capacity, or ShortKey's 16 bytes, first).
+  BasicPackedKey(std::uint64_t seed, std::uint32_t policy, std::string_view key) noexcept;
 };
+using PackedKey = BasicPackedKey<kMaxKeyWords>;
+using ShortKey = BasicPackedKey<2>;
+
+template <class Key>
+bool key_equal_at(const AtomicU64* key_words, const Key& key) noexcept;
 
 /// A located slot: its index and the meta and word read consistently.
 struct SlotRef {
@@ -183,8 +195,10 @@ class Table {
     return UpdateResult::kReclaimed;
   }
 
-  /// Finds the live slot of `key`. Wait-free in the absence of writers.
-  bool find(const PackedKey& key, SlotRef* out) const noexcept;
+  /// Finds the live slot of `key` (a PackedKey or a ShortKey). Wait-free
+  /// in the absence of writers.
+  template <class Key>
+  bool find(const Key& key, SlotRef* out) const noexcept;
 
   enum class ClaimResult {
     kFound,      // the key was already there (another process inserted it)
@@ -214,11 +228,15 @@ class Table {
 
  private:
   enum class Match { kNo, kYes, kChanged };
-  bool key_equal(std::uint32_t index, const PackedKey& key) const noexcept;
+  template <class Key>
+  bool key_equal(std::uint32_t index, const Key& key) const noexcept;
   // Is LIVE slot `index`, read as `meta`, the slot of `key`? kChanged: the
   // slot changed while being read; read it again.
-  Match match(std::uint32_t index, std::uint64_t meta, const PackedKey& key,
-              SlotRef* out) const noexcept;
+  template <class Key>
+  Match match(std::uint32_t index, std::uint64_t meta, const Key& key, SlotRef* out) const noexcept;
+  template <class Key>
+  static Match match_at(SlotHead& h, std::uint32_t index, std::uint64_t meta, const Key& key,
+                        SlotRef* out) noexcept;
   void withdraw(std::uint32_t index, std::uint64_t gen) noexcept;
   // Waits until slot `index` no longer shows `meta`. false on timeout.
   bool wait_change(std::uint32_t index, std::uint64_t meta, std::int64_t deadline,
@@ -238,12 +256,14 @@ class Table {
 // The lookup, inline: every decision packs its key and probes, and the
 // common case (the key at or near its home slot) is a few loads.
 
-constexpr std::uint64_t identity_of(const PackedKey& key) {
+template <class Key>
+constexpr std::uint64_t identity_of(const Key& key) {
   return Meta::identity(Meta::make(0, key.len, key.policy, key.fp, 0));
 }
 
-inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index,
-                            std::string_view key) noexcept
+template <std::uint32_t Words>
+inline BasicPackedKey<Words>::BasicPackedKey(std::uint64_t seed, std::uint32_t policy_index,
+                                             std::string_view key) noexcept
     : len(static_cast<std::uint32_t>(std::min<std::size_t>(key.size(), kMaxWords * 8))),
       nwords((len + 7) / 8),
       policy(policy_index) {
@@ -253,14 +273,14 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index,
   // then hashed at once, without re-reading a partly written one. Keys of
   // up to 16 bytes (IPs, user ids: the common case) take no loop at all.
   const char* p = key.data();
-  if (len <= 16) [[likely]] {
+  if (Words <= 2 || len <= 16) [[likely]] {
     if (len > 8) {
       std::memcpy(&words[0], p, 8);
       words[1] = load_word_upto8(p + 8, len - 8);
     } else {
       words[0] = load_word_upto8(p, len);
     }
-  } else {
+  } else if constexpr (Words > 2) {
     const std::uint32_t full = len / 8;
     for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
     if (const std::uint32_t rest = len % 8; rest != 0)
@@ -270,9 +290,14 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index,
   fp = (hash >> 48) & 0xFFFF;
 }
 
+template <class Key>
 [[gnu::always_inline]] inline bool Table::key_equal(std::uint32_t index,
-                                                    const PackedKey& key) const noexcept {
-  const AtomicU64* kw = key_words(index);
+                                                    const Key& key) const noexcept {
+  return key_equal_at(reinterpret_cast<const AtomicU64*>(key_words(index)), key);
+}
+
+template <class Key>
+[[gnu::always_inline]] inline bool key_equal_at(const AtomicU64* kw, const Key& key) noexcept {
   // Relaxed: the caller validates the whole read by re-reading meta after
   // an acquire fence (seqlock read, invariant 1).
   for (std::uint32_t i = 0; i < key.nwords; ++i) {
@@ -281,12 +306,22 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index,
   return true;
 }
 
+template <class Key>
 [[gnu::always_inline]] inline Table::Match Table::match(std::uint32_t index, std::uint64_t meta,
-                                                        const PackedKey& key,
+                                                        const Key& key,
                                                         SlotRef* out) const noexcept {
+  return match_at(head(index), index & mask_, meta, key, out);
+}
+
+// match() on a slot whose address the caller has already computed.
+template <class Key>
+[[gnu::always_inline]] inline Table::Match Table::match_at(SlotHead& h, std::uint32_t index,
+                                                           std::uint64_t meta, const Key& key,
+                                                           SlotRef* out) noexcept {
   if (Meta::state(meta) != kLive || Meta::identity(meta) != identity_of(key)) return Match::kNo;
-  SlotHead& h = head(index);
-  const bool equal = key_equal(index, key);
+  const bool equal = key_equal_at(
+      reinterpret_cast<const AtomicU64*>(reinterpret_cast<const std::byte*>(&h) + kSlotHeadBytes),
+      key);
   // Acquire: the meta re-read below may not move before the word read.
   const std::uint64_t word = h.word.load(std::memory_order_acquire);
   // Acquire fence: the relaxed key loads above complete before meta is read
@@ -297,20 +332,28 @@ inline PackedKey::PackedKey(std::uint64_t seed, std::uint32_t policy_index,
   if (!equal) return Match::kNo;
   // A committed reclaim (invariant 2): the key is leaving; it is absent.
   if (Word::version(word) != Meta::version(meta)) return Match::kNo;
-  *out = SlotRef{index & mask_, meta, word};
+  *out = SlotRef{index, meta, word};
   return Match::kYes;
 }
 
-[[gnu::always_inline]] inline bool Table::find(const PackedKey& key, SlotRef* out) const noexcept {
+template <class Key>
+[[gnu::always_inline]] inline bool Table::find(const Key& key, SlotRef* out) const noexcept {
+  // The geometry in locals: the acquire loads below would otherwise make
+  // the compiler reload it from *this for every slot address.
+  std::byte* const slots = slots_;
+  const std::uint32_t mask = mask_;
+  const std::size_t slot_bytes = slot_bytes_;
+  const std::uint32_t max_probe = max_probe_;
   const std::uint32_t home_index = home(key.hash);
-  for (std::uint32_t d = 0; d < max_probe_; ++d) {
-    const std::uint32_t i = (home_index + d) & mask_;
+  for (std::uint32_t d = 0; d < max_probe; ++d) {
+    const std::uint32_t i = (home_index + d) & mask;
+    SlotHead& h = *reinterpret_cast<SlotHead*>(slots + static_cast<std::size_t>(i) * slot_bytes);
     for (;;) {
       // Acquire: pairs with the claimer's release store of LIVE, so the key
       // bytes it wrote are visible.
-      const std::uint64_t m = head(i).meta.load(std::memory_order_acquire);
+      const std::uint64_t m = h.meta.load(std::memory_order_acquire);
       if (Meta::state(m) == kEmpty) return false;  // invariant 3: end of the sequence
-      const Match r = match(i, m, key, out);
+      const Match r = match_at(h, i, m, key, out);
       if (r == Match::kYes) return true;
       if (r == Match::kNo) break;
       // kChanged: another process changed this slot; look at it again.

@@ -22,12 +22,12 @@ expect 0 policy "$NAME" list --json
 py '
 import json, sys
 got = [(p["name"], p["algorithm"], p["rate"], p["burst"], p["on_full"]) for p in json.load(sys.stdin)]
-want = [("anon", "gcra", "100/d", 100, "open"),
-        ("burst", "gcra", "60/m", 10, "closed"),
-        ("sustained", "gcra", "1000/d", 1000, "open"),
-        ("multi", "gcra", "10/h", 10, "open"),
-        ("multi.2", "gcra", "100/d", 100, "open"),
-        ("refill", "token_bucket", "10/m", 100, "open")]
+want = [("anon", "gcra", "100/d", 100, "allow"),
+        ("burst", "gcra", "60/m", 10, "deny"),
+        ("sustained", "gcra", "1000/d", 1000, "allow"),
+        ("multi", "gcra", "10/h", 10, "allow"),
+        ("multi.2", "gcra", "100/d", 100, "allow"),
+        ("refill", "token_bucket", "10/m", 100, "allow")]
 assert got == want, got'
 expect 0 stat "$NAME" --json
 py 'import json,sys; s=json.load(sys.stdin); assert s["capacity"] == 65536 and s["slot_bytes"] == 128 and s["max_probe"] == 32, s'

@@ -44,7 +44,7 @@ got = collections.Counter((d["key"], str(d["cost"])) for d in ring["denials"])
 assert got == want, (got - want, want - got)
 assert ring["lost"] == 0 and ring["next_cursor"] == 32, ring
 assert [d["cursor"] for d in ring["denials"]] == list(range(32))
-assert all(d["policy"] == "api" and d["reason"] == "ok" and d["retry_after_ns"] > 0 for d in ring["denials"])
+assert all(d["policy"] == "api" and d["reason"] == "limited" and d["retry_after_ns"] > 0 for d in ring["denials"])
 # One process per acquire: each denial's pid is its own.
 assert len({d["pid"] for d in ring["denials"]}) == 32
 PY

@@ -24,13 +24,13 @@ ps = json.load(sys.stdin)
 assert [p["name"] for p in ps] == ["web", "api"], ps
 web, api = ps
 assert (web["rate"], web["count"], web["period_ns"], web["burst"], web["on_full"]) == \
-    ("20/2d", 20, 2 * 86400 * 10**9, 20, "open"), web
+    ("20/2d", 20, 2 * 86400 * 10**9, 20, "allow"), web
 assert web["emission_interval_ns"] == 8640 * 10**9 and web["algorithm"] == "gcra", web
-assert (api["rate"], api["burst"], api["on_full"]) == ("5/d", 2, "closed"), api
+assert (api["rate"], api["burst"], api["on_full"]) == ("5/d", 2, "deny"), api
 '
 expect 0 policy "$NAME" list
 grep -Eq '^NAME +ALGORITHM +RATE +BURST +ON-FULL$' <<<"$OUT" || fail "policy list header"
-grep -Eq '^api +gcra +5/d +2 +closed$' <<<"$OUT" || fail "policy list row for api"
+grep -Eq '^api +gcra +5/d +2 +deny$' <<<"$OUT" || fail "policy list row for api"
 
 # Buckets: three keys under two policies, one limited, one with odd bytes.
 expect 0 acquire "$NAME" web zeta

@@ -4,10 +4,14 @@
 #   usage: maintenance.sh path/to/shmlimit
 source "$(dirname "$0")/lib.sh"
 
-for sub in check reset metrics watch; do
+for sub in check reset watch; do
   expect 2 "$sub" "$NAME"
   stderr_is_one_error_line
 done
+# metrics reports a missing segment (shmlimit_up 0, one line on stderr), exit 0.
+expect 0 metrics "$NAME"
+stderr_is_one_error_line
+[[ "$OUT" == *"shmlimit_up{segment=\"$NAME\"} 0"* ]] || fail "metrics of a missing segment: shmlimit_up 0"
 
 expect 0 create "$NAME" --capacity 64
 expect 0 check "$NAME"

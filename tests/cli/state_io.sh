@@ -60,7 +60,8 @@ expect 0 reset "$NAME"
 expect 0 policy "$NAME" api 4/hour --replace
 expect 2 import "$NAME" "$TMP/all.json"
 stderr_is_one_error_line
-stderr_has 'policy "api" is gcra 3/h burst 3 in the document but gcra 4/h burst 4'
+stderr_has 'policy "api" is gcra 4/h burst 4 on_full allow in '
+stderr_has ' but gcra 3/h burst 3 on_full allow in the document; nothing was imported (pass --replace'
 printf '{"format": "shmlimit-state", "version": 1, "policies": [' >"$TMP/bad.json"
 expect 2 import "$NAME" "$TMP/bad.json"
 stderr_is_one_error_line

@@ -14,7 +14,7 @@ FIFO="${NAME}-fifo"
 EXTRA_SEGMENTS+=("$FIFO")
 mkfifo -m 666 "$(PATH_OF "$FIFO")"
 for args in "stat $FIFO" "dump $FIFO" "check $FIFO" "check $FIFO --no-repair" "policy $FIFO list" \
-            "acquire $FIFO api k --peek" "acquire $FIFO api k" "reset $FIFO" "metrics $FIFO" \
+            "acquire $FIFO api k --peek" "acquire $FIFO api k" "reset $FIFO" \
             "export $FIFO" "--allow-other-users stat $FIFO"; do
   RC=0
   # shellcheck disable=SC2086  # word splitting of $args is meant
@@ -24,6 +24,14 @@ for args in "stat $FIFO" "dump $FIFO" "check $FIFO" "check $FIFO --no-repair" "p
   stderr_is_one_error_line
   stderr_has "FIFO"
 done
+# metrics reports it as down (shmlimit_up 0, the reason on stderr), exit 0, at once.
+RC=0
+timeout 10 "$CLI" metrics "$FIFO" >"$TMP/out" 2>"$TMP/err" || RC=$?
+ERR="$(cat "$TMP/err")"
+[[ "$RC" == 0 ]] || fail "shmlimit metrics on a FIFO exited $RC, expected 0 (124: it hung)"
+stderr_is_one_error_line
+stderr_has "FIFO"
+grep -qx "shmlimit_up{segment=\"$FIFO\"} 0" "$TMP/out" || fail "metrics on a FIFO: shmlimit_up 0"
 # create does not take the name over either.
 expect 2 create "$FIFO" --capacity 1024
 stderr_has "already exists"

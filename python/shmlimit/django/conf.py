@@ -96,6 +96,7 @@ class _Registry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.limiter: Optional[Limiter] = None
+        self.key_bytes = 0  # the open limiter's max_key_bytes, read once
         self.policies: Dict[Tuple[str, str, str, Optional[str], bool], Tuple[BoundPolicy, ...]] = {}
         self.last_log = 0.0
         self.suppressed = 0
@@ -121,6 +122,7 @@ class _Registry:
                         claim_timeout=float(conf["CLAIM_TIMEOUT"]),
                         allow_other_users=bool(conf["ALLOW_OTHER_USERS"]),
                     )
+                self.key_bytes = self.limiter.max_key_bytes
             return self.limiter
 
     def bind(
@@ -179,13 +181,18 @@ class _Registry:
 
     def acquire(
         self, policies: Sequence[BoundPolicy], key: str, cost: int = 1, now_ns: Optional[int] = None
-    ) -> Tuple[Decision, List[Decision]]:
+    ) -> Tuple[Decision, Sequence[Decision]]:
         """Charges ``cost`` to every policy, all or nothing; at ``now_ns``
         (the injected clock, :meth:`clock_ns`) when given. A rate list at an
         injected time is checked (cost 0) then charged: all or nothing for
         one caller, not atomic against concurrent ones."""
-        lim = self.get_limiter()
-        k = fit_key(key, lim.max_key_bytes)
+        lim = self.limiter or self.get_limiter()
+        k = key.encode("utf-8", "surrogateescape")
+        if len(k) > self.key_bytes:
+            k = fit_key(k, self.key_bytes)
+        if now_ns is None and len(policies) == 1:  # the common case, first
+            d = lim.acquire(policies[0].id, k, cost)
+            return d, (d,)
         if now_ns is not None:
             if len(policies) > 1:
                 probe = [lim.acquire_at(p.id, k, 0, now_ns) for p in policies]
@@ -200,9 +207,6 @@ class _Registry:
             if denied:
                 return max(denied, key=lambda d: d.retry_after_ns), each
             return min(each, key=lambda d: d.remaining), each
-        if len(policies) == 1:
-            d = lim.acquire(policies[0].id, k, cost)
-            return d, [d]
         combined, each = lim.acquire_many([(p.id, k, cost) for p in policies], each=True)
         return combined, list(each)
 
@@ -293,16 +297,16 @@ setting_changed.connect(_on_setting_changed)
 
 
 def record(request: Any, policies: Sequence[BoundPolicy], combined: Decision, each: Sequence[Decision]) -> None:
-    """Remembers a decision on the Django request for the header middleware."""
+    """Remembers a decision on the Django request for the header middleware
+    (which pairs policies and decisions only when it builds headers)."""
     http_request = getattr(request, "_request", request)  # DRF's Request wraps Django's
-    entries = getattr(http_request, "shmlimit_decisions", None)
-    if entries is None:
-        entries = []
-        try:
-            http_request.shmlimit_decisions = entries
-        except AttributeError:
-            return
-    entries.append((combined, [(p.name, d, p.window) for p, d in zip(policies, each)]))
+    try:
+        entries = http_request.__dict__.get("shmlimit_decisions")
+        if entries is None:
+            entries = http_request.__dict__["shmlimit_decisions"] = []
+    except AttributeError:  # no __dict__: nothing to remember it on
+        return
+    entries.append((combined, policies, each))
 
 
 def header_options() -> Any:
@@ -332,12 +336,12 @@ def headers_for(request: Any, refuse_status: int = 429, dry_run: bool = False) -
     entries = getattr(http_request, "shmlimit_decisions", None)
     if not entries:
         return []
-    denied = [c for c, _ in entries if not c.allowed]
+    denied = [c for c, _, _ in entries if not c.allowed]
     if denied:
         combined = max(denied, key=lambda d: d.retry_after_ns)
     else:
-        combined = min((c for c, _ in entries), key=lambda d: d.remaining)
-    items = [item for _, policies in entries for item in policies]
+        combined = min((c for c, _, _ in entries), key=lambda d: d.remaining)
+    items = [(p.name, d, p.window) for _, policies, each in entries for p, d in zip(policies, each)]
     options = _shmlimit.HttpOptions(refuse_status=refuse_status, dry_run=dry_run, headers=header_options())
     return list(_shmlimit.rate_limit_headers(combined, items, options))
 

@@ -117,10 +117,13 @@ class ShmlimitThrottleMixin:
         if self.key is None:
             return True
         self.now = self.timer()  # type: ignore[attr-defined]
-        self.__dict__.pop("_history", None)  # read from the bucket when asked
+        state = self.__dict__
+        if "_history" in state:
+            del state["_history"]  # read from the bucket when asked
         try:
             policies = self._policies()
-            combined, each = conf.registry.acquire(policies, str(self.key), now_ns=self._now_ns())
+            key = self.key if type(self.key) is str else str(self.key)
+            combined, each = conf.registry.acquire(policies, key, now_ns=self._now_ns())
         except Exception as e:  # the segment cannot be used: FAIL_OPEN decides
             if isinstance(e, ImproperlyConfigured) or not conf.settings()["FAIL_OPEN"]:
                 raise
@@ -129,7 +132,7 @@ class ShmlimitThrottleMixin:
         self.decision = combined
         conf.record(request, policies, combined, each)
         if combined.allowed:
-            self.__dict__["_charged"] = True
+            state["_charged"] = True
             return self.throttle_success()
         return self.throttle_failure()
 
