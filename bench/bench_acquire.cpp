@@ -20,6 +20,13 @@
 //                                   with a full log (a flood's path: the whole log scanned)
 //   BM_Lease_AcquireRelease         a concurrency lease taken and released (RAII)
 //   BM_AcquireMany_BurstSustained   acquire_many over two GCRA limits (peek both, charge both)
+//   BM_Reserve_HotKey               reserve(PolicyId, "hot-key", 1, max_wait 1 s) on the
+//                                   same always-admitting bucket: a turn of delay 0 (lookup
+//                                   + the reservation maths + CAS); printed as a ratio to
+//                                   BM_Acquire_HotKey of the same run
+//   BM_Reserve_Queued               reserve on a "1000000/s" bucket that is never allowed to
+//                                   drain (injected clock fixed): every turn queues behind
+//                                   the last, the path of a worker told to wait
 //   BM_Acquire_ByName               acquire("hot", "hot-key"): the name is the 8th of
 //                                   8 registered policies
 //   BM_Floor_ClockPlusCas_ColdSlot  the floor on a cold line: clock + CAS of the word of
@@ -166,6 +173,35 @@ void BM_Peek_HotKey(benchmark::State& state) {
     std::uint64_t bad = 0;
     for (auto _ : state) bad += !admitted_ok(l.peek(e.hot, "hot-key"));
     check(state, bad, "admitted");
+  });
+}
+
+void BM_Reserve_HotKey(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<HotEnv>("hot");
+    Limiter& l = e.limiter();
+    std::uint64_t bad = 0;
+    for (auto _ : state) {
+      const shmlimit::Reservation r = l.reserve(e.hot, "hot-key", 1, std::chrono::seconds(1));
+      bad += !r.ok() || r.delay() != shmlimit::Nanos(0);
+    }
+    check(state, bad, "granted now");
+  });
+}
+
+void BM_Reserve_Queued(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<HotEnv>("hot");
+    Limiter& l = e.limiter();
+    const PolicyId q = l.add_policy(PolicySpec{"queue", shmlimit::Algorithm::kGcra,
+                                               Rate{1'000'000, std::chrono::seconds(1)}, 1});
+    // A fixed instant, and a fresh key per run: every turn 1 us after the last.
+    static int run = 0;
+    const std::string key = "queue-" + std::to_string(run++);
+    const shmlimit::Nanos at = l.now();
+    std::uint64_t bad = 0;
+    for (auto _ : state) bad += !l.reserve_at(q, key, 1, shmlimit::Nanos::max(), at).ok();
+    check(state, bad, "granted");
   });
 }
 
@@ -401,6 +437,8 @@ constexpr Case kCases[] = {
     {"BM_Acquire_HotKey", BM_Acquire_HotKey},
     {"BM_Acquire_HotKey_Denied", BM_Acquire_HotKey_Denied},
     {"BM_Peek_HotKey", BM_Peek_HotKey},
+    {"BM_Reserve_HotKey", BM_Reserve_HotKey},
+    {"BM_Reserve_Queued", BM_Reserve_Queued},
     {"BM_Acquire_ByName", BM_Acquire_ByName},
     {"BM_Acquire_Gcra", BM_Acquire_Algorithm<0>},
     {"BM_Acquire_TokenBucket", BM_Acquire_Algorithm<1>},

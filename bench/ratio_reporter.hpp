@@ -122,6 +122,14 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
                     *t / *hot, *t <= *hot ? "MET" : "NOT MET");
       os << buf;
     }
+    // Outbound quotas: a reservation next to an acquire (same key, same run).
+    for (const char* name : {"BM_Reserve_HotKey", "BM_Reserve_Queued"}) {
+      const auto t = cpu_of(name);
+      if (!t || !hot || *hot <= 0) continue;
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "%s / BM_Acquire_HotKey: %.2fx (CPU, min)\n", name, *t / *hot);
+      os << buf;
+    }
     const auto busy = [&](const std::string& name) {
       const auto c = median_cpu_of(name), w = real_of(name);
       return c && w && *c > 0 && *w / *c > 1.2;

@@ -241,7 +241,7 @@ ServerConfig load_server_config(const std::string& path) {
       p.fail(routes, "'routes' must be an array of tables: [[routes]]");
     for (const toml::node& node : *routes->as_array()) {
       const toml::table& t = *node.as_table();
-      p.only_keys(t, "[[routes]]", {"prefix", "policies", "scope"});
+      p.only_keys(t, "[[routes]]", {"prefix", "policies", "scope", "max_wait"});
       Route route;
       const std::optional<std::string> prefix = p.string(t, "prefix");
       if (!prefix || prefix->empty() || prefix->front() != '/') {
@@ -261,6 +261,26 @@ ServerConfig load_server_config(const std::string& path) {
         if (!known) {
           p.fail(t.get("policies"),
                  "route \"" + route.prefix + "\": no policy \"" + name + "\" in " + c.limiter_path);
+        }
+      }
+      if (auto v = p.string(t, "max_wait")) {
+        try {
+          route.max_wait = parse_duration(*v);
+        } catch (const Error& e) {
+          p.fail(t.get("max_wait"), e.what());
+        }
+        if (route.max_wait > std::chrono::hours(1))
+          p.fail(t.get("max_wait"), "'max_wait' is at most 1h (a worker sleeps that long)");
+        const PolicySpec* spec = nullptr;
+        for (const PolicySpec& s : c.limiter.policies) {
+          if (route.policies.size() == 1 && s.name == route.policies[0]) spec = &s;
+        }
+        if (route.max_wait.count() > 0 &&
+            (spec == nullptr ||
+             (spec->algorithm != Algorithm::kGcra && spec->algorithm != Algorithm::kLeakyBucket))) {
+          p.fail(t.get("max_wait"), "route \"" + route.prefix +
+                                        "\": 'max_wait' needs exactly one policy, of algorithm "
+                                        "gcra or leaky_bucket (the ones that queue a turn)");
         }
       }
       c.routes.push_back(std::move(route));

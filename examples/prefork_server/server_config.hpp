@@ -25,6 +25,12 @@ struct Route {
   std::string prefix;                 ///< matched against the request target's path; longest wins
   std::vector<std::string> policies;  ///< policy (group) names; all or nothing; empty: unlimited
   std::string scope;  ///< non-empty: key = throttle_<scope>_<client> (DRF's scoped key)
+  /// > 0: a request past the policy's burst waits for its turn
+  /// (Limiter::reserve) when it is at most this far away, and is refused
+  /// only beyond: nginx's two-stage `limit_req burst=N delay=M` with the
+  /// policy's burst = M and max_wait = (N - M) / rate. Needs exactly one
+  /// gcra or leaky_bucket policy. 0: refuse at once.
+  std::chrono::nanoseconds max_wait{0};
 };
 
 struct ServerConfig {

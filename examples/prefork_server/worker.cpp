@@ -37,6 +37,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "server_config.hpp"
@@ -196,6 +197,14 @@ class Worker {
           rr.windows.push_back(shmlimit::policy_window(specs[id.index]));
         }
       }
+      if (route.max_wait.count() > 0 && rr.ids.size() != 1) {
+        throw shmlimit::Error(shmlimit::ErrorCode::kInvalidArgument,
+                              "route \"" + route.prefix +
+                                  "\": max_wait needs exactly one policy, "
+                                  "and \"" +
+                                  route.policies.at(0) + "\" names " +
+                                  std::to_string(rr.ids.size()));
+      }
       routes_.push_back(std::move(rr));
     }
   }
@@ -279,12 +288,14 @@ class Worker {
     if (rr == nullptr) return error_response(404, "Not found.", json);
 
     Response r;
+    std::int64_t delayed_ms = -1;  // a route with max_wait: how long the request waited its turn
     const auto ok_body = [&](std::optional<std::uint64_t> remaining) {
       if (json) {
         nlohmann::json j = {{"client", who.key},
                             {"route", rr->route->prefix},
                             {"access", shmlimit::to_string(access)}};
         if (remaining) j["remaining"] = *remaining;
+        if (delayed_ms >= 0) j["delayed_ms"] = delayed_ms;
         return json_dump(j);
       }
       return "ok: client " + who.key + ", route " + rr->route->prefix + "\n";
@@ -302,7 +313,20 @@ class Worker {
     shmlimit::Decision each[16];
     const std::size_t n = rr->ids.size();
     for (std::size_t i = 0; i < n; ++i) requests[i] = shmlimit::Request{rr->ids[i], key, 1};
-    const shmlimit::Decision d = limiter_.acquire_many({requests, n}, {each, n});
+    // A route with max_wait queues a request past the burst for its turn
+    // (one policy, checked at start) instead of refusing it.
+    shmlimit::Decision d;
+    if (rr->route->max_wait.count() > 0) {
+      shmlimit::Reservation turn = limiter_.reserve(rr->ids[0], key, 1, rr->route->max_wait);
+      d = turn.decision();
+      each[0] = d;
+      if (turn.ok()) {
+        delayed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(turn.delay()).count();
+        if (turn.delay().count() > 0) std::this_thread::sleep_for(turn.delay());
+      }
+    } else {
+      d = limiter_.acquire_many({requests, n}, {each, n});
+    }
 
     shmlimit::PolicyReport reports[16];
     for (std::size_t i = 0; i < n; ++i) {

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 /** The version of this header's API. */
-#define SHMLIMIT_C_API_VERSION 2
+#define SHMLIMIT_C_API_VERSION 3
 
 #if defined(__GNUC__)
 #define SHMLIMIT_C_EXPORT __attribute__((visibility("default")))
@@ -327,6 +327,48 @@ SHMLIMIT_C_EXPORT shmlimit_status shmlimit_lease_acquire(shmlimit_limiter* limit
 
 /** Gives the units back and frees the lease. NULL is allowed. */
 SHMLIMIT_C_EXPORT void shmlimit_lease_release(shmlimit_lease* lease);
+
+/* ------------------------------------------------------------------------ */
+/* Reservations: waiting for a turn (doc/outbound.md)                       */
+/* ------------------------------------------------------------------------ */
+
+/** max_wait_ns value meaning "however long the turn is". */
+#define SHMLIMIT_WAIT_FOREVER INT64_MAX
+
+typedef struct shmlimit_reservation shmlimit_reservation;
+
+/** Reserves cost units of (policy, key) for the caller's turn, at most
+ *  max_wait_ns away (negative counts as 0; SHMLIMIT_WAIT_FOREVER: no
+ *  limit). GCRA and the leaky bucket queue callers first come, first
+ *  served; the other algorithms admit now or refuse with the next opening
+ *  as retry_after; concurrency is refused (reason needs_lease).
+ *  *decision: allowed when granted; when refused (nothing charged)
+ *  retry_after_ns is the wait the turn would have needed. *delay_ns (may be
+ *  NULL): granted, how long to wait before acting; refused, as
+ *  retry_after_ns. reservation (may be NULL) receives, for a granted turn
+ *  that can still be given back, a handle for shmlimit_reservation_cancel()
+ *  to be freed with shmlimit_reservation_free(); NULL otherwise. */
+SHMLIMIT_C_EXPORT shmlimit_status shmlimit_reserve(shmlimit_limiter* limiter, uint32_t policy,
+                                                   const char* key, size_t key_len, uint64_t cost,
+                                                   int64_t max_wait_ns, shmlimit_decision* decision,
+                                                   int64_t* delay_ns,
+                                                   shmlimit_reservation** reservation);
+
+/** Gives the reserved units back if nothing has charged the bucket since
+ *  and the turn has not come (doc/outbound.md, "Cancel"). Returns 1 if
+ *  units were given back, 0 otherwise (also for NULL, or a second call). */
+SHMLIMIT_C_EXPORT int shmlimit_reservation_cancel(shmlimit_reservation* reservation);
+
+/** Frees a reservation handle without cancelling it. NULL is allowed. */
+SHMLIMIT_C_EXPORT void shmlimit_reservation_free(shmlimit_reservation* reservation);
+
+/** Reserves and sleeps (this thread) until the turn: *out is allowed when
+ *  the turn came within max_wait_ns; refused at once, without sleeping
+ *  and charging nothing, when it would come later. Signals do not cut the
+ *  sleep short. */
+SHMLIMIT_C_EXPORT shmlimit_status shmlimit_wait(shmlimit_limiter* limiter, uint32_t policy,
+                                                const char* key, size_t key_len, uint64_t cost,
+                                                int64_t max_wait_ns, shmlimit_decision* out);
 
 /* ------------------------------------------------------------------------ */
 /* Client identity (shmlimit/identity.hpp; doc/identity.md)                 */

@@ -275,6 +275,7 @@ struct PolicyView {
 };
 
 class Lease;
+class Reservation;
 
 /// A move-only handle on a mapped segment.
 class Limiter {
@@ -344,6 +345,42 @@ class Limiter {
   /// algorithm: denied, reason kUnknownPolicy. Process-safe, lock-free,
   /// noexcept. The Lease must not outlive this Limiter.
   Lease lease(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
+
+  /// Reserves `cost` units of (policy, key) for the caller's turn, which may
+  /// lie in the future: the outbound side of rate limiting, where every
+  /// worker calling one vendor API waits for its turn instead of being
+  /// refused (Go's x/time/rate Reserve; doc/outbound.md).
+  ///   GCRA, leaky bucket: queued, first come first served in the order of
+  ///     the reservations' CAS. Granted when the turn is at most `max_wait`
+  ///     away (Reservation::delay()); refused beyond it, charging nothing,
+  ///     with decision().retry_after the wait it would have needed.
+  ///   token bucket, fixed / sliding window, quiet period, sliding log:
+  ///     never queued (their counts are per period): granted with delay 0
+  ///     when `cost` fits now, else refused with retry_after the next
+  ///     opening (wait() sleeps until then and asks again).
+  ///   concurrency: refused, reason kNeedsLease.
+  /// The other reasons (table full, key too long, ...) are those of
+  /// acquire(): on_full applies, with delay 0. A reservation counts in the
+  /// exact totals as an acquire does (granted = admitted). Process-safe,
+  /// lock-free, noexcept.
+  Reservation reserve(PolicyId policy, std::string_view key, std::uint64_t cost = 1,
+                      Nanos max_wait = Nanos::max()) noexcept;
+  /// The same at an explicit time (ns since the segment's epoch).
+  Reservation reserve_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos max_wait,
+                         Nanos now) noexcept;
+  /// Reserves, then sleeps until the turn (CLOCK_MONOTONIC, the clock of
+  /// std::chrono::steady_clock on Linux) and returns the decision: allowed
+  /// when the turn has come before `deadline`; refused at once, without
+  /// sleeping and charging nothing, when it would come later. On the
+  /// never-queued algorithms it sleeps until each next opening and asks
+  /// again while the deadline allows. The sleep blocks the calling thread
+  /// (and only it). A process killed while sleeping loses its turn; the
+  /// others keep theirs (doc/outbound.md, "Crash safety"). noexcept.
+  Decision wait(PolicyId policy, std::string_view key, std::uint64_t cost,
+                std::chrono::steady_clock::time_point deadline) noexcept;
+  /// wait() with deadline = now + max_wait.
+  Decision wait_for(PolicyId policy, std::string_view key, std::uint64_t cost = 1,
+                    Nanos max_wait = Nanos::max()) noexcept;
 
   /// All-or-nothing over several limits (DRF's burst + sustained, per-user
   /// + global): admitted only if every limit admits, and then charged to
@@ -453,6 +490,7 @@ class Limiter {
   explicit Limiter(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
   friend class Lease;
+  friend class Reservation;
 };
 
 /// A held share of a concurrency limit (Limiter::lease). Move-only; releases
@@ -489,6 +527,53 @@ class Lease {
   std::uint32_t record_ = 0;       // record index in that entry's LeaseArea
   std::uint64_t ctl_ = 0;          // the record's HELD control word, checked before release
   std::int32_t pid_ = 0;           // the process that took it
+  Decision decision_;
+};
+
+/// A turn reserved by Limiter::reserve. Move-only (a copy could cancel
+/// twice). Dropping it does nothing: the turn stays taken, whether or not
+/// the caller acts. Belongs to the process that took it: in a fork()ed
+/// child, cancel() does nothing. Must not outlive its Limiter.
+class Reservation {
+ public:
+  Reservation() noexcept = default;  ///< refused (a default Decision), holds nothing
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() = default;
+
+  /// Granted: the caller may act after delay().
+  bool ok() const noexcept { return decision_.allowed; }
+  explicit operator bool() const noexcept { return ok(); }
+  /// Granted: how long after the reservation the caller may act (0: now).
+  /// Refused: the wait it would have needed (Nanos::max(): never fits).
+  Nanos delay() const noexcept { return delay_; }
+  /// When the caller may act, in ns since the segment's epoch
+  /// (Limiter::now()'s clock): the reservation's time plus delay().
+  Nanos time_to_act() const noexcept { return act_at_; }
+  /// The reservation's decision (allowed = ok()).
+  const Decision& decision() const noexcept { return decision_; }
+  /// Gives the reserved units back when nothing has charged the bucket
+  /// since (this is still the last turn of the queue) and the turn has not
+  /// come yet; otherwise gives nothing back (later turns were computed
+  /// from this one; a turn that has come counts as used). Returns true if
+  /// units were given back. Either way the reservation is spent: ok() stays
+  /// as it was, a second cancel() returns false. Lock-free, noexcept.
+  bool cancel() noexcept;
+
+ private:
+  friend class Limiter;
+  friend struct Limiter::Impl;
+  Limiter::Impl* impl_ = nullptr;  // non-null: a queued turn that cancel() may give back
+  std::uint32_t policy_ = 0;       // resolved policy entry
+  std::uint32_t slot_ = 0;         // the bucket's slot, and the word version it was stored under
+  std::uint64_t version_ = 0;
+  std::uint64_t reserved_ = 0;  // the state this reservation stored (its TAT)
+  std::uint64_t span_ = 0;      // cost * T, ns
+  std::int32_t pid_ = 0;        // the process that took it
+  Nanos delay_{0};
+  Nanos act_at_{0};
   Decision decision_;
 };
 

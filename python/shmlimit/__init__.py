@@ -19,10 +19,12 @@ functions of identity.hpp and http.hpp. Where the build has the Redis tier
 (``HAS_REDIS``), ``RedisLimiter`` decides in Redis and ``HybridLimiter``
 serves the host from tokens leased from Redis (doc/redis.md); their
 decisions are ``TierDecision``, a ``Decision`` with a ``source``. The
-Django / DRF integration is in :mod:`shmlimit.django`, the decorator in
-:mod:`shmlimit.decorators`, the error-mail filter in :mod:`shmlimit.logging`,
-the ``shmlimit://`` storage of the ``limits`` library (Flask-Limiter,
-SlowAPI) in :mod:`shmlimit.limits_storage`.
+Django / DRF integration is in :mod:`shmlimit.django`, the decorators in
+:mod:`shmlimit.decorators` and :mod:`shmlimit.outbound` (waiting for a turn
+at a rate-limited API: ``Limiter.reserve``, ``wait``, ``wait_async``,
+``throttled``), the error-mail filter in :mod:`shmlimit.logging`, the
+``shmlimit://`` storage of the ``limits`` library (Flask-Limiter, SlowAPI)
+in :mod:`shmlimit.limits_storage`.
 doc/python.md has the whole API.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ from ._shmlimit import (
     Lease,
     Limiter,
     PolicyId,
+    Reservation,
     ceil_seconds,
     client_identity,
     drf_throttled_detail,
@@ -60,6 +63,7 @@ from ._shmlimit import (
 )
 from ._version import __version__
 from .decorators import RateLimited, limit, set_default_limiter
+from .outbound import throttled, wait_async
 from .errors import (
     AccessError,
     CorruptError,
@@ -132,6 +136,7 @@ __all__ = [
     "PolicyConflictError",
     "PolicyId",
     "RateLimited",
+    "Reservation",
     "ReadOnlyError",
     "SystemFailureError",
     "TableFullError",
@@ -141,6 +146,8 @@ __all__ = [
     "parse_rate",
     "parse_rates",
     "set_default_limiter",
+    "throttled",
+    "wait_async",
 ]
 
 if HAS_REDIS:

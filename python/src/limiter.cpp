@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <ctime>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -159,6 +160,35 @@ std::optional<shmlimit::PolicyId> optional_policy(const PyLimiter& self,
   return id;
 }
 
+// A reservation and the Limiter it must not outlive.
+struct PyReservation {
+  std::shared_ptr<shmlimit::Limiter> owner;
+  shmlimit::Reservation reservation;
+};
+
+// max_wait in seconds (None: no limit) as Nanos.
+Nanos max_wait_from(const std::optional<double>& max_wait) {
+  return max_wait ? duration_from_seconds<Nanos>(*max_wait, "max_wait") : Nanos::max();
+}
+
+// Sleeps until `until` on the segment's clock with the GIL released, in
+// slices, so that a signal (KeyboardInterrupt) is handled within a slice.
+// Returns false when a signal handler raised (the Python error is set).
+bool sleep_until(const shmlimit::Limiter& l, Nanos until) {
+  for (;;) {
+    const Nanos left = until - l.now();
+    if (left <= Nanos(0)) return true;
+    {
+      py::gil_scoped_release release;
+      const auto slice = std::min<Nanos>(left, std::chrono::milliseconds(100));
+      timespec ts{static_cast<time_t>(slice.count() / 1'000'000'000),
+                  static_cast<long>(slice.count() % 1'000'000'000)};
+      ::nanosleep(&ts, nullptr);  // EINTR: the loop checks signals and sleeps the rest
+    }
+    if (PyErr_CheckSignals() != 0) return false;
+  }
+}
+
 py::dict check_dict(const shmlimit::CheckReport& r) {
   return py::dict("clean"_a = r.clean(), "problems"_a = texts(r.problems),
                   "repaired"_a = r.repaired, "live"_a = r.live, "in_progress"_a = r.in_progress);
@@ -194,6 +224,38 @@ void bind_limiter(py::module_& m) {
       .def("__exit__", [](PyLease& l, const py::args&) { l.lease.release(); })
       .def("__repr__", [](const PyLease& l) {
         return std::string("<shmlimit.Lease ") + (l.lease.held() ? "held" : "not held") + ">";
+      });
+
+  py::class_<PyReservation>(
+      m, "Reservation",
+      "A turn reserved by Limiter.reserve. True when granted: act after .delay seconds.\n"
+      "Dropping it keeps the turn taken; cancel() gives it back while nothing queued behind it "
+      "and its\n"
+      "turn has not come.")
+      .def_property_readonly(
+          "ok", [](const PyReservation& r) { return r.reservation.ok(); }, "Granted.")
+      .def_property_readonly(
+          "delay", [](const PyReservation& r) { return seconds(r.reservation.delay()); },
+          "Granted: seconds to wait before acting (0: now). Refused: the wait it would have "
+          "needed\n"
+          "(inf: the cost never fits).")
+      .def_property_readonly(
+          "time_to_act_ns",
+          [](const PyReservation& r) { return r.reservation.time_to_act().count(); },
+          "When the caller may act, in ns since the segment's epoch (Limiter.now_ns()).")
+      .def_property_readonly(
+          "decision", [](const PyReservation& r) { return r.reservation.decision(); },
+          "The reservation's Decision (allowed = ok).")
+      .def(
+          "cancel", [](PyReservation& r) { return r.reservation.cancel(); },
+          "Gives the turn back if nothing has charged the bucket since and the turn has not "
+          "come;\n"
+          "True if it did. A second call returns False.")
+      .def("__bool__", [](const PyReservation& r) { return r.reservation.ok(); })
+      .def("__repr__", [](const PyReservation& r) {
+        return std::string("<shmlimit.Reservation ") +
+               (r.reservation.ok() ? "granted, delay " : "refused, needs ") +
+               std::to_string(seconds(r.reservation.delay())) + " s>";
       });
 
   py::class_<PyLimiter>(m, "Limiter",
@@ -392,6 +454,76 @@ void bind_limiter(py::module_& m) {
           "past the policy's\n"
           "count it saturates there and d.allowed is False. InvalidArgumentError for another "
           "algorithm.")
+      .def(
+          "reserve",
+          [](const PyLimiter& self, const PolicyArg& policy, const std::string& key,
+             std::int64_t cost, const std::optional<double>& max_wait) {
+            const std::uint64_t c = checked_cost(cost);
+            const Nanos wait = max_wait_from(max_wait);
+            bool found = true;
+            const shmlimit::PolicyId id = self.resolve(policy, &found);
+            auto out = std::make_unique<PyReservation>();
+            out->owner = self.shared();
+            py::gil_scoped_release release;
+            out->reservation = out->owner->reserve(found ? id : kNoPolicy, key, c, wait);
+            return out;
+          },
+          "policy"_a, "key"_a, "cost"_a = 1, py::kw_only(), "max_wait"_a = py::none(),
+          "Reserves cost units of (policy, key) for the caller's turn, at most max_wait seconds "
+          "away\n"
+          "(None: however far). Returns a Reservation: true when granted, with .delay the seconds "
+          "to wait\n"
+          "before acting; refused (nothing charged) when the turn lies further. GCRA and "
+          "leaky_bucket queue\n"
+          "callers first come, first served; the other algorithms admit now or refuse with the "
+          "next opening\n"
+          "as .decision.retry_after (doc/outbound.md).")
+      .def(
+          "wait",
+          [](const PyLimiter& self, const PolicyArg& policy, const std::string& key,
+             std::int64_t cost, const std::optional<double>& max_wait) {
+            const std::uint64_t c = checked_cost(cost);
+            const Nanos wait = max_wait_from(max_wait);
+            bool found = true;
+            const shmlimit::PolicyId id = self.resolve(policy, &found);
+            if (!found) return unknown_policy();
+            const auto keep = self.shared();
+            const Nanos start = keep->now();
+            const Nanos deadline = wait == Nanos::max() ? Nanos::max() : start + wait;
+            for (;;) {
+              const Nanos now = keep->now();
+              const Nanos left = deadline == Nanos::max() ? Nanos::max() : deadline - now;
+              shmlimit::Reservation r = [&] {
+                py::gil_scoped_release release;
+                return keep->reserve(id, key, c, std::max(left, Nanos(0)));
+              }();
+              if (r.ok()) {
+                if (!sleep_until(*keep, r.time_to_act())) {
+                  r.cancel();  // interrupted before the turn: give it back if still last
+                  throw py::error_already_set();
+                }
+                return r.decision();
+              }
+              // Refused: a queued algorithm's turn lies past the deadline; a
+              // never-queued one is asked again at its next opening.
+              const shmlimit::Decision d = r.decision();
+              if (d.reason != shmlimit::Reason::kOk || left <= Nanos(0) || d.retry_after > left) {
+                return d;
+              }
+              const Nanos pause = std::max<Nanos>(d.retry_after, std::chrono::microseconds(100));
+              const Nanos until =
+                  deadline == Nanos::max() ? now + pause : std::min(now + pause, deadline);
+              if (!sleep_until(*keep, until)) throw py::error_already_set();
+            }
+          },
+          "policy"_a, "key"_a, "cost"_a = 1, py::kw_only(), "max_wait"_a = py::none(),
+          "Reserves and sleeps until the turn, with the GIL released, then returns the Decision "
+          "(allowed).\n"
+          "Refused at once, sleeping not at all and charging nothing, when the turn lies more "
+          "than max_wait\n"
+          "seconds away (None: no limit). A signal handler that raises (KeyboardInterrupt) "
+          "interrupts the\n"
+          "sleep; the turn is then cancelled (given back if nothing queued behind it).")
       .def(
           "refund",
           [](const PyLimiter& self, const PolicyArg& policy, const std::string& key,

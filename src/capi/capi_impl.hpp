@@ -33,6 +33,10 @@ struct shmlimit_lease {
   shmlimit::Lease lease;
 };
 
+struct shmlimit_reservation {
+  shmlimit::Reservation reservation;
+};
+
 struct shmlimit_identity {
   shmlimit::IdentityOptions options;
   shmlimit::AccessList access;

@@ -145,4 +145,40 @@ shmlimit_status shmlimit_lease_acquire(shmlimit_limiter* limiter, uint32_t polic
 
 void shmlimit_lease_release(shmlimit_lease* lease) { delete lease; }  // ~Lease releases
 
+shmlimit_status shmlimit_reserve(shmlimit_limiter* limiter, uint32_t policy, const char* key,
+                                 size_t key_len, uint64_t cost, int64_t max_wait_ns,
+                                 shmlimit_decision* decision, int64_t* delay_ns,
+                                 shmlimit_reservation** reservation) {
+  if (reservation != nullptr) *reservation = nullptr;
+  if (limiter == nullptr) return null_argument("shmlimit_reserve", "limiter");
+  if (decision == nullptr) return null_argument("shmlimit_reserve", "decision");
+  if (!key_ok(key, key_len)) return null_argument("shmlimit_reserve", "key");
+  return guarded("shmlimit_reserve", [&] {
+    shmlimit::Reservation r = limiter->limiter.reserve(
+        shmlimit::PolicyId{policy}, key_view(key, key_len), cost, shmlimit::Nanos(max_wait_ns));
+    to_c(r.decision(), decision);
+    if (delay_ns != nullptr) *delay_ns = r.delay().count();
+    // Allocated only for a granted turn: if this throws, the turn stays
+    // taken (as when a reservation is dropped).
+    if (reservation != nullptr && r.ok()) *reservation = new shmlimit_reservation{std::move(r)};
+    return SHMLIMIT_OK;
+  });
+}
+
+int shmlimit_reservation_cancel(shmlimit_reservation* reservation) {
+  return reservation != nullptr && reservation->reservation.cancel() ? 1 : 0;
+}
+
+void shmlimit_reservation_free(shmlimit_reservation* reservation) { delete reservation; }
+
+shmlimit_status shmlimit_wait(shmlimit_limiter* limiter, uint32_t policy, const char* key,
+                              size_t key_len, uint64_t cost, int64_t max_wait_ns,
+                              shmlimit_decision* out) {
+  return keyed_decision("shmlimit_wait", limiter, key, key_len, out,
+                        [&](shmlimit::Limiter& l, std::string_view k) noexcept {
+                          return l.wait_for(shmlimit::PolicyId{policy}, k, cost,
+                                            shmlimit::Nanos(max_wait_ns));
+                        });
+}
+
 }  // extern "C"

@@ -34,6 +34,7 @@
 
 #include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
+#include "algorithms/reserve.hpp"
 #include "algorithms/sliding_log.hpp"
 #include "limiter/counters.hpp"
 #include "limiter/lease.hpp"
@@ -512,6 +513,14 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   Lease lease(std::uint32_t policy, std::string_view key, u64 cost) noexcept;
   Decision lease_decide(const PolicySnapshot& p, std::uint32_t policy, std::string_view key,
                         u64 cost, Lease* out) noexcept;
+
+  // ---- reservations (reserve.cpp; the maths: algorithms/reserve.hpp) --------
+  // One reservation: a queued turn on GCRA / leaky bucket, an acquire on the
+  // never-queued algorithms. Counted in the exact totals as an acquire.
+  Reservation reserve(std::uint32_t policy, std::string_view key, u64 cost,
+                      std::int64_t max_wait_ns, std::int64_t now, bool live_clock) noexcept;
+  // Reservation::cancel's write (Table::update on the reserved slot).
+  bool reserve_cancel(const Reservation& r) noexcept;
 
   // ---- multi-limit requests (multi_limit.cpp) ------------------------------
   void undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept;

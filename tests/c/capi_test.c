@@ -687,6 +687,60 @@ static void test_config(const char* tmpdir) {
   CHECK(existed == 1);
 }
 
+static void test_reservations(shmlimit_limiter* l) {
+  shmlimit_policy_spec spec;
+  shmlimit_decision d;
+  shmlimit_reservation* r = NULL;
+  shmlimit_reservation* last = NULL;
+  uint32_t vendor = 0;
+  int64_t delay = -1;
+
+  shmlimit_policy_spec_init(&spec);
+  spec.name = "vendor";
+  spec.rate = "1/h"; /* T = 1 h: turns far apart, no sleeping below */
+  spec.burst = 1;
+  CHECK_STATUS(shmlimit_add_policy(l, &spec, 0, &vendor), SHMLIMIT_OK);
+
+  /* The burst: now, no handle asked for. */
+  CHECK_STATUS(shmlimit_reserve(l, vendor, "acct", 4, 1, 0, &d, &delay, NULL), SHMLIMIT_OK);
+  CHECK(d.allowed == 1 && delay == 0);
+  /* Next turn 1 h away: refused within 1 s, nothing charged. */
+  CHECK_STATUS(shmlimit_reserve(l, vendor, "acct", 4, 1, kSecond, &d, &delay, &r), SHMLIMIT_OK);
+  CHECK(d.allowed == 0 && r == NULL && delay > 3500 * kSecond && d.retry_after_ns == delay);
+  /* Accepted within 2 h; a second turn queues behind it. */
+  CHECK_STATUS(shmlimit_reserve(l, vendor, "acct", 4, 1, SHMLIMIT_WAIT_FOREVER, &d, &delay, &r),
+               SHMLIMIT_OK);
+  CHECK(d.allowed == 1 && r != NULL && delay > 3500 * kSecond);
+  CHECK_STATUS(shmlimit_reserve(l, vendor, "acct", 4, 1, SHMLIMIT_WAIT_FOREVER, &d, &delay, &last),
+               SHMLIMIT_OK);
+  CHECK(d.allowed == 1 && last != NULL && delay > 7100 * kSecond);
+  /* r has a turn behind it: nothing back; last gives its turn back once. */
+  CHECK(shmlimit_reservation_cancel(r) == 0);
+  CHECK(shmlimit_reservation_cancel(last) == 1);
+  CHECK(shmlimit_reservation_cancel(last) == 0);
+  CHECK(shmlimit_reservation_cancel(NULL) == 0);
+  shmlimit_reservation_free(r);
+  shmlimit_reservation_free(last);
+  shmlimit_reservation_free(NULL);
+  /* wait: refused at once when the turn is past max_wait. */
+  CHECK_STATUS(shmlimit_wait(l, vendor, "acct", 4, 1, kSecond, &d), SHMLIMIT_OK);
+  CHECK(d.allowed == 0 && d.retry_after_ns > 3500 * kSecond);
+  CHECK_STATUS(shmlimit_wait(l, vendor, "fresh", 5, 1, 0, &d), SHMLIMIT_OK);
+  CHECK(d.allowed == 1);
+  /* Bad arguments. */
+  CHECK_STATUS(shmlimit_reserve(NULL, vendor, "k", 1, 1, 0, &d, NULL, NULL),
+               SHMLIMIT_E_INVALID_ARGUMENT);
+  CHECK_STATUS(shmlimit_reserve(l, vendor, "k", 1, 1, 0, NULL, NULL, NULL),
+               SHMLIMIT_E_INVALID_ARGUMENT);
+  CHECK_STATUS(shmlimit_reserve(l, vendor, NULL, 1, 1, 0, &d, NULL, NULL),
+               SHMLIMIT_E_INVALID_ARGUMENT);
+  CHECK_STATUS(shmlimit_wait(l, vendor, "k", 1, 1, 0, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
+  CHECK_STATUS(shmlimit_reserve(l, 9999, "k", 1, 1, 0, &d, NULL, NULL), SHMLIMIT_OK);
+  CHECK(d.allowed == 0 && d.reason == SHMLIMIT_REASON_UNKNOWN_POLICY);
+  CHECK_STATUS(shmlimit_reserve(l, vendor, "k", 1, UINT64_MAX, -5, &d, &delay, NULL), SHMLIMIT_OK);
+  CHECK(d.allowed == 0 && d.reason == SHMLIMIT_REASON_COST_TOO_HIGH && delay == INT64_MAX);
+}
+
 int main(int argc, char** argv) {
   const char* tmpdir = argc > 1 ? argv[1] : "/tmp";
   shmlimit_limiter* l;
@@ -704,6 +758,7 @@ int main(int argc, char** argv) {
   if (l != NULL) {
     test_decisions(l, api);
     test_leases(l);
+    test_reservations(l);
     test_http(l, api);
     test_read_only_handle();
     test_forked_workers_share_one_limit();

@@ -19,6 +19,8 @@ it from 16 client threads, one connection per request:
     refused (403);
   * unlimited and unknown routes, a malformed request (400) and an
     oversized header block (431);
+  * a route with max_wait delays a request past the burst to its turn and
+    refuses one whose turn is further;
   * SIGTERM stops the master and every worker, exit status 0.
 
 The rate's period (1 hour; 6 minutes per unit) is long compared with the
@@ -162,6 +164,12 @@ def check_bad_configs(binary, tmp, segment):
         ('limiter = "missing.toml"\n', "missing.toml", "No such file"),
         ('limiter = "limiter.toml"\n[response]\nstatus = 200\n', "server.toml:3:", "400..599"),
         ("limiter = [\n", "server.toml:", ""),
+        ('limiter = "limiter.toml"\n[[routes]]\nprefix = "/q"\npolicies = ["search_burst", "outbound"]\n'
+         'max_wait = "1s"\n', "server.toml:5:", "exactly one policy"),
+        ('limiter = "limiter.toml"\n[[routes]]\nprefix = "/q"\npolicies = ["outbound"]\nmax_wait = "2h"\n',
+         "server.toml:5:", "at most 1h"),
+        ('limiter = "limiter.toml"\n[[routes]]\nprefix = "/q"\npolicies = ["outbound"]\nmax_wait = "soon"\n',
+         "server.toml:5:", "soon"),
     ]
     path = os.path.join(tmp, "server.toml")
     for text, where, what in cases:
@@ -184,9 +192,10 @@ def check_bad_configs(binary, tmp, segment):
     check(not os.path.exists("/dev/shm" + segment), "a refused configuration created the segment")
 
 
-def run_small_server(binary, tmp, response_toml, clients):
+def run_small_server(binary, tmp, response_toml, clients, routes_toml=""):
     """A 2-worker server on the same segment with another [response]
-    section; `clients(port)` runs against it; then it is stopped."""
+    section (and `routes_toml` routes); `clients(port)` runs against it;
+    then it is stopped."""
     config = os.path.join(tmp, "small.toml")
     with open(config, "w") as f:
         f.write(f"""
@@ -201,6 +210,7 @@ num_proxies = 1
 [[routes]]
 prefix = "/api/"
 policies = ["per_client"]
+{routes_toml}
 """)
     server = Server(binary, config)
     try:
@@ -238,6 +248,26 @@ def check_response_options(binary, tmp):
 
     run_small_server(binary, tmp, 'status = 503\nbody = "text"\nheaders = ["retry_after"]', custom)
 
+    # max_wait (nginx's burst=N delay=M): past the burst a request waits its
+    # turn when it is at most max_wait away, and is refused beyond. Under
+    # 1 per 2 s, burst 1, max_wait 3 s: the first is served at once; of two
+    # sent together, one waits for the turn 2 s on, the other's turn (4 s
+    # on) is too far and it is refused at once. Orders of the two, and
+    # arrival delays below 1 s, give the same outcome.
+    def queued(port):
+        status, _, body = request(port, "/queued", "10.77.0.3")
+        check(status == 200 and json.loads(body).get("delayed_ms") == 0, f"first queued: {status} {body!r}")
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda _: request(port, "/queued", "10.77.0.3"), range(2)))
+        got.sort(key=lambda r: r[0])
+        (s1, _, b1), (s2, h2, _) = got
+        delayed = json.loads(b1).get("delayed_ms", -1) if s1 == 200 else -1
+        check(s1 == 200 and 0 < delayed <= 2000, f"queued request: {s1} {b1!r}")
+        check(s2 == 429 and h2.get("retry-after", "").isdigit(), f"request past max_wait: {s2} {h2}")
+
+    run_small_server(binary, tmp, "", queued,
+                     '[[routes]]\nprefix = "/queued"\npolicies = ["outbound"]\nmax_wait = "3s"\n')
+
 
 def main():
     binary = sys.argv[1]
@@ -263,6 +293,10 @@ rate = "3/hour"
 
 [policies.search_sustained]
 rate = "5/hour"
+
+[policies.outbound]
+rate = "1/2s"
+burst = 1
 """)
     check_bad_configs(binary, tmp, segment)
     config = os.path.join(tmp, "server.toml")

@@ -1,0 +1,231 @@
+"""Waiting for a turn at a rate-limited API: Limiter.reserve, wait,
+wait_async and @throttled, in one process and across forked workers.
+
+Times are asserted from below only (a loaded machine sleeps longer, never
+shorter) or through the segment's clock."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from forking import run_forked
+
+import shmlimit
+
+
+def test_reserve_queues_turns_and_cancel_gives_back_the_last(limiter):
+    limiter.add_policy("vendor", "gcra", "1/h", burst=1)
+    first = limiter.reserve("vendor", "acct")
+    assert first and first.ok and first.delay == 0
+    refused = limiter.reserve("vendor", "acct", max_wait=1)
+    assert not refused and refused.delay > 3500
+    assert refused.decision.retry_after == pytest.approx(refused.delay)
+    assert not refused.cancel()
+    second = limiter.reserve("vendor", "acct")  # no limit: queued about 1 h away
+    third = limiter.reserve("vendor", "acct")
+    assert 3500 < second.delay < 3601 and 7100 < third.delay < 7201
+    assert third.time_to_act_ns > second.time_to_act_ns
+    assert not second.cancel()  # third depends on it
+    assert third.cancel() and not third.cancel()
+    again = limiter.reserve("vendor", "acct")
+    assert again.delay == pytest.approx(third.delay, abs=1)
+    assert "granted" in repr(again)
+
+
+def test_reserve_and_wait_reject_bad_arguments(limiter):
+    limiter.add_policy("vendor", "gcra", "10/s")
+    with pytest.raises(ValueError):
+        limiter.reserve("vendor", "k", max_wait=-1)
+    with pytest.raises(ValueError):
+        limiter.wait("vendor", "k", max_wait=float("nan"))
+    with pytest.raises(ValueError):
+        limiter.reserve("vendor", "k", -1)
+    assert limiter.reserve("nope", "k").decision.reason == "unknown_policy"
+    assert limiter.wait("nope", "k").reason == "unknown_policy"
+    huge = limiter.reserve("vendor", "k", 10**9)
+    assert not huge and huge.decision.reason == "cost_too_high" and huge.delay == float("inf")
+    assert limiter.wait("vendor", "k", 10**9).reason == "cost_too_high"
+    limiter.add_policy("conn", "concurrency", "2/s")
+    assert limiter.wait("conn", "k", max_wait=5).reason == "needs_lease"
+
+
+def test_wait_sleeps_until_the_turn_and_releases_the_gil(limiter):
+    limiter.add_policy("fast", "gcra", "20/s", burst=1)  # T = 50 ms
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    start = time.monotonic()
+    try:
+        for _ in range(4):
+            assert limiter.wait("fast", "k", max_wait=30).allowed
+    finally:
+        stop.set()
+        t.join()
+    assert time.monotonic() - start >= 0.15  # 3 turns after the first
+    assert len(ticks) > 3  # the other thread ran while wait slept
+    # A turn past max_wait: refused at once.
+    limiter.reserve("fast", "k")
+    assert not limiter.wait("fast", "k", max_wait=0).allowed
+
+
+def test_wait_on_a_window_asks_again_at_the_next_opening(limiter):
+    limiter.add_policy("fw", "fixed_window", (2, 0.05))
+    for _ in range(5):
+        assert limiter.wait("fw", "k", max_wait=30).allowed
+    assert limiter.now_ns() >= 100_000_000  # the 5th admission is 2 windows on
+
+
+def test_wait_async_never_blocks_the_loop(limiter):
+    limiter.add_policy("fast", "gcra", "20/s", burst=1)
+
+    async def main():
+        beats = 0
+        done = asyncio.Event()
+
+        async def heartbeat():
+            nonlocal beats
+            while not done.is_set():
+                beats += 1
+                await asyncio.sleep(0.002)
+
+        hb = asyncio.create_task(heartbeat())
+        decisions = [await limiter.wait_async("fast", "k", max_wait=30) for _ in range(4)]
+        refused = await shmlimit.wait_async(limiter, "fast", "k", max_wait=0)
+        done.set()
+        await hb
+        return decisions, refused, beats
+
+    start = time.monotonic()
+    decisions, refused, beats = asyncio.run(main())
+    assert all(d.allowed for d in decisions)
+    assert not refused.allowed
+    assert time.monotonic() - start >= 0.15
+    assert beats > 5
+
+
+def test_wait_async_cancelled_gives_its_turn_back(limiter):
+    limiter.add_policy("slow", "gcra", "1/h", burst=1)
+    assert limiter.reserve("slow", "k")
+
+    async def main():
+        task = asyncio.create_task(limiter.wait_async("slow", "k"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    # The cancelled turn was the last: the next caller gets the same one.
+    assert 3500 < limiter.reserve("slow", "k").delay < 3601
+
+
+def test_throttled_sync_and_async(limiter):
+    calls = []
+
+    @shmlimit.throttled("sms", key=lambda to, text: to, max_wait=30, limiter=limiter, rate="20/s", burst=1)
+    def send(to, text):
+        calls.append((to, text))
+        return len(calls)
+
+    start = time.monotonic()
+    assert [send("+1", "hi") for _ in range(3)] == [1, 2, 3]
+    assert time.monotonic() - start >= 0.1
+
+    limiter.add_policy("vendor", "gcra", "1/h", burst=1)
+
+    @shmlimit.throttled("vendor", key="acct", max_wait=1, limiter=limiter)
+    async def call_vendor():
+        return "done"
+
+    async def main():
+        first = await call_vendor()
+        with pytest.raises(shmlimit.RateLimited) as e:
+            await call_vendor()
+        return first, e.value
+
+    first, err = asyncio.run(main())
+    assert first == "done"
+    assert err.retry_after > 3500 and err.policy == "vendor"
+
+    @shmlimit.throttled("missing", limiter=limiter)
+    def nothing():
+        return None
+
+    with pytest.raises(shmlimit.InvalidArgumentError, match="missing"):
+        nothing()
+    with pytest.raises(shmlimit.InvalidArgumentError):
+        shmlimit.throttled("vendor", max_wait=-1)
+
+
+def test_forked_workers_share_one_queue(limiter, segment_name):
+    """6 workers x 5 waits under 100/s, burst 2: the k-th call (sorted) is
+    never earlier than start + (k + 1 - B) * T on the segment's clock."""
+    limiter.add_policy("vendor", "gcra", "100/s", burst=2)
+    start = limiter.now_ns()
+
+    def worker(i):
+        lim = shmlimit.Limiter.open(segment_name)
+        out = []
+        for _ in range(5):
+            d = lim.wait("vendor", "acct", max_wait=60)
+            assert d.allowed
+            out.append(lim.now_ns())
+        return out
+
+    acts = sorted(t for ts in run_forked(6, worker) for t in ts)
+    T = 10_000_000
+    for k, t in enumerate(acts):
+        assert t >= start + (k + 1 - 2) * T, "call %d ran ahead of the policy" % k
+
+
+def test_a_killed_waiter_costs_only_its_turn(limiter, segment_name):
+    limiter.add_policy("slow", "gcra", "1/s", burst=1)
+    assert limiter.reserve("slow", "k")
+    before = limiter.peek("slow", "k").retry_after
+    pid = os.fork()
+    if pid == 0:
+        try:
+            shmlimit.Limiter.open(segment_name).wait("slow", "k", max_wait=60)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 60
+    while limiter.peek("slow", "k").retry_after < before + 0.5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    r = limiter.reserve("slow", "k")
+    assert r.ok and 1.0 <= r.delay <= before + 1.0 + 0.01
+    assert limiter.check(repair=False)["clean"]
+
+
+def test_a_signal_during_wait_raises_and_gives_the_turn_back(limiter):
+    limiter.add_policy("slow", "gcra", "1/h", burst=1)
+    assert limiter.reserve("slow", "k")
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            limiter.wait("slow", "k")  # its turn is an hour away: only the signal ends it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # The interrupted turn was the last: given back, the next caller gets it.
+    assert 3500 < limiter.reserve("slow", "k").delay < 3601

@@ -1,0 +1,186 @@
+// Reservations across fork()ed processes on one GCRA bucket: the turns
+// handed out conform to the policy exactly, the realised calls (after
+// wait()'s sleep) never run ahead of them, and a waiter SIGKILLed in its
+// sleep costs the others its own turn and nothing more.
+//
+// No timed assertions: turns are checked against the bound GCRA promises,
+// computed from the first reading of the clock; realised times are checked
+// from below only (a loaded machine wakes late, never early).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mp.hpp"
+#include "shmlimit/inspect.hpp"
+#include "shmlimit/shmlimit.hpp"
+
+namespace shmlimit::test {
+namespace {
+
+Options options(const ScopedName& name) {
+  Options o;
+  o.name = name.str();
+  o.capacity = 256;
+  return o;
+}
+
+PolicyId add_vendor(Limiter& l, std::uint64_t per_second, std::uint64_t burst) {
+  return l.add_policy(
+      PolicySpec{"vendor", Algorithm::kGcra, Rate{per_second, std::chrono::seconds(1)}, burst});
+}
+
+// GCRA's bound on sorted act times t_0 <= t_1 <= ...: for i < j,
+// t_j - t_i >= (j - i + 1 - B) * T (never more than B + window / T in any
+// window). Returns the first violation, or an empty string.
+std::string conformance(const std::vector<std::int64_t>& sorted, std::int64_t t_ns,
+                        std::int64_t burst) {
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    for (std::size_t j = i + 1; j < sorted.size(); ++j) {
+      const std::int64_t need = (static_cast<std::int64_t>(j - i) + 1 - burst) * t_ns;
+      if (sorted[j] - sorted[i] < need) {
+        return "acts " + std::to_string(i) + " and " + std::to_string(j) + " are " +
+               std::to_string(sorted[j] - sorted[i]) + " ns apart, GCRA needs " +
+               std::to_string(need);
+      }
+    }
+  }
+  return {};
+}
+
+// 8 workers reserve 60 turns each as fast as they can: 480 turns, each
+// distinct past the burst and all of them conforming to the policy.
+TEST(ReserveAcrossProcesses, TurnsAreDistinctAndConform) {
+  ScopedName name("reserve-turns");
+  Limiter lim = Limiter::create(options(name));
+  constexpr int kWorkers = 8;
+  constexpr int kEach = 60;
+  constexpr std::int64_t kT = 1'000'000;  // 1000/s
+  constexpr std::int64_t kBurst = 4;
+  const PolicyId id = add_vendor(lim, 1000, kBurst);
+  Shared<std::atomic<std::int64_t>> turns(kWorkers * kEach);
+  Shared<std::atomic<std::uint64_t>> go;
+  const auto pids = fork_workers(kWorkers, [&](int w) {
+    Limiter l = Limiter::open(options(name));
+    wait_for(*go, 1);
+    for (int i = 0; i < kEach; ++i) {
+      const Reservation r = l.reserve(id, "acct", 1, Nanos::max());
+      if (!r.ok()) return 1;
+      turns[static_cast<std::size_t>(w * kEach + i)].store(r.time_to_act().count(),
+                                                           std::memory_order_relaxed);
+    }
+    return 0;
+  });
+  const std::int64_t start = lim.now().count();
+  go->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  const std::int64_t end = lim.now().count();
+  std::vector<std::int64_t> t;
+  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(turns[static_cast<std::size_t>(i)].load());
+  std::sort(t.begin(), t.end());
+  EXPECT_EQ(conformance(t, kT, kBurst), "");
+  // Past the burst every turn is its own: no two equal.
+  EXPECT_EQ(std::adjacent_find(t.begin() + kBurst, t.end()), t.end());
+  // And the schedule wastes nothing: a gap between turns opens only while
+  // the queue is empty, i.e. while the workers were still reserving, so
+  // the turns span at most (N - B) * T plus the time the reserving took.
+  EXPECT_GE(t.front(), start);
+  EXPECT_LE(t.back() - t.front(),
+            (static_cast<std::int64_t>(t.size()) - kBurst) * kT + (end - start));
+}
+
+// 6 workers call wait() 12 times each under 200/s, burst 3: each call's
+// realised time (read after wait returns) is at or after its turn, so the
+// k-th realised call is no earlier than the k-th turn can be:
+// start + (k + 1 - B) * T. Every call is granted (the deadline is generous).
+TEST(ReserveAcrossProcesses, RealisedCallsNeverRunAheadOfThePolicy) {
+  ScopedName name("reserve-wait");
+  Limiter lim = Limiter::create(options(name));
+  constexpr int kWorkers = 6;
+  constexpr int kEach = 12;
+  constexpr std::int64_t kT = 5'000'000;  // 200/s
+  constexpr std::int64_t kBurst = 3;
+  const PolicyId id = add_vendor(lim, 200, kBurst);
+  Shared<std::atomic<std::int64_t>> acts(kWorkers * kEach);
+  Shared<std::atomic<std::uint64_t>> go;
+  const std::int64_t start = lim.now().count();  // the bucket is full (fresh) from here on
+  const auto pids = fork_workers(kWorkers, [&](int w) {
+    Limiter l = Limiter::open(options(name));
+    wait_for(*go, 1);
+    for (int i = 0; i < kEach; ++i) {
+      const Decision d = l.wait_for(id, "acct", 1, std::chrono::seconds(120));
+      if (!d.allowed) return 1;
+      acts[static_cast<std::size_t>(w * kEach + i)].store(l.now().count(),
+                                                          std::memory_order_relaxed);
+    }
+    return 0;
+  });
+  go->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  std::vector<std::int64_t> t;
+  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(acts[static_cast<std::size_t>(i)].load());
+  std::sort(t.begin(), t.end());
+  for (std::size_t k = 0; k < t.size(); ++k) {
+    const std::int64_t earliest = start + (static_cast<std::int64_t>(k) + 1 - kBurst) * kT;
+    ASSERT_GE(t[k], earliest) << "call " << k << " ran ahead of the policy";
+  }
+  // Throughput: 72 calls need (72 - 3) * 5 ms = 345 ms; allow a loaded
+  // machine 60 s.
+  EXPECT_LE(t.back() - start, 60'000'000'000);
+}
+
+// A worker SIGKILLed while wait() sleeps for its turn: the others lose that
+// one turn and nothing more, nothing is left to repair, and the bucket
+// refills as if the dead worker had acted at its turn.
+TEST(ReserveAcrossProcesses, AKilledWaiterCostsOnlyItsTurn) {
+  ScopedName name("reserve-kill");
+  Limiter lim = Limiter::create(options(name));
+  // 1 per second, burst 1: T = 1 s.
+  constexpr std::int64_t kT = 1'000'000'000;
+  const PolicyId id = add_vendor(lim, 1, 1);
+  // Queue 3 turns (now, +T, +2T) so the child's turn is about 3T away.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(lim.reserve(id, "acct", 1, Nanos::max()).ok());
+  const Nanos before = lim.peek(id, "acct", 1).retry_after;
+  ASSERT_GT(before, Nanos(2 * kT));  // 3 T, less the time since
+  const auto pids = fork_workers(1, [&](int) {
+    Limiter l = Limiter::open(options(name));
+    (void)l.wait_for(id, "acct", 1, std::chrono::seconds(60));
+    return 0;
+  });
+  // Wait until the child's reservation has landed (the queue grew by T).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  Nanos queue = before;
+  while (std::chrono::steady_clock::now() < deadline) {
+    queue = lim.peek(id, "acct", 1).retry_after;
+    if (queue > before + Nanos(kT / 2)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(queue, before + Nanos(kT / 2)) << "the child never reserved";
+  ::kill(pids[0], SIGKILL);
+  ASSERT_EQ(wait_all(pids, /*killed_ok=*/true), 0);
+  // The next caller queues behind the dead one's turn: one T more than
+  // before the child, never more (a small allowance for the time the
+  // peeks took).
+  const Reservation r = lim.reserve(id, "acct", 1, Nanos::max());
+  ASSERT_TRUE(r.ok());
+  EXPECT_LE(r.delay(), before + Nanos(kT) + Nanos(kT));
+  EXPECT_GE(r.delay(), Nanos(2 * kT));
+  // Nothing held, nothing to repair.
+  const CheckReport c = lim.check(false);
+  EXPECT_TRUE(c.clean());
+  EXPECT_EQ(c.repaired, 0u);
+  // Past every turn the bucket is full again: injected clock, 10 s later.
+  const Decision d = lim.acquire_at(id, "acct", 1, lim.now() + std::chrono::seconds(10));
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 0u);  // burst 1, just taken
+}
+
+}  // namespace
+}  // namespace shmlimit::test
