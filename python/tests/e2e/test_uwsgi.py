@@ -130,9 +130,13 @@ def test_uwsgi_workers_share_one_exact_limit_across_recycling(server):
         if mode == "shmlimit":
             assert admitted == allowance, (name, admitted)
             check_headers(segment, name, policy, key, allowance, refused, elapsed)
-        else:
-            assert len(pids) >= 2, (name, pids)
-            assert admitted > allowance, (name, admitted)
+    if mode != "shmlimit":
+        # The control: DRF's per-process cache over-admits in aggregate. A
+        # single scenario may happen to be served by one worker (the kernel
+        # hands connections to whichever worker accepts first), so the
+        # comparison is over the whole run.
+        assert len(all_pids) >= 2, all_pids
+        assert sum(r[2] for r in rows) > sum(r[1] for r in rows), rows
     # more worker processes served than there are slots: workers were
     # recycled by --max-requests during the load (480 requests > 4 x 40)
     assert len(all_pids | set(workers)) > WORKERS, all_pids
