@@ -175,19 +175,20 @@ Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u
 // checks again on a miss, and nothing is written before the one CAS (or,
 // denied, the counts), so a miss costs only the reads it made. What it
 // leaves to apply(): an acquire on a read-only map (it peeks there), the
-// claim of a new key, the sliding log and leases (other algorithms), keys
-// longer than a ShortKey, the clock horizon. A hit decides exactly as
-// decide() would: the same gcra_decide_into on the same word, the same one
-// CAS through Table::update, the same counts.
+// claim of a new key, the sliding log and leases (state beyond the word),
+// keys longer than a ShortKey, the clock horizon. A hit decides exactly as
+// decide() would: the same decision on the same word (gcra_decide_into
+// inlined for GCRA, algo_decide for the other word algorithms), the same
+// one CAS through Table::update, the same counts.
 template <bool Acquire>
 [[gnu::always_inline]] inline bool Limiter::Impl::fast_decide(std::uint32_t policy,
                                                               std::string_view key, u64 cost,
                                                               std::int64_t now,
                                                               Decision* out) noexcept {
   const PolicySnapshot* p = cached_policy(policy);
-  if (p == nullptr || p->algo.algorithm != Algorithm::kGcra || !p->valid || key.size() > 16 ||
-      now < 0 || now > detail::kClockHorizonNs - p->margin || (Acquire && seg->read_only()))
-      [[unlikely]]
+  if (p == nullptr || p->algo.algorithm == Algorithm::kSlidingLog || p->algorithm_is_lease() ||
+      !p->valid || key.size() > 16 || now < 0 || now > detail::kClockHorizonNs - p->margin ||
+      (Acquire && seg->read_only())) [[unlikely]]
     return false;
   const detail::ShortKey pk(seed, policy, key);
   detail::SlotRef ref;
@@ -203,15 +204,28 @@ template <bool Acquire>
       table.update(ref.index, detail::Word::version(ref.word), &w, [&](u64 state) noexcept {
         bool store = false;
         u64 next = 0;
-        detail::gcra_decide_into(state, now, cost, params, d, store, next);
+        if (p->algo.algorithm == Algorithm::kGcra) [[likely]] {
+          detail::gcra_decide_into(state, now, cost, params, d, store, next);
+        } else {
+          // The other algorithms whose whole state is the word, as decide_state.
+          const detail::AlgoOutcome o = detail::algo_decide(p->algo, state, now, cost);
+          d = detail::copy_fields(o.decision);
+          store = o.store;
+          next = o.new_state;
+        }
         return Acquire && store ? detail::SlotStep::store(next) : detail::SlotStep::leave();
       });
   if constexpr (!Acquire) return r != detail::UpdateResult::kReclaimed;
   if (r == detail::UpdateResult::kReclaimed) [[unlikely]]
     return false;  // the key left its slot meanwhile: look it up again, in apply()
   detail::SlotHead& h = table.head(ref.index);
-  // Per key, approximate (table.hpp); the exact totals are the counter blocks.
-  if (cost > 0 || !d.allowed) detail::approx_add(d.allowed ? h.admitted : h.denied);
+  // Per key, approximate (table.hpp), counted as decide() counts; the exact
+  // totals are the counter blocks.
+  if (r == detail::UpdateResult::kStored) {
+    detail::approx_add(d.allowed ? h.admitted : h.denied);
+  } else if (!d.allowed) {
+    detail::approx_add(h.denied);
+  }
   counters.add(policy, d.allowed);
   if (!d.allowed) [[unlikely]]
     noted(policy, key, cost, now, d);

@@ -393,8 +393,10 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   // ---- decisions ----------------------------------------------------------
   // The common acquire (Acquire, counted) or peek, decided in one inlined
-  // piece (decide.cpp): a GCRA policy in the process's cache, a key of up
-  // to 16 bytes that is already in the table. Returns false, having written
+  // piece (decide.cpp): a policy in the process's cache whose whole state
+  // is the slot's word (every algorithm but the sliding log and leases;
+  // GCRA inlined), a key of up to 16 bytes that is already in the table.
+  // Returns false, having written
   // nothing, when any of that does not hold: apply() then decides as always.
   template <bool Acquire>
   bool fast_decide(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
