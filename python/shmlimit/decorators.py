@@ -82,6 +82,36 @@ def default_limiter() -> Limiter:
         return _default
 
 
+def resolved_once(limiter: LimiterSource, bind: Callable[[Limiter], PolicyId]) -> Callable[[], "tuple[Limiter, PolicyId]"]:
+    """A resolver for a decorator: on its first call (not at decoration,
+    which may run before the segment exists or before a fork) it takes the
+    Limiter from ``limiter`` (a Limiter, a callable returning one, or None
+    for :func:`default_limiter`) and the policy from ``bind(limiter)``; once,
+    under a lock; later calls return the same pair. A failure is not
+    remembered: the next call tries again."""
+    state: dict = {}
+    lock = threading.Lock()
+
+    def resolve() -> "tuple[Limiter, PolicyId]":
+        got = state.get("resolved")
+        if got is not None:
+            return got
+        with lock:
+            got = state.get("resolved")
+            if got is None:
+                if limiter is None:
+                    lim = default_limiter()
+                elif isinstance(limiter, Limiter):
+                    lim = limiter
+                else:
+                    lim = limiter()
+                got = (lim, bind(lim))
+                state["resolved"] = got
+            return got
+
+    return resolve
+
+
 def limit(
     rate: Union[str, "tuple[int, float]"],
     *,
@@ -111,26 +141,9 @@ def limit(
 
     def decorate(fn: F) -> F:
         name = policy or policy_name("fn:", getattr(fn, "__module__", "") + "." + fn.__qualname__)
-        state: dict = {}
-        lock = threading.Lock()
-
-        def resolve() -> "tuple[Limiter, PolicyId]":
-            got = state.get("resolved")
-            if got is not None:
-                return got
-            with lock:
-                got = state.get("resolved")
-                if got is None:
-                    if limiter is None:
-                        lim = default_limiter()
-                    elif isinstance(limiter, Limiter):
-                        lim = limiter
-                    else:
-                        lim = limiter()
-                    pid = lim.add_policy(name, algorithm, rate, burst=burst, on_full=on_full, replace=True)
-                    got = (lim, pid)
-                    state["resolved"] = got
-                return got
+        resolve = resolved_once(
+            limiter, lambda lim: lim.add_policy(name, algorithm, rate, burst=burst, on_full=on_full, replace=True)
+        )
 
         def check(args: Any, kwargs: Any) -> None:
             lim, pid = resolve()

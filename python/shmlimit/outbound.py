@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import threading
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from ._shmlimit import Decision, Limiter, PolicyId
 from ._util import fit_key
-from .decorators import LimiterSource, RateLimited, default_limiter
+from .decorators import LimiterSource, RateLimited, resolved_once
 from .errors import InvalidArgumentError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,35 +109,18 @@ def throttled(
         raise InvalidArgumentError("throttled: max_wait must be None or a number of seconds >= 0")
 
     def decorate(fn: F) -> F:
-        state: dict = {}
-        lock = threading.Lock()
+        def bind(lim: Limiter) -> PolicyId:
+            if rate is not None:
+                return lim.add_policy(policy, algorithm, rate, burst=burst, replace=True)
+            found = lim.find_policy(policy)
+            if found is None:
+                raise InvalidArgumentError(
+                    "throttled: no policy %r in %s: register it with Limiter.add_policy "
+                    "or pass rate=" % (policy, lim.name)
+                )
+            return found
 
-        def resolve() -> "tuple[Limiter, PolicyId]":
-            got = state.get("resolved")
-            if got is not None:
-                return got
-            with lock:
-                got = state.get("resolved")
-                if got is None:
-                    if limiter is None:
-                        lim = default_limiter()
-                    elif isinstance(limiter, Limiter):
-                        lim = limiter
-                    else:
-                        lim = limiter()
-                    if rate is not None:
-                        pid = lim.add_policy(policy, algorithm, rate, burst=burst, replace=True)
-                    else:
-                        found = lim.find_policy(policy)
-                        if found is None:
-                            raise InvalidArgumentError(
-                                "throttled: no policy %r in %s: register it with Limiter.add_policy "
-                                "or pass rate=" % (policy, lim.name)
-                            )
-                        pid = found
-                    got = (lim, pid)
-                    state["resolved"] = got
-                return got
+        resolve = resolved_once(limiter, bind)
 
         def prepare(args: Any, kwargs: Any) -> "tuple[Limiter, PolicyId, bytes, int]":
             lim, pid = resolve()
