@@ -130,15 +130,13 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       return op == Op::kPeek || !out.store ? detail::SlotStep::leave()
                                            : detail::SlotStep::store(out.new_state);
     });
-    if (r == detail::UpdateResult::kUnchanged) {
-      // The per-key count (approximate, table.hpp); the exact totals are
-      // counted by the caller (counters.hpp).
-      if (op == Op::kAcquire && !out.decision.allowed) detail::approx_add(h.denied);
-      return detail::copy_fields(out.decision);
-    }
+    // The per-key count (approximate, table.hpp); the exact totals are
+    // counted by the caller (counters.hpp).
+    if (r != detail::UpdateResult::kReclaimed && op == Op::kAcquire)
+      detail::count_per_key(h, r, out.decision.allowed);
+    if (r == detail::UpdateResult::kUnchanged) return detail::copy_fields(out.decision);
     if (r == detail::UpdateResult::kStored) {
       if (op == Op::kAcquire) {
-        detail::approx_add(out.decision.allowed ? h.admitted : h.denied);  // per key, approximate
         if (charge != nullptr && out.decision.allowed) *charge = Charge{true, ref.index, version};
       }
       return detail::copy_fields(out.decision);
@@ -218,14 +216,9 @@ template <bool Acquire>
   if constexpr (!Acquire) return r != detail::UpdateResult::kReclaimed;
   if (r == detail::UpdateResult::kReclaimed) [[unlikely]]
     return false;  // the key left its slot meanwhile: look it up again, in apply()
-  detail::SlotHead& h = table.head(ref.index);
-  // Per key, approximate (table.hpp), counted as decide() counts; the exact
-  // totals are the counter blocks.
-  if (r == detail::UpdateResult::kStored) {
-    detail::approx_add(d.allowed ? h.admitted : h.denied);
-  } else if (!d.allowed) {
-    detail::approx_add(h.denied);
-  }
+  // Per key, approximate (table.hpp), as decide() counts; the exact totals
+  // are the counter blocks.
+  detail::count_per_key(table.head(ref.index), r, d.allowed);
   counters.add(policy, d.allowed);
   if (!d.allowed) [[unlikely]]
     noted(policy, key, cost, now, d);

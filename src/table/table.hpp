@@ -134,6 +134,18 @@ enum class UpdateResult {
                // (or none); the caller's view of it is stale
 };
 
+/// The per-key count of one acquire (SlotHead::admitted / denied,
+/// approximate) after its Table::update ended in `r` (not kReclaimed): a
+/// stored decision counts as what it decided, an unchanged one only when
+/// it refused.
+inline void count_per_key(SlotHead& h, UpdateResult r, bool allowed) noexcept {
+  if (r == UpdateResult::kStored) {
+    approx_add(allowed ? h.admitted : h.denied);
+  } else if (!allowed) {
+    approx_add(h.denied);
+  }
+}
+
 class Table {
  public:
   Table(std::byte* slots, const Geometry& geometry) noexcept;
