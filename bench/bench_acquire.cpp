@@ -378,7 +378,7 @@ void BM_Acquire_HotKey_2Proc(benchmark::State& state) {
 }
 
 // ---------------------------------------------------------------------------
-// Alternatives (issue #7): what a user would write instead of shmlimit.
+// Alternatives: what a user would write instead of shmlimit.
 //
 // MutexMap (mutex_map.hpp): one Boost.Interprocess interprocess_mutex over a
 // fixed open-addressing table of GCRA states in a POSIX shm segment, same

@@ -1,4 +1,4 @@
-"""Per-call cost of a DRF throttle: shmlimit's against DRF's own (issue 16).
+"""Per-call cost of a DRF throttle: shmlimit's against DRF's own.
 
 Cases, in one process, rate "60/min" (scope "anon"), each as one
 ``allow_request(request, view)`` call on a throttle built once:

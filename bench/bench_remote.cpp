@@ -1,4 +1,4 @@
-// Alternatives over the network (issue #7): Redis (EVALSHA of a GCRA Lua
+// Alternatives over the network: Redis (EVALSHA of a GCRA Lua
 // script through hiredis) and memcached (a fixed-window counter with
 // increment-with-initial through libmemcached), one hot key, as a user would
 // write them. Compiled in only when bench/CMakeLists.txt finds the client

@@ -1,4 +1,4 @@
-// The alternative a user would write without shmlimit (issue #7): one
+// The alternative a user would write without shmlimit: one
 // Boost.Interprocess interprocess_mutex guarding a fixed-size open-addressing
 // table of GCRA states, all in one POSIX shared-memory segment. Same GCRA
 // step as shmlimit, written inline:

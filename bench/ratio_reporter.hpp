@@ -112,7 +112,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
                     *hot, r, *floor1, r <= 1.5 ? "MET" : "NOT MET");
       os << buf;
     }
-    // Issue 16: denied and peek no slower than admitted (same key, same run).
+    // Denied and peek no slower than admitted (same key, same run).
     for (const char* name : {"BM_Acquire_HotKey_Denied", "BM_Peek_HotKey"}) {
       const auto t = cpu_of(name);
       if (!t || !hot || *hot <= 0) continue;
@@ -141,7 +141,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
     }
   }
 
-  // Issue #7: each alternative against shmlimit on the same workload and
+  // Each alternative against shmlimit on the same workload and
   // number of processes. A mutex that is contended blocks in the kernel
   // (futex) without using CPU, so under contention CPU time flatters it:
   // the real-time ratio is given as well and is the one to read for _2Proc.
@@ -162,7 +162,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
     bool any = false;
     for (const Pair& p : kPairs) any = any || times_.count(p.alt) != 0;
     if (!any) return;
-    os << "\n## Alternatives (issue #7): the same decision implemented as a user would\n\n"
+    os << "\n## Alternatives: the same decision implemented as a user would\n\n"
        << "| case | CPU ns/op (min) | real ns/op (median) | shmlimit case | alt / shmlimit (CPU, "
           "min) | alt / shmlimit (real, median) |\n"
        << "|---|---:|---:|---|---:|---:|\n";
@@ -172,7 +172,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
          << p.ours << " | " << ratio(cpu_of(p.alt), cpu_of(p.ours)) << " | "
          << ratio(real_of(p.alt), real_of(p.ours)) << " |\n";
     }
-    // Issue 16: faster than the mutex map in one process (CPU, fastest
+    // Faster than the mutex map in one process (CPU, fastest
     // repetition, as the other single-process ratios).
     const auto m1 = cpu_of("BM_Alt_MutexMap_HotKey");
     const auto s1 = cpu_of("BM_Acquire_HotKey");

@@ -1,5 +1,5 @@
 // shmlimit_throughput: multi-process throughput and per-operation latency of
-// shmlimit against the mutex-map alternative (bench/mutex_map.hpp), issue #7.
+// shmlimit against the mutex-map alternative (bench/mutex_map.hpp).
 //
 // For each implementation (shmlimit, mutexmap), workload (hot: one key;
 // many: 100k keys visited in a random order per process) and number of

@@ -94,6 +94,10 @@ run_stage() {
     [[ $rc -ne 0 && $failed -eq 0 ]] && total_failed=$((total_failed + 1))
     stage_result[$stage]=FAILED
     stage_detail[$stage]="$((total - failed)) passed, $failed failed (ctest exit $rc) in ${elapsed}s"
+    # ctest's list after "The following tests FAILED:", one "<n> - <name> (<why>)" a line
+    local names
+    names="$(sed -n '/^The following tests FAILED:/,$p' "$log" | sed -nE 's/^[[:space:]]+[0-9]+ - (.*)$/\1/p' | paste -sd ';' - || true)"
+    [[ -n "$names" ]] && stage_detail[$stage]+=": ${names}"
     return 1
   fi
   stage_result[$stage]=passed

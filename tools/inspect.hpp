@@ -1,4 +1,4 @@
-// The maintenance and monitoring subcommands of `shmlimit` (issue #5):
+// The maintenance and monitoring subcommands of `shmlimit`:
 // check, reset, dump's filters, metrics and watch. doc/cli.md documents
 // their output; this header holds the work, tools/shmlimit_cli.cpp only
 // parses arguments, opens the segment and calls in here.

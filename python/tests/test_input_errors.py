@@ -1,5 +1,4 @@
-"""Every input error is an error, and reading never raises an encoding error
-(issue 14, rows 6, 7, 8 and 10)."""
+"""Every input error is an error, and reading never raises an encoding error."""
 from __future__ import annotations
 
 import pytest

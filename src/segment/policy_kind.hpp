@@ -58,7 +58,7 @@ struct PolicyKind {
 
 static_assert(PolicyKind::valid(PolicyKind::pack({Algorithm::kSlidingLog, OnFull::kDeny,
                                                   LogWait::kDrf})),
-              "a sliding log with wait drf is a valid kind (issue 14, row 9)");
+              "a sliding log with wait drf is a valid kind");
 static_assert(!PolicyKind::valid(PolicyKind::pack({Algorithm::kGcra, OnFull::kAllow,
                                                    LogWait::kDrf})),
               "only the sliding log has a wait mode");

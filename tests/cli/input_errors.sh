@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every input error is an error (issue 14, rows 5, 6 and 7): a negative or
+# Every input error is an error: a negative or
 # non-numeric number for any numeric option, an option the algorithm does
 # not use, capacity 0 and a name that is not ASCII exit 2 with one printable
 # line, and nothing is created or registered.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # check, dump's filters, metrics, watch and reset against a segment that
-# background `shmlimit acquire` loops write at the same time (issue #5).
+# background `shmlimit acquire` loops write at the same time.
 # While they write: check is clean, the filters keep only what they name,
 # metrics has its metric names, watch prints a per-policy block. After they
 # stop: no key admitted beyond its policy's allowance, the most hammered key

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Single-process behaviour of check, reset, dump's filters, metrics and watch
-# (issue #5): exit codes, argument errors, CSV quoting, an empty segment.
+# Single-process behaviour of check, reset, dump's filters, metrics and
+# watch: exit codes, argument errors, CSV quoting, an empty segment.
 #   usage: maintenance.sh path/to/shmlimit
 source "$(dirname "$0")/lib.sh"
 

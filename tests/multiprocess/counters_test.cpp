@@ -265,7 +265,7 @@ TEST(Counters, ScrapesNeverSeeATotalDecrease) {
   EXPECT_GT(last["shmlimit_policy_denied_total{segment=\"" + name.str() + "\",policy=\"x\"}"], 0u);
 }
 
-// The example: "a" = 2/h, five acquire_many([("a","x"),("b","x")])
+// As an operator would meet it: "a" = 2/h, five acquire_many([("a","x"),("b","x")])
 // are 2 admitted and 3 denied on a, everywhere an operator looks.
 TEST(Counters, AcquireManyRefusalsAppearInStatMetricsDumpAndWatch) {
   ScopedName name("counters-many");

@@ -226,7 +226,7 @@ std::uint64_t token_of(pid_t pid, std::uint32_t start) {
   return std::uint64_t{static_cast<std::uint32_t>(pid)} << 32 | start;
 }
 
-// Issue 14 row 12: an owner word naming a live pid with start time 0 was
+// Regression: an owner word naming a live pid with start time 0 was
 // counted "in progress" forever, and `check` called the segment clean.
 TEST_F(CheckCorrupt, ImpossibleClaimTokensAreProblemsNotClaimsInProgress) {
   ASSERT_GE(live_slots_.size(), 3u);
@@ -366,7 +366,7 @@ TEST_F(CheckRepair, CheckRepairsAnImpossibleOwnerAndReportsIt) {
   EXPECT_EQ(after.live, 4u);  // the bucket was consistent: only the token is cleared
 }
 
-// Issue 14 row 12: a header epoch in the future stopped every bucket's clock
+// Regression: a header epoch in the future stopped every bucket's clock
 // at 0 (a retry that never elapses), and `check` said clean.
 TEST_F(CheckRepair, FutureEpochIsRefusedAtOpenAndReportedByEveryCheck) {
   const std::int64_t future = detail::monotonic_ns() + std::int64_t{3600} * 1'000'000'000;

@@ -1,4 +1,4 @@
-// Every input error is an error (issue 14, rows 6, 7, 8 and 10): options an
+// Every input error is an error: options an
 // algorithm does not use and capacity 0 are refused, names are checked as
 // UTF-8 with the offending byte escaped, every message is one printable
 // line, a segment holding any bytes in a policy name is flagged by check(),

@@ -2,7 +2,7 @@
 // "Replacing a policy"; the protocol in src/limiter/policies.cpp): every
 // ordered pair of the 8 algorithms, random rate/burst changes over random
 // states, the concurrency refusal, the crash between publishing the new
-// entry and retiring the old one, and the regressions of issue 14 row 4.
+// entry and retiring the old one, and the regression of old state read under a new algorithm.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -206,7 +206,7 @@ TEST(ReplacePolicy, ConcurrencyWithLeasesHeldIsRefusedNamingTheCount) {
   EXPECT_EQ(l.lease(id, "k").decision().limit, 9u);
 }
 
-// Issue 14 row 4, as reported: old state read under the new algorithm.
+// Regression, as reported: old state read under the new algorithm.
 TEST(ReplacePolicy, Row4GcraToTokenBucketDoesNotMakeTheKeyWait162Days) {
   const ScopedSegmentName name("row4-tb");
   Limiter l = make(name);

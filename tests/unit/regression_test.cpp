@@ -141,7 +141,7 @@ TEST(Regression, RefusedMultiLimitReportsUnchargedRemainingOfTheLimitsThatAdmit)
 namespace shmlimit {
 namespace {
 
-// Issue 14 row 9: the raw segment checker decoded the policy kind word on
+// Regression: the raw segment checker decoded the policy kind word on
 // its own and reported a valid `sliding_log --wait drf` policy as "kind ...
 // has bits set beyond algorithm and on_full" (the wait bits 16-23 were
 // added to the writer only). Every reader now uses detail::PolicyKind.
