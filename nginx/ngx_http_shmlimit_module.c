@@ -4,10 +4,11 @@
  *   shmlimit_segment /NAME [capacity=N] [mode=0660] [log_entries=N] [allow_other_users];
  *   shmlimit_segment config=PATH.toml;                                       (http)
  *   shmlimit_policy NAME RATE [burst=N] [algorithm=A] [on_full=open|closed];  (http)
- *   shmlimit POLICY key=$var [cost=N|$var] [dry_run];       (http, server, location)
+ *   shmlimit POLICY key=$var [cost=N|$var] [max_wait=TIME] [dry_run];
+ *                                                           (http, server, location)
  *   shmlimit_status CODE;  shmlimit_headers on|off|retry-after;
  *   shmlimit_dry_run on|off;  shmlimit_log_level info|notice|warn|error;
- *   $shmlimit_status  $shmlimit_remaining  $shmlimit_retry_after
+ *   $shmlimit_status  $shmlimit_remaining  $shmlimit_retry_after  $shmlimit_delay
  *
  * Process model and invariants
  *   (1) The segment is opened (or created) and every shmlimit_policy is
@@ -29,6 +30,16 @@
  *   (5) A request is decided once: the outcome is kept in the request's
  *       context and found again after an internal redirect (the context is
  *       also reachable from a cleanup of the main request's pool).
+ *   (6) A line with max_wait is the only `shmlimit` line of its level (and
+ *       so of every location that inherits it): its request takes a turn
+ *       with shmlimit_reserve instead of acquire_many. A turn in the future
+ *       parks the request on a timer of its connection's write event, as
+ *       limit_req's delay does; the worker never sleeps. The reservation
+ *       is owned by a cleanup of the request's pool, which gives the turn
+ *       back (shmlimit_reservation_cancel) if the request ends before its
+ *       turn (the client closed) and frees the handle in every path. The
+ *       segment outlives it: it is closed with the cycle, after the
+ *       worker's last request.
  */
 #include <ngx_config.h>
 #include <ngx_core.h>
@@ -38,6 +49,8 @@
 #define NGX_HTTP_SHMLIMIT_PASSED 1
 #define NGX_HTTP_SHMLIMIT_REJECTED 2
 #define NGX_HTTP_SHMLIMIT_REJECTED_DRY_RUN 3
+#define NGX_HTTP_SHMLIMIT_DELAYED 4
+#define NGX_HTTP_SHMLIMIT_DELAYED_DRY_RUN 5
 
 #define NGX_HTTP_SHMLIMIT_HEADERS_OFF 0
 #define NGX_HTTP_SHMLIMIT_HEADERS_RETRY_AFTER 1
@@ -45,6 +58,10 @@
 
 /* acquire_many decides at most this many limits at once (shmlimit.h). */
 #define NGX_HTTP_SHMLIMIT_MAX_LIMITS 64
+
+/* The longest max_wait, in ms: a parked request holds its connection, and
+ * a worker that is shut down gracefully (reload) waits for its timer. */
+#define NGX_HTTP_SHMLIMIT_MAX_WAIT_MS (60 * 60 * 1000)
 
 /* Seconds between two log lines about degraded decisions (table full,
  * contended or corrupt slot: the policy's on_full decided), per worker. */
@@ -54,6 +71,7 @@ typedef struct {
   shmlimit_limiter* limiter; /* NULL until shmlimit_segment */
   ngx_str_t segment;         /* as written: "/NAME" or "config=PATH" */
   size_t max_key;            /* shmlimit_max_key_bytes() */
+  ngx_array_t* declared;     /* of ngx_http_shmlimit_declared_t; NULL: none */
 } ngx_http_shmlimit_main_conf_t;
 
 /* One policy (one member of a policy group) charged by a `shmlimit` line. */
@@ -64,8 +82,16 @@ typedef struct {
   ngx_http_complex_value_t key;
   ngx_http_complex_value_t* cost; /* NULL: fixed_cost */
   uint64_t fixed_cost;
+  ngx_msec_t max_wait; /* ms; 0: refuse at once (invariant 6) */
   ngx_flag_t dry_run;
 } ngx_http_shmlimit_limit_t;
+
+/* The algorithm of a policy declared with shmlimit_policy, by name: a
+ * max_wait line checks that its policy queues turns. */
+typedef struct {
+  ngx_str_t name;
+  uint32_t algorithm; /* SHMLIMIT_ALGORITHM_* */
+} ngx_http_shmlimit_declared_t;
 
 typedef struct {
   ngx_array_t* limits; /* of ngx_http_shmlimit_limit_t; NGX_CONF_UNSET_PTR: inherit */
@@ -73,6 +99,7 @@ typedef struct {
   ngx_uint_t headers;
   ngx_flag_t dry_run;
   ngx_uint_t log_level;
+  ngx_uint_t delay_log_level; /* one level below log_level, as limit_req's */
 } ngx_http_shmlimit_loc_conf_t;
 
 /* The outcome of a request's decision (invariant 5). */
@@ -84,6 +111,10 @@ typedef struct {
   shmlimit_verdict verdict;
   shmlimit_policy_report* reports;
   size_t nreports;
+  int64_t delay_ns;   /* a max_wait line: the wait until the turn; 0 otherwise */
+  int64_t turn_at_ns; /* DELAYED: the turn, on the segment's clock (shmlimit_now) */
+  /* A parked request's turn (invariant 6); NULL once the turn has come. */
+  shmlimit_reservation* reservation;
 } ngx_http_shmlimit_ctx_t;
 
 static ngx_int_t ngx_http_shmlimit_handler(ngx_http_request_t* r);
@@ -158,8 +189,9 @@ ngx_module_t ngx_http_shmlimit_module = {NGX_MODULE_V1,
                                          NULL,                          /* exit master */
                                          NGX_MODULE_V1_PADDING};
 
-static ngx_str_t ngx_http_shmlimit_status_names[] = {ngx_string("PASSED"), ngx_string("REJECTED"),
-                                                     ngx_string("REJECTED_DRY_RUN")};
+static ngx_str_t ngx_http_shmlimit_status_names[] = {
+    ngx_string("PASSED"), ngx_string("REJECTED"), ngx_string("REJECTED_DRY_RUN"),
+    ngx_string("DELAYED"), ngx_string("DELAYED_DRY_RUN")};
 
 /* ------------------------------------------------------------------------ */
 /* Request context                                                          */
@@ -269,6 +301,135 @@ static ngx_int_t ngx_http_shmlimit_request(ngx_http_request_t* r,
   return NGX_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Waiting for a turn (invariant 6)                                         */
+/* ------------------------------------------------------------------------ */
+
+/* ns to the timer's ms, rounded up: a request never acts before its turn. */
+static ngx_msec_t ngx_http_shmlimit_ms(int64_t ns) {
+  return ns <= 0 ? 0 : (ngx_msec_t)((ns + 999999) / 1000000);
+}
+
+/* A cleanup of the parked request's pool: the request ended before its
+ * turn (the client closed, an error): give the turn back if it still can
+ * be (doc/outbound.md, "Cancel"), and free the handle. */
+static void ngx_http_shmlimit_turn_cleanup(void* data) {
+  ngx_http_shmlimit_ctx_t* ctx = data;
+  int given_back;
+
+  if (ctx->reservation == NULL) return; /* the turn came: spent */
+  given_back = shmlimit_reservation_cancel(ctx->reservation);
+  shmlimit_reservation_free(ctx->reservation);
+  ctx->reservation = NULL;
+  ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                 "shmlimit: a delayed request ended before its turn (turn given back: %d)",
+                 given_back);
+}
+
+/* Takes the turn of a max_wait line's request into ctx: PASSED (now),
+ * DELAYED (ctx->delay_ns away, within max_wait; ctx->reservation holds it),
+ * REJECTED (beyond max_wait: nothing charged, retry_after says when the
+ * turn would be now), or their dry-run forms (charged, never delayed). A
+ * subrequest is never parked: its turn must be now. */
+static ngx_int_t ngx_http_shmlimit_take_turn(ngx_http_request_t* r,
+                                             ngx_http_shmlimit_main_conf_t* mcf,
+                                             ngx_http_shmlimit_limit_t* limit,
+                                             shmlimit_request* req, ngx_flag_t dry,
+                                             ngx_http_shmlimit_ctx_t* ctx) {
+  ngx_pool_cleanup_t* cln;
+  shmlimit_reservation* turn = NULL;
+  int64_t max_wait_ns, delay_ns = 0;
+  ngx_flag_t park;
+
+  park = !dry && r == r->main;
+  max_wait_ns = r == r->main ? (int64_t)limit->max_wait * 1000000 : 0;
+  if (park) {
+    /* Added before the turn is taken, so that no failure can strand it. */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    cln->handler = ngx_http_shmlimit_turn_cleanup;
+    cln->data = ctx;
+  }
+  if (shmlimit_reserve(mcf->limiter, req->policy, req->key, req->key_len, req->cost, max_wait_ns,
+                       &ctx->combined, &delay_ns, park ? &turn : NULL) != SHMLIMIT_OK) {
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "shmlimit: %s", shmlimit_last_error());
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+  }
+  ctx->nreports = 1;
+  if (!ctx->combined.allowed) {
+    ctx->status = dry ? NGX_HTTP_SHMLIMIT_REJECTED_DRY_RUN : NGX_HTTP_SHMLIMIT_REJECTED;
+  } else if (delay_ns <= 0) {
+    ctx->status = NGX_HTTP_SHMLIMIT_PASSED;
+  } else {
+    ctx->delay_ns = delay_ns;
+    ctx->status = park ? NGX_HTTP_SHMLIMIT_DELAYED : NGX_HTTP_SHMLIMIT_DELAYED_DRY_RUN;
+  }
+  if (ctx->status == NGX_HTTP_SHMLIMIT_DELAYED) {
+    /* The turn's time on the segment's clock: the timer is re-armed if it
+     * fires before it (nginx's cached time may lag). */
+    ctx->turn_at_ns = shmlimit_now(mcf->limiter) + delay_ns;
+    ctx->reservation = turn;
+  } else {
+    shmlimit_reservation_free(turn); /* granted now or refused: nothing to give back */
+  }
+  return NGX_OK;
+}
+
+/* The write event handler of a parked request (limit_req's delay). */
+static void ngx_http_shmlimit_delay(ngx_http_request_t* r) {
+  ngx_http_shmlimit_main_conf_t* mcf;
+  ngx_http_shmlimit_ctx_t* ctx;
+  ngx_event_t* wev;
+  int64_t now;
+
+  wev = r->connection->write;
+  if (wev->delayed) {
+    /* Woken by the socket, not by the timer: keep waiting. */
+    if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+      ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+    return;
+  }
+
+  ctx = ngx_http_shmlimit_get_ctx(r);
+  mcf = ngx_http_get_module_main_conf(r, ngx_http_shmlimit_module);
+  if (ctx != NULL && ctx->reservation != NULL) {
+    now = shmlimit_now(mcf->limiter);
+    if (now < ctx->turn_at_ns) {
+      wev->delayed = 1;
+      ngx_add_timer(wev, ngx_http_shmlimit_ms(ctx->turn_at_ns - now));
+      return;
+    }
+    shmlimit_reservation_free(ctx->reservation); /* the turn has come: spent */
+    ctx->reservation = NULL;
+  }
+
+  if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+    ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    return;
+  }
+  r->read_event_handler = ngx_http_block_reading;
+  r->write_event_handler = ngx_http_core_run_phases;
+  ngx_http_core_run_phases(r);
+}
+
+/* Parks the request until its turn, as limit_req does: a timer on the
+ * connection's write event; a client that closes meanwhile is noticed by
+ * ngx_http_test_reading, which ends the request (and so gives the turn
+ * back through the cleanup). */
+static ngx_int_t ngx_http_shmlimit_park(ngx_http_request_t* r, ngx_http_shmlimit_ctx_t* ctx) {
+  if (r->connection->read->ready) {
+    ngx_post_event(r->connection->read, &ngx_posted_events);
+  } else if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+  }
+  r->read_event_handler = ngx_http_test_reading;
+  r->write_event_handler = ngx_http_shmlimit_delay;
+  r->connection->write->delayed = 1;
+  ngx_add_timer(r->connection->write, ngx_http_shmlimit_ms(ctx->delay_ns));
+  return NGX_AGAIN; /* the phase handler runs again on the turn: decided once */
+}
+
 static ngx_int_t ngx_http_shmlimit_handler(ngx_http_request_t* r) {
   ngx_http_shmlimit_main_conf_t* mcf;
   ngx_http_shmlimit_loc_conf_t* lcf;
@@ -318,17 +479,22 @@ static ngx_int_t ngx_http_shmlimit_handler(ngx_http_request_t* r) {
 
   ngx_memzero(&ctx->combined, sizeof(shmlimit_decision));
   ctx->combined.allowed = 1;
-  if (nenforced > 0) {
+  if (n == 1 && which[0]->max_wait > 0) {
+    /* The location's only line, with max_wait (invariant 6). */
+    rc = ngx_http_shmlimit_take_turn(r, mcf, which[0], &reqs[0], nenforced == 0, ctx);
+    if (rc != NGX_OK) return rc;
+    each[0] = ctx->combined;
+  } else if (nenforced > 0) {
     if (shmlimit_acquire_many(mcf->limiter, reqs, nenforced, &ctx->combined, each) != SHMLIMIT_OK) {
       ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "shmlimit: %s", shmlimit_last_error());
       return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
   }
-  ctx->nreports = nenforced;
-  ctx->status = NGX_HTTP_SHMLIMIT_PASSED;
-  if (!ctx->combined.allowed) {
-    ctx->status = NGX_HTTP_SHMLIMIT_REJECTED;
-  } else if (ndry > 0) {
+  if (ctx->status == 0) { /* not decided by take_turn */
+    ctx->nreports = nenforced;
+    ctx->status = ctx->combined.allowed ? NGX_HTTP_SHMLIMIT_PASSED : NGX_HTTP_SHMLIMIT_REJECTED;
+  }
+  if (ctx->status == NGX_HTTP_SHMLIMIT_PASSED && ctx->nreports < n) {
     if (shmlimit_acquire_many(mcf->limiter, reqs + nenforced, ndry, &dry_combined,
                               each + nenforced) != SHMLIMIT_OK) {
       ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "shmlimit: %s", shmlimit_last_error());
@@ -369,6 +535,16 @@ static ngx_int_t ngx_http_shmlimit_handler(ngx_http_request_t* r) {
   ctx->refuse_status = (ngx_int_t)lcf->status_code;
 
   if (ctx->status == NGX_HTTP_SHMLIMIT_PASSED) return NGX_DECLINED;
+
+  if (ctx->status == NGX_HTTP_SHMLIMIT_DELAYED ||
+      ctx->status == NGX_HTTP_SHMLIMIT_DELAYED_DRY_RUN) {
+    ngx_log_error(lcf->delay_log_level, r->connection->log, 0,
+                  "delaying request%s by %M ms by shmlimit policy \"%s\"",
+                  ctx->status == NGX_HTTP_SHMLIMIT_DELAYED_DRY_RUN ? ", dry run" : "",
+                  ngx_http_shmlimit_ms(ctx->delay_ns), ctx->reports[0].name);
+    if (ctx->status == NGX_HTTP_SHMLIMIT_DELAYED_DRY_RUN) return NGX_DECLINED;
+    return ngx_http_shmlimit_park(r, ctx);
+  }
 
   for (k = 0; k < ctx->nreports; k++) {
     if (!each[k].allowed) break;
@@ -461,7 +637,9 @@ static ngx_int_t ngx_http_shmlimit_variable(ngx_http_request_t* r, ngx_http_vari
     v->data = ngx_http_shmlimit_status_names[ctx->status - 1].data;
     return NGX_OK;
   }
-  value = data == 1 ? ctx->combined.remaining : ctx->verdict.retry_after_s;
+  value = data == 1   ? ctx->combined.remaining
+          : data == 2 ? ctx->verdict.retry_after_s
+                      : ngx_http_shmlimit_ms(ctx->delay_ns);
   p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
   if (p == NULL) return NGX_ERROR;
   v->len = (unsigned)(ngx_sprintf(p, "%uL", value) - p);
@@ -471,7 +649,7 @@ static ngx_int_t ngx_http_shmlimit_variable(ngx_http_request_t* r, ngx_http_vari
 
 static ngx_int_t ngx_http_shmlimit_add_variables(ngx_conf_t* cf) {
   static ngx_str_t names[] = {ngx_string("shmlimit_status"), ngx_string("shmlimit_remaining"),
-                              ngx_string("shmlimit_retry_after")};
+                              ngx_string("shmlimit_retry_after"), ngx_string("shmlimit_delay")};
   ngx_http_variable_t* var;
   ngx_uint_t i;
 
@@ -516,6 +694,7 @@ static char* ngx_http_shmlimit_merge_loc_conf(ngx_conf_t* cf, void* parent, void
   ngx_conf_merge_uint_value(conf->headers, prev->headers, NGX_HTTP_SHMLIMIT_HEADERS_ON);
   ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
   ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+  conf->delay_log_level = conf->log_level == NGX_LOG_INFO ? NGX_LOG_INFO : conf->log_level + 1;
   return NGX_CONF_OK;
 }
 
@@ -683,6 +862,7 @@ static const struct {
 static char* ngx_http_shmlimit_policy(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
   ngx_http_shmlimit_main_conf_t* mcf = conf;
   ngx_str_t *value, v, rate;
+  ngx_http_shmlimit_declared_t* declared;
   shmlimit_policy_spec spec;
   shmlimit_status st;
   ngx_uint_t i, j;
@@ -766,6 +946,15 @@ static char* ngx_http_shmlimit_policy(ngx_conf_t* cf, ngx_command_t* cmd, void* 
                        shmlimit_last_error());
     return NGX_CONF_ERROR;
   }
+
+  if (mcf->declared == NULL) {
+    mcf->declared = ngx_array_create(cf->pool, 4, sizeof(ngx_http_shmlimit_declared_t));
+    if (mcf->declared == NULL) return NGX_CONF_ERROR;
+  }
+  declared = ngx_array_push(mcf->declared);
+  if (declared == NULL) return NGX_CONF_ERROR;
+  declared->name = value[1];
+  declared->algorithm = spec.algorithm;
   return NGX_CONF_OK;
 }
 
@@ -775,9 +964,12 @@ static char* ngx_http_shmlimit(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
   ngx_http_shmlimit_limit_t *limit, proto;
   ngx_http_compile_complex_value_t ccv;
   ngx_str_t *value, v, key = ngx_null_string, cost = ngx_null_string;
+  ngx_http_shmlimit_declared_t* declared;
   uint32_t ids[NGX_HTTP_SHMLIMIT_MAX_LIMITS];
   size_t count, k;
   ngx_uint_t i, total;
+  ngx_int_t ms;
+  ngx_flag_t waits;
   char* name;
 
   value = cf->args->elts;
@@ -793,6 +985,16 @@ static char* ngx_http_shmlimit(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
       key = v;
     } else if (ngx_http_shmlimit_param(&value[i], "cost", &v)) {
       cost = v;
+    } else if (ngx_http_shmlimit_param(&value[i], "max_wait", &v)) {
+      ms = ngx_parse_time(&v, 0);
+      if (ms == NGX_ERROR || ms == 0 || ms > NGX_HTTP_SHMLIMIT_MAX_WAIT_MS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid max_wait \"%V\" (a time such as 500ms or 2s, more than 0 "
+                           "and at most 1h)",
+                           &v);
+        return NGX_CONF_ERROR;
+      }
+      proto.max_wait = (ngx_msec_t)ms;
     } else if (value[i].len == 7 && ngx_strcmp(value[i].data, "dry_run") == 0) {
       proto.dry_run = 1;
     } else {
@@ -844,6 +1046,45 @@ static char* ngx_http_shmlimit(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
     lcf->limits = ngx_array_create(cf->pool, 2, sizeof(ngx_http_shmlimit_limit_t));
     if (lcf->limits == NULL) return NGX_CONF_ERROR;
   }
+
+  /* A max_wait line takes one turn of one policy (invariant 6): it must be
+   * the only line of its level, which is exactly the set its locations
+   * get (a level with lines of its own replaces the inherited ones). */
+  limit = lcf->limits->elts;
+  waits = proto.max_wait > 0;
+  for (i = 0; i < lcf->limits->nelts; i++) {
+    if (limit[i].max_wait > 0) waits = 1;
+  }
+  if (waits && lcf->limits->nelts > 0) {
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "a \"shmlimit\" line with \"max_wait\" must be the only \"shmlimit\" "
+                       "line of its block (it takes one turn of one policy)");
+    return NGX_CONF_ERROR;
+  }
+  if (proto.max_wait > 0 && count != 1) {
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"max_wait\" needs exactly one policy, and \"%V\" is a group of %uz",
+                       &value[1], count);
+    return NGX_CONF_ERROR;
+  }
+  if (proto.max_wait > 0 && mcf->declared != NULL) {
+    declared = mcf->declared->elts;
+    for (i = mcf->declared->nelts; i-- > 0;) { /* the last declaration wins */
+      if (declared[i].name.len == value[1].len &&
+          ngx_strncmp(declared[i].name.data, value[1].data, value[1].len) == 0) {
+        break;
+      }
+    }
+    if (i != (ngx_uint_t)-1 && declared[i].algorithm != SHMLIMIT_ALGORITHM_GCRA &&
+        declared[i].algorithm != SHMLIMIT_ALGORITHM_LEAKY_BUCKET) {
+      ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                         "\"max_wait\" needs a policy of algorithm gcra or leaky_bucket (the ones "
+                         "that queue a turn), and \"%V\" is not one",
+                         &value[1]);
+      return NGX_CONF_ERROR;
+    }
+  }
+
   total = lcf->limits->nelts + count;
   if (total > NGX_HTTP_SHMLIMIT_MAX_LIMITS) {
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "more than %d shmlimit policies at one level",

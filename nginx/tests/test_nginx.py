@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import traceback
 
@@ -299,6 +301,19 @@ BAD_CONFIGS = [
     ("server { listen 127.0.0.1:PORT; location / { shmlimit_headers maybe; } }", "on, off or retry-after"),
     ("server { listen 127.0.0.1:PORT; location / { shmlimit_log_level debug; } }", "invalid value"),
     ("shmlimit_segment /other;", "is duplicate"),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=0; } }", "invalid max_wait \"0\""),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=0s; } }", "invalid max_wait"),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=-1s; } }", "invalid max_wait"),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=soon; } }", "invalid max_wait"),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=; } }", "invalid max_wait"),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=2h; } }", "at most 1h"),
+    ("server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=99999999999999999999; } }", "invalid max_wait"),
+    ("shmlimit_policy two 1r/s;\nserver { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=1s; shmlimit two key=$remote_addr; } }",
+     "must be the only \"shmlimit\" line"),
+    ("shmlimit_policy two 1r/s;\nserver { listen 127.0.0.1:PORT; location / { shmlimit two key=$remote_addr; shmlimit ok key=$remote_addr max_wait=1s; } }",
+     "must be the only \"shmlimit\" line"),
+    ("shmlimit_policy tb 10r/s algorithm=token_bucket;\nserver { listen 127.0.0.1:PORT; location / { shmlimit tb key=$remote_addr max_wait=1s; } }",
+     "gcra or leaky_bucket"),
 ]
 
 
@@ -342,6 +357,10 @@ def test_bad_configuration_refused_by_nginx_t():
         n.write_conf("shmlimit_segment %s log_entries=8;\nshmlimit_policy p 5/hour algorithm=sliding_log;\n" % logged)
         r = n.test_config()
         assert r.returncode == 0, r.stderr
+        for wait in ("250", "500ms", "1h"):  # a bare number is ms, as nginx's times
+            n.write_conf(good + "server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=%s; } }\n" % wait)
+            r = n.test_config()
+            assert r.returncode == 0, (wait, r.stderr)
         n.write_conf("shmlimit_segment %s mode=0666;\n" % segment_name("open"))
         r = n.test_config()
         assert r.returncode != 0 and "writable by every user" in r.stderr, r.stderr
@@ -353,6 +372,152 @@ def test_bad_configuration_refused_by_nginx_t():
             assert open_limiter(seg).peek("ok", "k").limit == 10
     finally:
         n.stop()
+
+
+def test_max_wait_delays_then_refuses():
+    """limit_req's burst=N delay=M: 10r/s, policy burst 1, max_wait=1s. Of
+    20 concurrent requests the first passes at once, the next 10 (at least)
+    are delayed to turns 100 ms apart and all served, the rest are refused
+    with a Retry-After. Arrivals spread over S ms let S/100 more turns fit;
+    the bound used is what the server's own clock says S was."""
+    seg = segment_name("wait")
+    conf = """
+        shmlimit_segment %s capacity=1024;
+        shmlimit_policy q 10r/s burst=1;
+        server {
+          listen 127.0.0.1:PORT reuseport;
+          add_header X-Status $shmlimit_status always;
+          add_header X-Delay $shmlimit_delay always;
+          add_header X-Msec $msec always;
+          location /q/ { shmlimit q key=$http_x_key max_wait=1s; try_files /index.html =404; }
+        }
+    """ % seg
+    T, n_req = 0.1, 20
+    with Nginx(conf, workers=2) as n:
+        barrier = threading.Barrier(n_req)
+
+        def one(i):
+            barrier.wait(timeout=60)
+            s, h, _ = n.get("/q/", {"X-Key": "k"})
+            return s, h, time.monotonic()
+
+        t_start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(n_req) as pool:
+            r = list(pool.map(one, range(n_req)))
+        served = [(h, t) for s, h, t in r if s == 200]
+        refused = [h for s, h, _ in r if s != 200]
+        assert {s for s, _, _ in r} <= {200, 429}, [s for s, _, _ in r]
+        passed = [h for h, _ in served if h["x-status"] == "PASSED"]
+        delayed = sorted(((int(h["x-delay"]), t) for h, t in served if h["x-status"] == "DELAYED"))
+        assert len(passed) == 1 and len(passed) + len(delayed) == len(served), [h["x-status"] for h, _ in served]
+        # arrivals on the server's clock: answered at $msec, having waited $shmlimit_delay
+        arrivals = [float(h["x-msec"]) - int(h["x-delay"]) / 1000.0 for _, h, _ in r]
+        spread = max(arrivals) - min(arrivals)
+        assert 11 <= len(served) <= 11 + int(spread / T) + 1, (len(served), spread)
+        assert all(0 < d <= 1000 for d, _ in delayed), delayed
+        # the turns are 100 ms apart: the last one served is (served - 1) turns after the start
+        last = max(t for _, t in served)
+        assert last - t_start >= (len(served) - 1) * T * 0.8, (last - t_start, len(served))
+        # on the server's clock, the k-th answer is at least k - 1 turns after the first: no bunching
+        answered = sorted(float(h["x-msec"]) for h, _ in served)
+        for k, at in enumerate(answered):
+            assert at - answered[0] >= (k - 1) * T, (k, [round(a - answered[0], 3) for a in answered])
+        for h in refused:
+            assert h["x-status"] == "REJECTED" and int(h["retry-after"]) >= 1, h
+        assert len(refused) == n_req - len(served)
+        assert all(h["x-ratelimit-remaining"] == "0" and h["x-ratelimit-limit"] == "1"
+                   for h, _ in served if h["x-status"] == "DELAYED")
+        print("  10r/s burst=1 max_wait=1s, %d concurrent: 1 passed, %d delayed (%d..%d ms), %d refused; "
+              "last served %.2f s after the start (arrivals spread %.0f ms)"
+              % (n_req, len(delayed), delayed[0][0], delayed[-1][0], len(refused), last - t_start, spread * 1000))
+        assert "delaying request by" in n.log()
+
+        # pipelined requests on one connection take their turns one after another
+        with socket.create_connection(("127.0.0.1", n.port), timeout=60) as c:
+            c.sendall(b"GET /q/ HTTP/1.1\r\nHost: x\r\nX-Key: p\r\n\r\n" * 2 +
+                      b"GET /q/ HTTP/1.1\r\nHost: x\r\nX-Key: p\r\nConnection: close\r\n\r\n")
+            buf = b""
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                buf += d
+        got = re.findall(rb"X-Status: (\w+)\r\nX-Delay: (\d+)", buf)
+        # each is reserved when nginx reaches it, after the one before was served: at most one
+        # turn away (three reserved at once would wait 100 and 200 ms)
+        assert len(got) == 3 and got[0] == (b"PASSED", b"0") and b"DELAYED" in [g[0] for g in got], buf
+        assert all(int(g[1]) <= 100 for g in got), got
+
+
+def test_max_wait_parked_request():
+    """One worker: while a request is parked for its turn (30 s away) the
+    worker answers others; when its client closes, its turn is given back
+    (the next acquire's Retry-After is one turn, not two); dry run never
+    parks."""
+    seg = segment_name("park")
+    conf = """
+        shmlimit_segment %s capacity=1024;
+        shmlimit_policy slow 2r/m burst=1;
+        log_format st "$request_uri $status $shmlimit_status";
+        server {
+          listen 127.0.0.1:PORT;
+          access_log ACCESS st;
+          add_header X-Status $shmlimit_status always;
+          add_header X-Delay $shmlimit_delay always;
+          location /q/ { shmlimit slow key=$http_x_key max_wait=1m; try_files /index.html =404; }
+          location /plain/ { shmlimit slow key=$http_x_key; try_files /index.html =404; }
+          location /dry/ { shmlimit slow key=$http_x_key max_wait=40s dry_run; try_files /index.html =404; }
+          location /free/ { try_files /index.html =404; }
+          location /auth/ { auth_request /authq/; try_files /index.html =404; }
+          location /authq/ { shmlimit slow key=$http_x_key max_wait=1m; try_files /index.html =404; }
+        }
+    """ % seg
+    n = Nginx(conf, workers=1)
+    access = os.path.join(n.dir, "access.log")
+    n.write_conf(conf.replace("ACCESS", access), workers=1)
+    with n:
+        s, h, _ = n.get("/q/", {"X-Key": "k"})
+        assert s == 200 and h["x-status"] == "PASSED" and h["x-delay"] == "0", (s, h)
+        parked = socket.create_connection(("127.0.0.1", n.port), timeout=60)
+        try:
+            parked.sendall(b"GET /q/ HTTP/1.1\r\nHost: x\r\nX-Key: k\r\n\r\n")
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while "delaying request by" not in n.log():
+                assert time.monotonic() < deadline, n.log()[-2000:]
+                time.sleep(0.02)
+            ms = int(re.search(r"delaying request by (\d+) ms", n.log()).group(1))
+            assert 25000 <= ms <= 30000, ms  # one turn (30 s) after the first request
+            # the only worker answers while the request is parked
+            assert statuses(n.many("/free/", 5)) == [200] * 5
+            assert n.get("/q/", {"X-Key": "other"})[0] == 200
+            parked.setblocking(False)
+            try:
+                got = parked.recv(1)
+                assert False, "the parked request was answered: %r" % got
+            except BlockingIOError:
+                pass
+        finally:
+            parked.close()
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while "/q/ 499 DELAYED" not in (open(access).read() if os.path.exists(access) else ""):
+            assert time.monotonic() < deadline, n.log()[-2000:]
+            time.sleep(0.02)
+        # its turn was given back: the bucket is one turn (30 s) ahead, not two
+        s, h, _ = n.get("/plain/", {"X-Key": "k"})
+        assert s == 429 and 1 <= int(h["retry-after"]) <= 30, (s, h)
+        assert n.get("/q/", {"X-Key": "fresh"})[0] == 200
+
+        # dry run: charged as the real one, never parked, never refused
+        r = [n.get("/dry/", {"X-Key": "d"}, timeout=20) for _ in range(3)]
+        assert statuses(r) == [200] * 3, statuses(r)
+        assert [h["x-status"] for _, h, _ in r] == ["PASSED", "DELAYED_DRY_RUN", "REJECTED_DRY_RUN"], r
+        assert 29000 <= int(r[1][1]["x-delay"]) <= 30000 and "retry-after" not in r[2][1], r
+        assert "delaying request, dry run" in n.log() and "limiting requests, dry run" in n.log()
+
+        # a subrequest is never parked: its turn must be now (auth_request answers 500 to a 429)
+        assert n.get("/auth/", {"X-Key": "a"})[0] == 200
+        assert n.get("/auth/", {"X-Key": "a"})[0] == 500
+        assert 'subrequest: "/authq/"' in n.log()
 
 
 def test_dry_run():
