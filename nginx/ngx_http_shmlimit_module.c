@@ -71,7 +71,6 @@ typedef struct {
   shmlimit_limiter* limiter; /* NULL until shmlimit_segment */
   ngx_str_t segment;         /* as written: "/NAME" or "config=PATH" */
   size_t max_key;            /* shmlimit_max_key_bytes() */
-  ngx_array_t* declared;     /* of ngx_http_shmlimit_declared_t; NULL: none */
 } ngx_http_shmlimit_main_conf_t;
 
 /* One policy (one member of a policy group) charged by a `shmlimit` line. */
@@ -85,13 +84,6 @@ typedef struct {
   ngx_msec_t max_wait; /* ms; 0: refuse at once (invariant 6) */
   ngx_flag_t dry_run;
 } ngx_http_shmlimit_limit_t;
-
-/* The algorithm of a policy declared with shmlimit_policy, by name: a
- * max_wait line checks that its policy queues turns. */
-typedef struct {
-  ngx_str_t name;
-  uint32_t algorithm; /* SHMLIMIT_ALGORITHM_* */
-} ngx_http_shmlimit_declared_t;
 
 typedef struct {
   ngx_array_t* limits; /* of ngx_http_shmlimit_limit_t; NGX_CONF_UNSET_PTR: inherit */
@@ -862,7 +854,6 @@ static const struct {
 static char* ngx_http_shmlimit_policy(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
   ngx_http_shmlimit_main_conf_t* mcf = conf;
   ngx_str_t *value, v, rate;
-  ngx_http_shmlimit_declared_t* declared;
   shmlimit_policy_spec spec;
   shmlimit_status st;
   ngx_uint_t i, j;
@@ -946,15 +937,6 @@ static char* ngx_http_shmlimit_policy(ngx_conf_t* cf, ngx_command_t* cmd, void* 
                        shmlimit_last_error());
     return NGX_CONF_ERROR;
   }
-
-  if (mcf->declared == NULL) {
-    mcf->declared = ngx_array_create(cf->pool, 4, sizeof(ngx_http_shmlimit_declared_t));
-    if (mcf->declared == NULL) return NGX_CONF_ERROR;
-  }
-  declared = ngx_array_push(mcf->declared);
-  if (declared == NULL) return NGX_CONF_ERROR;
-  declared->name = value[1];
-  declared->algorithm = spec.algorithm;
   return NGX_CONF_OK;
 }
 
@@ -964,7 +946,7 @@ static char* ngx_http_shmlimit(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
   ngx_http_shmlimit_limit_t *limit, proto;
   ngx_http_compile_complex_value_t ccv;
   ngx_str_t *value, v, key = ngx_null_string, cost = ngx_null_string;
-  ngx_http_shmlimit_declared_t* declared;
+  shmlimit_policy_info info;
   uint32_t ids[NGX_HTTP_SHMLIMIT_MAX_LIMITS];
   size_t count, k;
   ngx_uint_t i, total;
@@ -1067,16 +1049,17 @@ static char* ngx_http_shmlimit(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
                        &value[1], count);
     return NGX_CONF_ERROR;
   }
-  if (proto.max_wait > 0 && mcf->declared != NULL) {
-    declared = mcf->declared->elts;
-    for (i = mcf->declared->nelts; i-- > 0;) { /* the last declaration wins */
-      if (declared[i].name.len == value[1].len &&
-          ngx_strncmp(declared[i].name.data, value[1].data, value[1].len) == 0) {
-        break;
-      }
+  if (proto.max_wait > 0) {
+    /* The policy as the segment holds it, whether declared here or read
+     * from the segment's config file. */
+    info.struct_size = sizeof info;
+    if (shmlimit_policy_describe(mcf->limiter, ids[0], &info) != SHMLIMIT_OK) {
+      ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "shmlimit policy \"%V\": %s", &value[1],
+                         shmlimit_last_error());
+      return NGX_CONF_ERROR;
     }
-    if (i != (ngx_uint_t)-1 && declared[i].algorithm != SHMLIMIT_ALGORITHM_GCRA &&
-        declared[i].algorithm != SHMLIMIT_ALGORITHM_LEAKY_BUCKET) {
+    if (info.algorithm != SHMLIMIT_ALGORITHM_GCRA &&
+        info.algorithm != SHMLIMIT_ALGORITHM_LEAKY_BUCKET) {
       ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                          "\"max_wait\" needs a policy of algorithm gcra or leaky_bucket (the ones "
                          "that queue a turn), and \"%V\" is not one",

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 /** The version of this header's API. */
-#define SHMLIMIT_C_API_VERSION 3
+#define SHMLIMIT_C_API_VERSION 4
 
 #if defined(__GNUC__)
 #define SHMLIMIT_C_EXPORT __attribute__((visibility("default")))
@@ -235,6 +235,26 @@ SHMLIMIT_C_EXPORT shmlimit_status shmlimit_find_policy(const shmlimit_limiter* l
 SHMLIMIT_C_EXPORT shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter,
                                                            uint32_t id, uint64_t* admitted,
                                                            uint64_t* denied);
+
+/** A registered policy as the segment holds it (shmlimit_policy_describe). */
+typedef struct shmlimit_policy_info {
+  uint32_t struct_size; /**< sizeof(shmlimit_policy_info); set by the caller */
+  uint32_t algorithm;   /**< SHMLIMIT_ALGORITHM_* */
+  uint32_t on_full;     /**< SHMLIMIT_ON_FULL_* */
+  uint32_t wait;        /**< SHMLIMIT_LOG_WAIT_* (SLIDING_LOG only; EXACT otherwise) */
+  uint64_t count;       /**< the rate's count (CONCURRENCY: the limit in flight) */
+  int64_t period_ns;    /**< the rate's period (CONCURRENCY: 0) */
+  uint64_t burst;       /**< the capacity, resolved (never 0) */
+  char name[32];        /**< NUL-terminated */
+} shmlimit_policy_info;
+
+/** Describes policy `id` (C API version 4): its algorithm, rate, burst and
+ *  name as registered, e.g. to check that a policy read from a
+ *  configuration file is of the algorithm a caller needs. info->struct_size
+ *  must be set to sizeof *info. SHMLIMIT_E_NOT_FOUND if no policy has that
+ *  id. Reads the segment only. */
+SHMLIMIT_C_EXPORT shmlimit_status shmlimit_policy_describe(const shmlimit_limiter* limiter,
+                                                           uint32_t id, shmlimit_policy_info* info);
 
 /** The ids of a policy group: name, then name.2, name.3, ... (a config
  *  policy with a list of rates). Writes up to capacity ids; *count receives

@@ -357,6 +357,23 @@ def test_bad_configuration_refused_by_nginx_t():
         n.write_conf("shmlimit_segment %s log_entries=8;\nshmlimit_policy p 5/hour algorithm=sliding_log;\n" % logged)
         r = n.test_config()
         assert r.returncode == 0, r.stderr
+        # max_wait on a policy from the segment's config file: its algorithm
+        # is read back from the segment (shmlimit_policy_describe)
+        cfg_seg = segment_name("cfg")
+        cfg = os.path.join(n.dir, "shmlimit.toml")
+        with open(cfg, "w") as f:
+            f.write('[segment]\nname = "%s"\ncapacity = 256\n\n'
+                    '[policies.tb]\nalgorithm = "token_bucket"\nrate = "10/s"\n\n'
+                    '[policies.g]\nrate = "10/s"\n' % cfg_seg)
+        for policy, ok in (("tb", False), ("g", True)):
+            n.write_conf("shmlimit_segment config=%s;\nserver { listen 127.0.0.1:PORT; location / { "
+                         "shmlimit %s key=$remote_addr max_wait=1s; } }\n" % (cfg, policy))
+            r = n.test_config()
+            if ok:
+                assert r.returncode == 0, r.stderr
+            else:
+                assert r.returncode != 0 and "gcra or leaky_bucket" in r.stderr \
+                    and "nginx.conf:" in r.stderr, r.stderr
         for wait in ("250", "500ms", "1h"):  # a bare number is ms, as nginx's times
             n.write_conf(good + "server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=%s; } }\n" % wait)
             r = n.test_config()

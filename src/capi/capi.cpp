@@ -8,6 +8,8 @@
 // Every entry point catches everything: no exception crosses the C ABI.
 // Failures set a thread-local message and return a shmlimit_status whose
 // values 1..11 are those of shmlimit::ErrorCode (checked in errors.cpp).
+#include <algorithm>
+
 #include "capi_impl.hpp"
 
 namespace {
@@ -191,6 +193,36 @@ shmlimit_status shmlimit_policy_counters(const shmlimit_limiter* limiter, uint32
       return SHMLIMIT_OK;
     }
     return fail(SHMLIMIT_E_NOT_FOUND, "shmlimit_policy_counters: no policy with id " +
+                                          std::to_string(id) + " in " + limiter->limiter.name());
+  });
+}
+
+shmlimit_status shmlimit_policy_describe(const shmlimit_limiter* limiter, uint32_t id,
+                                         shmlimit_policy_info* info) {
+  if (limiter == nullptr) return null_argument("shmlimit_policy_describe", "limiter");
+  if (info == nullptr) return null_argument("shmlimit_policy_describe", "info");
+  if (info->struct_size < sizeof(shmlimit_policy_info)) {
+    return fail(SHMLIMIT_E_INVALID_ARGUMENT, "shmlimit_policy_describe: info.struct_size is " +
+                                                 std::to_string(info->struct_size) +
+                                                 ", less than sizeof(shmlimit_policy_info)");
+  }
+  return guarded("shmlimit_policy_describe", [&] {
+    for (const shmlimit::PolicyView& v : limiter->limiter.policies()) {
+      if (v.id.index != id) continue;
+      const uint32_t size = info->struct_size;
+      *info = shmlimit_policy_info{};
+      info->struct_size = size;
+      info->algorithm = static_cast<uint32_t>(v.spec.algorithm);
+      info->on_full = static_cast<uint32_t>(v.spec.on_full);
+      info->wait = static_cast<uint32_t>(v.spec.wait);
+      info->count = v.spec.rate.count;
+      info->period_ns = v.spec.rate.period.count();
+      info->burst = v.spec.burst;
+      const std::size_t n = std::min(v.spec.name.size(), sizeof info->name - 1);
+      std::memcpy(info->name, v.spec.name.data(), n);
+      return SHMLIMIT_OK;
+    }
+    return fail(SHMLIMIT_E_NOT_FOUND, "shmlimit_policy_describe: no policy with id " +
                                           std::to_string(id) + " in " + limiter->limiter.name());
   });
 }

@@ -297,6 +297,22 @@ static void test_decisions(shmlimit_limiter* l, uint32_t api) {
     CHECK_STATUS(shmlimit_policy_counters(l, 63, &admitted, &denied), SHMLIMIT_E_NOT_FOUND);
     CHECK_STATUS(shmlimit_policy_counters(l, api, NULL, &denied), SHMLIMIT_E_INVALID_ARGUMENT);
   }
+  {
+    /* A policy described as registered: algorithm, rate, resolved burst, name. */
+    shmlimit_policy_info info;
+    memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
+    CHECK_STATUS(shmlimit_policy_describe(l, other, &info), SHMLIMIT_OK);
+    CHECK(info.algorithm == SHMLIMIT_ALGORITHM_GCRA);
+    CHECK(info.on_full == SHMLIMIT_ON_FULL_ALLOW && info.wait == SHMLIMIT_LOG_WAIT_EXACT);
+    CHECK(info.count == 2 && info.burst == 2 && info.period_ns == 86400LL * 1000000000LL);
+    CHECK(strcmp(info.name, "tight") == 0);
+    CHECK_STATUS(shmlimit_policy_describe(l, 63, &info), SHMLIMIT_E_NOT_FOUND);
+    CHECK_STATUS(shmlimit_policy_describe(l, other, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
+    info.struct_size = 4;
+    CHECK_STATUS(shmlimit_policy_describe(l, other, &info), SHMLIMIT_E_INVALID_ARGUMENT);
+    CHECK_ERROR_MENTIONS("struct_size");
+  }
   CHECK_STATUS(shmlimit_acquire_many(l, reqs, 0, &d, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
   CHECK_STATUS(shmlimit_acquire_many(l, reqs, 65, &d, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
   CHECK_ERROR_MENTIONS("count");
