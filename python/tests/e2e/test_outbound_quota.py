@@ -339,17 +339,19 @@ def test_killed_waiters_cost_only_their_turns(limiter):
     seed = random.randrange(2**32)
     stub, kills = _run(limiter, KILL_RUN_S, kill=True, seed=seed)
     f = _figures(stub, KILL_RUN_S)
+    turns = sorted(a[3] for a in stub.arrivals)
+    slots = (turns[-1] - turns[0]) // T_NS
     f["kills"] = kills
     f["seed"] = seed
+    f["turns_lost"] = BURST + slots - len(turns)
     _report("killed", f)
-    print("outbound killed: %d workers SIGKILLed (seed %d)" % (kills, seed))
+    print("outbound killed: %d workers SIGKILLed (seed %d), %d turns of their span unused"
+          % (kills, seed, f["turns_lost"]))
     assert kills >= 5, "too few kills to mean anything: %d" % kills
     assert len({(a[1], a[2]) for a in stub.arrivals}) == len(stub.arrivals)
     _assert_bound(f)
     # A dead worker costs at most the one turn it held: the turns fill their
     # span but for one slot per kill (and the 5% allowed above).
-    turns = sorted(a[3] for a in stub.arrivals)
-    slots = (turns[-1] - turns[0]) // T_NS
     assert len(turns) - BURST >= 0.95 * slots - kills, (len(turns), slots, kills)
     assert f["min_wake_lateness_ms"] >= 0, f
     # Healthy afterwards: nothing to repair, a fresh call is decided at once
