@@ -228,7 +228,9 @@ def _run(lim, run_s, kill=False, seed=None):
             if kill and live and time.monotonic() >= next_kill and lim.now_ns() < end_ns - T_NS:
                 victim = rng.choice(sorted(live))
                 os.kill(victim, signal.SIGKILL)
-                os.waitpid(victim, 0)
+                _, status = os.waitpid(victim, 0)
+                if status != 0 and not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+                    failures.append("worker %d exited with status %d" % (live[victim], status))
                 del live[victim]
                 kills += 1
                 live[_spawn(lim, stub, next_index, end_ns)] = next_index
