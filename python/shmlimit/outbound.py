@@ -26,7 +26,7 @@ import functools
 import inspect
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from ._shmlimit import Decision, Limiter, PolicyId
+from ._shmlimit import Limiter, PolicyId, WaitDecision
 from ._util import fit_key
 from .decorators import LimiterSource, RateLimited, resolved_once
 from .errors import InvalidArgumentError
@@ -42,11 +42,12 @@ async def wait_async(
     cost: int = 1,
     *,
     max_wait: Optional[float] = None,
-) -> Decision:
+) -> WaitDecision:
     """``Limiter.wait`` for asyncio: reserves the turn (at most ``max_wait``
     seconds away; None: no limit) and sleeps with ``asyncio.sleep``, so the
-    event loop keeps running. Returns the Decision: allowed when the turn
-    has come, refused at once (nothing charged) when it lies further. If the
+    event loop keeps running. Returns the WaitDecision (a Decision with
+    ``time_to_act_ns``, the turn, and ``delay``): allowed when the turn has
+    come, refused at once (nothing charged) when it lies further. If the
     task is cancelled while it sleeps, the turn is cancelled too (given back
     when nothing queued behind it) and ``CancelledError`` propagates."""
     loop = asyncio.get_running_loop()
@@ -66,13 +67,13 @@ async def wait_async(
             except asyncio.CancelledError:
                 r.cancel()
                 raise
-            return r.decision
+            return WaitDecision(r)
         d = r.decision
         # A queued algorithm refuses only a turn past the deadline; a
         # never-queued one (windows, token bucket) is asked again at its
         # next opening.
         if d.reason != "ok" or (left is not None and (left <= 0 or d.retry_after > left)):
-            return d
+            return WaitDecision(r)
         pause = max(d.retry_after, 1e-4)
         await asyncio.sleep(pause if left is None else min(pause, left))
 
@@ -161,7 +162,7 @@ async def _wait_async_method(
     cost: int = 1,
     *,
     max_wait: Optional[float] = None,
-) -> Decision:
+) -> WaitDecision:
     return await wait_async(self, policy, key, cost, max_wait=max_wait)
 
 

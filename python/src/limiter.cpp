@@ -166,6 +166,18 @@ struct PyReservation {
   shmlimit::Reservation reservation;
 };
 
+// What Limiter.wait returns: the Decision of its last reservation, with
+// the turn it was granted (time_to_act_ns) and how far that turn lay from
+// the reservation (delay). Python's WaitDecision, a Decision.
+struct PyWaitDecision : shmlimit::Decision {
+  Nanos delay{0};
+  Nanos act_at{0};
+
+  PyWaitDecision() = default;
+  explicit PyWaitDecision(const shmlimit::Reservation& r)
+      : shmlimit::Decision(r.decision()), delay(r.delay()), act_at(r.time_to_act()) {}
+};
+
 // max_wait in seconds (None: no limit) as Nanos.
 Nanos max_wait_from(const std::optional<double>& max_wait) {
   return max_wait ? duration_from_seconds<Nanos>(*max_wait, "max_wait") : Nanos::max();
@@ -256,6 +268,28 @@ void bind_limiter(py::module_& m) {
         return std::string("<shmlimit.Reservation ") +
                (r.reservation.ok() ? "granted, delay " : "refused, needs ") +
                std::to_string(seconds(r.reservation.delay())) + " s>";
+      });
+
+  py::class_<PyWaitDecision, shmlimit::Decision>(
+      m, "WaitDecision",
+      "What Limiter.wait and wait_async return: a Decision with the turn of its reservation.\n"
+      "Allowed: the caller woke at or after time_to_act_ns, delay seconds after reserving it.\n"
+      "Refused: delay is the wait it would have needed (inf: the cost never fits).")
+      .def(py::init([](const PyReservation& r) { return PyWaitDecision(r.reservation); }),
+           "reservation"_a, "The WaitDecision of a Reservation (its decision, delay and turn).")
+      .def_property_readonly(
+          "delay", [](const PyWaitDecision& w) { return seconds(w.delay); },
+          "Allowed: the seconds from the reservation to its turn (0: admitted at once). "
+          "Refused: the\n"
+          "wait it would have needed (inf: the cost never fits).")
+      .def_property_readonly(
+          "time_to_act_ns", [](const PyWaitDecision& w) { return w.act_at.count(); },
+          "The turn, in ns since the segment's epoch (Limiter.now_ns()): the reservation's time "
+          "plus delay.")
+      .def("__repr__", [](const PyWaitDecision& w) {
+        return "WaitDecision(" + shmlimit_python::decision_fields(w) +
+               ", delay=" + std::to_string(seconds(w.delay)) +
+               ", time_to_act_ns=" + std::to_string(w.act_at.count()) + ")";
       });
 
   py::class_<PyLimiter>(m, "Limiter",
@@ -485,8 +519,8 @@ void bind_limiter(py::module_& m) {
             const std::uint64_t c = checked_cost(cost);
             const Nanos wait = max_wait_from(max_wait);
             bool found = true;
-            const shmlimit::PolicyId id = self.resolve(policy, &found);
-            if (!found) return unknown_policy();
+            shmlimit::PolicyId id = self.resolve(policy, &found);
+            if (!found) id = kNoPolicy;  // refused below, reason unknown_policy
             const auto keep = self.shared();
             const Nanos start = keep->now();
             const Nanos deadline = wait == Nanos::max() ? Nanos::max() : start + wait;
@@ -502,13 +536,13 @@ void bind_limiter(py::module_& m) {
                   r.cancel();  // interrupted before the turn: give it back if still last
                   throw py::error_already_set();
                 }
-                return r.decision();
+                return PyWaitDecision(r);
               }
               // Refused: a queued algorithm's turn lies past the deadline; a
               // never-queued one is asked again at its next opening.
               const shmlimit::Decision d = r.decision();
               if (d.reason != shmlimit::Reason::kOk || left <= Nanos(0) || d.retry_after > left) {
-                return d;
+                return PyWaitDecision(r);
               }
               const Nanos pause = std::max<Nanos>(d.retry_after, std::chrono::microseconds(100));
               const Nanos until =
@@ -517,8 +551,9 @@ void bind_limiter(py::module_& m) {
             }
           },
           "policy"_a, "key"_a, "cost"_a = 1, py::kw_only(), "max_wait"_a = py::none(),
-          "Reserves and sleeps until the turn, with the GIL released, then returns the Decision "
-          "(allowed).\n"
+          "Reserves and sleeps until the turn, with the GIL released, then returns the "
+          "WaitDecision\n"
+          "(allowed; .time_to_act_ns is the turn, .delay how far it lay).\n"
           "Refused at once, sleeping not at all and charging nothing, when the turn lies more "
           "than max_wait\n"
           "seconds away (None: no limit). A signal handler that raises (KeyboardInterrupt) "

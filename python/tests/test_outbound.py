@@ -79,6 +79,38 @@ def test_wait_sleeps_until_the_turn_and_releases_the_gil(limiter):
     assert not limiter.wait("fast", "k", max_wait=0).allowed
 
 
+def test_wait_reports_the_turn_it_granted(limiter):
+    limiter.add_policy("fast", "gcra", "20/s", burst=1)  # T = 50 ms
+    first = limiter.wait("fast", "k", max_wait=30)
+    assert isinstance(first, shmlimit.WaitDecision) and isinstance(first, shmlimit.Decision)
+    assert first.allowed and first.delay == 0 and first.retry_after == 0
+    assert first.time_to_act_ns <= limiter.now_ns()
+    second = limiter.wait("fast", "k", max_wait=30)
+    woke = limiter.now_ns()
+    assert second.allowed and 0 <= second.delay <= 0.05
+    # The turn is one T after the first (later only if this process was
+    # descheduled for longer than T), and the wake-up is never before it.
+    assert second.time_to_act_ns >= first.time_to_act_ns + 50_000_000
+    assert woke >= second.time_to_act_ns
+    assert "WaitDecision(" in repr(second) and "time_to_act_ns=" in repr(second)
+    # Refused: the delay it would have needed, as Reservation.delay.
+    assert limiter.reserve("fast", "k")
+    refused = limiter.wait("fast", "k", max_wait=0)
+    assert not refused and refused.delay > 0 and refused.delay == pytest.approx(refused.retry_after)
+    assert limiter.wait("fast", "k", 10**9).delay == float("inf")
+    unknown = limiter.wait("nope", "k")
+    assert isinstance(unknown, shmlimit.WaitDecision) and unknown.reason == "unknown_policy"
+    # wait_async returns the same; WaitDecision(reservation) is what both build.
+    d = asyncio.run(limiter.wait_async("fast", "k", max_wait=30))
+    assert isinstance(d, shmlimit.WaitDecision) and d.allowed
+    assert limiter.now_ns() >= d.time_to_act_ns
+    r = limiter.reserve("fast", "k")
+    w = shmlimit.WaitDecision(r)
+    assert w.allowed == r.ok and w.delay == r.delay and w.time_to_act_ns == r.time_to_act_ns
+    with pytest.raises(TypeError):
+        shmlimit.WaitDecision(None)
+
+
 def test_wait_on_a_window_asks_again_at_the_next_opening(limiter):
     limiter.add_policy("fw", "fixed_window", (2, 0.05))
     for _ in range(5):
