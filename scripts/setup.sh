@@ -57,6 +57,7 @@ PACKAGES=(
   wrk
   curl
   help2man
+  man-db
   dpkg-dev
   file
   python3-prometheus-client

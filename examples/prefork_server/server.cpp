@@ -254,10 +254,12 @@ int main(int argc, char** argv) {
     ServerConfig config = shmlimit::server::load_server_config(config_path);
     shmlimit::server::apply_overrides(config, listen, workers);
     if (check_only) {
-      std::printf("%s: ok: %zu routes, %zu policies in %s, %u workers on %s:%u\n",
-                  config_path.c_str(), config.routes.size(), config.limiter.policies.size(),
-                  config.limiter_path.c_str(), config.workers, config.host.c_str(),
-                  static_cast<unsigned>(config.port));
+      const std::string metrics =
+          config.metrics.path.empty() ? "" : ", metrics at " + config.metrics.path;
+      std::printf("%s: ok: %zu routes%s, %zu policies in %s, %u workers on %s:%u\n",
+                  config_path.c_str(), config.routes.size(), metrics.c_str(),
+                  config.limiter.policies.size(), config.limiter_path.c_str(), config.workers,
+                  config.host.c_str(), static_cast<unsigned>(config.port));
       return 0;
     }
     return run_master(config);

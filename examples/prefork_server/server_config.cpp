@@ -157,7 +157,8 @@ ServerConfig load_server_config(const std::string& path) {
   }
   ServerConfig c;
   c.source = path;
-  p.only_keys(root, "the top level", {"limiter", "server", "response", "identity", "routes"});
+  p.only_keys(root, "the top level",
+              {"limiter", "server", "response", "identity", "metrics", "routes"});
 
   const std::optional<std::string> limiter = p.string(root, "limiter");
   if (!limiter)
@@ -286,6 +287,28 @@ ServerConfig load_server_config(const std::string& path) {
       c.routes.push_back(std::move(route));
     }
   }
+  if (const toml::table* m = p.table(root, "metrics")) {
+    p.only_keys(*m, "[metrics]", {"path", "allow"});
+    const std::optional<std::string> path = p.string(*m, "path");
+    const bool plain =
+        path && std::none_of(path->begin(), path->end(), [](char ch) {
+          return ch == '?' || ch == '#' || static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f;
+        });
+    if (!path || path->size() < 2 || path->front() != '/' || !plain) {
+      p.fail(path ? m->get("path") : static_cast<const toml::node*>(m),
+             "[metrics] needs a 'path' such as \"/metrics\": '/' then at least one character, no "
+             "query, fragment, space or control character");
+    }
+    for (const Route& route : c.routes) {
+      if (route.prefix == *path) {
+        p.fail(m->get("path"),
+               "[metrics] path \"" + *path + "\" is also a route prefix: one of them must go");
+      }
+    }
+    c.metrics.path = *path;
+    c.metrics.allow = p.cidrs(*m, "allow");
+  }
+
   std::stable_sort(c.routes.begin(), c.routes.end(), [](const Route& a, const Route& b) {
     return a.prefix.size() > b.prefix.size();
   });
@@ -306,6 +329,11 @@ void apply_overrides(ServerConfig& config, const std::string& listen, const std:
     }
     config.workers = static_cast<unsigned>(n);
   }
+}
+
+bool is_metrics_path(const ServerConfig& config, std::string_view target) noexcept {
+  return !config.metrics.path.empty() &&
+         target.substr(0, target.find_first_of("?#")) == config.metrics.path;
 }
 
 const Route* match_route(const ServerConfig& config, std::string_view target) noexcept {

@@ -33,6 +33,14 @@ struct Route {
   std::chrono::nanoseconds max_wait{0};
 };
 
+/// `[metrics]`: the segment's Prometheus metrics, the text `shmlimit
+/// metrics` prints, served at one path (GET and HEAD), before the route
+/// table: never limited, never counted.
+struct MetricsEndpoint {
+  std::string path;         ///< exact path (the query is ignored); empty: no endpoint
+  std::vector<Cidr> allow;  ///< non-empty: only client addresses in these networks; others 403
+};
+
 struct ServerConfig {
   std::string source;        ///< the file it came from
   shmlimit::Config limiter;  ///< the segment and its policies (from `limiter`)
@@ -49,6 +57,7 @@ struct ServerConfig {
   shmlimit::IdentityOptions identity;
   shmlimit::AccessList access;
   std::vector<Route> routes;  ///< sorted longest prefix first
+  MetricsEndpoint metrics;
 };
 
 /// Reads and validates the file. Throws shmlimit::Error(kInvalidArgument,
@@ -59,6 +68,9 @@ ServerConfig load_server_config(const std::string& path);
 /// Applies the command line's --listen and --workers (empty: unchanged).
 /// Throws Error(kInvalidArgument) naming the option.
 void apply_overrides(ServerConfig& config, const std::string& listen, const std::string& workers);
+
+/// True when `target` (its query ignored) is the metrics endpoint's path.
+bool is_metrics_path(const ServerConfig& config, std::string_view target) noexcept;
 
 /// The route whose prefix is the longest one the path starts with, or
 /// nullptr. `target` is the request target; its query is ignored.

@@ -9,6 +9,9 @@
 // allow/deny lists -> the route's policies, all or nothing
 // (Limiter::acquire_many) -> 200, or the refuse status with Retry-After,
 // X-RateLimit-* and RateLimit-Policy/RateLimit headers (shmlimit/http.hpp).
+// The optional metrics path answers, before the routes, with the segment's
+// Prometheus text from the same functions as `shmlimit metrics` and
+// `shmlimit exporter` (tools/inspect.hpp).
 #include "worker.hpp"
 
 #include <arpa/inet.h>
@@ -23,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -40,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "inspect.hpp"  // tools/: the CLI's Prometheus renderer
 #include "server_config.hpp"
 #include "shmlimit/config.hpp"
 #include "shmlimit/http.hpp"
@@ -118,6 +123,8 @@ const char* status_text(int status) {
       return "Forbidden";
     case 404:
       return "Not Found";
+    case 405:
+      return "Method Not Allowed";
     case 408:
       return "Request Timeout";
     case 413:
@@ -144,12 +151,16 @@ struct Response {
   int status = 200;
   std::string headers;  // extra "Name: value\r\n" lines
   std::string body;
+  const char* content_type = nullptr;  // nullptr: JSON or text, as configured
 };
 
 void send_response(int fd, const Response& r, bool json, bool head) {
   std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + status_text(r.status) + "\r\n";
-  out +=
-      json ? "Content-Type: application/json\r\n" : "Content-Type: text/plain; charset=utf-8\r\n";
+  out += "Content-Type: ";
+  out += r.content_type != nullptr ? r.content_type
+         : json                    ? "application/json"
+                                   : "text/plain; charset=utf-8";
+  out += "\r\n";
   out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
   out += "Connection: close\r\n";
   out += r.headers;
@@ -279,6 +290,7 @@ class Worker {
     if (access == shmlimit::Access::kDeny) {
       return error_response(403, "Forbidden.", json);
     }
+    if (shmlimit::server::is_metrics_path(config_, target)) return metrics(req, who);
     const ResolvedRoute* rr = nullptr;
     if (const Route* route = shmlimit::server::match_route(config_, target)) {
       for (const ResolvedRoute& candidate : routes_) {
@@ -359,6 +371,29 @@ class Worker {
       return r;
     }
     r.body = ok_body(d.remaining);
+    return r;
+  }
+
+  // The metrics path: the segment as `shmlimit metrics NAME` prints it
+  // (opened read-only for the scrape; shmlimit_up 0 if it is gone).
+  // Never limited and never counted.
+  Response metrics(const http::request<http::string_body>& req, const shmlimit::Identity& who) {
+    const auto& allow = config_.metrics.allow;
+    if (!allow.empty() &&
+        (!who.address || std::none_of(allow.begin(), allow.end(), [&](const shmlimit::Cidr& c) {
+          return c.contains(*who.address);
+        }))) {
+      return error_response(403, "Forbidden.", config_.json);
+    }
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      Response r = error_response(405, "Only GET and HEAD.", config_.json);
+      r.headers = "Allow: GET, HEAD\r\n";
+      return r;
+    }
+    Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = shmlimit::tools::render_metrics({shmlimit::tools::read_segment_metrics(
+        config_.limiter.segment.name, config_.limiter.segment.allow_other_users)});
     return r;
   }
 

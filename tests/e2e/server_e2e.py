@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """End-to-end test of shmlimit-server (examples/prefork_server, doc/server.md).
 
-    server_e2e.py PATH/TO/shmlimit-server [examples/prefork_server/server.toml]
+    server_e2e.py PATH/TO/shmlimit-server [examples/prefork_server/server.toml [PATH/TO/shmlimit]]
 
 Starts the server on a free loopback port (port 0; it prints the one it
 got) with 4 worker processes and a trusted proxy count of 1, then drives
@@ -21,6 +21,10 @@ it from 16 client threads, one connection per request:
     oversized header block (431);
   * a route with max_wait delays a request past the burst to its turn and
     refuses one whose turn is further;
+  * the metrics path serves the segment's exact counters in Prometheus
+    text, the samples `shmlimit metrics` prints, only to its allow list,
+    only for GET and HEAD, and is itself never counted; other unrouted
+    paths are 404;
   * SIGTERM stops the master and every worker, exit status 0.
 
 The rate's period (1 hour; 6 minutes per unit) is long compared with the
@@ -170,6 +174,15 @@ def check_bad_configs(binary, tmp, segment):
          "server.toml:5:", "at most 1h"),
         ('limiter = "limiter.toml"\n[[routes]]\nprefix = "/q"\npolicies = ["outbound"]\nmax_wait = "soon"\n',
          "server.toml:5:", "soon"),
+        ('limiter = "limiter.toml"\n[metrics]\npath = "metrics"\n', "server.toml:3:", "'/' then"),
+        ('limiter = "limiter.toml"\n[metrics]\npath = "/m etrics"\n', "server.toml:3:", "no query"),
+        ('limiter = "limiter.toml"\n[metrics]\nallow = ["127.0.0.1"]\n', "server.toml:2:", "needs a 'path'"),
+        ('limiter = "limiter.toml"\n[metrics]\npath = "/metrics"\nport = 9464\n', "server.toml:4:",
+         "unknown key 'port'"),
+        ('limiter = "limiter.toml"\n[metrics]\npath = "/metrics"\nallow = ["nowhere"]\n', "server.toml:4:",
+         "nowhere"),
+        ('limiter = "limiter.toml"\n[[routes]]\nprefix = "/metrics"\n[metrics]\npath = "/metrics"\n',
+         "server.toml:5:", "also a route prefix"),
     ]
     path = os.path.join(tmp, "server.toml")
     for text, where, what in cases:
@@ -190,6 +203,64 @@ def check_bad_configs(binary, tmp, segment):
     r = subprocess.run([binary], capture_output=True, text=True, timeout=TIMEOUT)
     check(r.returncode == 2 and "usage" in r.stderr, f"no --config: exit {r.returncode}")
     check(not os.path.exists("/dev/shm" + segment), "a refused configuration created the segment")
+
+
+def scrape(port, xff="10.1.1.1", path="/metrics", method="GET"):
+    """The metrics endpoint's response, its samples as {name{labels}: value}."""
+    status, headers, body = request(port, path, xff, method=method)
+    samples = {}
+    if status == 200:
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+    return status, headers, body, samples
+
+
+def check_metrics(port, segment, cli):
+    """The metrics path: the segment's exact counters, as `shmlimit metrics`
+    prints them; scrapes are not counted; the allow list, GET and HEAD only."""
+    status, headers, body, samples = scrape(port)
+    if not check(status == 200, f"/metrics: {status} {body!r}"):
+        return
+    check(headers.get("content-type") == "text/plain; version=0.0.4; charset=utf-8",
+          f"/metrics content type {headers.get('content-type')!r}")
+    check("x-ratelimit-limit" not in headers, f"/metrics has rate-limit headers: {headers}")
+    seg = f'segment="{segment}"'
+    check(samples.get(f"shmlimit_up{{{seg}}}") == 1, f"/metrics: shmlimit_up: {body[:200]!r}")
+    # per_client: 10 admitted and 20 refused per client, one more admitted
+    # (/api/x of 10.9.9.9) and one more refused (the HEAD).
+    admitted = samples.get(f'shmlimit_policy_admitted_total{{{seg},policy="per_client"}}')
+    denied = samples.get(f'shmlimit_policy_denied_total{{{seg},policy="per_client"}}')
+    check(admitted == CLIENTS * ALLOWANCE + 1 and denied == CLIENTS * (REQUESTS - ALLOWANCE) + 1,
+          f"/metrics: per_client admitted {admitted}, denied {denied}")
+    check(samples.get(f'shmlimit_policy_admitted_total{{{seg},policy="search_burst"}}') == 3,
+          "/metrics: search_burst admitted")
+    # A scrape is never limited nor counted: the next one shows the same counters.
+    status, _, _, again = scrape(port, path="/metrics?name[]=x")
+    counters = {k: v for k, v in samples.items() if "_total{" in k}
+    check(status == 200 and {k: again.get(k) for k in counters} == counters,
+          f"/metrics changed between two scrapes: {counters} vs {again}")
+    # The same text as the CLI's (the same renderer), up to what moves with time.
+    if cli:
+        r = subprocess.run([cli, "metrics", segment], capture_output=True, text=True, timeout=TIMEOUT)
+        timely = ("shmlimit_segment_age_seconds", "shmlimit_clock_horizon_left_seconds",
+                  "shmlimit_reclaimable_slots")
+
+        def steady(text):
+            return [line for line in text.splitlines() if not line.startswith(timely)]
+
+        check(r.returncode == 0 and steady(r.stdout) == steady(body.decode()),
+              f"/metrics differs from `shmlimit metrics`: {r.returncode} {r.stderr!r}\n"
+              f"{steady(r.stdout)}\nvs\n{steady(body.decode())}")
+    status, headers, body = request(port, "/metrics", "10.1.1.1", method="HEAD")
+    check(status == 200 and body == b"" and int(headers.get("content-length", "0")) > 0,
+          f"HEAD /metrics: {status} {headers}")
+    status, headers, _ = request(port, "/metrics", "10.1.1.1", method="POST")
+    check(status == 405 and headers.get("allow") == "GET, HEAD", f"POST /metrics: {status} {headers}")
+    check(scrape(port, xff="10.2.2.2")[0] == 403, "/metrics scraped from outside its allow list")
+    check(scrape(port, xff="192.0.2.55")[0] == 403, "/metrics scraped from the deny list")
+    check(request(port, "/metrics/x", "10.1.1.1")[0] == 404, "/metrics/x: not the metrics path, no route")
 
 
 def run_small_server(binary, tmp, response_toml, clients, routes_toml=""):
@@ -271,11 +342,12 @@ def check_response_options(binary, tmp):
 
 def main():
     binary = sys.argv[1]
+    cli = sys.argv[3] if len(sys.argv) > 3 else None
     if len(sys.argv) > 2:  # the shipped example configuration stays valid
         r = subprocess.run([binary, "--config", sys.argv[2], "--check"], capture_output=True, text=True,
                            timeout=TIMEOUT)
-        check(r.returncode == 0 and ": ok: 3 routes" in r.stdout, f"--check {sys.argv[2]}: {r.returncode} "
-                                                                  f"{r.stdout!r} {r.stderr!r}")
+        check(r.returncode == 0 and ": ok: 3 routes, metrics at /metrics," in r.stdout,
+              f"--check {sys.argv[2]}: {r.returncode} {r.stdout!r} {r.stderr!r}")
     tmp = tempfile.mkdtemp(prefix="shmlimit-e2e-")
     segment = f"/shmlimit-e2e-{os.getpid()}"
     with open(os.path.join(tmp, "limiter.toml"), "w") as f:
@@ -327,6 +399,10 @@ scope = "search"
 [[routes]]
 prefix = "/health"
 policies = []
+
+[metrics]
+path = "/metrics"
+allow = ["10.1.1.0/24"]
 """)
     server = Server(binary, config)
     try:
@@ -423,6 +499,8 @@ policies = []
         check(raw(port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 "), "malformed request line")
         big = b"GET /api/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
         check(raw(port, big).startswith(b"HTTP/1.1 431 "), "oversized header block")
+
+        check_metrics(port, segment, cli)
 
         # SIGTERM: every worker and the master stop, exit status 0.
         server.proc.send_signal(signal.SIGTERM)

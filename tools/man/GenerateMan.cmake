@@ -2,6 +2,9 @@
 #   -DHELP2MAN=help2man -DPROGRAM=path -DOUT=file.1 -DNAME="one line"
 #   -DVERSION=x.y.z -DINCLUDE=static.h2m
 #   -DSUBCOMMANDS="a;b;c"   also each `PROGRAM SUB --help`, as [COMMANDS]
+#   -DGZIP=gzip             also write file.1.gz (gzip -9n: no name, no time
+#                           stamp, so the same page gives the same bytes), the
+#                           installed page (Debian policy 12.1)
 # The page is made anew at every build of the program, from the text the
 # program prints, so it cannot drift from --help.
 cmake_minimum_required(VERSION 3.25)
@@ -30,4 +33,10 @@ execute_process(
   RESULT_VARIABLE _rc)
 if(NOT _rc EQUAL 0)
   message(FATAL_ERROR "help2man failed (${_rc}) for ${PROGRAM}")
+endif()
+if(GZIP)
+  execute_process(COMMAND "${GZIP}" -9nkf "${OUT}" RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "gzip failed (${_rc}) for ${OUT}")
+  endif()
 endif()
