@@ -239,25 +239,35 @@ import matplotlib.pyplot as plt
 
 rows = list(csv.DictReader(open(sys.argv[1])))
 workloads = sorted({r["workload"] for r in rows}, key=lambda w: (w != "hot", w))
-fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
-for ax, w in zip(axes[0], workloads):
-    for impl in sorted({r["impl"] for r in rows}):
-        pts = sorted((int(r["procs"]), float(r["ops_per_s"]) / 1e6)
-                     for r in rows if r["workload"] == w and r["impl"] == impl)
-        if pts:
-            ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=impl)
-    ax.set_title("hot key" if w == "hot" else f"{w} keys")
-    ax.set_xlabel("processes")
-    ax.set_ylabel("decisions / s (millions, all processes)")
-    ax.set_xticks(sorted({int(r["procs"]) for r in rows}))
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-fig.suptitle("shmlimit vs interprocess_mutex + table (shmlimit_throughput)")
+impls = sorted({r["impl"] for r in rows})
+procs = sorted({int(r["procs"]) for r in rows})
+# Top row: decisions per second; bottom row: p99 latency of one decision.
+fig, axes = plt.subplots(2, len(workloads), figsize=(6 * len(workloads), 8), squeeze=False)
+for col, w in enumerate(workloads):
+    title = "hot key" if w == "hot" else f"{w} keys"
+    for row, (field, scale, label) in enumerate((("ops_per_s", 1e6, "decisions / s (millions, all processes)"),
+                                                  ("p99_ns", 1.0, "p99 latency of one decision (ns, log)"))):
+        ax = axes[row][col]
+        for impl in impls:
+            pts = sorted((int(r["procs"]), float(r[field]) / scale)
+                         for r in rows if r["workload"] == w and r["impl"] == impl)
+            if pts:
+                ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=impl)
+        ax.set_title(title)
+        ax.set_xlabel("processes")
+        ax.set_ylabel(label)
+        ax.set_xticks(procs)
+        if row == 0:
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+fig.suptitle("shmlimit vs interprocess_mutex + table (shmlimit_throughput, 2 CPUs)")
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)
 EOF
-    plot_note="![throughput vs processes]($(basename "$plot"))"
+    plot_note="![throughput and p99 latency vs processes]($(basename "$plot"))"
   else
     plot_note="not drawn: the matplotlib script failed"
   fi
