@@ -247,7 +247,11 @@ std::int64_t algo_horizon_margin(const AlgoParams& p) noexcept {
 AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now_in,
                         std::uint64_t cost) noexcept {
   if (!algo_params_valid(p)) return corrupt_outcome();
-  const i64 now = clamp_now(now_in, algo_horizon_margin(p));
+  return algo_decide_valid(p, state, clamp_now(now_in, algo_horizon_margin(p)), cost);
+}
+
+AlgoOutcome algo_decide_valid(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                              std::uint64_t cost) noexcept {
   state &= kStatePayloadMask;
   switch (p.algorithm) {
     case Algorithm::kGcra: {

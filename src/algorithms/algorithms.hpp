@@ -65,6 +65,13 @@ bool algo_params_valid(const AlgoParams& p, const char** why = nullptr) noexcept
 AlgoOutcome algo_decide(const AlgoParams& p, std::uint64_t state, std::int64_t now,
                         std::uint64_t cost) noexcept;
 
+/// algo_decide for parameters that algo_params_valid accepted and a `now`
+/// within [0, kClockHorizonNs - algo_horizon_margin(p)] (a valid, cached
+/// policy snapshot on the hot path): the same answer without checking them
+/// again on every decision.
+AlgoOutcome algo_decide_valid(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                              std::uint64_t cost) noexcept;
+
 /// Gives back `cost` already taken, never beyond the capacity: the state
 /// after the refund (store = false when nothing changes). decision reports
 /// the bucket after the refund.

@@ -115,7 +115,8 @@ SwState sw_at(const AlgoParams& p, u64 state, i64 now_in) {
     // Every index of the horizon is below 2^24: the stored one is exact.
     is_ahead = stored > k;
   } else {
-    const u64 tolerance = static_cast<u64>(ceil_div(kSwLagToleranceNs, W));  // <= 10^4 < 2^23
+    // In 64 bits (ceil_div is 128-bit): <= 10^4 < 2^23.
+    const u64 tolerance = kSwLagToleranceNs / W + (kSwLagToleranceNs % W != 0 ? 1 : 0);
     is_ahead = ahead != 0 && ahead <= tolerance;
   }
   if (ahead == 0) return s;

@@ -205,8 +205,9 @@ template <bool Acquire>
         if (p->algo.algorithm == Algorithm::kGcra) [[likely]] {
           detail::gcra_decide_into(state, now, cost, params, d, store, next);
         } else {
-          // The other algorithms whose whole state is the word, as decide_state.
-          const detail::AlgoOutcome o = detail::algo_decide(p->algo, state, now, cost);
+          // The other algorithms whose whole state is the word, as
+          // decide_state (valid policy, `now` within its horizon: checked above).
+          const detail::AlgoOutcome o = detail::algo_decide_valid(p->algo, state, now, cost);
           d = detail::copy_fields(o.decision);
           store = o.store;
           next = o.new_state;

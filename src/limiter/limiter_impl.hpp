@@ -124,7 +124,12 @@ struct PolicySnapshot {
     return detail::gcra_decide(state, now, cost,
                                detail::GcraParams{p.emission_ns, p.burst, s.reciprocal});
   }
-  return detail::algo_decide(p, state, now, cost);
+  // A valid snapshot's parameters were checked when it was loaded
+  // (validate); the clock is kept within its horizon here, as algo_decide
+  // would clamp it.
+  if (!s.valid) return detail::algo_decide(p, state, now, cost);
+  const std::int64_t hi = detail::kClockHorizonNs - s.margin;  // margin < horizon (valid)
+  return detail::algo_decide_valid(p, state, std::max<std::int64_t>(std::min(now, hi), 0), cost);
 }
 
 }  // namespace detail
