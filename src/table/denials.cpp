@@ -73,27 +73,31 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
   e.cost.store(cost, std::memory_order_relaxed);
   e.retry_after_ns.store(static_cast<u64>(std::max<Nanos::rep>(retry_after.count(), 0)),
                          std::memory_order_relaxed);
-  // Each word loaded straight from the key (load_word_upto8 for the tail):
-  // bytes copied into a stack buffer and read back as words stalled the
+  // Only the words that hold key bytes: the reader keeps min(key_len,
+  // kDenialKeyBytes) bytes and zeroes the rest of its copy (read()). Each
+  // word loaded straight from the key (load_word_upto8 for the tail): bytes
+  // copied into a stack buffer and read back as words stalled the
   // store-forwarding of every short key.
   const std::size_t kept = std::min<std::size_t>(key.size(), kDenialKeyBytes);
-  for (u64 i = 0; i < kKeyWords; ++i) {
-    const std::size_t at = 8 * i;
-    u64 w = 0;
-    if (at + 8 <= kept) {
-      std::memcpy(&w, key.data() + at, 8);
-    } else if (at < kept) {
-      w = load_word_upto8(key.data() + at, static_cast<std::uint32_t>(kept - at));
-    }
+  const std::size_t full = kept / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    u64 w;
+    std::memcpy(&w, key.data() + 8 * i, 8);
     e.key[i].store(w, std::memory_order_relaxed);
   }
+  if (const std::size_t tail = kept % 8; tail != 0) {
+    e.key[full].store(load_word_upto8(key.data() + 8 * full, static_cast<std::uint32_t>(tail)),
+                      std::memory_order_relaxed);
+  }
   // Release: the fields are visible to whoever reads seq == 2t+2 with
-  // acquire. Only a writer that judged this process dead takes an entry
-  // over, so the CAS fails only when the segment's users do not share one
-  // pid namespace; the other record then stands.
-  u64 expected = writing;
-  e.seq.compare_exchange_strong(expected, denial_seq_complete(t), std::memory_order_release,
-                                std::memory_order_relaxed);
+  // acquire. A plain store, not a CAS: while this process lives no other
+  // writer touches the entry (only one that judged this writer dead takes
+  // it over, (2)), so nothing can have changed seq since our claim. Only
+  // when the segment's users do not share one pid namespace can a live
+  // writer be judged dead; then two writers' fields may mix in one entry,
+  // which a final CAS would not prevent either (the taker's own CAS would
+  // still complete it).
+  e.seq.store(denial_seq_complete(t), std::memory_order_release);
   // The ring (128 KiB) does not stay in L1, and every ticket writes another
   // entry: without this the next denial's CAS of seq and its stores wait
   // for two lines from L2 or memory. Prefetch (for writing) the entry the
@@ -144,7 +148,10 @@ DenialRead DenialRing::read(std::uint64_t since) const {
     r.pid = static_cast<std::uint32_t>(info >> 32);
     r.retry_after_ns =
         std::min<u64>(r.retry_after_ns, static_cast<u64>(std::numeric_limits<std::int64_t>::max()));
-    std::memcpy(r.key, words, kDenialKeyBytes);
+    // The bytes past the key are another record's (the writer stores only
+    // the words its key fills): zeroed in the copy.
+    const std::size_t kept = std::min<std::size_t>(r.key_len, kDenialKeyBytes);
+    std::memcpy(r.key, words, kept);
     out.records.push_back(r);
   }
   out.next = head;

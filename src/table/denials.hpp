@@ -12,8 +12,10 @@
 // Thread and process safety / invariants
 //   (1) Only denied decisions write here; the admit path never touches the
 //       ring. A denial costs one fetch_add on the ring's ticket counter (a
-//       line shared by every denying process), one CAS, relaxed stores of the
-//       entry's fields (two cache lines) and a final CAS. Writers never wait: lock-free.
+//       line shared by every denying process), one CAS claiming the entry,
+//       relaxed stores of its fields and of the key's words (one cache line
+//       for a key of up to 16 bytes) and a final release store. Writers
+//       never wait: lock-free.
 //   (2) Ticket t owns entry t & (entries - 1). Its seq word goes from
 //       "t being written by pid P" (odd, layout.hpp) to 2t+2 (complete);
 //       tickets only grow, so a writer whose entry already shows a newer

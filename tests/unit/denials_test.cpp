@@ -45,6 +45,23 @@ void record_n(DenialRing ring, std::uint64_t from, std::uint64_t n) {
   }
 }
 
+// The writer stores only the words its key fills: a short key written over
+// a long one must not read back with the long key's bytes after it.
+TEST(DenialRing, AShortKeyOverALongOneReadsBackWithoutTheOldBytes) {
+  auto mem = fresh_ring();
+  DenialRing ring = mem->ring();
+  const std::string long_key(kDenialKeyBytes + 20, 'x');
+  ring.record(1, 0, Reason::kOk, long_key, 1, Nanos(0));
+  record_n(ring, 1, kDenialRingEntries - 1);  // the next ticket lands on the first entry again
+  ring.record(2, 0, Reason::kOk, "abc", 1, Nanos(0));
+  const detail::DenialRead r = ring.read(kDenialRingEntries);
+  ASSERT_EQ(r.records.size(), 1u);
+  const detail::DenialRecord& d = r.records[0];
+  EXPECT_EQ(d.key_len, 3u);
+  EXPECT_EQ(std::string(d.key, 3), "abc");
+  for (std::uint32_t i = 3; i < kDenialKeyBytes; ++i) EXPECT_EQ(d.key[i], '\0') << "byte " << i;
+}
+
 TEST(DenialRing, ReadsBackEveryFieldOfEachDenialInOrder) {
   auto mem = fresh_ring();
   record_n(mem->ring(), 0, 10);
