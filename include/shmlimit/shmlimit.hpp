@@ -574,7 +574,7 @@ class Reservation {
   std::uint32_t slot_ = 0;         // the bucket's slot, and the word version it was stored under
   std::uint64_t version_ = 0;
   std::uint64_t reserved_ = 0;  // the state this reservation stored (TAT; token bucket: the debt)
-  std::uint64_t span_ = 0;      // cost * T, ns (token bucket: cost, tokens)
+  std::uint64_t span_ = 0;      // cost * T, ns (token bucket: tokens added)
   std::int32_t pid_ = 0;        // the process that took it
   Nanos delay_{0};
   Nanos act_at_{0};

@@ -181,42 +181,62 @@ ReserveOutcome reserve_tb(const AlgoParams& p, u64 state, std::int64_t now_in, u
     out.delay_ns = std::numeric_limits<i64>::max();
     return out;
   }
+  constexpr u64 kMaxMissing = mask(kTbMissingBits);
   const u64 after = s.missing + cost;  // both < 2^20 here
-  const Nanos turn = after > p.burst ? tb_wait(p, s, after - p.burst, now) : Nanos(0);
+  Nanos turn(0);
+  u64 stored = after;
+  if (after > p.burst) {
+    // The turn: k refills after the index, the first to bring the tokens
+    // owed before this reservation (missing - burst, if any) and its cost.
+    const u128 k = ceil_div(after - p.burst, p.count);
+    turn = tb_wait(p, s, after - p.burst, now);
+    // Tokens the bucket could not have held: a real bucket caps at burst
+    // at every refill. Before its turn the reservation's share stays below
+    // `cost` (else the turn would be earlier), so only the turn's own
+    // refill can overflow: by k * count - missing (the refills' tokens
+    // past what was owed, above burst). The debt counts them too, so that
+    // from the turn on the state is the capped bucket's (burst - cost
+    // tokens left), and no more than burst units act at one refill.
+    const u128 brought = k * p.count;
+    if (brought > s.missing) {
+      const u128 lost = brought - s.missing;
+      stored = lost > kMaxMissing ? kMaxMissing + 1 : after + static_cast<u64>(lost);
+    }
+  }
   out.delay_ns = turn.count();
   if (turn.count() > max_wait || turn.count() > kClockHorizonNs - now) {
     d = make_decision(false, p.burst, tb_tokens(p, s), turn, reset);
     return out;
   }
   // The 20-bit field bounds the queue: past it, refused until the refill
-  // that makes room for `cost` (no later than the turn itself, so within
-  // max_wait: Limiter::wait asks again then).
-  constexpr u64 kMaxMissing = mask(kTbMissingBits);
-  if (after > kMaxMissing) {
-    const Nanos room = tb_wait(p, s, after - kMaxMissing, now);
+  // that makes room (no later than the turn itself, so within max_wait:
+  // Limiter::wait asks again then).
+  if (stored > kMaxMissing) {
+    const Nanos room = tb_wait(p, s, stored - kMaxMissing, now);
     out.delay_ns = room.count();
     d = make_decision(false, p.burst, tb_tokens(p, s), room, reset);
     return out;
   }
-  const TbState next{s.index, after};
+  const TbState next{s.index, stored};
   d = make_decision(true, p.burst, tb_tokens(p, next), Nanos(0),
                     tb_wait(p, next, next.missing, now));
   out.store = cost > 0;
   out.new_state = state_codec::TokenBucket{next.index, next.missing}.pack();
+  out.span = stored - s.missing;
   return out;
 }
 
 std::optional<u64> cancel_tb(const AlgoParams& p, u64 state, std::int64_t now_in, u64 reserved,
-                             u64 cost, std::int64_t act_at) noexcept {
+                             u64 added, std::int64_t act_at) noexcept {
   using namespace algo;
   if (p.algorithm != Algorithm::kTokenBucket || !algo_params_valid(p)) return std::nullopt;
   const i64 now = clamp_now(now_in, algo_horizon_margin(p));
   if ((state & kStatePayloadMask) != reserved || now >= act_at) return std::nullopt;
-  // Still the last turn, not yet come: the refills since cannot have paid
-  // the debt below burst (its turn is the boundary where they would), so
-  // missing > burst >= cost here; min() only guards a hostile word.
+  // Still the last turn, not yet come: the state as if it had never been
+  // made, at the index of now. The refills since have paid the bucket down
+  // as they would have without it, never below full (max(0, ...), as tb_at).
   const TbState s = tb_at(p, reserved, now);
-  const u64 back = std::min(cost, s.missing);
+  const u64 back = std::min(added, s.missing);
   if (back == 0) return std::nullopt;
   return state_codec::TokenBucket{s.index, s.missing - back}.pack();
 }

@@ -27,14 +27,19 @@
 //           stored one),
 //             missing' = missing + cost
 //             delay    = 0                                  missing' <= burst
-//                      = (index + ceil((missing' - burst) / count)) * period
-//                        - now                              otherwise
-//           granted iff delay <= max_wait (and missing' fits the state's
-//           20-bit field), and then the state stores missing' (above burst:
-//           a debt, paid down by the refills) in one CAS. The turn is the
+//                      = (index + k) * period - now         otherwise,
+//                        k = ceil((missing' - burst) / count)
+//             stored   = missing' + max(0, k * count - missing)
+//           granted iff delay <= max_wait (and `stored` fits the state's
+//           20-bit field), and then the state stores it (above burst: a
+//           debt, paid down by the refills) in one CAS. The turn is the
 //           refill boundary at which an acquire of `cost` would have been
-//           admitted, so the schedule never hands out more than
-//           burst + count * (refill boundaries in (a, b]) over any [a, b].
+//           admitted, first come first served; the last term counts the
+//           tokens the turn's refill brings beyond what the bucket holds
+//           (a real bucket caps at burst), so that from the turn on the
+//           state is the capped bucket's. So the schedule never hands out
+//           more than burst + count * (refill boundaries in (a, b]) over
+//           any [a, b], and wastes no refill while the queue lasts.
 //           tb_decide reads a debt right: an acquire meanwhile is denied
 //           with the wait behind the queue.
 //   kRetry  fixed and sliding window, quiet period, sliding log: their
@@ -49,9 +54,9 @@
 //
 // Cancel (cancel_tat, cancel_tb): a reservation that is still the last one
 // (the state is still the word it stored: no acquire or reservation has
-// charged the bucket since) and whose turn has not come gives its cost back
-// (cost * T of the TAT; cost tokens of the debt), as if it had never been
-// made. Once anything has queued behind it, it gives back nothing: the
+// charged the bucket since) and whose turn has not come gives back what it
+// added (cost * T of the TAT; the tokens it added to the debt), as if it
+// had never been made. Once anything has queued behind it, it gives back nothing: the
 // later turns were computed from it, and moving the state back would
 // schedule new callers into the time they hold (Go's x/time/rate gives back
 // part of it in that case; here the policy's bound is never exceeded).
@@ -99,6 +104,9 @@ struct ReserveOutcome {
   std::int64_t delay_ns = 0;
   bool store = false;  // true: CAS the state to new_state
   std::uint64_t new_state = 0;
+  /// Stored: what a cancel gives back (GCRA / leaky bucket: cost * T ns;
+  /// token bucket: the tokens added to `missing`).
+  std::uint64_t span = 0;
 };
 
 /// One reservation on a GCRA / leaky-bucket state `tat` (a payload < 2^56).
@@ -146,6 +154,7 @@ inline ReserveOutcome reserve_tat(std::uint64_t tat, std::int64_t now_in, std::u
   d.reset_after = Nanos(new_tat - now);
   out.store = cost > 0;
   out.new_state = static_cast<std::uint64_t>(new_tat);
+  out.span = cost * p.emission_ns;  // <= B * T <= 2^55 (cost <= B)
   return out;
 }
 
@@ -181,13 +190,14 @@ inline std::optional<std::uint64_t> cancel_tat(std::uint64_t state, std::int64_t
 ReserveOutcome reserve_tb(const AlgoParams& p, std::uint64_t state, std::int64_t now,
                           std::uint64_t cost, std::int64_t max_wait_ns) noexcept;
 
-/// The state after cancelling a granted token-bucket reservation of `cost`
-/// that stored `reserved` and acts at `act_at`: the debt less `cost` at the
-/// refill index of now; nullopt when it gives nothing back: the state is no
-/// longer `reserved`, or its turn has come (now >= act_at, which also
-/// covers a turn that was now: delay 0).
+/// The state after cancelling a granted token-bucket reservation that
+/// stored `reserved`, adding `added` tokens to the debt (its
+/// ReserveOutcome::span), and acts at `act_at`: the debt less `added` at
+/// the refill index of now (never below full); nullopt when it gives
+/// nothing back: the state is no longer `reserved`, or its turn has come
+/// (now >= act_at, which also covers a turn that was now: delay 0).
 std::optional<std::uint64_t> cancel_tb(const AlgoParams& p, std::uint64_t state, std::int64_t now,
-                                       std::uint64_t reserved, std::uint64_t cost,
+                                       std::uint64_t reserved, std::uint64_t added,
                                        std::int64_t act_at) noexcept;
 
 }  // namespace shmlimit::detail

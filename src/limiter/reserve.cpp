@@ -127,9 +127,7 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
       out.slot_ = ref.index;
       out.version_ = version;
       out.reserved_ = o.new_state;
-      // GCRA / leaky bucket: cost * T ns (<= B * T <= 2^55, cost <= B);
-      // token bucket: cost tokens.
-      out.span_ = tb ? cost : cost * p.algo.emission_ns;
+      out.span_ = o.span;  // what cancel gives back (ReserveOutcome::span)
       out.pid_ = own_pid();
     } else if (!o.decision.allowed) {
       detail::approx_add(h.denied);

@@ -247,7 +247,9 @@ TEST(ReserveAcrossProcesses, TokenBucketTurnsConformAndUseEveryRefill) {
   EXPECT_EQ(tb_conformance(t, kP, kCount, kBurst), "");
   EXPECT_GE(t.front(), start);
   for (const std::int64_t x : t) {
-    if (x > end) ASSERT_EQ(x % kP, 0) << "a queued turn off the refill boundaries";
+    if (x > end) {
+      ASSERT_EQ(x % kP, 0) << "a queued turn off the refill boundaries";
+    }
   }
   // No refill wasted while the queue lasts: each boundary after `end` and
   // before the last turn's hands out exactly kCount units.

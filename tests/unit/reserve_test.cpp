@@ -241,6 +241,8 @@ INSTANTIATE_TEST_SUITE_P(
               false, 0, 0, 0, 5'242'870, 5'242'870},
         TbRow{"last unit the field holds", 100, kFieldMax - 2, 1000, 2, kNever, true, 5'242'860,
               true, 100, kFieldMax, 0, 0, 5'242'880},
+        TbRow{"a refill the bucket cannot hold is lost", 100, 3, 1005, 3, kNever, true, 15, true,
+              100, 7, 0, 0, 35},
         TbRow{"negative now is 0", 0, 0, -5, 1, 0, true, 0, true, 0, 1, 2, 0, 10},
         TbRow{"max_wait beyond the cap", 100, 3, 1005, 1, kNever, true, 5, true, 100, 4, 0, 0, 15}),
     [](const ::testing::TestParamInfo<TbRow>& info) {
@@ -327,8 +329,9 @@ std::int64_t model_turn(const std::vector<Act>& acts, std::int64_t now, std::uin
 TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
   std::mt19937_64 rng(2026);
   int granted = 0, queued = 0, refused = 0, cancelled = 0, acquires = 0;
-  for (int c = 0; c < 1500; ++c) {
-    const detail::AlgoParams p{Algorithm::kTokenBucket, 1 + rng() % 4, 10 * kMsNs, 1 + rng() % 6,
+  for (int c = 0; c < 5000; ++c) {
+    // count above burst too: a refill the bucket cannot hold is lost.
+    const detail::AlgoParams p{Algorithm::kTokenBucket, 1 + rng() % 6, 10 * kMsNs, 1 + rng() % 8,
                                1};
     const auto P = static_cast<std::int64_t>(p.period_ns);
     std::vector<Act> acts;
@@ -336,11 +339,18 @@ TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
     std::int64_t now =
         static_cast<std::int64_t>(rng() % 5) * P + static_cast<std::int64_t>(rng() % 7);
     // The last granted reservation, while it is the last thing stored.
-    std::optional<std::uint64_t> last_reserved;
+    bool has_last = false;
+    std::uint64_t last_reserved = 0;
     std::int64_t last_act = 0;
-    std::uint64_t last_cost = 0;
-    for (int op = 0; op < 30; ++op) {
-      const std::string where = "case " + std::to_string(c) + " op " + std::to_string(op);
+    std::uint64_t last_added = 0;  // its span: the tokens it added
+    for (int op = 0; op < 40; ++op) {
+      std::string where =
+          "case " + std::to_string(c) + " op " + std::to_string(op) + " burst " +
+          std::to_string(p.burst) + " count " + std::to_string(p.count) + " now " +
+          std::to_string(now) + " state missing " +
+          std::to_string(detail::state_codec::TokenBucket::unpack(state).missing) + " index " +
+          std::to_string(detail::state_codec::TokenBucket::unpack(state).index) + " acts";
+      for (const Act& a : acts) where += " " + std::to_string(a.t) + "x" + std::to_string(a.cost);
       const std::uint64_t cost = 1 + rng() % p.burst;
       const int kind = static_cast<int>(rng() % 8);
       if (kind == 0) {  // an acquire
@@ -351,11 +361,11 @@ TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
         if (a.store) {
           state = a.new_state;
           acts.push_back(Act{now, cost});
-          last_reserved.reset();
+          has_last = false;
         }
-      } else if (kind == 1 && last_reserved) {  // cancel the last reservation
+      } else if (kind == 1 && has_last) {  // cancel the last reservation
         const std::optional<std::uint64_t> back =
-            detail::cancel_tb(p, state, now, *last_reserved, last_cost, last_act);
+            detail::cancel_tb(p, state, now, last_reserved, last_added, last_act);
         ASSERT_EQ(back.has_value(), now < last_act) << where;
         if (back) {
           ++cancelled;
@@ -363,7 +373,7 @@ TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
           acts.pop_back();
           state = *back;
         }
-        last_reserved.reset();
+        has_last = false;
       } else {  // a reservation
         const std::int64_t max_wait = kind == 2   ? kNever
                                       : kind == 3 ? 0
@@ -380,9 +390,10 @@ TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
           ASSERT_TRUE(o.store);
           state = o.new_state;
           acts.push_back(Act{turn, cost});
+          has_last = true;
           last_reserved = o.new_state;
           last_act = turn;
-          last_cost = cost;
+          last_added = o.span;
         } else {
           ++refused;
           ASSERT_FALSE(o.store);
@@ -396,10 +407,10 @@ TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
     }
   }
   // Every branch was taken many times.
-  EXPECT_GT(queued, 1000);
-  EXPECT_GT(refused, 1000);
-  EXPECT_GT(cancelled, 100);
-  EXPECT_GT(acquires, 1000);
+  EXPECT_GT(queued, 10000);
+  EXPECT_GT(refused, 10000);
+  EXPECT_GT(cancelled, 1000);
+  EXPECT_GT(acquires, 10000);
   EXPECT_GT(granted, queued);
 }
 
@@ -674,7 +685,7 @@ TEST_F(ReserveOnSegment, TokenBucketDebtRoundTripsThroughExportAndImport) {
   ASSERT_TRUE(q.ok());
   ASSERT_GT(q.delay(), Nanos(0));
   const std::string doc = lim().export_state();
-  EXPECT_NE(doc.find("\"missing\":5"), std::string::npos) << doc;
+  EXPECT_NE(doc.find("\"missing\": 5"), std::string::npos) << doc;
   const ImportReport r = target.import_state(doc);
   EXPECT_EQ(r.imported, 1u) << doc;
   ASSERT_EQ(target.dump().size(), 1u);
@@ -688,7 +699,7 @@ TEST_F(ReserveOnSegment, TokenBucketDebtRoundTripsThroughExportAndImport) {
   EXPECT_GT(next_src.delay(), std::chrono::hours(1));
   // A count the state cannot hold is refused, naming the field.
   std::string bad = doc;
-  bad.replace(bad.find("\"missing\":5"), 11, "\"missing\":1048576");
+  bad.replace(bad.find("\"missing\": 5"), 12, "\"missing\": 1048576");
   const auto e = unit::catch_error([&] { target.import_state(bad); });
   ASSERT_TRUE(e);
   EXPECT_NE(std::string(e->what()).find("state.missing 1048576 is above"), std::string::npos)
