@@ -267,6 +267,29 @@ TEST(TokenBucketReserveMaths, InvalidParametersAreACorruptRefusal) {
   EXPECT_EQ(detail::reserve_tb(gcra, 0, 1000, 1, kNever).decision.reason, Reason::kCorrupt);
 }
 
+TEST(TokenBucketReserveMaths, QueuesTheStateCannotCountAreRefusedUntilARefillMakesRoom) {
+  // A refill far above the burst would lose more tokens than the 20-bit
+  // debt can count: no queue; refused until the next refill (5 ms), when
+  // the bucket is full again and an acquire fits.
+  detail::AlgoParams huge = kTb;
+  huge.count = std::uint64_t{1} << 30;
+  const detail::ReserveOutcome o =
+      detail::reserve_tb(huge, tb_state(100, 3), 1005 * kMsNs, 1, kNever);
+  EXPECT_FALSE(o.decision.allowed);
+  EXPECT_EQ(o.decision.reason, Reason::kOk);
+  EXPECT_EQ(o.delay_ns, 5 * kMsNs);
+  EXPECT_EQ(o.decision.retry_after, Nanos(5 * kMsNs));
+  EXPECT_FALSE(o.store);
+  EXPECT_TRUE(detail::algo_decide(huge, tb_state(100, 3), 1010 * kMsNs, 3).decision.allowed);
+  // A turn past the clock horizon is refused, whatever max_wait allows.
+  const std::int64_t late = detail::kClockHorizonNs - 1;
+  const std::uint64_t index = static_cast<std::uint64_t>(late) / kTb.period_ns;
+  const detail::ReserveOutcome h = detail::reserve_tb(kTb, tb_state(index, 3), late, 1, kNever);
+  EXPECT_FALSE(h.decision.allowed);
+  EXPECT_FALSE(h.store);
+  EXPECT_GT(h.delay_ns, 0);
+}
+
 // With max_wait 0 a reservation is exactly an acquire: the same verdict,
 // state and report as tb_decide, over random states (debts included).
 TEST(TokenBucketReserveMaths, WithNoWaitItIsAnAcquire) {
@@ -634,9 +657,13 @@ TEST_F(ReserveOnSegment, TokenBucketTurnsQueueByItsRefillsAndAnAcquireWaitsBehin
   // third (missing 2) one unit fits again, not before.
   EXPECT_FALSE(lim().acquire_at(id, "acct", 1, t0 + Nanos(299 * kMs)).allowed);
   EXPECT_TRUE(lim().acquire_at(id, "acct", 1, t0 + Nanos(300 * kMs)).allowed);
-  // A queue is live state: check is clean, and it is not reclaimable.
+  // A debt is a legitimate state: check and the raw audit (shmlimit check)
+  // are clean.
   const CheckReport c = lim().check(false);
   EXPECT_TRUE(c.clean());
+  const CheckReport raw = Limiter::check_segment(name_.str());
+  EXPECT_TRUE(raw.clean());
+  EXPECT_EQ(raw.live, 1u);
   // Counted in the exact totals as acquires: 8 + 1 granted, 1 + 2 refused.
   for (const PolicyCounters& pc : lim().counters()) {
     if (pc.id.index != id.index) continue;
