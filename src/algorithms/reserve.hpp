@@ -56,9 +56,9 @@
 // (the state is still the word it stored: no acquire or reservation has
 // charged the bucket since) and whose turn has not come gives back what it
 // added (cost * T of the TAT; the tokens it added to the debt), as if it
-// had never been made. Once anything has queued behind it, it gives back nothing: the
-// later turns were computed from it, and moving the state back would
-// schedule new callers into the time they hold (Go's x/time/rate gives back
+// had never been made. Once anything has queued behind it, it gives back
+// nothing: the later turns were computed from it, and moving the state back
+// would schedule new callers into the time they hold (Go's x/time/rate gives back
 // part of it in that case; here the policy's bound is never exceeded).
 #pragma once
 
@@ -182,9 +182,9 @@ inline std::optional<std::uint64_t> cancel_tat(std::uint64_t state, std::int64_t
 /// clamped as algo_decide clamps it; `max_wait_ns` as in reserve_tat.
 /// Refused, nothing stored, when the turn is further than max_wait (or past
 /// the clock horizon): retry_after = delay = the wait it would have needed;
-/// or when missing' would not fit the 20-bit field (a queue of more than
+/// or when `stored` would not fit the 20-bit field (a queue of about
 /// 2^20 - 1 - burst tokens behind the burst): retry_after = delay = the
-/// refill that makes room for `cost` in it (Limiter::wait asks again then).
+/// refill that makes room in it (Limiter::wait asks again then).
 /// cost 0 reports the wait of the queue and stores nothing. Implemented in
 /// buckets.cpp beside tb_decide.
 ReserveOutcome reserve_tb(const AlgoParams& p, std::uint64_t state, std::int64_t now,

@@ -5,7 +5,8 @@
 // Protocol: a reservation on GCRA / the leaky bucket / the token bucket is
 // one decision like acquire's (decide.cpp): find or claim the key's slot,
 // then one Table::update CAS that moves the state from TAT to the new TAT
-// (token bucket: from missing to missing + cost, a debt past burst). The CAS
+// (token bucket: from missing to missing + cost, plus what a full bucket
+// would lose at the turn's refill: a debt past burst). The CAS
 // is relaxed, as every bucket write that publishes nothing but the word
 // itself (table.hpp): the turn a reservation hands out is a function of the
 // word it replaced, and CAS order on one word is total, so two reservations
