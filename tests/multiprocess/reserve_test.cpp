@@ -307,5 +307,48 @@ TEST(ReserveAcrossProcesses, TokenBucketRealisedCallsNeverRunAheadOfTheRefills) 
   EXPECT_LE(t.back() - start, 60'000'000'000);
 }
 
+// A worker SIGKILLed while wait() sleeps for its turn on a token bucket
+// (1 token every 10 s, burst 1): the others lose that one token and nothing
+// more; the next caller's turn is the refill after the dead one's.
+TEST(ReserveAcrossProcesses, TokenBucketAKilledWaiterCostsOnlyItsToken) {
+  ScopedName name("reserve-tb-kill");
+  Limiter lim = Limiter::create(options(name));
+  constexpr std::int64_t kP = 10'000'000'000;
+  const PolicyId id = add_tb(lim, 1, Nanos(kP), 1);
+  std::int64_t last = 0;
+  for (int i = 0; i < 3; ++i) {
+    const Reservation r = lim.reserve(id, "acct", 1, Nanos::max());
+    ASSERT_TRUE(r.ok());
+    last = r.time_to_act().count();
+  }
+  const auto pids = fork_workers(1, [&](int) {
+    Limiter l = Limiter::open(options(name));
+    (void)l.wait_for(id, "acct", 1, std::chrono::seconds(120));
+    return 0;
+  });
+  // Wait until the child's reservation has landed: an acquire's turn is
+  // then the refill after the child's (last + 2 periods).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool landed = false;
+  while (!landed && std::chrono::steady_clock::now() < deadline) {
+    const Nanos retry = lim.peek(id, "acct", 1).retry_after;
+    landed = lim.now().count() + retry.count() >= last + 2 * kP;
+    if (!landed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(landed) << "the child never reserved";
+  ::kill(pids[0], SIGKILL);
+  ASSERT_EQ(wait_all(pids, /*killed_ok=*/true), 0);
+  const Reservation r = lim.reserve(id, "acct", 1, Nanos::max());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.time_to_act().count(), last + 2 * kP);
+  const CheckReport c = lim.check(false);
+  EXPECT_TRUE(c.clean());
+  EXPECT_EQ(c.repaired, 0u);
+  // Past every turn the bucket is full again (injected clock).
+  const Decision d = lim.acquire_at(id, "acct", 1, Nanos(last + 3 * kP));
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 0u);
+}
+
 }  // namespace
 }  // namespace shmlimit::test
