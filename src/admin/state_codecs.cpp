@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -86,6 +87,11 @@ void encode_tb(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
 // the bound is the field's, 2^20 - 1, not the burst.
 u64 decode_tb(const AlgoParams& p, const Fields& f, const Clock& c) {
   constexpr u64 kMaxMissing = (u64{1} << TokenBucket::kMissingBits) - 1;
+  if (const u64 n = f.count("missing", std::numeric_limits<u64>::max()); n > kMaxMissing) {
+    bad(f.where() + ": state.missing " + std::to_string(n) +
+        " is above 1048575, the most a token bucket's state counts (its burst and a queue of "
+        "reservations)");
+  }
   const auto [index, missing] =
       decode_period_count(p, f, c, "period_start", "missing", kMaxMissing);
   return TokenBucket{index, missing}.pack();
