@@ -350,14 +350,18 @@ class Limiter {
   /// lie in the future: the outbound side of rate limiting, where every
   /// worker calling one vendor API waits for its turn instead of being
   /// refused (Go's x/time/rate Reserve; doc/outbound.md).
-  ///   GCRA, leaky bucket: queued, first come first served in the order of
-  ///     the reservations' CAS. Granted when the turn is at most `max_wait`
-  ///     away (Reservation::delay()); refused beyond it, charging nothing,
-  ///     with decision().retry_after the wait it would have needed.
-  ///   token bucket, fixed / sliding window, quiet period, sliding log:
-  ///     never queued (their counts are per period): granted with delay 0
-  ///     when `cost` fits now, else refused with retry_after the next
-  ///     opening (wait() sleeps until then and asks again).
+  ///   GCRA, leaky bucket, token bucket: queued, first come first served
+  ///     in the order of the reservations' CAS. Granted when the turn is at
+  ///     most `max_wait` away (Reservation::delay()); refused beyond it,
+  ///     charging nothing, with decision().retry_after the wait it would
+  ///     have needed. The token bucket's turns are its refill boundaries,
+  ///     and its queue is bounded by its 20-bit count of missing tokens
+  ///     (2^20 - 1 - burst behind the burst): past that, refused with
+  ///     retry_after the refill that makes room (wait() asks again then).
+  ///   fixed / sliding window, quiet period, sliding log: never queued
+  ///     (their counts are per window): granted with delay 0 when `cost`
+  ///     fits now, else refused with retry_after the next opening (wait()
+  ///     sleeps until then and asks again).
   ///   concurrency: refused, reason kNeedsLease.
   /// The other reasons (table full, key too long, ...) are those of
   /// acquire(): on_full applies, with delay 0. A reservation counts in the
@@ -569,8 +573,8 @@ class Reservation {
   std::uint32_t policy_ = 0;       // resolved policy entry
   std::uint32_t slot_ = 0;         // the bucket's slot, and the word version it was stored under
   std::uint64_t version_ = 0;
-  std::uint64_t reserved_ = 0;  // the state this reservation stored (its TAT)
-  std::uint64_t span_ = 0;      // cost * T, ns
+  std::uint64_t reserved_ = 0;  // the state this reservation stored (TAT; token bucket: the debt)
+  std::uint64_t span_ = 0;      // cost * T, ns (token bucket: tokens added)
   std::int32_t pid_ = 0;        // the process that took it
   Nanos delay_{0};
   Nanos act_at_{0};

@@ -69,9 +69,10 @@ async def wait_async(
                 raise
             return WaitDecision(r)
         d = r.decision
-        # A queued algorithm refuses only a turn past the deadline; a
-        # never-queued one (windows, token bucket) is asked again at its
-        # next opening.
+        # A queued algorithm refuses a turn past the deadline (or, on a
+        # token bucket, a queue that fills its state until the refill that
+        # makes room); a never-queued one (the windows) is asked again at
+        # its next opening.
         if d.reason != "ok" or (left is not None and (left <= 0 or d.retry_after > left)):
             return WaitDecision(r)
         pause = max(d.retry_after, 1e-4)

@@ -507,11 +507,13 @@ void bind_limiter(py::module_& m) {
           "away\n"
           "(None: however far). Returns a Reservation: true when granted, with .delay the seconds "
           "to wait\n"
-          "before acting; refused (nothing charged) when the turn lies further. GCRA and "
-          "leaky_bucket queue\n"
-          "callers first come, first served; the other algorithms admit now or refuse with the "
-          "next opening\n"
-          "as .decision.retry_after (doc/outbound.md).")
+          "before acting; refused (nothing charged) when the turn lies further. GCRA, "
+          "leaky_bucket and\n"
+          "token_bucket queue callers first come, first served (a token bucket's turns are its "
+          "refills); the\n"
+          "windowed algorithms admit now or refuse with the next opening as "
+          ".decision.retry_after\n"
+          "(doc/outbound.md).")
       .def(
           "wait",
           [](const PyLimiter& self, const PolicyArg& policy, const std::string& key,

@@ -118,6 +118,48 @@ def test_wait_on_a_window_asks_again_at_the_next_opening(limiter):
     assert limiter.now_ns() >= 100_000_000  # the 5th admission is 2 windows on
 
 
+def test_wait_on_a_token_bucket_sleeps_once_to_its_turn(limiter):
+    # 2 tokens every 100 ms, burst 2: turns are the refill boundaries.
+    period = 100_000_000
+    limiter.add_policy("tb", "token_bucket", (2, 0.1), burst=2)
+    assert limiter.reserve("tb", "k", 2)  # the burst, now
+    ahead = limiter.reserve("tb", "k", 2)  # the next refill's two tokens
+    assert ahead
+    if ahead.delay > 0:
+        assert ahead.time_to_act_ns % period == 0
+    # wait reserves the refill after that one and sleeps to it, once: no
+    # refused attempt is counted, and it never acts before its boundary.
+    assert limiter.wait("tb", "k", max_wait=30).allowed
+    assert limiter.now_ns() >= ahead.time_to_act_ns
+    counts = limiter.stats()["policy_counters"]["tb"]
+    assert counts == {"admitted": 3, "denied": 0}
+    # Two threads waiting at once take distinct turns in the queue.
+    acts = []
+
+    def worker():
+        for _ in range(3):
+            assert limiter.wait("tb", "k", max_wait=30).allowed
+            acts.append(limiter.now_ns())
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert limiter.stats()["policy_counters"]["tb"] == {"admitted": 9, "denied": 0}
+    # 9 units at burst 2, 2 per refill: the last act is at least 3 refills on.
+    assert max(acts) // period - ahead.time_to_act_ns // period >= 2
+    # A turn past max_wait: refused at once, charging nothing; an unlimited
+    # reservation queues to the refill an hour on.
+    limiter.add_policy("hourly", "token_bucket", "1/h", burst=1)
+    assert limiter.reserve("hourly", "k").delay == 0
+    refused = limiter.wait("hourly", "k", max_wait=0)
+    assert not refused.allowed and refused.retry_after > 3000
+    queued = limiter.reserve("hourly", "k")
+    assert queued and queued.delay == pytest.approx(refused.retry_after, abs=1)
+    assert queued.cancel()  # the last turn, not yet come: given back
+
+
 def test_wait_async_never_blocks_the_loop(limiter):
     limiter.add_policy("fast", "gcra", "20/s", burst=1)
 

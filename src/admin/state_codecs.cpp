@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -82,8 +83,17 @@ void encode_tb(const AlgoParams& p, u64 state, const Clock& c, Json& out) {
   out["period_start"] = iso8601(c.wall(static_cast<i64>(index * p.period_ns)));
   out["missing"] = missing;
 }
+// `missing` above burst is a debt of queued reservations (reserve.hpp), so
+// the bound is the field's, 2^20 - 1, not the burst.
 u64 decode_tb(const AlgoParams& p, const Fields& f, const Clock& c) {
-  const auto [index, missing] = decode_period_count(p, f, c, "period_start", "missing", p.burst);
+  constexpr u64 kMaxMissing = (u64{1} << TokenBucket::kMissingBits) - 1;
+  if (const u64 n = f.count("missing", std::numeric_limits<u64>::max()); n > kMaxMissing) {
+    bad(f.where() + ": state.missing " + std::to_string(n) +
+        " is above 1048575, the most a token bucket's state counts (its burst and a queue of "
+        "reservations)");
+  }
+  const auto [index, missing] =
+      decode_period_count(p, f, c, "period_start", "missing", kMaxMissing);
   return TokenBucket{index, missing}.pack();
 }
 

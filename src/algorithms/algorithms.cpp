@@ -183,7 +183,9 @@ bool algo_state_compatible(const AlgoParams& from, const AlgoParams& to) noexcep
     case Algorithm::kConcurrency:
       return true;
     case Algorithm::kTokenBucket:
-      // Tokens missing: at most the old burst, within the new one.
+      // Tokens missing: up to the old burst, within the new one; above it
+      // a queue of reservations (reserve.hpp), kept as GCRA keeps its
+      // TAT, and owing less under a larger burst.
       return from.period_ns == to.period_ns && to.burst >= from.burst;
     case Algorithm::kFixedWindow:
     case Algorithm::kSlidingWindow:

@@ -103,7 +103,9 @@ bool algo_is_full(const AlgoParams& p, std::uint64_t state, std::int64_t now) no
 bool algo_state_compatible(const AlgoParams& from, const AlgoParams& to) noexcept;
 
 /// The longest retry_after a decision under `p` reports for a cost that
-/// fits the capacity, whatever the state (readings in order): GCRA and the
+/// fits the capacity, whatever the state (readings in order) short of a
+/// queue of reservations (reserve.hpp: GCRA's TAT past now + B*T, a token
+/// bucket's missing past burst, each as long as max_wait allowed): GCRA and the
 /// leaky bucket B*T; token bucket ceil(burst / count) periods; fixed window
 /// and sliding log one period; sliding window two; quiet period one period
 /// and 1 ms (expiries are whole ms); concurrency 0 (a lease never waits).

@@ -2,9 +2,10 @@
 // (state, now, cost, max_wait, params): the maths of "wait your turn".
 //
 // Which algorithms can queue a caller (ReserveMode):
-//   kQueue  GCRA and the leaky bucket. Their state is one time (GCRA's TAT,
-//           the meter's empty_at: the same number, buckets.cpp), so a turn in
-//           the future is that time pushed further:
+//   kQueue  GCRA, the leaky bucket and the token bucket.
+//           GCRA and the leaky bucket (reserve_tat): their state is one time
+//           (GCRA's TAT, the meter's empty_at: the same number, buckets.cpp),
+//           so a turn in the future is that time pushed further:
 //             base    = max(TAT, now)
 //             new_TAT = base + cost * T
 //             delay   = max(0, new_TAT - now - tau)        tau = B * T
@@ -19,22 +20,45 @@
 //           leaky_decide already read such a state right (a later clock
 //           reading's TAT): an acquire meanwhile is denied with the wait
 //           behind the queue.
-//   kRetry  token bucket, fixed and sliding window, quiet period, sliding
-//           log: their states count units per period or hold admission
-//           times, so a unit charged to a future window would be admitted
-//           now against that window's count. They are never queued: a
-//           reservation is an acquire now (delay 0) or a refusal whose
-//           retry_after is the next opening, and Limiter::wait sleeps until
-//           then and asks again (not first come, first served).
+//           The token bucket (reserve_tb, discrete refill: `count` tokens
+//           at every multiple of `period`, up to `burst`) queues the same
+//           way by letting its tokens go negative, as Go's x/time/rate
+//           does: at the refill index of now (after the refills since the
+//           stored one),
+//             missing' = missing + cost
+//             delay    = 0                                  missing' <= burst
+//                      = (index + k) * period - now         otherwise,
+//                        k = ceil((missing' - burst) / count)
+//             stored   = missing' + max(0, k * count - missing)
+//           granted iff delay <= max_wait (and `stored` fits the state's
+//           20-bit field), and then the state stores it (above burst: a
+//           debt, paid down by the refills) in one CAS. The turn is the
+//           refill boundary at which an acquire of `cost` would have been
+//           admitted, first come first served; the last term counts the
+//           tokens the turn's refill brings beyond what the bucket holds
+//           (a real bucket caps at burst), so that from the turn on the
+//           state is the capped bucket's. So the schedule never hands out
+//           more than burst + count * (refill boundaries in (a, b]) over
+//           any [a, b], and wastes no refill while the queue lasts.
+//           tb_decide reads a debt right: an acquire meanwhile is denied
+//           with the wait behind the queue.
+//   kRetry  fixed and sliding window, quiet period, sliding log: their
+//           states count units per window or hold admission times, so a
+//           unit charged to a future window would be admitted now against
+//           that window's count. They are never queued: a reservation is an
+//           acquire now (delay 0) or a refusal whose retry_after is the next
+//           opening, and Limiter::wait sleeps until then and asks again
+//           (not first come, first served).
 //   kNever  concurrency: a lease ends when its holder releases it; there is
 //           no time to wait for (Reason::kNeedsLease).
 //
-// Cancel (cancel_tat): a reservation that is still the last one (the state
-// is still the TAT it stored: no acquire or reservation has charged the
-// bucket since) and whose turn has not come gives its cost * T back, as if
-// it had never been made. Once anything has queued behind it, it gives back
-// nothing: the later turns were computed from it, and moving TAT back would
-// schedule new callers into the time they hold (Go's x/time/rate gives back
+// Cancel (cancel_tat, cancel_tb): a reservation that is still the last one
+// (the state is still the word it stored: no acquire or reservation has
+// charged the bucket since) and whose turn has not come gives back what it
+// added (cost * T of the TAT; the tokens it added to the debt), as if it
+// had never been made. Once anything has queued behind it, it gives back
+// nothing: the later turns were computed from it, and moving the state back
+// would schedule new callers into the time they hold (Go's x/time/rate gives back
 // part of it in that case; here the policy's bound is never exceeded).
 #pragma once
 
@@ -43,6 +67,7 @@
 #include <limits>
 #include <optional>
 
+#include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
 #include "algorithms/state_word.hpp"
 #include "shmlimit/shmlimit.hpp"
@@ -55,6 +80,7 @@ inline ReserveMode reserve_mode(Algorithm a) noexcept {
   switch (a) {
     case Algorithm::kGcra:
     case Algorithm::kLeakyBucket:
+    case Algorithm::kTokenBucket:
       return ReserveMode::kQueue;
     case Algorithm::kConcurrency:
       return ReserveMode::kNever;
@@ -78,6 +104,9 @@ struct ReserveOutcome {
   std::int64_t delay_ns = 0;
   bool store = false;  // true: CAS the state to new_state
   std::uint64_t new_state = 0;
+  /// Stored: what a cancel gives back (GCRA / leaky bucket: cost * T ns;
+  /// token bucket: the tokens added to `missing`).
+  std::uint64_t span = 0;
 };
 
 /// One reservation on a GCRA / leaky-bucket state `tat` (a payload < 2^56).
@@ -125,6 +154,7 @@ inline ReserveOutcome reserve_tat(std::uint64_t tat, std::int64_t now_in, std::u
   d.reset_after = Nanos(new_tat - now);
   out.store = cost > 0;
   out.new_state = static_cast<std::uint64_t>(new_tat);
+  out.span = cost * p.emission_ns;  // <= B * T <= 2^55 (cost <= B)
   return out;
 }
 
@@ -145,5 +175,29 @@ inline std::optional<std::uint64_t> cancel_tat(std::uint64_t state, std::int64_t
       std::min<std::uint64_t>(span, reserved - static_cast<std::uint64_t>(now));
   return reserved - back;
 }
+
+/// One reservation on a token bucket's state (state_codec.hpp TokenBucket:
+/// refill index, tokens missing), as the formula above; `p` a token bucket's
+/// parameters (invalid ones: a kCorrupt refusal, nothing stored). `now` is
+/// clamped as algo_decide clamps it; `max_wait_ns` as in reserve_tat.
+/// Refused, nothing stored, when the turn is further than max_wait (or past
+/// the clock horizon): retry_after = delay = the wait it would have needed;
+/// or when `stored` would not fit the 20-bit field (a queue of about
+/// 2^20 - 1 - burst tokens behind the burst): retry_after = delay = the
+/// refill that makes room in it (Limiter::wait asks again then).
+/// cost 0 reports the wait of the queue and stores nothing. Implemented in
+/// buckets.cpp beside tb_decide.
+ReserveOutcome reserve_tb(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                          std::uint64_t cost, std::int64_t max_wait_ns) noexcept;
+
+/// The state after cancelling a granted token-bucket reservation that
+/// stored `reserved`, adding `added` tokens to the debt (its
+/// ReserveOutcome::span), and acts at `act_at`: the debt less `added` at
+/// the refill index of now (never below full); nullopt when it gives
+/// nothing back: the state is no longer `reserved`, or its turn has come
+/// (now >= act_at, which also covers a turn that was now: delay 0).
+std::optional<std::uint64_t> cancel_tb(const AlgoParams& p, std::uint64_t state, std::int64_t now,
+                                       std::uint64_t reserved, std::uint64_t added,
+                                       std::int64_t act_at) noexcept;
 
 }  // namespace shmlimit::detail

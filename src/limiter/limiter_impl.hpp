@@ -522,8 +522,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
                         u64 cost, Lease* out) noexcept;
 
   // ---- reservations (reserve.cpp; the maths: algorithms/reserve.hpp) --------
-  // One reservation: a queued turn on GCRA / leaky bucket, an acquire on the
-  // never-queued algorithms. Counted in the exact totals as an acquire.
+  // One reservation: a queued turn on GCRA / leaky bucket / token bucket,
+  // an acquire on the never-queued algorithms. Counted in the exact totals
+  // as an acquire.
   Reservation reserve(std::uint32_t policy, std::string_view key, u64 cost,
                       std::int64_t max_wait_ns, std::int64_t now, bool live_clock) noexcept;
   // Reservation::cancel's write (Table::update on the reserved slot).

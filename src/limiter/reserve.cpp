@@ -2,21 +2,24 @@
 // which algorithms queue are in algorithms/reserve.hpp, the guide in
 // doc/outbound.md).
 //
-// Protocol: a reservation on GCRA / the leaky bucket is one decision like
-// acquire's (decide.cpp): find or claim the key's slot, then one
-// Table::update CAS that moves the state from TAT to the new TAT. The CAS
+// Protocol: a reservation on GCRA / the leaky bucket / the token bucket is
+// one decision like acquire's (decide.cpp): find or claim the key's slot,
+// then one Table::update CAS that moves the state from TAT to the new TAT
+// (token bucket: from missing to missing + cost, plus what a full bucket
+// would lose at the turn's refill: a debt past burst). The CAS
 // is relaxed, as every bucket write that publishes nothing but the word
 // itself (table.hpp): the turn a reservation hands out is a function of the
 // word it replaced, and CAS order on one word is total, so two reservations
 // can never get the same turn. Cancel is a second Table::update on the same
 // slot, guarded by the version read at reservation time (a slot reclaimed
 // for another key since is left alone) and by the state still being the
-// reservation's own TAT.
+// word the reservation stored.
 //
 // Crash safety: nothing is held while the caller sleeps; the turn is only a
 // time in the word. A process killed before its turn leaves the bucket
 // exactly as if it had acted at its turn: the others lose that turn (cost *
-// T ns of the schedule), never more, and nobody waits for the dead one.
+// T ns of the schedule; on a token bucket, cost tokens of the refills),
+// never more, and nobody waits for the dead one.
 #include <cerrno>
 #include <ctime>
 #include <utility>
@@ -81,6 +84,12 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
     return std::move(plain(apply(policy, key, cost, now, Op::kAcquire, nullptr, live_clock)));
   }
   const detail::GcraParams g{p.algo.emission_ns, p.algo.burst, p.reciprocal};
+  const bool tb = p.algo.algorithm == Algorithm::kTokenBucket;
+  // One reservation on `state` at `now` (algorithms/reserve.hpp).
+  const auto step = [&](u64 state) noexcept {
+    return tb ? detail::reserve_tb(p.algo, state, now, cost, max_wait_ns)
+              : detail::reserve_tat(state, now, cost, max_wait_ns, g);
+  };
   const detail::PackedKey pk(seed, resolved_policy, key);
   detail::SlotRef ref;
   for (;;) {
@@ -89,8 +98,7 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
       // the reclaimer's, so the new bucket never starts in its past.
       if (live_clock) now = std::max(now, this->now());
       const u64 fresh_state = p.fresh_state(now);
-      const detail::ReserveOutcome fresh =
-          detail::reserve_tat(fresh_state, now, cost, max_wait_ns, g);
+      const detail::ReserveOutcome fresh = step(fresh_state);
       if (!fresh.store) {
         out.decision_ = fresh.decision;
         out.delay_ = Nanos(fresh.delay_ns);
@@ -105,7 +113,7 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
     // The reservation's one write (Table::update, relaxed: see the
     // protocol above), guarded by the word's version.
     const detail::UpdateResult r = table.update(ref.index, version, &w, [&](u64 state) noexcept {
-      o = detail::reserve_tat(state, now, cost, max_wait_ns, g);
+      o = step(state);
       return o.store ? detail::SlotStep::store(o.new_state) : detail::SlotStep::leave();
     });
     if (r == detail::UpdateResult::kReclaimed) continue;  // the slot went to another key: again
@@ -120,7 +128,7 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
       out.slot_ = ref.index;
       out.version_ = version;
       out.reserved_ = o.new_state;
-      out.span_ = cost * p.algo.emission_ns;  // <= B * T <= 2^55 (cost <= B)
+      out.span_ = o.span;  // what cancel gives back (ReserveOutcome::span)
       out.pid_ = own_pid();
     } else if (!o.decision.allowed) {
       detail::approx_add(h.denied);
@@ -131,12 +139,20 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
 
 bool Limiter::Impl::reserve_cancel(const Reservation& res) noexcept {
   const std::int64_t now = this->now();
+  // The entry's parameters as they are now: a retired entry's buckets read
+  // as absent (nothing to give back); a replacement that kept the buckets
+  // kept the algorithm (algo_state_compatible).
+  PolicySnapshot p;
+  if (!load_policy(res.policy_, &p) || !p.valid || p.retired) return false;
+  const bool tb = p.algo.algorithm == Algorithm::kTokenBucket;
   // Relaxed: the word alone is read and written (no other memory is
   // published through it); a stale reading only makes the CAS in update()
   // fail once and step again on the fresh word.
   u64 w = table.head(res.slot_).word.load(std::memory_order_relaxed);
   const detail::UpdateResult r = table.update(res.slot_, res.version_, &w, [&](u64 state) noexcept {
-    const auto next = detail::cancel_tat(state, now, res.reserved_, res.span_, res.act_at_.count());
+    const auto next =
+        tb ? detail::cancel_tb(p.algo, state, now, res.reserved_, res.span_, res.act_at_.count())
+           : detail::cancel_tat(state, now, res.reserved_, res.span_, res.act_at_.count());
     return next ? detail::SlotStep::store(*next) : detail::SlotStep::leave();
   });
   // kUnchanged: something charged the bucket since, or the turn has come.
@@ -183,9 +199,11 @@ Decision Limiter::wait(PolicyId policy, std::string_view key, std::uint64_t cost
       if (r.delay_ > Nanos(0)) sleep_until_mono(r.act_at_.count() + m.epoch);
       return r.decision_;
     }
-    // Refused. A queued algorithm refuses only a turn past the deadline
-    // (retry_after > max_wait); a never-queued one reports its next
-    // opening, which is asked again when the deadline allows.
+    // Refused. A queued algorithm refuses a turn past the deadline
+    // (retry_after > max_wait), or (token bucket) a queue that fills its
+    // state's field, until the refill that makes room; a never-queued one
+    // reports its next opening. Those two are asked again when the
+    // deadline allows.
     const Decision& d = r.decision_;
     if (d.reason != Reason::kOk || max_wait <= 0 || d.retry_after.count() > max_wait) return d;
     // At least 100 us between attempts: never a busy loop, whatever the

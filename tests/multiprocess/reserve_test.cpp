@@ -1,7 +1,9 @@
 // Reservations across fork()ed processes on one GCRA bucket: the turns
 // handed out conform to the policy exactly, the realised calls (after
 // wait()'s sleep) never run ahead of them, and a waiter SIGKILLed in its
-// sleep costs the others its own turn and nothing more.
+// sleep costs the others its own turn and nothing more. The same on one
+// token bucket: turns at its refill boundaries, at most `count` new units
+// per boundary plus the initial burst, none wasted while the queue lasts.
 //
 // No timed assertions: turns are checked against the bound GCRA promises,
 // computed from the first reading of the clock; realised times are checked
@@ -180,6 +182,172 @@ TEST(ReserveAcrossProcesses, AKilledWaiterCostsOnlyItsTurn) {
   const Decision d = lim.acquire_at(id, "acct", 1, lim.now() + std::chrono::seconds(10));
   EXPECT_TRUE(d.allowed);
   EXPECT_EQ(d.remaining, 0u);  // burst 1, just taken
+}
+
+// ---- the token bucket ---------------------------------------------------------
+
+PolicyId add_tb(Limiter& l, std::uint64_t count, Nanos period, std::uint64_t burst) {
+  return l.add_policy(PolicySpec{"vendor-tb", Algorithm::kTokenBucket, Rate{count, period}, burst});
+}
+
+// The discrete token bucket's bound on sorted act times (a schedule of
+// single units): over any span [t_i, t_j], j - i + 1 <= burst + count *
+// (refill boundaries in (t_i, t_j]). Returns the first violation, or "".
+std::string tb_conformance(const std::vector<std::int64_t>& sorted, std::int64_t period,
+                           std::int64_t count, std::int64_t burst) {
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    for (std::size_t j = i + 1; j < sorted.size(); ++j) {
+      const std::int64_t units = static_cast<std::int64_t>(j - i) + 1;
+      const std::int64_t allowed = burst + count * (sorted[j] / period - sorted[i] / period);
+      if (units > allowed) {
+        return "acts " + std::to_string(i) + " to " + std::to_string(j) + " hand out " +
+               std::to_string(units) + " units over " +
+               std::to_string(sorted[j] / period - sorted[i] / period) + " refills, at most " +
+               std::to_string(allowed) + " allowed";
+      }
+    }
+  }
+  return {};
+}
+
+// 6 workers reserve 40 units each as fast as they can on one token bucket
+// (2 tokens every 50 ms, burst 4): the 240 turns conform to the bucket's
+// bound, every queued turn is a refill boundary, and no refill is wasted
+// while the queue lasts: every boundary after the last reservation was
+// made, up to the last turn, hands out exactly `count` units.
+TEST(ReserveAcrossProcesses, TokenBucketTurnsConformAndUseEveryRefill) {
+  ScopedName name("reserve-tb-turns");
+  Limiter lim = Limiter::create(options(name));
+  constexpr int kWorkers = 6;
+  constexpr int kEach = 40;
+  constexpr std::int64_t kP = 50'000'000;  // 50 ms
+  constexpr std::int64_t kCount = 2;
+  constexpr std::int64_t kBurst = 4;
+  const PolicyId id = add_tb(lim, kCount, Nanos(kP), kBurst);
+  Shared<std::atomic<std::int64_t>> turns(kWorkers * kEach);
+  Shared<std::atomic<std::uint64_t>> go;
+  const auto pids = fork_workers(kWorkers, [&](int w) {
+    Limiter l = Limiter::open(options(name));
+    wait_for(*go, 1);
+    for (int i = 0; i < kEach; ++i) {
+      const Reservation r = l.reserve(id, "acct", 1, Nanos::max());
+      if (!r.ok()) return 1;
+      turns[static_cast<std::size_t>(w * kEach + i)].store(r.time_to_act().count(),
+                                                           std::memory_order_relaxed);
+    }
+    return 0;
+  });
+  const std::int64_t start = lim.now().count();
+  go->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  const std::int64_t end = lim.now().count();
+  std::vector<std::int64_t> t;
+  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(turns[static_cast<std::size_t>(i)].load());
+  std::sort(t.begin(), t.end());
+  EXPECT_EQ(tb_conformance(t, kP, kCount, kBurst), "");
+  EXPECT_GE(t.front(), start);
+  for (const std::int64_t x : t) {
+    if (x > end) {
+      ASSERT_EQ(x % kP, 0) << "a queued turn off the refill boundaries";
+    }
+  }
+  // No refill wasted while the queue lasts: each boundary after `end` and
+  // before the last turn's hands out exactly kCount units.
+  const std::int64_t last = t.back() / kP;
+  for (std::int64_t k = end / kP + 1; k < last; ++k) {
+    const auto n = std::count(t.begin(), t.end(), k * kP);
+    ASSERT_EQ(n, kCount) << "boundary " << k << " (the last turn is at " << last << ")";
+  }
+  // And overall: the turns span no more boundaries than the 240 - burst
+  // units need, plus those that passed while the workers were reserving.
+  EXPECT_LE(last - start / kP,
+            (kWorkers * kEach - kBurst + kCount - 1) / kCount + (end / kP - start / kP) + 1);
+  EXPECT_TRUE(lim.check(false).clean());
+}
+
+// 4 workers call wait() 8 times each on a token bucket (2 tokens every
+// 10 ms, burst 2): the k-th realised call (read after wait returns) is no
+// earlier than the bucket allows from the first instant, the boundary that
+// brings its (k + 1 - burst) tokens; every call is granted.
+TEST(ReserveAcrossProcesses, TokenBucketRealisedCallsNeverRunAheadOfTheRefills) {
+  ScopedName name("reserve-tb-wait");
+  Limiter lim = Limiter::create(options(name));
+  constexpr int kWorkers = 4;
+  constexpr int kEach = 8;
+  constexpr std::int64_t kP = 10'000'000;
+  constexpr std::int64_t kCount = 2;
+  constexpr std::int64_t kBurst = 2;
+  const PolicyId id = add_tb(lim, kCount, Nanos(kP), kBurst);
+  Shared<std::atomic<std::int64_t>> acts(kWorkers * kEach);
+  Shared<std::atomic<std::uint64_t>> go;
+  const std::int64_t start = lim.now().count();
+  const auto pids = fork_workers(kWorkers, [&](int w) {
+    Limiter l = Limiter::open(options(name));
+    wait_for(*go, 1);
+    for (int i = 0; i < kEach; ++i) {
+      const Decision d = l.wait_for(id, "acct", 1, std::chrono::seconds(120));
+      if (!d.allowed) return 1;
+      acts[static_cast<std::size_t>(w * kEach + i)].store(l.now().count(),
+                                                          std::memory_order_relaxed);
+    }
+    return 0;
+  });
+  go->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  std::vector<std::int64_t> t;
+  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(acts[static_cast<std::size_t>(i)].load());
+  std::sort(t.begin(), t.end());
+  for (std::size_t k = 0; k < t.size(); ++k) {
+    const std::int64_t need = std::max<std::int64_t>(static_cast<std::int64_t>(k) + 1 - kBurst, 0);
+    const std::int64_t earliest =
+        need == 0 ? start : (start / kP + (need + kCount - 1) / kCount) * kP;
+    ASSERT_GE(t[k], earliest) << "call " << k << " ran ahead of the refills";
+  }
+  // Throughput: 32 calls need 15 refills (150 ms); allow a loaded machine 60 s.
+  EXPECT_LE(t.back() - start, 60'000'000'000);
+}
+
+// A worker SIGKILLed while wait() sleeps for its turn on a token bucket
+// (1 token every 10 s, burst 1): the others lose that one token and nothing
+// more; the next caller's turn is the refill after the dead one's.
+TEST(ReserveAcrossProcesses, TokenBucketAKilledWaiterCostsOnlyItsToken) {
+  ScopedName name("reserve-tb-kill");
+  Limiter lim = Limiter::create(options(name));
+  constexpr std::int64_t kP = 10'000'000'000;
+  const PolicyId id = add_tb(lim, 1, Nanos(kP), 1);
+  std::int64_t last = 0;
+  for (int i = 0; i < 3; ++i) {
+    const Reservation r = lim.reserve(id, "acct", 1, Nanos::max());
+    ASSERT_TRUE(r.ok());
+    last = r.time_to_act().count();
+  }
+  const auto pids = fork_workers(1, [&](int) {
+    Limiter l = Limiter::open(options(name));
+    (void)l.wait_for(id, "acct", 1, std::chrono::seconds(120));
+    return 0;
+  });
+  // Wait until the child's reservation has landed: an acquire's turn is
+  // then the refill after the child's (last + 2 periods).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool landed = false;
+  while (!landed && std::chrono::steady_clock::now() < deadline) {
+    const Nanos retry = lim.peek(id, "acct", 1).retry_after;
+    landed = lim.now().count() + retry.count() >= last + 2 * kP;
+    if (!landed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(landed) << "the child never reserved";
+  ::kill(pids[0], SIGKILL);
+  ASSERT_EQ(wait_all(pids, /*killed_ok=*/true), 0);
+  const Reservation r = lim.reserve(id, "acct", 1, Nanos::max());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.time_to_act().count(), last + 2 * kP);
+  const CheckReport c = lim.check(false);
+  EXPECT_TRUE(c.clean());
+  EXPECT_EQ(c.repaired, 0u);
+  // Past every turn the bucket is full again (injected clock).
+  const Decision d = lim.acquire_at(id, "acct", 1, Nanos(last + 3 * kP));
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 0u);
 }
 
 }  // namespace

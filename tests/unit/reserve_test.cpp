@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/state_codec.hpp"
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 #include "unit_segment.hpp"
@@ -162,13 +165,325 @@ INSTANTIATE_TEST_SUITE_P(
       return s;
     });
 
-TEST(ReserveMaths, OnlyGcraAndTheLeakyBucketQueue) {
+// ---- the token bucket's queue ------------------------------------------------
+//
+// Expected values follow the formula of reserve.hpp: at the refill index of
+// now (after the refills since the stored one), missing' = missing + cost;
+// the turn is now when missing' <= burst, else the boundary
+// (index + ceil((missing' - burst) / count)) * period; granted iff its
+// delay <= max_wait (and missing' < 2^20), then the state stores missing'.
+
+constexpr std::int64_t kMsNs = 1'000'000;
+
+// 2 tokens every 10 ms, burst 3.
+const detail::AlgoParams kTb{Algorithm::kTokenBucket, 2, 10 * kMsNs, 3, 5 * kMsNs};
+
+std::uint64_t tb_state(std::uint64_t index, std::uint64_t missing) {
+  return detail::state_codec::TokenBucket{index, missing}.pack();
+}
+
+struct TbRow {
+  const char* what;
+  std::uint64_t index, missing;  // the stored state
+  std::int64_t now_ms;
+  std::uint64_t cost;
+  std::int64_t max_wait_ms;  // kNever: no limit
+  bool granted;
+  std::int64_t delay_ms;  // kNever: cost too high
+  bool store;
+  std::uint64_t new_index, new_missing;  // when store
+  std::uint64_t remaining;
+  std::int64_t retry_ms;  // kNever: Nanos::max()
+  std::int64_t reset_ms;
+};
+
+class TokenBucketReserveMaths : public ::testing::TestWithParam<TbRow> {};
+
+TEST_P(TokenBucketReserveMaths, MatchesTheFormula) {
+  const TbRow& r = GetParam();
+  const auto ns = [](std::int64_t ms) { return ms == kNever ? kNever : ms * kMsNs; };
+  const detail::ReserveOutcome o = detail::reserve_tb(kTb, tb_state(r.index, r.missing),
+                                                      ns(r.now_ms), r.cost, ns(r.max_wait_ms));
+  EXPECT_EQ(o.decision.allowed, r.granted);
+  EXPECT_EQ(o.delay_ns, ns(r.delay_ms));
+  EXPECT_EQ(o.store, r.store);
+  if (r.store) {
+    EXPECT_EQ(o.new_state, tb_state(r.new_index, r.new_missing));
+  }
+  EXPECT_EQ(o.decision.limit, 3u);
+  EXPECT_EQ(o.decision.remaining, r.remaining);
+  EXPECT_EQ(o.decision.retry_after, r.retry_ms == kNever ? Nanos::max() : Nanos(ns(r.retry_ms)));
+  EXPECT_EQ(o.decision.reset_after, Nanos(ns(r.reset_ms)));
+  EXPECT_EQ(o.decision.reason, r.delay_ms == kNever ? Reason::kCostTooHigh : Reason::kOk);
+}
+
+constexpr std::uint64_t kFieldMax = (std::uint64_t{1} << 20) - 1;
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, TokenBucketReserveMaths,
+    ::testing::Values(
+        // what, index, missing, now, cost, max_wait, granted, delay, store, new index, new
+        // missing, remaining, retry, reset (ms)
+        TbRow{"fresh bucket: now", 0, 0, 1000, 1, 0, true, 0, true, 100, 1, 2, 0, 10},
+        TbRow{"empty, no wait allowed", 100, 3, 1005, 1, 0, false, 5, false, 0, 0, 0, 5, 15},
+        TbRow{"empty, waits for the next refill", 100, 3, 1005, 1, 5, true, 5, true, 100, 4, 0, 0,
+              15},
+        TbRow{"debt of 5, cost 2", 100, 8, 1005, 2, 100, true, 35, true, 100, 10, 0, 0, 45},
+        TbRow{"debt past max_wait", 100, 8, 1005, 2, 34, false, 35, false, 0, 0, 0, 35, 35},
+        TbRow{"refills since pay the debt down", 98, 8, 1005, 1, 5, true, 5, true, 100, 5, 0, 0,
+              25},
+        TbRow{"cost 0 reports the queue", 100, 8, 1005, 0, 100, true, 25, false, 0, 0, 0, 0, 35},
+        TbRow{"cost 0 past max_wait", 100, 8, 1005, 0, 0, false, 25, false, 0, 0, 0, 25, 35},
+        TbRow{"cost above burst", 0, 0, 1000, 4, kNever, false, kNever, false, 0, 0, 3, kNever, 0},
+        TbRow{"queue fills the 20-bit field", 100, kFieldMax - 1, 1000, 2, kNever, false, 10, false,
+              0, 0, 0, 10, 5'242'870},
+        TbRow{"full field past max_wait", 100, kFieldMax - 1, 1000, 2, 1000, false, 5'242'870,
+              false, 0, 0, 0, 5'242'870, 5'242'870},
+        TbRow{"last unit the field holds", 100, kFieldMax - 2, 1000, 2, kNever, true, 5'242'860,
+              true, 100, kFieldMax, 0, 0, 5'242'880},
+        TbRow{"a refill the bucket cannot hold is lost", 100, 3, 1005, 3, kNever, true, 15, true,
+              100, 7, 0, 0, 35},
+        TbRow{"negative now is 0", 0, 0, -5, 1, 0, true, 0, true, 0, 1, 2, 0, 10},
+        TbRow{"max_wait beyond the cap", 100, 3, 1005, 1, kNever, true, 5, true, 100, 4, 0, 0, 15}),
+    [](const ::testing::TestParamInfo<TbRow>& info) {
+      std::string s;
+      for (const char* c = info.param.what; *c != '\0'; ++c) {
+        s += (std::isalnum(static_cast<unsigned char>(*c)) != 0) ? *c : '_';
+      }
+      return s;
+    });
+
+TEST(TokenBucketReserveMaths, InvalidParametersAreACorruptRefusal) {
+  detail::AlgoParams bad = kTb;
+  bad.count = 0;
+  const detail::ReserveOutcome o = detail::reserve_tb(bad, 0, 1000, 1, kNever);
+  EXPECT_FALSE(o.decision.allowed);
+  EXPECT_EQ(o.decision.reason, Reason::kCorrupt);
+  EXPECT_FALSE(o.store);
+  EXPECT_EQ(detail::cancel_tb(bad, tb_state(0, 5), 0, tb_state(0, 5), 1, 1000), std::nullopt);
+  // Another algorithm's parameters are not a token bucket's.
+  detail::AlgoParams gcra = kTb;
+  gcra.algorithm = Algorithm::kGcra;
+  EXPECT_EQ(detail::reserve_tb(gcra, 0, 1000, 1, kNever).decision.reason, Reason::kCorrupt);
+}
+
+TEST(TokenBucketReserveMaths, QueuesTheStateCannotCountAreRefusedUntilARefillMakesRoom) {
+  // A refill far above the burst would lose more tokens than the 20-bit
+  // debt can count: no queue; refused until the next refill (5 ms), when
+  // the bucket is full again and an acquire fits.
+  detail::AlgoParams huge = kTb;
+  huge.count = std::uint64_t{1} << 30;
+  const detail::ReserveOutcome o =
+      detail::reserve_tb(huge, tb_state(100, 3), 1005 * kMsNs, 1, kNever);
+  EXPECT_FALSE(o.decision.allowed);
+  EXPECT_EQ(o.decision.reason, Reason::kOk);
+  EXPECT_EQ(o.delay_ns, 5 * kMsNs);
+  EXPECT_EQ(o.decision.retry_after, Nanos(5 * kMsNs));
+  EXPECT_FALSE(o.store);
+  EXPECT_TRUE(detail::algo_decide(huge, tb_state(100, 3), 1010 * kMsNs, 3).decision.allowed);
+  // A turn past the clock horizon is refused, whatever max_wait allows.
+  const std::int64_t late = detail::kClockHorizonNs - 1;
+  const std::uint64_t index = static_cast<std::uint64_t>(late) / kTb.period_ns;
+  const detail::ReserveOutcome h = detail::reserve_tb(kTb, tb_state(index, 3), late, 1, kNever);
+  EXPECT_FALSE(h.decision.allowed);
+  EXPECT_FALSE(h.store);
+  EXPECT_GT(h.delay_ns, 0);
+}
+
+// With max_wait 0 a reservation is exactly an acquire: the same verdict,
+// state and report as tb_decide, over random states (debts included).
+TEST(TokenBucketReserveMaths, WithNoWaitItIsAnAcquire) {
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 20000; ++i) {
+    const detail::AlgoParams p{Algorithm::kTokenBucket, 1 + rng() % 5,
+                               (2 + rng() % 50) * static_cast<std::uint64_t>(kMsNs), 1 + rng() % 20,
+                               1};
+    const auto now = static_cast<std::int64_t>(rng() % 10'000'000'000ULL);
+    const std::uint64_t cur = static_cast<std::uint64_t>(now) / p.period_ns;
+    const std::uint64_t index = cur - std::min<std::uint64_t>(cur, rng() % 4);
+    const std::uint64_t state = tb_state(index, rng() % (3 * p.burst + 1));
+    const std::uint64_t cost = rng() % (p.burst + 2);
+    const detail::ReserveOutcome r = detail::reserve_tb(p, state, now, cost, 0);
+    const detail::AlgoOutcome a = detail::algo_decide(p, state, now, cost);
+    ASSERT_TRUE(same_decision(r.decision, a.decision)) << "state " << state << " now " << now;
+    ASSERT_EQ(r.store, a.store);
+    if (r.store) {
+      ASSERT_EQ(r.new_state, a.new_state);
+    }
+  }
+}
+
+// A brute-force model of the discrete token bucket's promise: a schedule of
+// (act time, cost), starting from a full bucket, conforms when over any span
+// [a, b] the units acting in it are at most burst + count * (refill
+// boundaries in (a, b]). The model's turn for a reservation is the earliest
+// time, no earlier than now nor than the last turn handed out (first come,
+// first served), at which the schedule still conforms; reserve_tb must give
+// exactly that turn (never earlier: the bound; never later: no refill is
+// wasted), grant it iff it is within max_wait, and its cancel must give the
+// last turn back. An acquire is granted iff the model's turn is now, and the
+// bucket is full (reclaimable) iff nothing is queued and a whole burst fits now.
+struct Act {
+  std::int64_t t;
+  std::uint64_t cost;
+};
+
+// Whether `acts` (sorted by time, all at or before next.t) plus `next` conform.
+bool conforms(const std::vector<Act>& acts, Act next, const detail::AlgoParams& p) {
+  const auto P = static_cast<std::int64_t>(p.period_ns);
+  std::uint64_t sum = next.cost;
+  if (sum > p.burst) return false;
+  for (std::size_t i = acts.size(); i-- > 0;) {  // the spans [acts[i].t, next.t]
+    sum += acts[i].cost;
+    const auto boundaries = static_cast<std::uint64_t>(next.t / P - acts[i].t / P);
+    if (sum > p.burst + p.count * boundaries) return false;
+  }
+  return true;
+}
+
+std::int64_t model_turn(const std::vector<Act>& acts, std::int64_t now, std::uint64_t cost,
+                        const detail::AlgoParams& p) {
+  const auto P = static_cast<std::int64_t>(p.period_ns);
+  std::int64_t t = acts.empty() ? now : std::max(now, acts.back().t);
+  while (!conforms(acts, Act{t, cost}, p)) t = (t / P + 1) * P;
+  return t;
+}
+
+TEST(TokenBucketReserveMaths, TurnsAreTheBruteForceModelsSchedule) {
+  std::mt19937_64 rng(2026);
+  int granted = 0, queued = 0, refused = 0, cancelled = 0, acquires = 0;
+  for (int c = 0; c < 5000; ++c) {
+    // count above burst too: a refill the bucket cannot hold is lost.
+    const detail::AlgoParams p{Algorithm::kTokenBucket, 1 + rng() % 6, 10 * kMsNs, 1 + rng() % 8,
+                               1};
+    const auto P = static_cast<std::int64_t>(p.period_ns);
+    std::vector<Act> acts;
+    std::uint64_t state = 0;
+    std::int64_t now =
+        static_cast<std::int64_t>(rng() % 5) * P + static_cast<std::int64_t>(rng() % 7);
+    // The last granted reservation, while it is the last thing stored.
+    bool has_last = false;
+    std::uint64_t last_reserved = 0;
+    std::int64_t last_act = 0;
+    std::uint64_t last_added = 0;  // its span: the tokens it added
+    for (int op = 0; op < 40; ++op) {
+      std::string where =
+          "case " + std::to_string(c) + " op " + std::to_string(op) + " burst " +
+          std::to_string(p.burst) + " count " + std::to_string(p.count) + " now " +
+          std::to_string(now) + " state missing " +
+          std::to_string(detail::state_codec::TokenBucket::unpack(state).missing) + " index " +
+          std::to_string(detail::state_codec::TokenBucket::unpack(state).index) + " acts";
+      for (const Act& a : acts) where += " " + std::to_string(a.t) + "x" + std::to_string(a.cost);
+      const std::uint64_t cost = 1 + rng() % p.burst;
+      const int kind = static_cast<int>(rng() % 8);
+      if (kind == 0) {  // an acquire
+        ++acquires;
+        const detail::AlgoOutcome a = detail::algo_decide(p, state, now, cost);
+        const bool fits = model_turn(acts, now, cost, p) == now;
+        ASSERT_EQ(a.decision.allowed, fits) << where;
+        if (a.store) {
+          state = a.new_state;
+          acts.push_back(Act{now, cost});
+          has_last = false;
+        }
+      } else if (kind == 1 && has_last) {  // cancel the last reservation
+        const std::optional<std::uint64_t> back =
+            detail::cancel_tb(p, state, now, last_reserved, last_added, last_act);
+        ASSERT_EQ(back.has_value(), now < last_act) << where;
+        if (back) {
+          ++cancelled;
+          ASSERT_EQ(acts.back().t, last_act) << where;
+          acts.pop_back();
+          state = *back;
+        }
+        has_last = false;
+      } else {  // a reservation
+        const std::int64_t max_wait = kind == 2   ? kNever
+                                      : kind == 3 ? 0
+                                                  : static_cast<std::int64_t>(rng() % (6 * P));
+        const std::int64_t turn = model_turn(acts, now, cost, p);
+        const detail::ReserveOutcome o = detail::reserve_tb(p, state, now, cost, max_wait);
+        const bool want =
+            turn - now <= std::clamp<std::int64_t>(max_wait, 0, detail::kMaxReserveWaitNs);
+        ASSERT_EQ(o.decision.allowed, want) << where << " model turn " << turn << " now " << now;
+        ASSERT_EQ(o.delay_ns, turn - now) << where;  // granted or not: the turn it needs
+        if (o.decision.allowed) {
+          ++granted;
+          if (o.delay_ns > 0) ++queued;
+          ASSERT_TRUE(o.store);
+          state = o.new_state;
+          acts.push_back(Act{turn, cost});
+          has_last = true;
+          last_reserved = o.new_state;
+          last_act = turn;
+          last_added = o.span;
+        } else {
+          ++refused;
+          ASSERT_FALSE(o.store);
+        }
+      }
+      // Full (reclaimable) iff nothing queued and a whole burst fits now.
+      const bool full =
+          (acts.empty() || acts.back().t <= now) && conforms(acts, Act{now, p.burst}, p);
+      ASSERT_EQ(detail::algo_is_full(p, state, now), full) << where;
+      now += static_cast<std::int64_t>(rng() % 3 == 0 ? 0 : rng() % (2 * P));
+    }
+  }
+  // Every branch was taken many times.
+  EXPECT_GT(queued, 10000);
+  EXPECT_GT(refused, 10000);
+  EXPECT_GT(cancelled, 1000);
+  EXPECT_GT(acquires, 10000);
+  EXPECT_GT(granted, queued);
+}
+
+struct TbCancelRow {
+  const char* what;
+  std::uint64_t state;
+  std::int64_t now_ms;
+  std::uint64_t reserved;
+  std::uint64_t cost;
+  std::int64_t act_at_ms;
+  std::optional<std::uint64_t> next;
+};
+
+class TokenBucketCancelMaths : public ::testing::TestWithParam<TbCancelRow> {};
+
+TEST_P(TokenBucketCancelMaths, MatchesTheRule) {
+  const TbCancelRow& r = GetParam();
+  EXPECT_EQ(
+      detail::cancel_tb(kTb, r.state, r.now_ms * kMsNs, r.reserved, r.cost, r.act_at_ms * kMsNs),
+      r.next);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, TokenBucketCancelMaths,
+    ::testing::Values(TbCancelRow{"last turn gives its cost back", tb_state(100, 8), 1005,
+                                  tb_state(100, 8), 2, 1030, tb_state(100, 6)},
+                      TbCancelRow{"after refills, at the index of now", tb_state(100, 8), 1015,
+                                  tb_state(100, 8), 2, 1030, tb_state(101, 4)},
+                      TbCancelRow{"a later turn depends on it", tb_state(100, 9), 1005,
+                                  tb_state(100, 8), 2, 1030, std::nullopt},
+                      TbCancelRow{"its turn has come", tb_state(100, 8), 1030, tb_state(100, 8), 2,
+                                  1030, std::nullopt},
+                      TbCancelRow{"a turn that was now", tb_state(100, 2), 1005, tb_state(100, 2),
+                                  2, 1005, std::nullopt}),
+    [](const ::testing::TestParamInfo<TbCancelRow>& info) {
+      std::string s;
+      for (const char* c = info.param.what; *c != '\0'; ++c) {
+        s += (std::isalnum(static_cast<unsigned char>(*c)) != 0) ? *c : '_';
+      }
+      return s;
+    });
+
+TEST(ReserveMaths, GcraTheLeakyBucketAndTheTokenBucketQueue) {
   using detail::ReserveMode;
   EXPECT_EQ(detail::reserve_mode(Algorithm::kGcra), ReserveMode::kQueue);
   EXPECT_EQ(detail::reserve_mode(Algorithm::kLeakyBucket), ReserveMode::kQueue);
+  EXPECT_EQ(detail::reserve_mode(Algorithm::kTokenBucket), ReserveMode::kQueue);
   EXPECT_EQ(detail::reserve_mode(Algorithm::kConcurrency), ReserveMode::kNever);
-  for (Algorithm a : {Algorithm::kTokenBucket, Algorithm::kFixedWindow, Algorithm::kSlidingWindow,
-                      Algorithm::kQuietPeriod, Algorithm::kSlidingLog}) {
+  for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindow, Algorithm::kQuietPeriod,
+                      Algorithm::kSlidingLog}) {
     EXPECT_EQ(detail::reserve_mode(a), ReserveMode::kRetry) << to_string(a);
   }
 }
@@ -290,17 +605,158 @@ TEST_F(ReserveOnSegment, CancelInAForkedChildDoesNothing) {
   EXPECT_TRUE(r.cancel());
 }
 
-TEST_F(ReserveOnSegment, NeverQueuedAlgorithmsAcquireNowOrReportTheNextOpening) {
-  const PolicyId tb = lim().add_policy(vendor(Algorithm::kTokenBucket));
-  const Nanos t0(1000 * kMs);
-  EXPECT_TRUE(lim().reserve_at(tb, "k", 2, Nanos::max(), t0).ok());
-  Reservation r = lim().reserve_at(tb, "k", 1, Nanos::max(), t0);
-  EXPECT_FALSE(r.ok());  // never queued, however long max_wait is
-  EXPECT_EQ(r.decision().reason, Reason::kOk);
-  EXPECT_EQ(r.delay(), r.decision().retry_after);
-  EXPECT_GT(r.delay(), Nanos(0));
-  EXPECT_FALSE(r.cancel());
+std::string tb_fields(std::uint64_t state) {
+  std::string out;
+  for (const StateField& f : state_fields(Algorithm::kTokenBucket, state)) {
+    out += (out.empty() ? "" : " ") + f.name + " " + std::to_string(f.value);
+  }
+  return out;
+}
 
+// A token bucket of 2 tokens every 100 ms, burst 3: turns are its refill
+// boundaries, 2 per boundary once the burst is spent.
+PolicySpec tb_vendor() {
+  PolicySpec s = unit::spec(Algorithm::kTokenBucket, 2, std::chrono::milliseconds(100), 3);
+  s.name = "vendor-tb";
+  return s;
+}
+
+TEST_F(ReserveOnSegment, TokenBucketTurnsQueueByItsRefillsAndAnAcquireWaitsBehindThem) {
+  const PolicyId id = lim().add_policy(tb_vendor());
+  const Nanos t0(1000 * kMs);  // refill index 10
+  std::vector<std::int64_t> delays;
+  for (int i = 0; i < 7; ++i) {
+    const Reservation r = lim().reserve_at(id, "acct", 1, Nanos::max(), t0);
+    ASSERT_TRUE(r.ok()) << i;
+    EXPECT_EQ(r.time_to_act(), t0 + r.delay());
+    delays.push_back(r.delay().count() / kMs);
+  }
+  EXPECT_EQ(delays, (std::vector<std::int64_t>{0, 0, 0, 100, 100, 200, 200}));
+  // 4 tokens owed: an acquire now waits for the third boundary (300 ms).
+  const Decision d = lim().acquire_at(id, "acct", 1, t0 + Nanos(50 * kMs));
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, Nanos(250 * kMs));
+  EXPECT_EQ(d.remaining, 0u);
+  // The debt is the state: dump shows missing above burst.
+  bool seen = false;
+  for (const BucketView& b : lim().dump()) {
+    if (b.key != "acct") continue;
+    seen = true;
+    EXPECT_EQ(tb_fields(b.state), "period_index 10 missing 7");
+  }
+  EXPECT_TRUE(seen);
+  // Beyond max_wait: refused, nothing charged.
+  const Reservation no = lim().reserve_at(id, "acct", 1, Nanos(299 * kMs), t0);
+  EXPECT_FALSE(no.ok());
+  EXPECT_EQ(no.delay(), Nanos(300 * kMs));
+  EXPECT_EQ(no.decision().retry_after, Nanos(300 * kMs));
+  const Reservation yes = lim().reserve_at(id, "acct", 1, Nanos(300 * kMs), t0);
+  EXPECT_TRUE(yes.ok());
+  EXPECT_EQ(yes.delay(), Nanos(300 * kMs));
+  // 8 missing: the refills pay the debt down, 2 per boundary; at the
+  // third (missing 2) one unit fits again, not before.
+  EXPECT_FALSE(lim().acquire_at(id, "acct", 1, t0 + Nanos(299 * kMs)).allowed);
+  EXPECT_TRUE(lim().acquire_at(id, "acct", 1, t0 + Nanos(300 * kMs)).allowed);
+  // A debt is a legitimate state: check and the raw audit (shmlimit check)
+  // are clean.
+  const CheckReport c = lim().check(false);
+  EXPECT_TRUE(c.clean());
+  const CheckReport raw = Limiter::check_segment(name_.str());
+  EXPECT_TRUE(raw.clean());
+  EXPECT_EQ(raw.live, 1u);
+  // Counted in the exact totals as acquires: 8 + 1 granted, 1 + 2 refused.
+  for (const PolicyCounters& pc : lim().counters()) {
+    if (pc.id.index != id.index) continue;
+    EXPECT_EQ(pc.admitted, 9u);
+    EXPECT_EQ(pc.denied, 3u);
+  }
+}
+
+TEST_F(ReserveOnSegment, TokenBucketCancelGivesBackOnlyTheLastTurnBeforeItComes) {
+  const PolicyId id = lim().add_policy(tb_vendor());
+  const Nanos t0 = lim().now() + std::chrono::hours(1);  // turns well after the real clock
+  Reservation a = lim().reserve_at(id, "k", 3, Nanos::max(), t0);  // the burst: now
+  Reservation b = lim().reserve_at(id, "k", 2, Nanos::max(), t0);  // the next boundary
+  Reservation c = lim().reserve_at(id, "k", 1, Nanos::max(), t0);  // the one after
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  ASSERT_GT(b.delay(), Nanos(0));
+  ASSERT_EQ(c.time_to_act() - b.time_to_act(), Nanos(100 * kMs));
+  EXPECT_FALSE(b.cancel());  // c queued behind it
+  EXPECT_TRUE(c.cancel());   // the last turn: given back
+  EXPECT_FALSE(c.cancel());  // spent
+  // The next caller gets c's turn again.
+  Reservation d = lim().reserve_at(id, "k", 1, Nanos::max(), t0);
+  EXPECT_EQ(d.time_to_act(), c.time_to_act());
+  // A denied acquire stores nothing: d is still the last turn.
+  EXPECT_FALSE(lim().acquire_at(id, "k", 1, t0).allowed);
+  EXPECT_TRUE(d.cancel());
+  // A turn that was now (real clock) has come by the time of any cancel.
+  Reservation now_turn = lim().reserve(id, "fresh", 1);
+  ASSERT_TRUE(now_turn.ok());
+  ASSERT_EQ(now_turn.delay(), Nanos(0));
+  EXPECT_FALSE(now_turn.cancel());
+  // A queued turn whose boundary has passed: TokenBucketCancelMaths (cancel
+  // reads the real clock).
+}
+
+TEST_F(ReserveOnSegment, TokenBucketDebtRoundTripsThroughExportAndImport) {
+  // 2 tokens per hour, burst 3: no refill during the test.
+  PolicySpec s = unit::spec(Algorithm::kTokenBucket, 2, std::chrono::hours(1), 3);
+  s.name = "hourly";
+  unit::ScopedSegmentName tname("reserve-import");
+  Limiter target = Limiter::create(unit::small_options(tname.str()));  // created first: its
+  const PolicyId pt = target.add_policy(s);  // periods start no later than the source's
+  const PolicyId id = lim().add_policy(s);
+  ASSERT_TRUE(lim().reserve(id, "k", 3).ok());
+  const Reservation q = lim().reserve(id, "k", 2, Nanos::max());
+  ASSERT_TRUE(q.ok());
+  ASSERT_GT(q.delay(), Nanos(0));
+  const std::string doc = lim().export_state();
+  EXPECT_NE(doc.find("\"missing\": 5"), std::string::npos) << doc;
+  const ImportReport r = target.import_state(doc);
+  EXPECT_EQ(r.imported, 1u) << doc;
+  ASSERT_EQ(target.dump().size(), 1u);
+  EXPECT_NE(tb_fields(target.dump()[0].state).find("missing 5"), std::string::npos);
+  EXPECT_TRUE(target.check(false).clean());
+  // The target queues behind the imported debt, as the source does.
+  const Reservation next_src = lim().reserve(id, "k", 1, Nanos::max());
+  const Reservation next_dst = target.reserve(pt, "k", 1, Nanos::max());
+  ASSERT_TRUE(next_src.ok() && next_dst.ok());
+  EXPECT_GT(next_dst.delay(), std::chrono::hours(1));  // the second boundary: 3 owed past burst
+  EXPECT_GT(next_src.delay(), std::chrono::hours(1));
+  // A count the state cannot hold is refused, naming the field.
+  std::string bad = doc;
+  bad.replace(bad.find("\"missing\": 5"), 12, "\"missing\": 1048576");
+  const auto e = unit::catch_error([&] { target.import_state(bad); });
+  ASSERT_TRUE(e);
+  EXPECT_NE(std::string(e->what()).find("state.missing 1048576 is above 1048575, the most a token "
+                                        "bucket's state counts"),
+            std::string::npos)
+      << e->what();
+}
+
+TEST_F(ReserveOnSegment, TokenBucketReplacementKeepsTheQueueOnlyWhenTheBurstDoesNotShrink) {
+  PolicySpec s = unit::spec(Algorithm::kTokenBucket, 2, std::chrono::hours(1), 3);
+  s.name = "hourly";
+  const PolicyId id = lim().add_policy(s);
+  ASSERT_TRUE(lim().reserve(id, "k", 3).ok());
+  ASSERT_TRUE(lim().reserve(id, "k", 3, Nanos::max()).ok());  // missing 6: 3 owed
+  // A larger burst keeps the bucket: 6 missing of 5 is 1 owed, still queued.
+  s.burst = 5;
+  const PolicyReplacement wider = lim().replace_policy(s);
+  EXPECT_FALSE(wider.fresh);
+  const Decision d = lim().peek(wider.id, "k", 1);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_GT(d.retry_after, Nanos(0));
+  // A smaller burst starts every bucket full (a new generation).
+  s.burst = 2;
+  const PolicyReplacement narrower = lim().replace_policy(s);
+  EXPECT_TRUE(narrower.fresh);
+  EXPECT_TRUE(lim().peek(narrower.id, "k", 2).allowed);
+}
+
+TEST_F(ReserveOnSegment, NeverQueuedAlgorithmsAcquireNowOrReportTheNextOpening) {
+  const Nanos t0(1000 * kMs);
   PolicySpec fw = unit::spec(Algorithm::kFixedWindow, 2, std::chrono::seconds(1));
   fw.name = "fw";
   const PolicyId f = lim().add_policy(fw);
