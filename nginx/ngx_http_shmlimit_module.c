@@ -1058,11 +1058,10 @@ static char* ngx_http_shmlimit(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) {
                          shmlimit_last_error());
       return NGX_CONF_ERROR;
     }
-    if (info.algorithm != SHMLIMIT_ALGORITHM_GCRA &&
-        info.algorithm != SHMLIMIT_ALGORITHM_LEAKY_BUCKET) {
+    if (!shmlimit_algorithm_queues_turns(info.algorithm)) {
       ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                         "\"max_wait\" needs a policy of algorithm gcra or leaky_bucket (the ones "
-                         "that queue a turn), and \"%V\" is not one",
+                         "\"max_wait\" needs a policy of algorithm gcra, leaky_bucket or "
+                         "token_bucket (the ones that queue a turn), and \"%V\" is not one",
                          &value[1]);
       return NGX_CONF_ERROR;
     }

@@ -277,11 +277,11 @@ ServerConfig load_server_config(const std::string& path) {
           if (route.policies.size() == 1 && s.name == route.policies[0]) spec = &s;
         }
         if (route.max_wait.count() > 0 &&
-            (spec == nullptr ||
-             (spec->algorithm != Algorithm::kGcra && spec->algorithm != Algorithm::kLeakyBucket))) {
+            (spec == nullptr || !shmlimit::algorithm_queues_turns(spec->algorithm))) {
           p.fail(t.get("max_wait"), "route \"" + route.prefix +
                                         "\": 'max_wait' needs exactly one policy, of algorithm "
-                                        "gcra or leaky_bucket (the ones that queue a turn)");
+                                        "gcra, leaky_bucket or token_bucket (the ones that queue a "
+                                        "turn)");
         }
       }
       c.routes.push_back(std::move(route));

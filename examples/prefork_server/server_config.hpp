@@ -29,7 +29,7 @@ struct Route {
   /// (Limiter::reserve) when it is at most this far away, and is refused
   /// only beyond: nginx's two-stage `limit_req burst=N delay=M` with the
   /// policy's burst = M + 1 and max_wait = (N - M) / rate. Needs exactly one
-  /// gcra or leaky_bucket policy. 0: refuse at once.
+  /// gcra, leaky_bucket or token_bucket policy. 0: refuse at once.
   std::chrono::nanoseconds max_wait{0};
 };
 

@@ -256,6 +256,12 @@ typedef struct shmlimit_policy_info {
 SHMLIMIT_C_EXPORT shmlimit_status shmlimit_policy_describe(const shmlimit_limiter* limiter,
                                                            uint32_t id, shmlimit_policy_info* info);
 
+/** Whether shmlimit_reserve() queues turns on `algorithm` (a
+ *  SHMLIMIT_ALGORITHM_*), first come first served: 1 for GCRA, LEAKY_BUCKET
+ *  and TOKEN_BUCKET; 0 for the others, which admit now or refuse (C API
+ *  version 4). */
+SHMLIMIT_C_EXPORT int shmlimit_algorithm_queues_turns(uint32_t algorithm);
+
 /** The ids of a policy group: name, then name.2, name.3, ... (a config
  *  policy with a list of rates). Writes up to capacity ids; *count receives
  *  the group's size (0 if name is not registered). If the group has more

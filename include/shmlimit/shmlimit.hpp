@@ -159,6 +159,12 @@ struct PolicySpec {
 /// token_bucket and leaky_bucket. The others admit up to rate.count.
 bool algorithm_has_burst(Algorithm algorithm) noexcept;
 
+/// Whether Limiter::reserve queues turns on `algorithm`, first come first
+/// served (gcra, leaky_bucket, token_bucket); the others admit now or
+/// refuse (doc/outbound.md). What nginx's `max_wait` and the example
+/// server's routes need.
+bool algorithm_queues_turns(Algorithm algorithm) noexcept;
+
 /// The spec as add_policy() registers it and policies() reports it: burst 0
 /// resolved to rate.count, the period of a concurrency limit cleared. Throws
 /// Error(kInvalidArgument) with a one-line printable message naming the

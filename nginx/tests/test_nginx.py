@@ -312,8 +312,8 @@ BAD_CONFIGS = [
      "must be the only \"shmlimit\" line"),
     ("shmlimit_policy two 1r/s;\nserver { listen 127.0.0.1:PORT; location / { shmlimit two key=$remote_addr; shmlimit ok key=$remote_addr max_wait=1s; } }",
      "must be the only \"shmlimit\" line"),
-    ("shmlimit_policy tb 10r/s algorithm=token_bucket;\nserver { listen 127.0.0.1:PORT; location / { shmlimit tb key=$remote_addr max_wait=1s; } }",
-     "gcra or leaky_bucket"),
+    ("shmlimit_policy sw 10r/s algorithm=sliding_window;\nserver { listen 127.0.0.1:PORT; location / { shmlimit sw key=$remote_addr max_wait=1s; } }",
+     "gcra, leaky_bucket or token_bucket"),
 ]
 
 
@@ -363,16 +363,17 @@ def test_bad_configuration_refused_by_nginx_t():
         cfg = os.path.join(n.dir, "shmlimit.toml")
         with open(cfg, "w") as f:
             f.write('[segment]\nname = "%s"\ncapacity = 256\n\n'
+                    '[policies.fw]\nalgorithm = "fixed_window"\nrate = "10/s"\n\n'
                     '[policies.tb]\nalgorithm = "token_bucket"\nrate = "10/s"\n\n'
                     '[policies.g]\nrate = "10/s"\n' % cfg_seg)
-        for policy, ok in (("tb", False), ("g", True)):
+        for policy, ok in (("fw", False), ("tb", True), ("g", True)):
             n.write_conf("shmlimit_segment config=%s;\nserver { listen 127.0.0.1:PORT; location / { "
                          "shmlimit %s key=$remote_addr max_wait=1s; } }\n" % (cfg, policy))
             r = n.test_config()
             if ok:
                 assert r.returncode == 0, r.stderr
             else:
-                assert r.returncode != 0 and "gcra or leaky_bucket" in r.stderr \
+                assert r.returncode != 0 and "gcra, leaky_bucket or token_bucket" in r.stderr \
                     and "nginx.conf:" in r.stderr, r.stderr
         for wait in ("250", "500ms", "1h"):  # a bare number is ms, as nginx's times
             n.write_conf(good + "server { listen 127.0.0.1:PORT; location / { shmlimit ok key=$remote_addr max_wait=%s; } }\n" % wait)

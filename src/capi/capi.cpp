@@ -227,6 +227,11 @@ shmlimit_status shmlimit_policy_describe(const shmlimit_limiter* limiter, uint32
   });
 }
 
+int shmlimit_algorithm_queues_turns(uint32_t algorithm) {
+  if (algorithm < SHMLIMIT_ALGORITHM_GCRA || algorithm > kLastAlgorithm) return 0;
+  return shmlimit::algorithm_queues_turns(static_cast<shmlimit::Algorithm>(algorithm)) ? 1 : 0;
+}
+
 shmlimit_status shmlimit_find_policy(const shmlimit_limiter* limiter, const char* name,
                                      uint32_t* id) {
   if (limiter == nullptr) return null_argument("shmlimit_find_policy", "limiter");

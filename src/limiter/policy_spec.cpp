@@ -10,6 +10,7 @@
 
 #include "algorithms/algorithms.hpp"
 #include "algorithms/gcra.hpp"
+#include "algorithms/reserve.hpp"
 #include "segment/layout.hpp"
 
 namespace shmlimit {
@@ -107,6 +108,10 @@ std::string Error::printable(std::string_view text) {
 bool algorithm_has_burst(Algorithm algorithm) noexcept {
   return algorithm == Algorithm::kGcra || algorithm == Algorithm::kTokenBucket ||
          algorithm == Algorithm::kLeakyBucket;
+}
+
+bool algorithm_queues_turns(Algorithm algorithm) noexcept {
+  return detail::reserve_mode(algorithm) == detail::ReserveMode::kQueue;
 }
 
 PolicySpec normalize_policy_spec(const PolicySpec& given) {

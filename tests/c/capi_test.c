@@ -308,6 +308,12 @@ static void test_decisions(shmlimit_limiter* l, uint32_t api) {
     CHECK(info.count == 2 && info.burst == 2 && info.period_ns == 86400LL * 1000000000LL);
     CHECK(strcmp(info.name, "tight") == 0);
     CHECK_STATUS(shmlimit_policy_describe(l, 63, &info), SHMLIMIT_E_NOT_FOUND);
+    CHECK(shmlimit_algorithm_queues_turns(info.algorithm) == 1);
+    CHECK(shmlimit_algorithm_queues_turns(SHMLIMIT_ALGORITHM_TOKEN_BUCKET) == 1);
+    CHECK(shmlimit_algorithm_queues_turns(SHMLIMIT_ALGORITHM_LEAKY_BUCKET) == 1);
+    CHECK(shmlimit_algorithm_queues_turns(SHMLIMIT_ALGORITHM_SLIDING_WINDOW) == 0);
+    CHECK(shmlimit_algorithm_queues_turns(SHMLIMIT_ALGORITHM_CONCURRENCY) == 0);
+    CHECK(shmlimit_algorithm_queues_turns(0) == 0 && shmlimit_algorithm_queues_turns(99) == 0);
     CHECK_STATUS(shmlimit_policy_describe(l, other, NULL), SHMLIMIT_E_INVALID_ARGUMENT);
     info.struct_size = 4;
     CHECK_STATUS(shmlimit_policy_describe(l, other, &info), SHMLIMIT_E_INVALID_ARGUMENT);
