@@ -11,8 +11,10 @@
 # nothing). With NGINX_ABI (the build has the nginx module): the
 # libnginx-mod-http-shmlimit package, its Depends on that ABI, and that
 # NGINX (the nginx binary, if given) loads the packaged module (`nginx -t`).
+# With KEEP_DIR: the .deb files, once every check passed, are copied there
+# (emptied first) for packaging.apt_install, which installs them.
 #
-#   packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX]]
+#   packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX [KEEP_DIR]]]
 #
 # No `cmd | grep -q` nor `cmd | head`: they exit before the end of their
 # input, the writer may then die of SIGPIPE, and under pipefail the check
@@ -20,10 +22,13 @@
 # reads it all.
 set -euo pipefail
 
-BUILD="$(cd "${1:?usage: packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX]]}" && pwd)"  # the script changes directory
-VERSION="${2:?usage: packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX]]}"
+USAGE="usage: packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX [KEEP_DIR]]]"
+BUILD="$(cd "${1:?$USAGE}" && pwd)"  # the script changes directory
+VERSION="${2:?$USAGE}"
 NGINX_ABI="${3:-}"
 NGINX="${4:-}"
+KEEP_DIR="${5:-}"
+[[ -z "$KEEP_DIR" ]] || rm -rf "$KEEP_DIR"  # no packages from an earlier run if this one fails
 TMP="$(mktemp -d)"
 SEG="/shmlimit-test-packaging-$$"
 cleanup() {
@@ -205,5 +210,10 @@ if [[ $EUID -eq 0 ]]; then
   dpkg --dry-run -i "${DEB[@]}" >"$TMP/dpkg.log" 2>&1 || { cat "$TMP/dpkg.log" >&2; fail "dpkg --dry-run -i"; }
 else
   echo "not root: dpkg --dry-run -i skipped"
+fi
+if [[ -n "$KEEP_DIR" ]]; then
+  mkdir -p "$KEEP_DIR"
+  cp "${DEB[@]}" "$KEEP_DIR/"
+  echo "packages kept in $KEEP_DIR"
 fi
 echo "packaging: ok"
