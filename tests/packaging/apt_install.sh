@@ -203,6 +203,10 @@ out="$("$TMP/app" "$SEG")"
 
 # The installed Python package decides on the same bucket: 2 (CLI) + 1 (C)
 # of 5 taken, so it gets 2 more and then a refusal.
+# Byte-compiled by its postinst (py3compile); python3 as root writes more
+# bytecode (no PYTHONDONTWRITEBYTECODE here): the purge must remove it all.
+[[ -n "$(find /usr/lib/python3/dist-packages/shmlimit -name '__init__.*.pyc')" ]] ||
+  fail "python3-shmlimit is not byte-compiled"
 out="$(/usr/bin/python3 -c 'import shmlimit; print(shmlimit.__version__)')"
 [[ "$out" == "$VERSION" ]] || fail "python3: shmlimit.__version__ is \"$out\""
 out="$(/usr/bin/python3 -c '

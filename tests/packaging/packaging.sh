@@ -96,6 +96,12 @@ grep -x "activate-noawait ldconfig" "$TMP/ctl-lib/triggers" >/dev/null 2>&1 || f
 lacks "${DEB[libshmlimit]}" '^\./usr/include'
 dpkg-deb -f "${DEB[libshmlimit-dev]}" Depends | grep -F "libshmlimit (= ${VERSION}-1)" >/dev/null ||
   fail "libshmlimit-dev does not depend on libshmlimit (= ${VERSION}-1)"
+mkdir -p "$TMP/ctl-py"
+dpkg-deb -e "${DEB[python3-shmlimit]}" "$TMP/ctl-py"
+for s in postinst prerm; do
+  [[ -x "$TMP/ctl-py/$s" ]] || fail "python3-shmlimit has no executable $s"
+done
+grep -F "py3clean -p python3-shmlimit" "$TMP/ctl-py/prerm" >/dev/null || fail "python3-shmlimit: prerm does not remove the bytecode"
 if [[ -n "$NGINX_ABI" ]]; then
   NG="${DEB[libnginx-mod-http-shmlimit]}"
   contains "$NG" usr/lib/nginx/modules/ngx_http_shmlimit_module.so \
