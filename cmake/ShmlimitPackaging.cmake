@@ -116,6 +116,10 @@ if(SHMLIMIT_BUILD_PYTHON)
   set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
       "python3 (>= ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}), python3 (<< ${Python3_VERSION_MAJOR}.${_py_next_minor})")
 endif()
+# Byte-compiled on install (py3compile), the bytecode removed before the
+# package is (py3clean): cmake/debian/python, as dh_python3 does.
+set(CPACK_DEBIAN_PYTHON_PACKAGE_CONTROL_EXTRA "${PROJECT_SOURCE_DIR}/cmake/debian/python/postinst"
+    "${PROJECT_SOURCE_DIR}/cmake/debian/python/prerm")
 set(CPACK_DEBIAN_PYTHON_DESCRIPTION "one rate limiter shared by the processes of a host (Python 3)
 The Python binding of shmlimit, with the @limit decorator, Django REST
 framework throttles and a Django middleware.")

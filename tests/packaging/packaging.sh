@@ -11,8 +11,10 @@
 # nothing). With NGINX_ABI (the build has the nginx module): the
 # libnginx-mod-http-shmlimit package, its Depends on that ABI, and that
 # NGINX (the nginx binary, if given) loads the packaged module (`nginx -t`).
+# With KEEP_DIR: the .deb files, once every check passed, are copied there
+# (emptied first) for packaging.apt_install, which installs them.
 #
-#   packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX]]
+#   packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX [KEEP_DIR]]]
 #
 # No `cmd | grep -q` nor `cmd | head`: they exit before the end of their
 # input, the writer may then die of SIGPIPE, and under pipefail the check
@@ -20,10 +22,13 @@
 # reads it all.
 set -euo pipefail
 
-BUILD="$(cd "${1:?usage: packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX]]}" && pwd)"  # the script changes directory
-VERSION="${2:?usage: packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX]]}"
+USAGE="usage: packaging.sh BUILD_DIR VERSION [NGINX_ABI [NGINX [KEEP_DIR]]]"
+BUILD="$(cd "${1:?$USAGE}" && pwd)"  # the script changes directory
+VERSION="${2:?$USAGE}"
 NGINX_ABI="${3:-}"
 NGINX="${4:-}"
+KEEP_DIR="${5:-}"
+[[ -z "$KEEP_DIR" ]] || rm -rf "$KEEP_DIR"  # no packages from an earlier run if this one fails
 TMP="$(mktemp -d)"
 SEG="/shmlimit-test-packaging-$$"
 cleanup() {
@@ -91,6 +96,12 @@ grep -x "activate-noawait ldconfig" "$TMP/ctl-lib/triggers" >/dev/null 2>&1 || f
 lacks "${DEB[libshmlimit]}" '^\./usr/include'
 dpkg-deb -f "${DEB[libshmlimit-dev]}" Depends | grep -F "libshmlimit (= ${VERSION}-1)" >/dev/null ||
   fail "libshmlimit-dev does not depend on libshmlimit (= ${VERSION}-1)"
+mkdir -p "$TMP/ctl-py"
+dpkg-deb -e "${DEB[python3-shmlimit]}" "$TMP/ctl-py"
+for s in postinst prerm; do
+  [[ -x "$TMP/ctl-py/$s" ]] || fail "python3-shmlimit has no executable $s"
+done
+grep -F "py3clean -p python3-shmlimit" "$TMP/ctl-py/prerm" >/dev/null || fail "python3-shmlimit: prerm does not remove the bytecode"
 if [[ -n "$NGINX_ABI" ]]; then
   NG="${DEB[libnginx-mod-http-shmlimit]}"
   contains "$NG" usr/lib/nginx/modules/ngx_http_shmlimit_module.so \
@@ -205,5 +216,10 @@ if [[ $EUID -eq 0 ]]; then
   dpkg --dry-run -i "${DEB[@]}" >"$TMP/dpkg.log" 2>&1 || { cat "$TMP/dpkg.log" >&2; fail "dpkg --dry-run -i"; }
 else
   echo "not root: dpkg --dry-run -i skipped"
+fi
+if [[ -n "$KEEP_DIR" ]]; then
+  mkdir -p "$KEEP_DIR"
+  cp "${DEB[@]}" "$KEEP_DIR/"
+  echo "packages kept in $KEEP_DIR"
 fi
 echo "packaging: ok"
