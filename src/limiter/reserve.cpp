@@ -84,57 +84,63 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
     return std::move(plain(apply(policy, key, cost, now, Op::kAcquire, nullptr, live_clock)));
   }
   const detail::GcraParams g{p.algo.emission_ns, p.algo.burst, p.reciprocal};
-  const bool tb = p.algo.algorithm == Algorithm::kTokenBucket;
-  // One reservation on `state` at `now` (algorithms/reserve.hpp).
-  const auto step = [&](u64 state) noexcept {
-    return tb ? detail::reserve_tb(p.algo, state, now, cost, max_wait_ns)
-              : detail::reserve_tat(state, now, cost, max_wait_ns, g);
-  };
   const detail::PackedKey pk(seed, resolved_policy, key);
-  detail::SlotRef ref;
-  for (;;) {
-    if (!table.find(pk, &ref)) {
-      // Absent = full bucket; as in decide(): a later clock reading than
-      // the reclaimer's, so the new bucket never starts in its past.
-      if (live_clock) now = std::max(now, this->now());
-      const u64 fresh_state = p.fresh_state(now);
-      const detail::ReserveOutcome fresh = step(fresh_state);
-      if (!fresh.store) {
-        out.decision_ = fresh.decision;
-        out.delay_ = Nanos(fresh.delay_ns);
-        out.act_at_ = act_time(now, fresh.delay_ns);
-        return out;
+  // The find-or-claim and the one CAS, around one reservation step on a
+  // state (algorithms/reserve.hpp); instantiated once per kind of queue, so
+  // each step inlines into its own loop.
+  const auto run = [&](const auto& step) -> Reservation {
+    detail::SlotRef ref;
+    for (;;) {
+      if (!table.find(pk, &ref)) {
+        // Absent = full bucket; as in decide(): a later clock reading than
+        // the reclaimer's, so the new bucket never starts in its past.
+        if (live_clock) now = std::max(now, this->now());
+        const u64 fresh_state = p.fresh_state(now);
+        const detail::ReserveOutcome fresh = step(fresh_state);
+        if (!fresh.store) {
+          out.decision_ = fresh.decision;
+          out.delay_ = Nanos(fresh.delay_ns);
+          out.act_at_ = act_time(now, fresh.delay_ns);
+          return std::move(out);
+        }
+        if (auto failed = claim(p, pk, now, fresh_state, &ref)) return std::move(plain(*failed));
       }
-      if (auto failed = claim(p, pk, now, fresh_state, &ref)) return std::move(plain(*failed));
+      const u64 version = detail::Word::version(ref.word);
+      u64 w = ref.word;
+      detail::ReserveOutcome o;
+      // The reservation's one write (Table::update, relaxed: see the
+      // protocol above), guarded by the word's version.
+      const detail::UpdateResult r = table.update(ref.index, version, &w, [&](u64 state) noexcept {
+        o = step(state);
+        return o.store ? detail::SlotStep::store(o.new_state) : detail::SlotStep::leave();
+      });
+      if (r == detail::UpdateResult::kReclaimed) continue;  // the slot went to another key: again
+      detail::SlotHead& h = table.head(ref.index);
+      out.decision_ = o.decision;
+      out.delay_ = Nanos(o.delay_ns);  // Nanos::max() for a cost that never fits
+      out.act_at_ = act_time(now, o.delay_ns);
+      if (r == detail::UpdateResult::kStored) {
+        detail::approx_add(h.admitted);  // per key, approximate (table.hpp)
+        out.impl_ = this;
+        out.policy_ = resolved_policy;
+        out.slot_ = ref.index;
+        out.version_ = version;
+        out.reserved_ = o.new_state;
+        out.span_ = o.span;  // what cancel gives back (ReserveOutcome::span)
+        out.pid_ = own_pid();
+      } else if (!o.decision.allowed) {
+        detail::approx_add(h.denied);
+      }
+      return std::move(out);
     }
-    const u64 version = detail::Word::version(ref.word);
-    u64 w = ref.word;
-    detail::ReserveOutcome o;
-    // The reservation's one write (Table::update, relaxed: see the
-    // protocol above), guarded by the word's version.
-    const detail::UpdateResult r = table.update(ref.index, version, &w, [&](u64 state) noexcept {
-      o = step(state);
-      return o.store ? detail::SlotStep::store(o.new_state) : detail::SlotStep::leave();
+  };
+  if (p.algo.algorithm == Algorithm::kTokenBucket) {
+    return run([&](u64 state) noexcept {
+      return detail::reserve_tb(p.algo, state, now, cost, max_wait_ns);
     });
-    if (r == detail::UpdateResult::kReclaimed) continue;  // the slot went to another key: again
-    detail::SlotHead& h = table.head(ref.index);
-    out.decision_ = o.decision;
-    out.delay_ = Nanos(o.delay_ns);  // Nanos::max() for a cost that never fits
-    out.act_at_ = act_time(now, o.delay_ns);
-    if (r == detail::UpdateResult::kStored) {
-      detail::approx_add(h.admitted);  // per key, approximate (table.hpp)
-      out.impl_ = this;
-      out.policy_ = resolved_policy;
-      out.slot_ = ref.index;
-      out.version_ = version;
-      out.reserved_ = o.new_state;
-      out.span_ = o.span;  // what cancel gives back (ReserveOutcome::span)
-      out.pid_ = own_pid();
-    } else if (!o.decision.allowed) {
-      detail::approx_add(h.denied);
-    }
-    return out;
   }
+  return run(
+      [&](u64 state) noexcept { return detail::reserve_tat(state, now, cost, max_wait_ns, g); });
 }
 
 bool Limiter::Impl::reserve_cancel(const Reservation& res) noexcept {
