@@ -57,6 +57,69 @@ std::string conformance(const std::vector<std::int64_t>& sorted, std::int64_t t_
   return {};
 }
 
+// `workers` forked processes reserve `each` turns one after another on
+// (id, "acct"), as fast as they can, released together. The turns sorted,
+// with the segment clock just before the release and after the last exit.
+struct ReservedTurns {
+  std::vector<std::int64_t> sorted;
+  std::int64_t start = 0;
+  std::int64_t end = 0;
+};
+
+void reserve_in_workers(const ScopedName& name, Limiter& lim, PolicyId id, int workers, int each,
+                        ReservedTurns* out) {
+  Shared<std::atomic<std::int64_t>> turns(static_cast<std::size_t>(workers * each));
+  Shared<std::atomic<std::uint64_t>> go;
+  const auto pids = fork_workers(workers, [&](int w) {
+    Limiter l = Limiter::open(options(name));
+    wait_for(*go, 1);
+    for (int i = 0; i < each; ++i) {
+      const Reservation r = l.reserve(id, "acct", 1, Nanos::max());
+      if (!r.ok()) return 1;
+      turns[static_cast<std::size_t>(w * each + i)].store(r.time_to_act().count(),
+                                                          std::memory_order_relaxed);
+    }
+    return 0;
+  });
+  out->start = lim.now().count();
+  go->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  out->end = lim.now().count();
+  out->sorted.clear();
+  for (int i = 0; i < workers * each; ++i) {
+    out->sorted.push_back(turns[static_cast<std::size_t>(i)].load());
+  }
+  std::sort(out->sorted.begin(), out->sorted.end());
+}
+
+// `workers` forked processes call wait_for() `each` times on (id, "acct")
+// with a generous deadline, released together; every call must be granted.
+// The realised times (the segment clock read after each wait returned),
+// sorted.
+void wait_in_workers(const ScopedName& name, PolicyId id, int workers, int each,
+                     std::vector<std::int64_t>* sorted) {
+  Shared<std::atomic<std::int64_t>> acts(static_cast<std::size_t>(workers * each));
+  Shared<std::atomic<std::uint64_t>> go;
+  const auto pids = fork_workers(workers, [&](int w) {
+    Limiter l = Limiter::open(options(name));
+    wait_for(*go, 1);
+    for (int i = 0; i < each; ++i) {
+      const Decision d = l.wait_for(id, "acct", 1, std::chrono::seconds(120));
+      if (!d.allowed) return 1;
+      acts[static_cast<std::size_t>(w * each + i)].store(l.now().count(),
+                                                         std::memory_order_relaxed);
+    }
+    return 0;
+  });
+  go->store(1, std::memory_order_release);
+  ASSERT_EQ(wait_all(pids), 0);
+  sorted->clear();
+  for (int i = 0; i < workers * each; ++i) {
+    sorted->push_back(acts[static_cast<std::size_t>(i)].load());
+  }
+  std::sort(sorted->begin(), sorted->end());
+}
+
 // 8 workers reserve 60 turns each as fast as they can: 480 turns, each
 // distinct past the burst and all of them conforming to the policy.
 TEST(ReserveAcrossProcesses, TurnsAreDistinctAndConform) {
@@ -67,26 +130,11 @@ TEST(ReserveAcrossProcesses, TurnsAreDistinctAndConform) {
   constexpr std::int64_t kT = 1'000'000;  // 1000/s
   constexpr std::int64_t kBurst = 4;
   const PolicyId id = add_vendor(lim, 1000, kBurst);
-  Shared<std::atomic<std::int64_t>> turns(kWorkers * kEach);
-  Shared<std::atomic<std::uint64_t>> go;
-  const auto pids = fork_workers(kWorkers, [&](int w) {
-    Limiter l = Limiter::open(options(name));
-    wait_for(*go, 1);
-    for (int i = 0; i < kEach; ++i) {
-      const Reservation r = l.reserve(id, "acct", 1, Nanos::max());
-      if (!r.ok()) return 1;
-      turns[static_cast<std::size_t>(w * kEach + i)].store(r.time_to_act().count(),
-                                                           std::memory_order_relaxed);
-    }
-    return 0;
-  });
-  const std::int64_t start = lim.now().count();
-  go->store(1, std::memory_order_release);
-  ASSERT_EQ(wait_all(pids), 0);
-  const std::int64_t end = lim.now().count();
-  std::vector<std::int64_t> t;
-  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(turns[static_cast<std::size_t>(i)].load());
-  std::sort(t.begin(), t.end());
+  ReservedTurns run;
+  ASSERT_NO_FATAL_FAILURE(reserve_in_workers(name, lim, id, kWorkers, kEach, &run));
+  const std::vector<std::int64_t>& t = run.sorted;
+  const std::int64_t start = run.start;
+  const std::int64_t end = run.end;
   EXPECT_EQ(conformance(t, kT, kBurst), "");
   // Past the burst every turn is its own: no two equal.
   EXPECT_EQ(std::adjacent_find(t.begin() + kBurst, t.end()), t.end());
@@ -110,25 +158,9 @@ TEST(ReserveAcrossProcesses, RealisedCallsNeverRunAheadOfThePolicy) {
   constexpr std::int64_t kT = 5'000'000;  // 200/s
   constexpr std::int64_t kBurst = 3;
   const PolicyId id = add_vendor(lim, 200, kBurst);
-  Shared<std::atomic<std::int64_t>> acts(kWorkers * kEach);
-  Shared<std::atomic<std::uint64_t>> go;
   const std::int64_t start = lim.now().count();  // the bucket is full (fresh) from here on
-  const auto pids = fork_workers(kWorkers, [&](int w) {
-    Limiter l = Limiter::open(options(name));
-    wait_for(*go, 1);
-    for (int i = 0; i < kEach; ++i) {
-      const Decision d = l.wait_for(id, "acct", 1, std::chrono::seconds(120));
-      if (!d.allowed) return 1;
-      acts[static_cast<std::size_t>(w * kEach + i)].store(l.now().count(),
-                                                          std::memory_order_relaxed);
-    }
-    return 0;
-  });
-  go->store(1, std::memory_order_release);
-  ASSERT_EQ(wait_all(pids), 0);
   std::vector<std::int64_t> t;
-  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(acts[static_cast<std::size_t>(i)].load());
-  std::sort(t.begin(), t.end());
+  ASSERT_NO_FATAL_FAILURE(wait_in_workers(name, id, kWorkers, kEach, &t));
   for (std::size_t k = 0; k < t.size(); ++k) {
     const std::int64_t earliest = start + (static_cast<std::int64_t>(k) + 1 - kBurst) * kT;
     ASSERT_GE(t[k], earliest) << "call " << k << " ran ahead of the policy";
@@ -224,26 +256,11 @@ TEST(ReserveAcrossProcesses, TokenBucketTurnsConformAndUseEveryRefill) {
   constexpr std::int64_t kCount = 2;
   constexpr std::int64_t kBurst = 4;
   const PolicyId id = add_tb(lim, kCount, Nanos(kP), kBurst);
-  Shared<std::atomic<std::int64_t>> turns(kWorkers * kEach);
-  Shared<std::atomic<std::uint64_t>> go;
-  const auto pids = fork_workers(kWorkers, [&](int w) {
-    Limiter l = Limiter::open(options(name));
-    wait_for(*go, 1);
-    for (int i = 0; i < kEach; ++i) {
-      const Reservation r = l.reserve(id, "acct", 1, Nanos::max());
-      if (!r.ok()) return 1;
-      turns[static_cast<std::size_t>(w * kEach + i)].store(r.time_to_act().count(),
-                                                           std::memory_order_relaxed);
-    }
-    return 0;
-  });
-  const std::int64_t start = lim.now().count();
-  go->store(1, std::memory_order_release);
-  ASSERT_EQ(wait_all(pids), 0);
-  const std::int64_t end = lim.now().count();
-  std::vector<std::int64_t> t;
-  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(turns[static_cast<std::size_t>(i)].load());
-  std::sort(t.begin(), t.end());
+  ReservedTurns run;
+  ASSERT_NO_FATAL_FAILURE(reserve_in_workers(name, lim, id, kWorkers, kEach, &run));
+  const std::vector<std::int64_t>& t = run.sorted;
+  const std::int64_t start = run.start;
+  const std::int64_t end = run.end;
   EXPECT_EQ(tb_conformance(t, kP, kCount, kBurst), "");
   EXPECT_GE(t.front(), start);
   for (const std::int64_t x : t) {
@@ -278,25 +295,9 @@ TEST(ReserveAcrossProcesses, TokenBucketRealisedCallsNeverRunAheadOfTheRefills) 
   constexpr std::int64_t kCount = 2;
   constexpr std::int64_t kBurst = 2;
   const PolicyId id = add_tb(lim, kCount, Nanos(kP), kBurst);
-  Shared<std::atomic<std::int64_t>> acts(kWorkers * kEach);
-  Shared<std::atomic<std::uint64_t>> go;
   const std::int64_t start = lim.now().count();
-  const auto pids = fork_workers(kWorkers, [&](int w) {
-    Limiter l = Limiter::open(options(name));
-    wait_for(*go, 1);
-    for (int i = 0; i < kEach; ++i) {
-      const Decision d = l.wait_for(id, "acct", 1, std::chrono::seconds(120));
-      if (!d.allowed) return 1;
-      acts[static_cast<std::size_t>(w * kEach + i)].store(l.now().count(),
-                                                          std::memory_order_relaxed);
-    }
-    return 0;
-  });
-  go->store(1, std::memory_order_release);
-  ASSERT_EQ(wait_all(pids), 0);
   std::vector<std::int64_t> t;
-  for (int i = 0; i < kWorkers * kEach; ++i) t.push_back(acts[static_cast<std::size_t>(i)].load());
-  std::sort(t.begin(), t.end());
+  ASSERT_NO_FATAL_FAILURE(wait_in_workers(name, id, kWorkers, kEach, &t));
   for (std::size_t k = 0; k < t.size(); ++k) {
     const std::int64_t need = std::max<std::int64_t>(static_cast<std::int64_t>(k) + 1 - kBurst, 0);
     const std::int64_t earliest =
