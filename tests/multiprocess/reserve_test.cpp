@@ -120,6 +120,27 @@ void wait_in_workers(const ScopedName& name, PolicyId id, int workers, int each,
   std::sort(sorted->begin(), sorted->end());
 }
 
+// Forks one worker that waits (wait_for, up to `child_wait`) for a turn on
+// (id, "acct"), polls until `landed()` says its reservation is in the
+// bucket (at most 60 s), then SIGKILLs it in its sleep and reaps it.
+template <class Landed>
+void kill_a_waiter_in_its_sleep(const ScopedName& name, PolicyId id,
+                                std::chrono::seconds child_wait, Landed landed) {
+  const auto pids = fork_workers(1, [&](int) {
+    Limiter l = Limiter::open(options(name));
+    (void)l.wait_for(id, "acct", 1, child_wait);
+    return 0;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool in = false;
+  while (!(in = landed()) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(in) << "the child never reserved";
+  ::kill(pids[0], SIGKILL);
+  ASSERT_EQ(wait_all(pids, /*killed_ok=*/true), 0);
+}
+
 // 8 workers reserve 60 turns each as fast as they can: 480 turns, each
 // distinct past the burst and all of them conforming to the policy.
 TEST(ReserveAcrossProcesses, TurnsAreDistinctAndConform) {
@@ -183,22 +204,10 @@ TEST(ReserveAcrossProcesses, AKilledWaiterCostsOnlyItsTurn) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(lim.reserve(id, "acct", 1, Nanos::max()).ok());
   const Nanos before = lim.peek(id, "acct", 1).retry_after;
   ASSERT_GT(before, Nanos(2 * kT));  // 3 T, less the time since
-  const auto pids = fork_workers(1, [&](int) {
-    Limiter l = Limiter::open(options(name));
-    (void)l.wait_for(id, "acct", 1, std::chrono::seconds(60));
-    return 0;
-  });
-  // Wait until the child's reservation has landed (the queue grew by T).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  Nanos queue = before;
-  while (std::chrono::steady_clock::now() < deadline) {
-    queue = lim.peek(id, "acct", 1).retry_after;
-    if (queue > before + Nanos(kT / 2)) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_GT(queue, before + Nanos(kT / 2)) << "the child never reserved";
-  ::kill(pids[0], SIGKILL);
-  ASSERT_EQ(wait_all(pids, /*killed_ok=*/true), 0);
+  // Killed once its reservation has landed (the queue grew by T).
+  ASSERT_NO_FATAL_FAILURE(kill_a_waiter_in_its_sleep(name, id, std::chrono::seconds(60), [&] {
+    return lim.peek(id, "acct", 1).retry_after > before + Nanos(kT / 2);
+  }));
   // The next caller queues behind the dead one's turn: one T more than
   // before the child, never more (a small allowance for the time the
   // peeks took).
@@ -322,23 +331,12 @@ TEST(ReserveAcrossProcesses, TokenBucketAKilledWaiterCostsOnlyItsToken) {
     ASSERT_TRUE(r.ok());
     last = r.time_to_act().count();
   }
-  const auto pids = fork_workers(1, [&](int) {
-    Limiter l = Limiter::open(options(name));
-    (void)l.wait_for(id, "acct", 1, std::chrono::seconds(120));
-    return 0;
-  });
-  // Wait until the child's reservation has landed: an acquire's turn is
-  // then the refill after the child's (last + 2 periods).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  bool landed = false;
-  while (!landed && std::chrono::steady_clock::now() < deadline) {
+  // Killed once its reservation has landed: an acquire's turn is then the
+  // refill after the child's (last + 2 periods).
+  ASSERT_NO_FATAL_FAILURE(kill_a_waiter_in_its_sleep(name, id, std::chrono::seconds(120), [&] {
     const Nanos retry = lim.peek(id, "acct", 1).retry_after;
-    landed = lim.now().count() + retry.count() >= last + 2 * kP;
-    if (!landed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_TRUE(landed) << "the child never reserved";
-  ::kill(pids[0], SIGKILL);
-  ASSERT_EQ(wait_all(pids, /*killed_ok=*/true), 0);
+    return lim.now().count() + retry.count() >= last + 2 * kP;
+  }));
   const Reservation r = lim.reserve(id, "acct", 1, Nanos::max());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r.time_to_act().count(), last + 2 * kP);
