@@ -96,7 +96,10 @@ class ShmlimitThrottleMixin:
         ``Request`` wraps rather than through ``Request.__getattr__``, which
         reaches it only after a failed lookup: the same value, a third of
         the cost."""
-        meta = _meta(request)
+        if type(request) is Request and "META" not in request.__dict__ and "_request" in request.__dict__:
+            meta = request.__dict__["_request"].META
+        else:
+            meta = request.META
         xff = meta.get("HTTP_X_FORWARDED_FOR")
         remote_addr = meta.get("REMOTE_ADDR")
         num_proxies = api_settings.NUM_PROXIES
@@ -132,8 +135,13 @@ class ShmlimitThrottleMixin:
         return conf.registry.clock_ns(self.now)
 
     def allow_request(self, request: Any, view: Any) -> bool:
+        # The steady state is written out here, as it is the cost of every
+        # request: the bound policies by one dict lookup (_policies()), one
+        # rate on the segment's clock by one binding call (registry.acquire()
+        # otherwise), the decision recorded (conf.record()).
         self.decision = None
-        if getattr(self, "rate", None) is None:
+        rate = getattr(self, "rate", None)
+        if rate is None:
             return True
         key = self.key = self.get_cache_key(request, view)  # type: ignore[attr-defined]
         if key is None:
@@ -144,7 +152,13 @@ class ShmlimitThrottleMixin:
             del state["_history"]  # read from the bucket when asked
         registry = conf.registry
         try:
-            policies = self._policies()
+            scope = getattr(self, "scope", None) or type(self).__name__
+            if type(rate) is not str:
+                rate = str(rate)
+            variant = rate != (getattr(self, "THROTTLE_RATES", None) or {}).get(scope)
+            policies = registry.policies.get(("drf:", scope, rate, self.algorithm, variant))
+            if policies is None:
+                policies = registry.bind(scope, rate, self.algorithm, variant=variant)
             if type(key) is not str:
                 key = str(key)
             lim = registry.limiter
@@ -154,8 +168,6 @@ class ShmlimitThrottleMixin:
                 and getattr(type(self), "timer", None) is time.time
                 and "timer" not in state
             ):
-                # the common case, without registry.acquire's generality:
-                # one rate on the segment's clock
                 k = key.encode("utf-8", "surrogateescape")
                 if len(k) > registry.key_bytes:
                     k = fit_key(k, registry.key_bytes)
@@ -169,7 +181,13 @@ class ShmlimitThrottleMixin:
             registry.log_failure("throttle %r" % self._policy_scope(), e)
             return True
         self.decision = combined
-        conf.record(request, policies, combined, each)
+        # conf.record(request, policies, combined, each), inline
+        try:
+            recorded = getattr(request, "_request", request).__dict__.setdefault("shmlimit_decisions", [])
+        except AttributeError:  # no __dict__: nothing to remember it on
+            pass
+        else:
+            recorded.append((combined, policies, each))
         if combined.allowed:
             state["_charged"] = True
             return self.throttle_success()
@@ -274,16 +292,6 @@ class ShmlimitThrottleMixin:
         if available_requests <= 0:
             return None
         return remaining_duration / float(available_requests)  # type: ignore[no-any-return]
-
-
-def _meta(request: Any) -> Any:
-    """``request.META``; for DRF's own ``Request`` (not a subclass), that of
-    the Django request it wraps, unless set on the ``Request`` itself."""
-    if type(request) is Request:
-        state = request.__dict__
-        if "META" not in state and "_request" in state:
-            return state["_request"].META
-    return request.META
 
 
 # DRF's SimpleRateThrottle.cache_format: its keys are then formatted
