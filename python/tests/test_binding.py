@@ -182,6 +182,24 @@ def test_decisions_match_the_algorithm_tables(limiter, algorithm, rate, burst, s
         assert bool(d) == allowed
 
 
+def test_decision_fields_are_read_only_and_only_read_from_decisions(limiter):
+    pid = limiter.add_policy("p", "gcra", "1/h")
+    limiter.acquire(pid, "k")
+    d = limiter.acquire(pid, "k")
+    assert (d.allowed, d.limit, d.remaining, d.retry_after_ns, d.reason) == (False, 1, 0, d.retry_after_ns, "ok")
+    assert 0 < d.retry_after == d.retry_after_ns / 1e9 and d.reset_after == d.reset_after_ns / 1e9
+    assert isinstance(d.allowed, bool) and isinstance(d.limit, int) and isinstance(d.retry_after, float)
+    for field in ("allowed", "limit", "remaining", "retry_after", "retry_after_ns", "reset_after", "reset_after_ns"):
+        with pytest.raises(AttributeError):
+            setattr(d, field, 1)
+        with pytest.raises(TypeError):
+            getattr(shmlimit.Decision, field).__get__(object())
+        assert getattr(shmlimit.Decision, field).__doc__
+    # a subclass's decision reads through the same fields
+    w = limiter.wait(limiter.add_policy("q", "gcra", "5/h"), "k", max_wait=0.0)
+    assert isinstance(w, shmlimit.Decision) and (w.allowed, w.limit) == (True, 5)
+
+
 def test_cost_above_the_capacity_never_fits(limiter):
     limiter.add_policy("p", "gcra", "3/h")
     d = limiter.acquire("p", "k", 4)

@@ -100,6 +100,70 @@ def test_keys_are_exactly_drfs_including_num_proxies(segment, throttle_rates):
         assert keys == {b"throttle_anon_203.0.113.7", b"throttle_anon_10.0.0.1"}
 
 
+@pytest.mark.parametrize("num_proxies", [None, 0, 1, 2, 5])
+def test_idents_and_keys_are_drfs_for_every_request_kind(segment, throttle_rates, num_proxies):
+    # get_ident reads META from the Django request a DRF Request wraps, and
+    # the keys are formatted positionally: neither may change an answer
+    throttle_rates(anon="100/hour", user="100/hour", uploads="100/hour")
+
+    class Custom(sl.UserRateThrottle):
+        cache_format = "custom:%(ident)s:%(scope)s"
+
+    class DrfCustom(drf.UserRateThrottle):
+        cache_format = "custom:%(ident)s:%(scope)s"
+
+    class ScopedView:
+        throttle_scope = "uploads"
+
+    pairs = [(sl.AnonRateThrottle, drf.AnonRateThrottle), (sl.UserRateThrottle, drf.UserRateThrottle),
+             (sl.ScopedRateThrottle, drf.ScopedRateThrottle), (Custom, DrfCustom)]
+    settings = {"NUM_PROXIES": num_proxies, "UNAUTHENTICATED_USER": None}
+    with override_settings(REST_FRAMEWORK=settings):
+        for xff in (None, "", "198.51.100.1", "198.51.100.1, 203.0.113.7", " a , b ,c ", "x,"):
+            for user in (None, User(7), User((1, "composite"))):
+                extra = {"REMOTE_ADDR": "10.0.0.9"}
+                if xff is not None:
+                    extra["HTTP_X_FORWARDED_FOR"] = xff
+                django_request = factory.get("/x", **extra)
+                shadowed = Request(factory.get("/x", **extra))
+                shadowed.META = {"REMOTE_ADDR": "192.0.2.99"}  # set on the Request itself
+                for request in (Request(django_request), django_request, shadowed):
+                    if user is not None:
+                        request.user = user
+                    for ours, theirs in pairs:
+                        a, b = ours(), theirs()
+                        if ours is sl.ScopedRateThrottle:
+                            a.scope = b.scope = "uploads"
+                        assert a.get_ident(request) == b.get_ident(request), (xff, request)
+                        assert a.get_cache_key(request, ScopedView()) == b.get_cache_key(request, ScopedView())
+                        assert a.allow_request(request, ScopedView())
+
+
+def test_a_rate_changed_within_one_segment_rebinds_and_timers_inject_their_time(segment, throttle_rates):
+    throttle_rates(anon="2/hour")
+    request = Request(factory.get("/x", REMOTE_ADDR="10.0.0.3"))
+    assert [sl.AnonRateThrottle().allow_request(request, None) for _ in range(3)] == [True, True, False]
+    throttle_rates(anon="4/hour")  # the same scope and segment, a new rate: replaced, the count kept
+    assert [sl.AnonRateThrottle().allow_request(request, None) for _ in range(3)] == [True, True, False]
+    assert [p["rate"] for p in conf.get_limiter().policies()] == ["4/h"]
+
+    # a timer overridden on the class, then on the instance: the bucket
+    # decides at the timer's time, not the segment's clock
+    class Timed(sl.AnonRateThrottle):
+        scope = "timed"
+        rate = "1/min"
+        algorithm = "gcra"
+        timer = lambda self: 1000.0  # noqa: E731
+
+    throttle = Timed()
+    other = Request(factory.get("/x", REMOTE_ADDR="10.0.0.4"))
+    assert [throttle.allow_request(other, None) for _ in range(2)] == [True, False]
+    assert throttle.wait() == pytest.approx(60.0)
+    throttle.timer = lambda: 1060.0
+    assert throttle.allow_request(other, None)
+    assert not throttle.allow_request(other, None) and throttle.wait() == pytest.approx(60.0)
+
+
 def test_user_throttle_counts_users_and_skips_anon_in_anon_throttle(segment, throttle_rates):
     throttle_rates(anon="1/hour", user="2/hour")
     view = view_with([sl.AnonRateThrottle, sl.UserRateThrottle])

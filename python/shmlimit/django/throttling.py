@@ -28,7 +28,7 @@ import calendar
 import json
 import math
 import time
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import throttling as drf
@@ -56,6 +56,9 @@ __all__ = [
 
 _UNSET: Any = object()
 
+# parse_rate()'s answers by rate text
+_PARSED_RATES: Dict[str, Tuple[int, Any]] = {}
+
 
 class ShmlimitThrottleMixin:
     """Replaces the cache history of ``SimpleRateThrottle`` by a shared
@@ -80,12 +83,19 @@ class ShmlimitThrottleMixin:
         shmlimit's syntax as well (``"10/5m"``, ``"10/h;100/d"``)."""
         if rate is None:
             return (None, None)
+        # DRF builds its throttles per request: a rate is parsed once
+        parsed = _PARSED_RATES.get(rate) if type(rate) is str else None
+        if parsed is not None:
+            return parsed
         try:
             count, period = parse_rates(rate)[0]
         except InvalidArgumentError as e:
             raise ImproperlyConfigured("shmlimit: %s" % e) from e
         duration = int(period) if float(period).is_integer() else period
-        return (int(count), duration)  # type: ignore[return-value]
+        parsed = (int(count), duration)
+        if type(rate) is str and len(_PARSED_RATES) < 1024:  # the settings' few rates
+            _PARSED_RATES[rate] = parsed
+        return parsed  # type: ignore[return-value]
 
     def _policy_scope(self) -> str:
         return getattr(self, "scope", None) or type(self).__name__
