@@ -200,6 +200,23 @@ def test_decision_fields_are_read_only_and_only_read_from_decisions(limiter):
     assert isinstance(w, shmlimit.Decision) and (w.allowed, w.limit) == (True, 5)
 
 
+def test_acquire_bytes_is_acquire_of_a_policy_id_and_bytes(segment_name):
+    from shmlimit._shmlimit import _acquire_bytes
+
+    lim = Limiter.create(segment_name, capacity=64)
+    pid = lim.add_policy("p", "gcra", "2/h")
+    got = [_acquire_bytes(lim, pid, b"k") for _ in range(3)]
+    assert [d.allowed for d in got] == [True, True, False] and got[2].retry_after > 0
+    assert not lim.acquire(pid, "k").allowed  # the same bucket as acquire's
+    bad_calls = [(lim, pid, "k"), (lim, pid, bytearray(b"k")), (lim, pid), (lim, pid, b"k", 1), (pid, pid, b"k"), (lim, 0, b"k")]
+    for bad in bad_calls:
+        with pytest.raises(TypeError):
+            _acquire_bytes(*bad)
+    lim.close()
+    with pytest.raises(ValueError, match="closed"):
+        _acquire_bytes(lim, pid, b"k")
+
+
 def test_cost_above_the_capacity_never_fits(limiter):
     limiter.add_policy("p", "gcra", "3/h")
     d = limiter.acquire("p", "k", 4)
@@ -475,7 +492,9 @@ def test_type_stub_names_exactly_what_the_module_has():
     # The Redis tier's classes exist only in a build that has it.
     tier_only = {"RedisLimiter", "HybridLimiter", "TierDecision"}
     stubbed = members(tree.body) - (set() if ext.HAS_REDIS else tier_only)
-    assert stubbed == {n for n in dir(ext) if not n.startswith("_")}
+    public = {n for n in stubbed if not n.startswith("_")}
+    assert public == {n for n in dir(ext) if not n.startswith("_")}
+    assert all(hasattr(ext, n) for n in stubbed - public)  # the private names it types exist
     for name in sorted(stubbed & set(classes)):
         assert declared(classes[name]) == {n for n in dir(getattr(ext, name)) if not n.startswith("__")}, name
 
