@@ -12,10 +12,11 @@
 //     the library reports as Nanos::max() ("never": cost above the capacity)
 //     is float('inf') in seconds and 2**63-1 in ns.
 //   * Keys are str (encoded as UTF-8) or bytes; they are copied before the
-//     GIL is released. Keys read back are bytes; policy names, check
-//     problems and error messages read back are str decoded with
-//     backslashreplace (common.hpp's text()): a segment holding any bytes
-//     never makes a read raise UnicodeDecodeError.
+//     GIL is released (but by _acquire_bytes, which takes bytes only: they
+//     are immutable, and the call's arguments keep them alive). Keys read back are bytes; policy
+//     names, check problems and error messages read back are str decoded with backslashreplace
+//     (common.hpp's text()): a segment holding any bytes never makes a read raise
+//     UnicodeDecodeError.
 //   * shmlimit::Error becomes the shmlimit.Error subclass of its ErrorCode
 //     (python/shmlimit/errors.py), with .code set; std::invalid_argument and
 //     friends keep pybind11's usual mapping.
