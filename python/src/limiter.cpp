@@ -224,6 +224,9 @@ namespace shmlimit_python {
 // resolution: 40% of the call). The DRF throttle's call, once per request.
 // The same decision and Decision, the GIL released as acquire releases it;
 // a closed Limiter is the same ValueError, any other argument a TypeError.
+constexpr const char* kAcquireBytesTypes =
+    "_acquire_bytes(limiter, policy_id, key): a Limiter and a PolicyId";
+
 PyObject* acquire_bytes(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 3 || !PyBytes_Check(args[2])) {
     PyErr_SetString(PyExc_TypeError,
@@ -235,12 +238,13 @@ PyObject* acquire_bytes(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
     const auto id = py::handle(args[1]).cast<shmlimit::PolicyId>();
     const std::string_view key(PyBytes_AS_STRING(args[2]),
                                static_cast<std::size_t>(PyBytes_GET_SIZE(args[2])));
-    shmlimit::Decision d =
+    const shmlimit::Decision d =
         without_gil(self, [&](shmlimit::Limiter& l) { return l.acquire(id, key, 1); });
-    return py::cast(std::move(d)).release().ptr();
-  } catch (const py::cast_error&) {
-    PyErr_SetString(PyExc_TypeError,
-                    "_acquire_bytes(limiter, policy_id, key): a Limiter and a PolicyId");
+    return py::cast(d).release().ptr();  // a copy into a new Decision object
+  } catch (const py::cast_error&) {      // not a Limiter, not a PolicyId
+    PyErr_SetString(PyExc_TypeError, kAcquireBytesTypes);
+  } catch (const py::reference_cast_error&) {  // None
+    PyErr_SetString(PyExc_TypeError, kAcquireBytesTypes);
   } catch (py::error_already_set& e) {
     e.restore();
   } catch (const py::builtin_exception& e) {  // value_error: the Limiter is closed

@@ -209,6 +209,7 @@ def test_acquire_bytes_is_acquire_of_a_policy_id_and_bytes(segment_name):
     assert [d.allowed for d in got] == [True, True, False] and got[2].retry_after > 0
     assert not lim.acquire(pid, "k").allowed  # the same bucket as acquire's
     bad_calls = [(lim, pid, "k"), (lim, pid, bytearray(b"k")), (lim, pid), (lim, pid, b"k", 1), (pid, pid, b"k"), (lim, 0, b"k")]
+    bad_calls += [(None, pid, b"k"), (lim, None, b"k"), (lim, pid, None)]
     for bad in bad_calls:
         with pytest.raises(TypeError):
             _acquire_bytes(*bad)
