@@ -140,6 +140,7 @@ class _Registry:
         classes that share a scope with different rates never share a bucket.
         Raises ImproperlyConfigured for a rate or spec the library refuses,
         a conflicting policy (with REPLACE_POLICIES off) or a full policy table."""
+        # the DRF throttles look this key up themselves first (throttling.py)
         cache_key = (prefix, scope, rate, algorithm, variant)
         got = self.policies.get(cache_key)
         if got is not None:

@@ -166,6 +166,7 @@ class ShmlimitThrottleMixin:
             if type(rate) is not str:
                 rate = str(rate)
             variant = rate != (getattr(self, "THROTTLE_RATES", None) or {}).get(scope)
+            # registry.bind()'s own cache key, looked up without the call
             policies = registry.policies.get(("drf:", scope, rate, self.algorithm, variant))
             if policies is None:
                 policies = registry.bind(scope, rate, self.algorithm, variant=variant)
