@@ -146,6 +146,8 @@ def test_a_rate_changed_within_one_segment_rebinds_and_timers_inject_their_time(
     throttle_rates(anon="4/hour")  # the same scope and segment, a new rate: replaced, the count kept
     assert [sl.AnonRateThrottle().allow_request(request, None) for _ in range(3)] == [True, True, False]
     assert [p["rate"] for p in conf.get_limiter().policies()] == ["4/h"]
+    # the throttle finds its bound policies by bind()'s own cache key, without the call
+    assert ("drf:", "anon", "4/hour", None, False) in conf.registry.policies
 
     # a timer overridden on the class, then on the instance: the bucket
     # decides at the timer's time, not the segment's clock
