@@ -261,6 +261,8 @@ inline std::string render_table(const Table& t, bool color, std::string_view ind
       if (c > 0) body += "  ";
       body += right ? pad_left(row[c], width[c]) : last ? row[c] : pad_right(row[c], width[c]);
     }
+    // An empty last cell (a blank optional column) leaves no trailing blanks.
+    body.erase(body.find_last_not_of(' ') + 1);
     if (color && style != nullptr) return out + style + body + kReset + "\n";
     return out + body + "\n";
   };

@@ -100,6 +100,7 @@ inline Json denial_json(const DenialView& d) {
   o["retry_after_ns"] = duration_ns_json(d.retry_after);
   o["reason"] = denial_reason(d.reason);
   o["pid"] = d.pid;
+  o["repeats"] = d.repeats;
   return o;
 }
 
@@ -122,14 +123,14 @@ inline std::string render_denials(const RecentDenials& r, bool color) {
   std::string out = lost_line(r.lost);
   if (r.denials.empty()) return out + "no recent denials\n";
   Table t;
-  t.headers = {"TIME", "POLICY", "KEY", "COST", "RETRY-AFTER", "REASON", "PID"};
-  t.right = {false, false, false, true, true, false, true};
+  t.headers = {"TIME", "POLICY", "KEY", "COST", "RETRY-AFTER", "REASON", "PID", "REPEATS"};
+  t.right = {false, false, false, true, true, false, true, true};
   for (const auto& d : r.denials) {
     std::string key = escape_bytes(d.key);
     if (d.key_length > d.key.size()) key += fmt::format("... ({} bytes)", d.key_length);
     t.rows.push_back({format_utc(d.unix_ns), escape_bytes(d.policy), key, std::to_string(d.cost),
                       format_duration(d.retry_after), denial_reason(d.reason),
-                      std::to_string(d.pid)});
+                      std::to_string(d.pid), d.repeats == 0 ? "" : std::to_string(d.repeats)});
   }
   return out + render_table(t, color);
 }
@@ -492,7 +493,7 @@ inline std::string render_watch(std::string_view segment, const WatchSnapshot& p
     std::uint64_t grew = 0;
   };
   std::map<std::pair<std::string, std::string>, std::uint64_t> by_key;
-  for (const auto& d : cur.denials.denials) ++by_key[{d.policy, d.key}];
+  for (const auto& d : cur.denials.denials) by_key[{d.policy, d.key}] += 1 + d.repeats;
   std::vector<Denied> denied;
   for (const auto& [id, n] : by_key) denied.push_back({id.first, id.second, n});
   std::stable_sort(denied.begin(), denied.end(),

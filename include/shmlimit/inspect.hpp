@@ -123,6 +123,10 @@ struct DenialView {
   Nanos retry_after{0};          ///< the decision's retry_after (Nanos::max(): never fits)
   Reason reason = Reason::kOk;
   std::int32_t pid = 0;  ///< the process that was denied
+  /// More denials of the same key by the same thread that this record
+  /// stands for: a thread records a flood of one key about once per 100 ms
+  /// and counts the rest here (doc/cli.md, "Recent denials").
+  std::uint64_t repeats = 0;
 };
 
 /// The result of Limiter::recent_denials().

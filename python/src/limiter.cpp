@@ -724,7 +724,7 @@ void bind_limiter(py::module_& m) {
                                    "key"_a = py::bytes(d.key), "key_length"_a = d.key_length,
                                    "cost"_a = d.cost, "retry_after"_a = seconds(d.retry_after),
                                    "reason"_a = std::string(shmlimit::to_string(d.reason)),
-                                   "pid"_a = d.pid));
+                                   "pid"_a = d.pid, "repeats"_a = d.repeats));
             }
             return py::dict("denials"_a = rows, "next_cursor"_a = r.next_cursor, "lost"_a = r.lost);
           },

@@ -186,6 +186,7 @@ RecentDenials Limiter::recent_denials(std::uint64_t since_cursor) const {
     v.retry_after = Nanos(static_cast<Nanos::rep>(r.retry_after_ns));
     v.reason = r.reason;
     v.pid = static_cast<std::int32_t>(r.pid);
+    v.repeats = r.repeats;
     out.denials.push_back(std::move(v));
   }
   return out;

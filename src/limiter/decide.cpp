@@ -1,7 +1,10 @@
 // One decision: acquire, peek and refund on one bucket (limiter_impl.hpp).
 // The hot path: a policy snapshot from the process-local cache, a probe of
 // the table, the algorithm, and one CAS on the key's own slot.
+#include <pthread.h>
+
 #include <algorithm>
+#include <cstring>
 #include <optional>
 
 #include "limiter/limiter_impl.hpp"
@@ -35,6 +38,25 @@ std::string_view to_string(Reason reason) noexcept {
       return "needs_lease";
   }
   return "unknown";
+}
+
+void Limiter::Impl::record_denial(std::string_view key,
+                                  const detail::DenialFold::Denial& d) const noexcept {
+  // The fold is this thread's; a fork()ed child's only thread starts afresh
+  // (its parent's records are the parent's). Registered once per process.
+  static const bool cleared_in_children =
+      ::pthread_atfork(nullptr, nullptr, [] { detail::t_denial_fold = detail::DenialFold{}; }) == 0;
+  (void)cleared_in_children;
+  const detail::DenialFold::Step s = detail::t_denial_fold.step(counters.id(), key, d);
+  if (s.folded) return;
+  if (s.has_flush) {
+    char bytes[16];
+    std::memcpy(bytes, s.flush_words, sizeof bytes);
+    denial_ring().record(s.flush.time_ns, s.flush.policy, s.flush.reason,
+                         std::string_view(bytes, s.flush_len), s.flush.cost, s.flush.retry_after,
+                         s.flush_repeats);
+  }
+  denial_ring().record(d.time_ns, d.policy, d.reason, key, d.cost, d.retry_after, s.repeats);
 }
 
 // ReclaimPolicy: a bucket may be reclaimed when its algorithm says it is
@@ -186,7 +208,7 @@ template <bool Acquire>
   const PolicySnapshot* p = cached_policy(policy);
   if (p == nullptr || p->algo.algorithm == Algorithm::kSlidingLog || p->algorithm_is_lease() ||
       !p->valid || key.size() > 16 || now < 0 || now > detail::kClockHorizonNs - p->margin ||
-      (Acquire && seg->read_only())) [[unlikely]]
+      (Acquire && read_only)) [[unlikely]]
     return false;
   const detail::ShortKey pk(seed, policy, key);
   detail::SlotRef ref;

@@ -51,6 +51,10 @@ namespace shmlimit {
 
 namespace detail {
 
+// This thread's fold of repeated denials (denials.hpp): plain thread-local
+// state, never shared; cleared in a fork()ed child (record_denial).
+inline thread_local DenialFold t_denial_fold;
+
 // A consistent copy of one policy entry's active parameters.
 struct PolicySnapshot {
   detail::AlgoParams algo;
@@ -140,6 +144,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   using PolicySnapshot = detail::PolicySnapshot;
 
   std::unique_ptr<detail::Segment> seg;
+  // seg->read_only(), here: the fast path tests it without a second load.
+  bool read_only;
   // Exact per-policy totals (counters.hpp). Declared after `seg`, so it is
   // destroyed (its blocks freed) before the segment is unmapped.
   detail::CounterBlocks counters;
@@ -169,6 +175,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   explicit Impl(std::unique_ptr<detail::Segment> s, const Options& o)
       : seg(std::move(s)),
+        read_only(seg->read_only()),
         counters(seg->base(), seg->geometry(), seg->read_only()),
         table(seg->base() + seg->geometry().slot_offset, seg->geometry()),
         policy_table(
@@ -374,15 +381,21 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // ---- recent denials ------------------------------------------------------
   detail::DenialRing denial_ring() const noexcept { return denials; }
 
-  // Records a denied acquire in the ring (denials.hpp); the admit path
-  // never gets here. Returns `d`.
+  // Records a denied acquire in the ring (denials.hpp), a flood of one key
+  // folded per thread (DenialFold); the admit path never gets here.
+  // Returns `d`.
   Decision noted(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
                  const Decision& d) const noexcept {
-    if (!d.allowed && !seg->read_only() && d.reason != Reason::kUnknownPolicy) {
-      denial_ring().record(now, policy, d.reason, key, cost, d.retry_after);
+    if (!d.allowed && !read_only && d.reason != Reason::kUnknownPolicy) {
+      if (!detail::t_denial_fold.absorb(counters.id(), key, now, policy, d.reason, cost,
+                                        d.retry_after))
+        record_denial(key, detail::DenialFold::Denial{now, policy, d.reason, cost, d.retry_after});
     }
     return d;
   }
+  // What noted() does when the fold does not absorb the denial.
+  [[gnu::noinline]] void record_denial(std::string_view key,
+                                       const detail::DenialFold::Denial& d) const noexcept;
 
   // Counts one decision of an acquire or a lease in the exact per-policy
   // totals (counters.hpp) and records a denial in the ring. An admitted

@@ -50,7 +50,7 @@ inline constexpr const char* describe(SegmentKind kind) {
                                          : "a limiter segment";
 }
 // 2: lease records, sliding-log region; 3: retired policy entries, counter blocks
-inline constexpr u32 kLayoutVersion = 3;
+inline constexpr u32 kLayoutVersion = 4;
 inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
 inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)
 inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
@@ -352,7 +352,7 @@ struct alignas(64) DenialEntry {
   AtomicU64 info;            // bits 0-7 policy index, 8-15 Reason, 16-31 key length, 32-63 pid
   AtomicU64 cost;            // cost units asked for
   AtomicU64 retry_after_ns;  // the decision's retry_after, ns (saturated)
-  AtomicU64 reserved;
+  AtomicU64 repeats;  // more denials of the key this record stands for (DenialFold, denials.hpp)
   AtomicU64 key[kDenialKeyBytes / 8];  // the first kDenialKeyBytes key bytes, NUL-padded
 };
 static_assert(sizeof(DenialRingHead) == 64 && sizeof(DenialEntry) == 128,

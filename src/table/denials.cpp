@@ -34,7 +34,8 @@ std::uint64_t DenialRing::next_ticket() const noexcept {
 }
 
 void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reason,
-                        std::string_view key, std::uint64_t cost, Nanos retry_after) noexcept {
+                        std::string_view key, std::uint64_t cost, Nanos retry_after,
+                        std::uint64_t repeats) noexcept {
   // Relaxed: the ticket only chooses the entry; the entry's seq publishes
   // its content. This is the ring's one shared counter, touched on denials only.
   const u64 t = head_->next.fetch_add(1, std::memory_order_relaxed);
@@ -73,6 +74,7 @@ void DenialRing::record(std::int64_t time_ns, std::uint32_t policy, Reason reaso
   e.cost.store(cost, std::memory_order_relaxed);
   e.retry_after_ns.store(static_cast<u64>(std::max<Nanos::rep>(retry_after.count(), 0)),
                          std::memory_order_relaxed);
+  e.repeats.store(repeats, std::memory_order_relaxed);
   // Only the words that hold key bytes: the reader keeps min(key_len,
   // kDenialKeyBytes) bytes and zeroes the rest of its copy (read()). Each
   // word loaded straight from the key (load_word_upto8 for the tail): bytes
@@ -132,6 +134,7 @@ DenialRead DenialRing::read(std::uint64_t since) const {
     const u64 info = e.info.load(std::memory_order_relaxed);
     r.cost = e.cost.load(std::memory_order_relaxed);
     r.retry_after_ns = e.retry_after_ns.load(std::memory_order_relaxed);
+    r.repeats = e.repeats.load(std::memory_order_relaxed);
     u64 words[kKeyWords];
     for (u64 i = 0; i < kKeyWords; ++i) words[i] = e.key[i].load(std::memory_order_relaxed);
     // Acquire fence: the loads above complete before seq is read again; an
@@ -155,6 +158,49 @@ DenialRead DenialRing::read(std::uint64_t since) const {
     out.records.push_back(r);
   }
   out.next = head;
+  return out;
+}
+
+DenialFold::Step DenialFold::step(std::uint64_t handle_id, std::string_view key,
+                                  const Denial& d) noexcept {
+  Step out;
+  const bool short_key = key.size() <= 16;
+  std::uint64_t w[2] = {0, 0};
+  if (short_key) {
+    const auto n = static_cast<std::uint32_t>(key.size());
+    w[0] = load_word_upto8(key.data(), std::min<std::uint32_t>(n, 8));
+    if (n > 8) w[1] = load_word_upto8(key.data() + 8, n - 8);
+  }
+  const bool same = handle == handle_id && handle != 0 && short_key && len == key.size() &&
+                    words[0] == w[0] && words[1] == w[1] && last.policy == d.policy;
+  if (same && d.time_ns >= recorded_at && d.time_ns - recorded_at < kDenialFoldNs) {
+    ++folded;
+    last = d;
+    out.folded = true;
+    return out;
+  }
+  if (same) {
+    out.repeats = folded;  // the key's next record stands for the folded ones too
+  } else if (folded > 0 && handle == handle_id) {
+    // Another key: the previous one's last folded denial is recorded first.
+    out.has_flush = true;
+    out.flush = last;
+    out.flush_repeats = folded - 1;
+    out.flush_len = len;
+    out.flush_words[0] = words[0];
+    out.flush_words[1] = words[1];
+  }
+  folded = 0;
+  if (!short_key) {
+    handle = 0;  // nothing to fold into: the next denial starts afresh
+    return out;
+  }
+  handle = handle_id;
+  len = static_cast<std::uint32_t>(key.size());
+  words[0] = w[0];
+  words[1] = w[1];
+  recorded_at = d.time_ns;
+  last = d;
   return out;
 }
 

@@ -37,6 +37,7 @@
 
 #include "segment/layout.hpp"
 #include "shmlimit/shmlimit.hpp"
+#include "table/hash.hpp"
 
 namespace shmlimit::detail {
 
@@ -50,6 +51,7 @@ struct DenialRecord {
   std::uint32_t pid = 0;
   std::uint64_t cost = 0;
   std::uint64_t retry_after_ns = 0;  // saturated at 2^63 - 1 ("never")
+  std::uint64_t repeats = 0;         // more denials this record stands for (DenialFold)
   char key[kDenialKeyBytes] = {};    // min(key_len, kDenialKeyBytes) bytes
 };
 
@@ -69,8 +71,10 @@ class DenialRing {
 
   /// Records one denial. Lock-free; never blocks, never fails (a record that
   /// cannot be placed is dropped and shows up as lost to readers).
+  /// `repeats`: how many more denials of the key the record stands for
+  /// (DenialFold).
   void record(std::int64_t time_ns, std::uint32_t policy, Reason reason, std::string_view key,
-              std::uint64_t cost, Nanos retry_after) noexcept;
+              std::uint64_t cost, Nanos retry_after, std::uint64_t repeats = 0) noexcept;
 
   /// Copies the complete entries with tickets in [since, next). `since`
   /// beyond the newest ticket reads nothing and returns the current cursor.
@@ -86,6 +90,83 @@ class DenialRing {
  private:
   DenialRingHead* head_;
   DenialEntry* entries_;
+};
+
+/// How long a thread folds one key's repeated denials into its last record
+/// of that key (DenialFold).
+inline constexpr std::int64_t kDenialFoldNs = 100'000'000;
+
+/// Folds a flood of one key's denials into few ring records, per thread
+/// (doc/cli.md, "Recent denials"). A denial of the same handle, policy and
+/// key (up to 16 bytes; longer keys are always recorded) as the thread's
+/// last record, less than kDenialFoldNs after that record, is not written
+/// to the ring: it is counted here. The key's next record, once the time
+/// has passed, carries the count in `repeats`; when the thread is next
+/// denied on another key, the last folded denial is recorded first, with
+/// the rest of the count. So a flood costs the ring about one record per
+/// key per thread per kDenialFoldNs instead of evicting every other record,
+/// and costs each denial no locked instruction; the exact totals are the
+/// counter blocks (counters.hpp), which count every denial. What the ring
+/// does not show: the folded denials of a thread's last key until that
+/// thread is denied again.
+///
+/// A function of its state and the caller's clock: no I/O, no atomics (the
+/// state is thread-local; the owner clears it in a fork()ed child).
+struct DenialFold {
+  /// The denial to record, as step() was told it.
+  struct Denial {
+    std::int64_t time_ns = 0;
+    std::uint32_t policy = 0;
+    Reason reason = Reason::kOk;
+    std::uint64_t cost = 0;
+    Nanos retry_after{0};
+  };
+  /// What the caller writes to the ring, in order: `flush` (the previous
+  /// key's last folded denial, `flush_repeats` more behind it) when
+  /// has_flush, then this denial with `repeats` unless folded.
+  struct Step {
+    bool folded = false;
+    std::uint64_t repeats = 0;
+    bool has_flush = false;
+    Denial flush;
+    std::uint64_t flush_repeats = 0;
+    std::uint32_t flush_len = 0;
+    std::uint64_t flush_words[2] = {0, 0};
+  };
+
+  std::uint64_t handle = 0;         // the Limiter handle's unique id (never 0); 0: no key
+  std::uint32_t len = 0;            // the key's length, <= 16
+  std::uint64_t words[2] = {0, 0};  // its bytes, zero-padded
+  std::int64_t recorded_at = 0;     // when the key was last recorded
+  std::uint64_t folded = 0;         // its denials since then, not recorded
+  Denial last;                      // the last of them
+
+  /// The common case of a flood, inline: `d` repeats the key last recorded
+  /// on handle `handle_id`, within kDenialFoldNs of that record. Counts it
+  /// and returns true; false when step() must decide.
+  /// Scalars, not a Denial, and `last` stored field by field: a struct
+  /// built on the stack and copied with wide loads would stall on store
+  /// forwarding on every denial of a flood.
+  [[gnu::always_inline]] bool absorb(std::uint64_t handle_id, std::string_view key,
+                                     std::int64_t time_ns, std::uint32_t policy, Reason reason,
+                                     std::uint64_t cost, Nanos retry_after) noexcept {
+    if (handle != handle_id || key.size() != len || last.policy != policy ||
+        time_ns < recorded_at || time_ns - recorded_at >= kDenialFoldNs)
+      return false;
+    // len <= 16: a key is kept only when it fits (step)
+    const std::uint64_t w0 = load_word_upto8(key.data(), len < 8 ? len : 8);
+    const std::uint64_t w1 = len > 8 ? load_word_upto8(key.data() + 8, len - 8) : 0;
+    if (w0 != words[0] || w1 != words[1]) return false;
+    ++folded;
+    last.time_ns = time_ns;
+    last.reason = reason;
+    last.cost = cost;
+    last.retry_after = retry_after;
+    return true;
+  }
+  /// Decides what to record for `d` of `key` on handle `handle_id` (after
+  /// absorb() said no, or instead of it), and updates the state.
+  Step step(std::uint64_t handle_id, std::string_view key, const Denial& d) noexcept;
 };
 
 }  // namespace shmlimit::detail

@@ -44,13 +44,24 @@ namespace shmlimit::detail {
 }
 
 /// Hash of a key already packed into little-endian 64-bit words (the last
-/// one zero-padded), as the table stores it: one multiply-mix per word.
-/// PackedKey (table.hpp) is the one place keys are packed and hashed.
+/// one zero-padded), as the table stores it. PackedKey (table.hpp) is the
+/// one place keys are packed and hashed.
+///   up to 16 bytes (IPs, user ids: every hot-path key): two multiply-mixes,
+///     wyhash's shape for short input: mix(tag, mix(w0 ^ seed, w1 ^ seed)).
+///     The chain from the key to its slot address is two multiplies long.
+///   longer keys: one multiply-mix per word, then a final one.
+/// Part of the segment format (doc/segment-format.md): every process
+/// sharing a segment must place a key in the same slot.
 inline std::uint64_t hash_words(std::uint64_t seed, std::uint32_t policy,
                                 const std::uint64_t* words, std::size_t nwords, std::size_t len) {
   constexpr std::uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL,
                           k2 = 0x8ebc6af09c88c6e3ULL, k3 = 0x589965cc75374cc3ULL;
-  std::uint64_t h = mum(seed ^ k0, (static_cast<std::uint64_t>(policy) << 32 | len) ^ k1);
+  const std::uint64_t tag = static_cast<std::uint64_t>(policy) << 32 | len;
+  if (nwords <= 2) [[likely]] {
+    const std::uint64_t a = nwords > 0 ? words[0] : 0, b = nwords > 1 ? words[1] : 0;
+    return mum(tag ^ k1, mum(a ^ seed ^ k0, b ^ seed ^ k2));
+  }
+  std::uint64_t h = mum(seed ^ k0, tag ^ k1);
   for (std::size_t i = 0; i < nwords; ++i) h = mum(h ^ words[i] ^ k2, k3 ^ (h >> 29));
   return mum(h ^ k3, k0 ^ (h >> 31));
 }

@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "segment/segment.hpp"
@@ -23,7 +24,7 @@ Table::Table(std::byte* slots, const Geometry& g) noexcept
     : slots_(slots),
       capacity_(g.capacity),
       mask_(g.capacity - 1),
-      slot_bytes_(g.slot_bytes),
+      slot_shift_(static_cast<std::uint32_t>(std::countr_zero(g.slot_bytes))),
       max_probe_(std::min(g.max_probe, g.capacity)),
       key_capacity_(g.key_capacity()) {}
 

@@ -152,11 +152,11 @@ class Table {
 
   SlotHead& head(std::uint32_t index) const noexcept {
     return *reinterpret_cast<SlotHead*>(slots_ +
-                                        static_cast<std::size_t>(index & mask_) * slot_bytes_);
+                                        (static_cast<std::size_t>(index & mask_) << slot_shift_));
   }
   AtomicU64* key_words(std::uint32_t index) const noexcept {
     return reinterpret_cast<AtomicU64*>(
-        slots_ + static_cast<std::size_t>(index & mask_) * slot_bytes_ + kSlotHeadBytes);
+        slots_ + (static_cast<std::size_t>(index & mask_) << slot_shift_) + kSlotHeadBytes);
   }
   std::uint32_t capacity() const noexcept { return capacity_; }
   std::uint32_t key_capacity() const noexcept { return key_capacity_; }
@@ -259,7 +259,9 @@ class Table {
   std::byte* slots_;
   std::uint32_t capacity_;
   std::uint32_t mask_;
-  std::uint32_t slot_bytes_;
+  // log2 of the slot size: 64, 128 or 256 (Segment refuses any other), so
+  // a slot's address is a shift, not a multiply, on the probe's chain.
+  std::uint32_t slot_shift_;
   std::uint32_t max_probe_;
   std::uint32_t key_capacity_;
 };
@@ -354,12 +356,12 @@ template <class Key>
   // the compiler reload it from *this for every slot address.
   std::byte* const slots = slots_;
   const std::uint32_t mask = mask_;
-  const std::size_t slot_bytes = slot_bytes_;
+  const std::uint32_t slot_shift = slot_shift_;
   const std::uint32_t max_probe = max_probe_;
   const std::uint32_t home_index = home(key.hash);
   for (std::uint32_t d = 0; d < max_probe; ++d) {
     const std::uint32_t i = (home_index + d) & mask;
-    SlotHead& h = *reinterpret_cast<SlotHead*>(slots + static_cast<std::size_t>(i) * slot_bytes);
+    SlotHead& h = *reinterpret_cast<SlotHead*>(slots + (static_cast<std::size_t>(i) << slot_shift));
     for (;;) {
       // Acquire: pairs with the claimer's release store of LIVE, so the key
       // bytes it wrote are visible.

@@ -1,16 +1,20 @@
 // The recent-denials ring (src/table/denials.hpp): wrap-around, the count of
 // entries lost to overflow, torn and abandoned entries crafted by hand, a
 // writer that must not mix its fields with an older writer's, key
-// truncation and hostile fields; then through the Limiter: only denials
-// write, with what they were denied for.
+// truncation and hostile fields; the fold of a flood (DenialFold) as a
+// table; then through the Limiter: only denials write, with what they were
+// denied for, a flood folded with its count.
 #include "table/denials.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -260,6 +264,84 @@ TEST(DenialRing, ConcurrentWritersNeverShowAReaderATornEntryAndEveryTicketIsAcco
       << "each ticket is returned once or counted lost once";
 }
 
+// ---- the fold of a flood (DenialFold): a function of its state and time ------
+
+struct FoldCase {
+  const char* what;
+  std::uint64_t handle;
+  std::uint32_t policy;
+  const char* key;
+  std::int64_t t_ms;
+  // expected
+  bool folded;
+  std::uint64_t repeats;
+  bool flush;
+  const char* flush_key;
+  std::uint64_t flush_repeats;
+};
+
+TEST(DenialFold, FoldsRepeatsWithinTheWindowAndCarriesTheirCount) {
+  // One thread's denials in order; each row is what step() (after absorb())
+  // tells the caller to write.
+  const FoldCase rows[] = {
+      {"first denial of a: recorded", 1, 0, "a", 0, false, 0, false, "", 0},
+      {"a again at once: folded", 1, 0, "a", 1, true, 0, false, "", 0},
+      {"a again within 100 ms: folded", 1, 0, "a", 99, true, 0, false, "", 0},
+      {"a after the window: recorded, standing for the 2 folded", 1, 0, "a", 100, false, 2, false,
+       "", 0},
+      {"a folded again", 1, 0, "a", 150, true, 0, false, "", 0},
+      {"a folded again", 1, 0, "a", 160, true, 0, false, "", 0},
+      {"another key: a's last folded one first (1 more behind it), then b", 1, 0, "b", 170, false,
+       0, true, "a", 1},
+      {"b on another policy is another key", 1, 1, "b", 171, false, 0, false, "", 0},
+      {"the same key on another handle is another key", 2, 1, "b", 172, false, 0, false, "", 0},
+      {"b on handle 2 again: folded", 2, 1, "b", 173, true, 0, false, "", 0},
+      {"an earlier clock reading than the record: recorded, with the count", 2, 1, "b", 10, false,
+       1, false, "", 0},
+      {"a key longer than 16 bytes: always recorded", 2, 1, "seventeen-bytes-k", 11, false, 0,
+       false, "", 0},
+      {"and again: still recorded", 2, 1, "seventeen-bytes-k", 12, false, 0, false, "", 0},
+      {"16 bytes: folded like any short key (recorded first)", 2, 1, "sixteen-bytes-ky", 13, false,
+       0, false, "", 0},
+      {"16 bytes again: folded", 2, 1, "sixteen-bytes-ky", 14, true, 0, false, "", 0},
+      {"a prefix of it is another key", 2, 1, "sixteen-bytes-k", 15, false, 0, true,
+       "sixteen-bytes-ky", 0},
+  };
+  detail::DenialFold f;
+  for (const FoldCase& c : rows) {
+    SCOPED_TRACE(c.what);
+    const detail::DenialFold::Denial d{c.t_ms * 1'000'000, c.policy, Reason::kOk, 1, Nanos(7)};
+    const bool absorbed =
+        f.absorb(c.handle, c.key, d.time_ns, d.policy, d.reason, d.cost, d.retry_after);
+    EXPECT_EQ(absorbed, c.folded);
+    if (absorbed) continue;
+    const detail::DenialFold::Step s = f.step(c.handle, c.key, d);
+    EXPECT_FALSE(s.folded) << "absorb() decides every fold step() would";
+    EXPECT_EQ(s.repeats, c.repeats);
+    EXPECT_EQ(s.has_flush, c.flush);
+    if (s.has_flush) {
+      char bytes[16];
+      std::memcpy(bytes, s.flush_words, sizeof bytes);
+      EXPECT_EQ(std::string(bytes, s.flush_len), c.flush_key);
+      EXPECT_EQ(s.flush_repeats, c.flush_repeats);
+    }
+  }
+}
+
+TEST(DenialFold, AFlushedRecordKeepsTheLastFoldedDenialsFields) {
+  detail::DenialFold f;
+  EXPECT_FALSE(f.step(1, "k", {0, 3, Reason::kOk, 1, Nanos(10)}).folded);
+  EXPECT_TRUE(f.absorb(1, "k", 5, 3, Reason::kCostTooHigh, 9, Nanos::max()));
+  const detail::DenialFold::Step s = f.step(1, "other", {6, 3, Reason::kOk, 1, Nanos(10)});
+  ASSERT_TRUE(s.has_flush);
+  EXPECT_EQ(s.flush.time_ns, 5);
+  EXPECT_EQ(s.flush.policy, 3u);
+  EXPECT_EQ(s.flush.reason, Reason::kCostTooHigh);
+  EXPECT_EQ(s.flush.cost, 9u);
+  EXPECT_EQ(s.flush.retry_after, Nanos::max());
+  EXPECT_EQ(s.flush_repeats, 0u);
+}
+
 // ---- through the Limiter -----------------------------------------------------
 
 class DenialsLimiterTest : public ::testing::Test {
@@ -345,6 +427,76 @@ TEST_F(DenialsLimiterTest, DeniedLeaseIsRecordedLikeADeniedAcquire) {
                    .decision()
                    .allowed);  // not a lease policy: unknown, not recorded
   EXPECT_EQ(limiter_.recent_denials().next_cursor, 1u);
+}
+
+// Every denial made is in the ring once, as an entry or in an entry's
+// repeats, however the flood was folded (the last key's pending count aside).
+std::uint64_t denials_shown(const RecentDenials& r) {
+  std::uint64_t n = 0;
+  for (const DenialView& d : r.denials) n += 1 + d.repeats;
+  return n;
+}
+
+TEST_F(DenialsLimiterTest, AFloodOfOneKeyIsFoldedIntoAnEntryPerWindowThatCountsIt) {
+  const Nanos t0{5'000'000'000};
+  ASSERT_TRUE(limiter_.acquire_at(api_, "flood", 2, t0).allowed);
+  for (int i = 0; i < 50; ++i) {  // 50 denials within 50 us
+    ASSERT_FALSE(limiter_.acquire_at(api_, "flood", 1, t0 + Nanos(i * 1000)).allowed);
+  }
+  RecentDenials r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 1u) << "one entry for the flood so far";
+  EXPECT_EQ(r.denials[0].repeats, 0u);
+  const Nanos later = t0 + std::chrono::milliseconds(100);
+  ASSERT_FALSE(limiter_.acquire_at(api_, "flood", 1, later).allowed);
+  r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 2u);
+  EXPECT_EQ(r.denials[1].key, "flood");
+  EXPECT_EQ(r.denials[1].at, later);
+  EXPECT_EQ(r.denials[1].repeats, 49u) << "the entry stands for the 49 folded before it";
+  EXPECT_EQ(denials_shown(r), 51u);
+  // The exact totals count every one.
+  const std::vector<PolicyCounters> totals = limiter_.counters();
+  ASSERT_FALSE(totals.empty());
+  EXPECT_EQ(totals[api_.index].denied, 51u);
+}
+
+TEST_F(DenialsLimiterTest, AnotherKeyFirstRecordsTheLastFoldedDenialOfThePreviousOne) {
+  const Nanos t0{5'000'000'000};
+  ASSERT_TRUE(limiter_.acquire_at(api_, "a", 2, t0).allowed);
+  ASSERT_TRUE(limiter_.acquire_at(api_, "b", 2, t0).allowed);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_FALSE(limiter_.acquire_at(api_, "a", 1, t0 + Nanos(i)).allowed);
+  ASSERT_FALSE(limiter_.acquire_at(api_, "b", 3, t0 + Nanos(10)).allowed);
+  const RecentDenials r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 3u);
+  EXPECT_EQ(r.denials[0].key, "a");
+  EXPECT_EQ(r.denials[0].repeats, 0u);
+  EXPECT_EQ(r.denials[1].key, "a") << "the flushed entry of a";
+  EXPECT_EQ(r.denials[1].at, t0 + Nanos(4)) << "as the last folded denial of a";
+  EXPECT_EQ(r.denials[1].repeats, 3u);
+  EXPECT_EQ(r.denials[2].key, "b");
+  EXPECT_EQ(r.denials[2].cost, 3u);
+  EXPECT_EQ(denials_shown(r), 6u);
+}
+
+TEST_F(DenialsLimiterTest, AForkedChildRecordsItsOwnFirstDenialOfItsParentsKey) {
+  const Nanos t0{5'000'000'000};
+  ASSERT_TRUE(limiter_.acquire_at(api_, "shared", 2, t0).allowed);
+  ASSERT_FALSE(limiter_.acquire_at(api_, "shared", 1, t0).allowed);  // the parent's entry
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Within the parent's window: the child's fold starts afresh.
+    const bool denied = !limiter_.acquire_at(api_, "shared", 1, t0 + Nanos(1)).allowed;
+    ::_exit(denied ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const RecentDenials r = limiter_.recent_denials();
+  ASSERT_EQ(r.denials.size(), 2u);
+  EXPECT_EQ(r.denials[0].pid, ::getpid());
+  EXPECT_EQ(r.denials[1].pid, child);
 }
 }  // namespace
 }  // namespace shmlimit
