@@ -151,6 +151,9 @@ DenialRead DenialRing::read(std::uint64_t since) const {
     r.pid = static_cast<std::uint32_t>(info >> 32);
     r.retry_after_ns =
         std::min<u64>(r.retry_after_ns, static_cast<u64>(std::numeric_limits<std::int64_t>::max()));
+    // A count no thread makes (2^40 folded denials), so sums over the
+    // ring's entries cannot wrap.
+    r.repeats = std::min<u64>(r.repeats, kDenialMaxRepeats);
     // The bytes past the key are another record's (the writer stores only
     // the words its key fills): zeroed in the copy.
     const std::size_t kept = std::min<std::size_t>(r.key_len, kDenialKeyBytes);

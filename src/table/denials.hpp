@@ -95,6 +95,9 @@ class DenialRing {
 /// How long a thread folds one key's repeated denials into its last record
 /// of that key (DenialFold).
 inline constexpr std::int64_t kDenialFoldNs = 100'000'000;
+/// The most repeats a reader reports for one entry (a hostile segment's
+/// larger value is clamped): 1024 entries' sums stay far below 2^64.
+inline constexpr std::uint64_t kDenialMaxRepeats = std::uint64_t{1} << 40;
 
 /// Folds a flood of one key's denials into few ring records, per thread
 /// (doc/cli.md, "Recent denials"). A denial of the same handle, policy and

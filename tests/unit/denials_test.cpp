@@ -222,11 +222,13 @@ TEST(DenialRing, HostileFieldsAreClampedByTheReader) {
   mem->entries[0].time_ns.store(~0ULL);
   mem->entries[0].retry_after_ns.store(~0ULL);
   mem->entries[0].info.store(0xFFFFFFFFFFFFFFFFULL);
+  mem->entries[0].repeats.store(~0ULL);
   const auto r = mem->ring().read(0);
   ASSERT_EQ(r.records.size(), 1u);
   EXPECT_LE(r.records[0].time_ns, static_cast<std::int64_t>(detail::kClockHorizonNs));
   EXPECT_EQ(r.records[0].retry_after_ns, static_cast<std::uint64_t>(INT64_MAX));
   EXPECT_EQ(r.records[0].key_len, 0xFFFFu);  // reported as stored; copies stop at kDenialKeyBytes
+  EXPECT_EQ(r.records[0].repeats, detail::kDenialMaxRepeats);  // sums of 1024 entries cannot wrap
 }
 
 TEST(DenialRing, ConcurrentWritersNeverShowAReaderATornEntryAndEveryTicketIsAccounted) {
