@@ -169,11 +169,8 @@ DenialFold::Step DenialFold::step(std::uint64_t handle_id, std::string_view key,
   Step out;
   const bool short_key = key.size() <= 16;
   std::uint64_t w[2] = {0, 0};
-  if (short_key) {
-    const auto n = static_cast<std::uint32_t>(key.size());
-    w[0] = load_word_upto8(key.data(), std::min<std::uint32_t>(n, 8));
-    if (n > 8) w[1] = load_word_upto8(key.data() + 8, n - 8);
-  }
+  if (short_key)
+    load_words_upto16(key.data(), static_cast<std::uint32_t>(key.size()), &w[0], &w[1]);
   const bool same = handle == handle_id && handle != 0 && short_key && len == key.size() &&
                     words[0] == w[0] && words[1] == w[1] && last.policy == d.policy;
   if (same && d.time_ns >= recorded_at && d.time_ns - recorded_at < kDenialFoldNs) {

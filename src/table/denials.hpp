@@ -156,9 +156,8 @@ struct DenialFold {
     if (handle != handle_id || key.size() != len || last.policy != policy ||
         time_ns < recorded_at || time_ns - recorded_at >= kDenialFoldNs)
       return false;
-    // len <= 16: a key is kept only when it fits (step)
-    const std::uint64_t w0 = load_word_upto8(key.data(), len < 8 ? len : 8);
-    const std::uint64_t w1 = len > 8 ? load_word_upto8(key.data() + 8, len - 8) : 0;
+    std::uint64_t w0 = 0, w1 = 0;
+    load_words_upto16(key.data(), len, &w0, &w1);  // len <= 16: step keeps no longer key
     if (w0 != words[0] || w1 != words[1]) return false;
     ++folded;
     last.time_ns = time_ns;

@@ -32,6 +32,22 @@ namespace shmlimit::detail {
 // inside the large inlined hot path GCC 12 otherwise passes the __int128
 // product through the stack (a store and a reload on the hash's dependency
 // chain, once per word). Both forms compute the same value.
+/// The bytes of a key of up to 16 bytes as little-endian words, the last
+/// zero-padded: *w0, and *w1 only when there are more than 8 bytes (the
+/// caller's *w1 stays as it was: the table ignores it, the denial fold
+/// starts it at 0). How the table packs a short key, and how the denial
+/// fold (denials.hpp) compares one.
+[[gnu::always_inline]] inline void load_words_upto16(const char* p, std::uint32_t n,
+                                                     std::uint64_t* w0,
+                                                     std::uint64_t* w1) noexcept {
+  if (n > 8) {
+    std::memcpy(w0, p, 8);
+    *w1 = load_word_upto8(p + 8, n - 8);
+  } else {
+    *w0 = load_word_upto8(p, n);
+  }
+}
+
 [[gnu::always_inline]] inline std::uint64_t mum(std::uint64_t a, std::uint64_t b) {
 #if defined(__x86_64__) && defined(__GNUC__)
   std::uint64_t lo, hi;

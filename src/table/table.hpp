@@ -288,12 +288,7 @@ inline BasicPackedKey<Words>::BasicPackedKey(std::uint64_t seed, std::uint32_t p
   // up to 16 bytes (IPs, user ids: the common case) take no loop at all.
   const char* p = key.data();
   if (Words <= 2 || len <= 16) [[likely]] {
-    if (len > 8) {
-      std::memcpy(&words[0], p, 8);
-      words[1] = load_word_upto8(p + 8, len - 8);
-    } else {
-      words[0] = load_word_upto8(p, len);
-    }
+    load_words_upto16(p, len, &words[0], &words[1]);
   } else if constexpr (Words > 2) {
     const std::uint32_t full = len / 8;
     for (std::uint32_t i = 0; i < full; ++i) std::memcpy(&words[i], p + 8 * i, 8);
