@@ -127,12 +127,13 @@ class ShmlimitThrottleMixin:
         after the rate too, so that classes sharing a scope with different
         rates never share a limit. Once bound, one dict lookup (the
         registry's, emptied when ``SHMLIMIT`` changes)."""
-        scope = getattr(self, "scope", None) or type(self).__name__
+        scope = self._policy_scope()
         rate = self.rate  # type: ignore[attr-defined]
         if type(rate) is not str:
             rate = str(rate)
         variant = rate != (getattr(self, "THROTTLE_RATES", None) or {}).get(scope)
         registry = conf.registry
+        # registry.bind()'s own cache key, looked up without the call
         got = registry.policies.get(("drf:", scope, rate, self.algorithm, variant))
         if got is not None:
             return got
@@ -145,13 +146,11 @@ class ShmlimitThrottleMixin:
         return conf.registry.clock_ns(self.now)
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        # The steady state is written out here, as it is the cost of every
-        # request: the bound policies by one dict lookup (_policies()), one
-        # rate on the segment's clock by one binding call (registry.acquire()
-        # otherwise), the decision recorded (conf.record()).
+        # The steady state, the cost of every request: the bound policies by
+        # one dict lookup (_policies()), one rate on the segment's clock by
+        # one binding call (registry.acquire() otherwise).
         self.decision = None
-        rate = getattr(self, "rate", None)
-        if rate is None:
+        if getattr(self, "rate", None) is None:
             return True
         key = self.key = self.get_cache_key(request, view)  # type: ignore[attr-defined]
         if key is None:
@@ -162,14 +161,7 @@ class ShmlimitThrottleMixin:
             del state["_history"]  # read from the bucket when asked
         registry = conf.registry
         try:
-            scope = getattr(self, "scope", None) or type(self).__name__
-            if type(rate) is not str:
-                rate = str(rate)
-            variant = rate != (getattr(self, "THROTTLE_RATES", None) or {}).get(scope)
-            # registry.bind()'s own cache key, looked up without the call
-            policies = registry.policies.get(("drf:", scope, rate, self.algorithm, variant))
-            if policies is None:
-                policies = registry.bind(scope, rate, self.algorithm, variant=variant)
+            policies = self._policies()
             if type(key) is not str:
                 key = str(key)
             lim = registry.limiter
@@ -192,13 +184,7 @@ class ShmlimitThrottleMixin:
             registry.log_failure("throttle %r" % self._policy_scope(), e)
             return True
         self.decision = combined
-        # conf.record(request, policies, combined, each), inline
-        try:
-            recorded = getattr(request, "_request", request).__dict__.setdefault("shmlimit_decisions", [])
-        except AttributeError:  # no __dict__: nothing to remember it on
-            pass
-        else:
-            recorded.append((combined, policies, each))
+        conf.record(request, policies, combined, each)
         if combined.allowed:
             state["_charged"] = True
             return self.throttle_success()
