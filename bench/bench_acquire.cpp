@@ -32,6 +32,9 @@
 //   BM_Floor_ClockPlusCas_ColdSlot  the floor on a cold line: clock + CAS of the word of
 //                                   one of 1M random 128-byte slots of a 256 MiB shm
 //                                   region (the ManyKeys geometry): cache and TLB miss
+//   BM_Floor_PrefetchClockCas_ColdSlot  the same, with the slot prefetched for writing
+//                                   before the clock read (as acquire does): the
+//                                   miss overlaps the clock; the cold keys' floor
 //   BM_Acquire_ManyKeys             1M keys "user:%07d" in a 2M-slot table (50% full),
 //                                   visited in a random permutation (cache- and
 //                                   TLB-cold); every key claimed before timing
@@ -132,6 +135,20 @@ void BM_Floor_ClockPlusCas_ColdSlot(benchmark::State& state) {
     std::size_t i = e.cursor, dep = 0;
     for (auto _ : state) {
       dep = zero_depending_on(clock_then_cas(e.word(e.offsets[i] + dep)));
+      if (++i == e.offsets.size()) i = 0;
+    }
+    e.cursor = i;
+  });
+}
+
+void BM_Floor_PrefetchClockCas_ColdSlot(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<ColdEnv>("cold");
+    std::size_t i = e.cursor, dep = 0;
+    for (auto _ : state) {
+      std::atomic<std::uint64_t>& w = e.word(e.offsets[i] + dep);
+      prefetch_for_write(&w);
+      dep = zero_depending_on(clock_then_cas(w));
       if (++i == e.offsets.size()) i = 0;
     }
     e.cursor = i;
@@ -451,6 +468,7 @@ constexpr Case kCases[] = {
     {"BM_Lease_AcquireRelease", BM_Lease_AcquireRelease},
     {"BM_AcquireMany_BurstSustained", BM_AcquireMany_BurstSustained},
     {"BM_Floor_ClockPlusCas_ColdSlot", BM_Floor_ClockPlusCas_ColdSlot},
+    {"BM_Floor_PrefetchClockCas_ColdSlot", BM_Floor_PrefetchClockCas_ColdSlot},
     {"BM_Acquire_ManyKeys", BM_Acquire_ManyKeys},
     {"BM_Acquire_NewKeys", BM_Acquire_NewKeys},
     {"BM_Floor_CasSharedWord_2Proc", BM_Floor_CasSharedWord_2Proc},

@@ -82,6 +82,16 @@ inline std::uint64_t clock_then_cas(std::atomic<std::uint64_t>& word) noexcept {
   return std::max(cur, now) + 1;
 }
 
+// PREFETCHW of the line at `p` (a read prefetch elsewhere), as
+// Table::prefetch_home issues it before an acquire's clock read.
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__) && defined(__GNUC__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 // Zero, computed from `v` in a way neither the compiler nor the CPU can see
 // through: adding it to the next address makes that load wait for `v`.
 inline std::size_t zero_depending_on(std::uint64_t v) noexcept {

@@ -151,6 +151,7 @@ struct ShmlimitImpl final : Impl {
     shmlimit::Options o;
     o.name = name_;
     o.capacity = capacity;
+    o.slot_bytes = 64;
     limiter.emplace(shmlimit::Limiter::open_or_create(o));
     shmlimit::PolicySpec hot;
     hot.name = "hot";

@@ -200,32 +200,52 @@ Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u
 // decide() would: the same decision on the same word (gcra_decide_into
 // inlined for GCRA, algo_decide for the other word algorithms), the same
 // one CAS through Table::update, the same counts.
+//
+// The order is the speed: the key is packed and hashed and its home slot
+// prefetched (for writing, on an acquire) before the clock is read. The
+// vDSO's ordered TSC read (RDTSCP) waits for earlier instructions, so the
+// hash now precedes it (about 1 ns on a hot key), but the slot's cache
+// miss, or its transfer from the core that wrote it last, runs during the
+// clock read instead of after it: an acquire on one of many cold keys
+// costs a third less, a hot key shared with another process less too
+// (bench/README.md). `live`: `now` is read here, between the two (and on
+// an early miss, before returning), else it is the caller's instant.
 template <bool Acquire>
 [[gnu::always_inline]] inline bool Limiter::Impl::fast_decide(std::uint32_t policy,
                                                               std::string_view key, u64 cost,
-                                                              std::int64_t now,
+                                                              std::int64_t& now, bool live,
                                                               Decision* out) noexcept {
+  if (key.size() > 16 || (Acquire && read_only)) [[unlikely]] {
+    if (live) now = this->now();
+    return false;
+  }
+  const detail::ShortKey pk(seed, policy, key);
+  table.prefetch_home<Acquire>(pk);
+  if (live) now = this->now();
   const PolicySnapshot* p = cached_policy(policy);
   if (p == nullptr || p->algo.algorithm == Algorithm::kSlidingLog || p->algorithm_is_lease() ||
-      !p->valid || key.size() > 16 || now < 0 || now > detail::kClockHorizonNs - p->margin ||
-      (Acquire && read_only)) [[unlikely]]
+      !p->valid || now < 0 || now > detail::kClockHorizonNs - p->margin) [[unlikely]]
     return false;
-  const detail::ShortKey pk(seed, policy, key);
   detail::SlotRef ref;
   if (!table.find(pk, &ref)) [[unlikely]]
     return false;  // a new key (or one reclaimed): the claim path
   const detail::GcraParams params{p->algo.emission_ns, p->algo.burst, p->reciprocal};
+  const bool gcra = p->algo.algorithm == Algorithm::kGcra;
   // The one write (Table::update: relaxed, as in decide(); guarded by the
-  // word's version against a slot reclaimed for another key). The decision
-  // is written straight into the caller's Decision, the last time round.
+  // word's version against a slot reclaimed for another key). GCRA decides
+  // only the word before the CAS (gcra_step) and writes the caller's
+  // Decision after it, from the same state (gcra_decide_into): the locked
+  // instruction waits on none of the Decision's arithmetic or stores.
   Decision& d = *out;
   u64 w = ref.word;
+  u64 seen = 0;  // the state the last step decided on
   const detail::UpdateResult r =
       table.update(ref.index, detail::Word::version(ref.word), &w, [&](u64 state) noexcept {
         bool store = false;
         u64 next = 0;
-        if (p->algo.algorithm == Algorithm::kGcra) [[likely]] {
-          detail::gcra_decide_into(state, now, cost, params, d, store, next);
+        if (gcra) [[likely]] {
+          seen = state;
+          store = detail::gcra_step(state, now, cost, params, next);
         } else {
           // The other algorithms whose whole state is the word, as
           // decide_state (valid policy, `now` within its horizon: checked above).
@@ -236,9 +256,14 @@ template <bool Acquire>
         }
         return Acquire && store ? detail::SlotStep::store(next) : detail::SlotStep::leave();
       });
-  if constexpr (!Acquire) return r != detail::UpdateResult::kReclaimed;
   if (r == detail::UpdateResult::kReclaimed) [[unlikely]]
     return false;  // the key left its slot meanwhile: look it up again, in apply()
+  if (gcra) [[likely]] {
+    bool store = false;
+    u64 next = 0;
+    detail::gcra_decide_into(seen, now, cost, params, d, store, next);
+  }
+  if constexpr (!Acquire) return true;
   // Per key, approximate (table.hpp), as decide() counts; the exact totals
   // are the counter blocks.
   detail::count_per_key(table.head(ref.index), r, d.allowed);
@@ -254,9 +279,9 @@ template <bool Acquire>
 // on the way out).
 Decision Limiter::acquire(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
   Impl& m = *impl_;
-  const std::int64_t now = m.now();
+  std::int64_t now = 0;
   Decision d;
-  if (m.fast_decide<true>(policy.index, key, cost, now, &d)) [[likely]]
+  if (m.fast_decide<true>(policy.index, key, cost, now, true, &d)) [[likely]]
     return d;
   d = m.apply(policy.index, key, cost, now, Impl::Op::kAcquire, nullptr, true);
   m.counted(policy.index, key, cost, now, d);
@@ -268,9 +293,9 @@ Decision Limiter::acquire(std::string_view policy, std::string_view key,
   Impl& m = *impl_;
   const auto i = m.find_policy(policy);
   if (!i) return Impl::unknown_policy();
-  const std::int64_t now = m.now();
+  std::int64_t now = 0;
   Decision d;
-  if (m.fast_decide<true>(*i, key, cost, now, &d)) [[likely]]
+  if (m.fast_decide<true>(*i, key, cost, now, true, &d)) [[likely]]
     return d;
   d = m.apply(*i, key, cost, now, Impl::Op::kAcquire, nullptr, true);
   m.counted(*i, key, cost, now, d);
@@ -281,7 +306,8 @@ Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_
                              Nanos now) noexcept {
   Impl& m = *impl_;
   Decision d;
-  if (m.fast_decide<true>(policy.index, key, cost, now.count(), &d)) [[likely]]
+  std::int64_t at = now.count();
+  if (m.fast_decide<true>(policy.index, key, cost, at, false, &d)) [[likely]]
     return d;
   d = m.apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
   m.counted(policy.index, key, cost, now.count(), d);
@@ -290,9 +316,9 @@ Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {
   Impl& m = *impl_;
-  const std::int64_t now = m.now();
+  std::int64_t now = 0;
   Decision d;
-  if (m.fast_decide<false>(policy.index, key, cost, now, &d)) [[likely]]
+  if (m.fast_decide<false>(policy.index, key, cost, now, true, &d)) [[likely]]
     return d;
   d = m.apply(policy.index, key, cost, now, Impl::Op::kPeek, nullptr, true);
   return d;

@@ -417,8 +417,8 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // Returns false, having written
   // nothing, when any of that does not hold: apply() then decides as always.
   template <bool Acquire>
-  bool fast_decide(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t now,
-                   Decision* out) noexcept;
+  bool fast_decide(std::uint32_t policy, std::string_view key, u64 cost, std::int64_t& now,
+                   bool live, Decision* out) noexcept;
 
   static Decision unknown_policy() noexcept {
     Decision d;

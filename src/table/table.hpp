@@ -212,6 +212,26 @@ class Table {
   template <class Key>
   bool find(const Key& key, SlotRef* out) const noexcept;
 
+  /// Starts bringing the home slot of `key` into this core's cache, for
+  /// writing when `ForWrite` (PREFETCHW on x86-64, so a CAS finds the line
+  /// already exclusive) or for reading. Issued before the clock read, the
+  /// miss of a cold slot, or the transfer of a slot another core just
+  /// wrote, overlaps the clock instead of following it. A hint only: no
+  /// memory is read or written, and it never faults.
+  template <bool ForWrite, class Key>
+  void prefetch_home(const Key& key) const noexcept {
+    const std::byte* slot = slots_ + (static_cast<std::size_t>(home(key.hash)) << slot_shift_);
+#if defined(__x86_64__) && defined(__GNUC__)
+    // PREFETCHW directly: GCC emits a read prefetch for a write hint unless
+    // built with -mprfchw; a CPU without it executes the opcode as a NOP.
+    if constexpr (ForWrite) {
+      asm volatile("prefetchw %0" : : "m"(*slot));
+      return;
+    }
+#endif
+    __builtin_prefetch(slot, ForWrite ? 1 : 0, 3);
+  }
+
   enum class ClaimResult {
     kFound,      // the key was already there (another process inserted it)
     kClaimed,    // a slot was claimed and published for the key

@@ -485,6 +485,30 @@ TEST(GcraProperties, CostAboveBurstIsNeverAdmittedWhateverTheState) {
   }
 }
 
+// The hot path stores what gcra_step says before its CAS and fills the
+// Decision from gcra_decide_into after it: both must say the same about
+// the word for every input, or the stored state and the answer disagree.
+TEST(GcraProperties, StepStoresExactlyWhatTheFullDecisionStores) {
+  std::mt19937_64 rng(7);
+  int stored = 0;
+  for (int i = 0; i < 200000; ++i) {
+    RandomStep s = random_step(rng);
+    if (i % 16 == 0) s.cost = s.p.burst + 1 + rng() % 1000;  // never fits
+    if (i % 16 == 1) s.cost = ~std::uint64_t{0};             // cost * T would overflow
+    if (i % 16 == 2)
+      s.now = -static_cast<std::int64_t>(rng() % 1000);  // a reading before the epoch
+    const GcraOutcome full = gcra_decide(s.tat, s.now, s.cost, s.p);
+    std::uint64_t next = 0;
+    const bool store = gcra_step(s.tat, s.now, s.cost, s.p, next);
+    ASSERT_EQ(store, full.store) << "step " << i;
+    if (store) {
+      ASSERT_EQ(next, full.new_state) << "step " << i;
+      ++stored;
+    }
+  }
+  ASSERT_GT(stored, 10000);  // the comparison covered admissions, not only refusals
+}
+
 // ---------------------------------------------------------------------------
 // A greedy client over a long simulated run: at every step it asks until
 // denied. The admitted total after `elapsed` must never exceed
