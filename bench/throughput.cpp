@@ -151,7 +151,7 @@ struct ShmlimitImpl final : Impl {
     shmlimit::Options o;
     o.name = name_;
     o.capacity = capacity;
-    o.slot_bytes = 64;
+    o.slot_bytes = 64;  // the mutex map's entry size: the same memory per key
     limiter.emplace(shmlimit::Limiter::open_or_create(o));
     shmlimit::PolicySpec hot;
     hot.name = "hot";
@@ -201,7 +201,7 @@ struct Row {
 Row run_one(const Config& cfg, const std::string& impl_name, const std::string& workload, int procs,
             const std::vector<std::string>& keys) {
   const std::string seg = "/shmlimit-bench-" + std::to_string(::getpid()) + "-tp-" + impl_name;
-  // The key table: 2^18 entries for 100k keys (38% full) in both.
+  // The key table: 2^18 entries of 64 bytes for 100k keys (38% full) in both.
   std::uint32_t capacity = 1024;
   while (capacity < keys.size() * 2) capacity <<= 1;
   std::unique_ptr<Impl> impl;
