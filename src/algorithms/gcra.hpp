@@ -127,14 +127,16 @@ struct GcraOutcome {
   }
 }
 
-/// Only what the bucket's word needs from gcra_decide_into: whether to
-/// store and what (the same `store` and `new_state`, for every input). The
+/// Only what the bucket's word needs from gcra_decide_into: whether the
+/// request is admitted (the return value, = Decision::allowed) and whether
+/// and what to store (`store`, `new_state`), the same for every input. The
 /// hot path runs this before its CAS and fills the Decision after it, so
 /// the locked instruction waits on none of the Decision's arithmetic
 /// (remaining's division through the reciprocal) or stores.
 [[gnu::always_inline]] inline bool gcra_step(std::uint64_t tat, std::int64_t now_in,
-                                             std::uint64_t cost, const GcraParams& p,
+                                             std::uint64_t cost, const GcraParams& p, bool& store,
                                              std::uint64_t& new_state) noexcept {
+  store = false;
   // cost > burst never fits (and never stores); otherwise cost*T <= tau.
   if (cost > p.burst) [[unlikely]]
     return false;
@@ -143,7 +145,9 @@ struct GcraOutcome {
   const std::int64_t base = std::max<std::int64_t>(static_cast<std::int64_t>(tat), now);
   const std::int64_t new_tat = base + static_cast<std::int64_t>(cost) * T;
   new_state = static_cast<std::uint64_t>(new_tat);
-  return cost > 0 && new_tat - now <= static_cast<std::int64_t>(p.burst) * T;
+  const bool allowed = new_tat - now <= static_cast<std::int64_t>(p.burst) * T;
+  store = allowed && cost > 0;
+  return allowed;
 }
 
 [[gnu::always_inline]] inline GcraOutcome gcra_decide(std::uint64_t tat, std::int64_t now,

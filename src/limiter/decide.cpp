@@ -238,19 +238,21 @@ template <bool Acquire>
   // instruction waits on none of the Decision's arithmetic or stores.
   Decision& d = *out;
   u64 w = ref.word;
-  u64 seen = 0;  // the state the last step decided on
+  u64 seen = 0;          // the state the last step decided on
+  bool allowed = false;  // its answer
   const detail::UpdateResult r =
       table.update(ref.index, detail::Word::version(ref.word), &w, [&](u64 state) noexcept {
         bool store = false;
         u64 next = 0;
         if (gcra) [[likely]] {
           seen = state;
-          store = detail::gcra_step(state, now, cost, params, next);
+          allowed = detail::gcra_step(state, now, cost, params, store, next);
         } else {
           // The other algorithms whose whole state is the word, as
           // decide_state (valid policy, `now` within its horizon: checked above).
           const detail::AlgoOutcome o = detail::algo_decide_valid(p->algo, state, now, cost);
           d = detail::copy_fields(o.decision);
+          allowed = o.decision.allowed;
           store = o.store;
           next = o.new_state;
         }
@@ -258,17 +260,19 @@ template <bool Acquire>
       });
   if (r == detail::UpdateResult::kReclaimed) [[unlikely]]
     return false;  // the key left its slot meanwhile: look it up again, in apply()
+  // Per key, approximate (table.hpp), as decide() counts, at once: the
+  // slot's line is this core's just after the CAS (another process's
+  // decision on the key may take it back at any moment after).
+  if constexpr (Acquire) detail::count_per_key(table.head(ref.index), r, allowed);
   if (gcra) [[likely]] {
     bool store = false;
     u64 next = 0;
     detail::gcra_decide_into(seen, now, cost, params, d, store, next);
   }
   if constexpr (!Acquire) return true;
-  // Per key, approximate (table.hpp), as decide() counts; the exact totals
-  // are the counter blocks.
-  detail::count_per_key(table.head(ref.index), r, d.allowed);
-  counters.add(policy, d.allowed);
-  if (!d.allowed) [[unlikely]]
+  // The exact totals are the counter blocks.
+  counters.add(policy, allowed);
+  if (!allowed) [[unlikely]]
     noted(policy, key, cost, now, d);
   return true;
 }

@@ -485,10 +485,11 @@ TEST(GcraProperties, CostAboveBurstIsNeverAdmittedWhateverTheState) {
   }
 }
 
-// The hot path stores what gcra_step says before its CAS and fills the
-// Decision from gcra_decide_into after it: both must say the same about
-// the word for every input, or the stored state and the answer disagree.
-TEST(GcraProperties, StepStoresExactlyWhatTheFullDecisionStores) {
+// The hot path stores what gcra_step says before its CAS, counts its
+// answer, and fills the Decision from gcra_decide_into after it: both must
+// say the same for every input, or the stored state, the counts and the
+// answer disagree.
+TEST(GcraProperties, StepAdmitsAndStoresExactlyAsTheFullDecision) {
   std::mt19937_64 rng(7);
   int stored = 0;
   for (int i = 0; i < 200000; ++i) {
@@ -499,7 +500,9 @@ TEST(GcraProperties, StepStoresExactlyWhatTheFullDecisionStores) {
       s.now = -static_cast<std::int64_t>(rng() % 1000);  // a reading before the epoch
     const GcraOutcome full = gcra_decide(s.tat, s.now, s.cost, s.p);
     std::uint64_t next = 0;
-    const bool store = gcra_step(s.tat, s.now, s.cost, s.p, next);
+    bool store = false;
+    const bool allowed = gcra_step(s.tat, s.now, s.cost, s.p, store, next);
+    ASSERT_EQ(allowed, full.decision.allowed) << "step " << i;
     ASSERT_EQ(store, full.store) << "step " << i;
     if (store) {
       ASSERT_EQ(next, full.new_state) << "step " << i;
