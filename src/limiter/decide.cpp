@@ -234,8 +234,9 @@ template <bool Acquire>
   // The one write (Table::update: relaxed, as in decide(); guarded by the
   // word's version against a slot reclaimed for another key). GCRA decides
   // only the word before the CAS (gcra_step) and writes the caller's
-  // Decision after it, from the same state (gcra_decide_into): the locked
-  // instruction waits on none of the Decision's arithmetic or stores.
+  // Decision of an admission after it, from the same state
+  // (gcra_decide_into): the locked instruction waits on none of the
+  // Decision's arithmetic or stores.
   Decision& d = *out;
   u64 w = ref.word;
   u64 seen = 0;          // the state the last step decided on
@@ -247,6 +248,8 @@ template <bool Acquire>
         if (gcra) [[likely]] {
           seen = state;
           allowed = detail::gcra_step(state, now, cost, params, store, next);
+          // A refusal stores nothing and no CAS follows: its Decision now.
+          if (!allowed) detail::gcra_decide_into(state, now, cost, params, d, store, next);
         } else {
           // The other algorithms whose whole state is the word, as
           // decide_state (valid policy, `now` within its horizon: checked above).
@@ -264,7 +267,7 @@ template <bool Acquire>
   // slot's line is this core's just after the CAS (another process's
   // decision on the key may take it back at any moment after).
   if constexpr (Acquire) detail::count_per_key(table.head(ref.index), r, allowed);
-  if (gcra) [[likely]] {
+  if (gcra && allowed) [[likely]] {
     bool store = false;
     u64 next = 0;
     detail::gcra_decide_into(seen, now, cost, params, d, store, next);
