@@ -201,6 +201,42 @@ bool sleep_until(const shmlimit::Limiter& l, Nanos until) {
   }
 }
 
+// Limiter.wait once its arguments are checked: reserves the turn of
+// (id, key, cost) at most `wait` away and sleeps until it with the GIL
+// released (in slices: a signal's handler runs, and raises through
+// py::error_already_set after giving the turn back). A refused reservation
+// of a never-queued algorithm is asked again at its next opening.
+PyWaitDecision wait_turn(const PyLimiter& self, shmlimit::PolicyId id, std::string_view key,
+                         std::uint64_t c, Nanos wait) {
+  const auto keep = self.shared();
+  const Nanos start = keep->now();
+  const Nanos deadline = wait == Nanos::max() ? Nanos::max() : start + wait;
+  for (;;) {
+    const Nanos now = keep->now();
+    const Nanos left = deadline == Nanos::max() ? Nanos::max() : deadline - now;
+    shmlimit::Reservation r = [&] {
+      py::gil_scoped_release release;
+      return keep->reserve(id, key, c, std::max(left, Nanos(0)));
+    }();
+    if (r.ok()) {
+      if (!sleep_until(*keep, r.time_to_act())) {
+        r.cancel();  // interrupted before the turn: give it back if still last
+        throw py::error_already_set();
+      }
+      return PyWaitDecision(r);
+    }
+    // Refused: a queued algorithm's turn lies past the deadline; a
+    // never-queued one is asked again at its next opening.
+    const shmlimit::Decision d = r.decision();
+    if (d.reason != shmlimit::Reason::kOk || left <= Nanos(0) || d.retry_after > left) {
+      return PyWaitDecision(r);
+    }
+    const Nanos pause = std::max<Nanos>(d.retry_after, std::chrono::microseconds(100));
+    const Nanos until = deadline == Nanos::max() ? now + pause : std::min(now + pause, deadline);
+    if (!sleep_until(*keep, until)) throw py::error_already_set();
+  }
+}
+
 py::dict check_dict(const shmlimit::CheckReport& r) {
   return py::dict("clean"_a = r.clean(), "problems"_a = texts(r.problems),
                   "repaired"_a = r.repaired, "live"_a = r.live, "in_progress"_a = r.in_progress);
@@ -224,11 +260,13 @@ namespace shmlimit_python {
 // limiter.acquire(policy_id, key, cost), and _shmlimit._tally(limiter,
 // policy_id, key, amount, restart) is limiter.tally(policy_id, key, amount,
 // restart=restart), and _shmlimit._acquire_many_one(limiter, policy_id, key,
-// cost) is limiter.acquire_many([(policy_id, key, cost)], each=True), as
+// cost) is limiter.acquire_many([(policy_id, key, cost)], each=True), and
+// _shmlimit._wait(limiter, policy_id, key, cost, max_wait) is
+// limiter.wait(policy_id, key, cost, max_wait=max_wait), as
 // METH_FASTCALL functions without pybind11's dispatch
 // (argument records, overload resolution, keyword matching: 40% of a call).
 // They are the once-per-request call of the DRF throttle, the Django
-// middleware and ratelimit API, @limit and the limits storage.
+// middleware and ratelimit API, @limit, @throttled and the limits storage.
 //
 // The arguments those pass are decided here: a Limiter, a PolicyId, a key
 // of bytes or str (read in place, a str as its UTF-8: both are immutable, and
@@ -303,16 +341,15 @@ bool fast_args(PyObject* const* args, const char* usage, FastArgs* out) {
   return true;
 }
 
-// decide(l, id, key) without the GIL; its result as Python's by to_python.
-template <class Decide, class ToPython>
-PyObject* fast_result(const FastArgs& a, Decide&& decide, ToPython&& to_python) {
+// f()'s Python object as a new reference; a C++ exception as its Python
+// error (nullptr).
+template <class F>
+PyObject* python_result(F&& f) {
   try {
-    const auto r =
-        without_gil(*a.self, [&](shmlimit::Limiter& l) { return decide(l, a.id, a.key); });
-    return to_python(r).release().ptr();
+    return std::forward<F>(f)().release().ptr();
   } catch (const shmlimit::Error& e) {  // tally of another algorithm
     shmlimit_python::set_error(e);
-  } catch (py::error_already_set& e) {
+  } catch (py::error_already_set& e) {  // a signal's handler raised
     e.restore();
   } catch (const py::builtin_exception& e) {  // value_error: the Limiter is closed
     e.set_error();
@@ -320,6 +357,16 @@ PyObject* fast_result(const FastArgs& a, Decide&& decide, ToPython&& to_python) 
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }
   return nullptr;
+}
+
+// decide(l, id, key) without the GIL; its result as Python's by to_python.
+template <class Decide, class ToPython>
+PyObject* fast_result(const FastArgs& a, Decide&& decide, ToPython&& to_python) {
+  return python_result([&] {
+    const auto r =
+        without_gil(*a.self, [&](shmlimit::Limiter& l) { return decide(l, a.id, a.key); });
+    return to_python(r);
+  });
 }
 
 template <class Decide>
@@ -425,6 +472,49 @@ PyObject* fast_acquire_many_one(PyObject* /*module*/, PyObject* const* args, Py_
       });
 }
 
+constexpr const char* kWaitUsage =
+    "_wait(limiter, policy_id, key, cost, max_wait): a Limiter, then Limiter.wait's arguments";
+
+// max_wait of None or an int or float of seconds, as Limiter.wait reads it;
+// false for anything else (no error set).
+bool max_wait_of(PyObject* o, std::optional<double>* out) {
+  if (o == Py_None) {
+    *out = std::nullopt;
+    return true;
+  }
+  if (!PyFloat_CheckExact(o) && !PyLong_CheckExact(o)) return false;
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred() != nullptr) {  // an int too large for a double
+    PyErr_Clear();
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+// _wait(limiter, policy_id, key, cost, max_wait) is limiter.wait(policy_id,
+// key, cost, max_wait=max_wait): @throttled's call.
+PyObject* fast_wait(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, kWaitUsage);
+    return nullptr;
+  }
+  FastArgs a;
+  std::uint64_t cost = 0;
+  std::optional<double> max_wait;
+  if (!fast_args(args, kWaitUsage, &a) || !cost_of(args[3], &cost) ||
+      !max_wait_of(args[4], &max_wait)) {
+    if (PyErr_Occurred() != nullptr) return nullptr;
+    PyObject* kwnames = Py_BuildValue("(s)", "max_wait");
+    if (kwnames == nullptr) return nullptr;
+    PyObject* out = call_method("wait", args, 4, kwnames);
+    Py_DECREF(kwnames);
+    return out;
+  }
+  return python_result(
+      [&] { return py::cast(wait_turn(*a.self, a.id, a.key, cost, max_wait_from(max_wait))); });
+}
+
 // NOLINTBEGIN(cppcoreguidelines-avoid-non-const-global-variables, cppcoreguidelines-avoid-c-arrays,
 // modernize-avoid-c-arrays): CPython keeps pointers
 PyMethodDef fast_defs[] = {
@@ -432,6 +522,8 @@ PyMethodDef fast_defs[] = {
      METH_FASTCALL, nullptr},
     {"_tally", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_tally)),
      METH_FASTCALL, nullptr},
+    {"_wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_wait)), METH_FASTCALL,
+     nullptr},
     {"_acquire_many_one",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire_many_one)),
      METH_FASTCALL, nullptr},
@@ -749,34 +841,7 @@ void bind_limiter(py::module_& m) {
             bool found = true;
             shmlimit::PolicyId id = self.resolve(policy, &found);
             if (!found) id = kNoPolicy;  // refused below, reason unknown_policy
-            const auto keep = self.shared();
-            const Nanos start = keep->now();
-            const Nanos deadline = wait == Nanos::max() ? Nanos::max() : start + wait;
-            for (;;) {
-              const Nanos now = keep->now();
-              const Nanos left = deadline == Nanos::max() ? Nanos::max() : deadline - now;
-              shmlimit::Reservation r = [&] {
-                py::gil_scoped_release release;
-                return keep->reserve(id, key, c, std::max(left, Nanos(0)));
-              }();
-              if (r.ok()) {
-                if (!sleep_until(*keep, r.time_to_act())) {
-                  r.cancel();  // interrupted before the turn: give it back if still last
-                  throw py::error_already_set();
-                }
-                return PyWaitDecision(r);
-              }
-              // Refused: a queued algorithm's turn lies past the deadline; a
-              // never-queued one is asked again at its next opening.
-              const shmlimit::Decision d = r.decision();
-              if (d.reason != shmlimit::Reason::kOk || left <= Nanos(0) || d.retry_after > left) {
-                return PyWaitDecision(r);
-              }
-              const Nanos pause = std::max<Nanos>(d.retry_after, std::chrono::microseconds(100));
-              const Nanos until =
-                  deadline == Nanos::max() ? now + pause : std::min(now + pause, deadline);
-              if (!sleep_until(*keep, until)) throw py::error_already_set();
-            }
+            return wait_turn(self, id, key, c, wait);
           },
           "policy"_a, "key"_a, "cost"_a = 1, py::kw_only(), "max_wait"_a = py::none(),
           "Reserves and sleeps until the turn, with the GIL released, then returns the "

@@ -322,8 +322,30 @@ def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
             Limiter.remove(segment_name + s)
 
 
+def test_plain_wait_is_limiter_wait(segment_name):
+    from shmlimit._shmlimit import _wait
+
+    a, b = _twins(segment_name)
+    try:
+        p = a.find_policy("p")
+        waits = [0, 0.0, 0.001, None, -1, float("nan"), float("inf"), 1e30, 2**2000, True, "1"]
+        for policy in [p, "p", "nope", None]:
+            for key in _KEYS:
+                for cost in _COSTS:
+                    for max_wait in waits:
+                        if max_wait is None and cost not in (0, False):
+                            continue  # no limit on the wait: only what never waits (not 20 minutes)
+                        want = _outcome(lambda: a.wait(policy, key, cost, max_wait=max_wait), a)
+                        got = _outcome(lambda: _wait(b, policy, key, cost, max_wait), b)
+                        assert want == got, (policy, key, cost, max_wait)
+        _same_counts(a, b)
+    finally:
+        for s in "ab":
+            Limiter.remove(segment_name + s)
+
+
 def test_plain_calls_refuse_what_is_not_a_limiter_call(segment_name):
-    from shmlimit._shmlimit import _acquire, _acquire_many_one, _tally
+    from shmlimit._shmlimit import _acquire, _acquire_many_one, _tally, _wait
 
     lim = Limiter.create(segment_name, capacity=64)
     pid = lim.add_policy("p", "gcra", "2/h")
@@ -337,9 +359,14 @@ def test_plain_calls_refuse_what_is_not_a_limiter_call(segment_name):
     for bad in [(lim, pid, b"k"), (lim, pid, b"k", 1, 2), (None, pid, b"k", 1)]:
         with pytest.raises(TypeError, match="_acquire_many_one"):
             _acquire_many_one(*bad)
+    for bad in [(lim, pid, b"k", 1), (lim, pid, b"k", 1, None, 0), (None, pid, b"k", 1, None)]:
+        with pytest.raises(TypeError, match="_wait"):
+            _wait(*bad)
     lim.close()
     with pytest.raises(ValueError, match="closed"):
         _acquire_many_one(lim, pid, b"k", 1)
+    with pytest.raises(ValueError, match="closed"):
+        _wait(lim, pid, b"k", 1, None)
     with pytest.raises(ValueError, match="closed"):
         _acquire(lim, pid, b"k")
     with pytest.raises(ValueError, match="closed"):
