@@ -15,6 +15,8 @@ a case says otherwise:
   limits fixed-window    limits' FixedWindowRateLimiter.hit on shmlimit://
   limits moving-window   limits' MovingWindowRateLimiter.hit on shmlimit://
                          (refused steady state: 10 per minute, spent first)
+  limits ... stats       get_window_stats of either (what Flask-Limiter's
+                         headers read: a count of 0 and a peek)
   outbound throttled     a function decorated with shmlimit.throttled whose
                          turn is always now (Limiter.wait)
 
@@ -147,6 +149,8 @@ def main() -> int:
         for _ in range(10):
             moving.hit(small, "user-7")
         rows.append(("limits moving-window (refused)", best(lambda k: moving.hit(small, k), lambda: "user-7")))
+        rows.append(("limits fixed-window stats", best(lambda k: fixed.get_window_stats(big, k), lambda: "user-7")))
+        rows.append(("limits moving-window stats", best(lambda k: moving.get_window_stats(small, k), lambda: "user-7")))
     except ImportError as e:
         print("limits cases skipped: %s" % e, file=sys.stderr)
 

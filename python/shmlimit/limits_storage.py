@@ -42,7 +42,7 @@ except ImportError as _e:  # pragma: no cover - depends on the environment
         "shmlimit.limits_storage needs the limits library (>= 2.8): Debian python3-limits, "
         "or pip install 'shmlimit[limits]' (%s)" % _e) from _e
 
-from ._shmlimit import Decision, Limiter, PolicyId, _acquire, _tally, fit_key
+from ._shmlimit import Decision, Limiter, PolicyId, _acquire, _peek, _tally, fit_key
 from .errors import Error, NotFoundError, PolicyConflictError
 
 SCHEME = "shmlimit"
@@ -258,7 +258,7 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
             pid = self._find(name)
             if pid is None:
                 continue
-            d = self._lim.tally(pid, k, 0)
+            d = _tally(self._lim, pid, k, 0, False)  # self._lim.tally(pid, k, 0), faster
             if d.reason == "ok" and d.remaining < d.limit:
                 return d
         return None
@@ -318,7 +318,7 @@ class ShmlimitStorage(Storage, MovingWindowSupport):
         pid = self._find(name)
         if pid is None:
             return int(now), 0
-        d = self._lim.peek(pid, self._key(key), 0)
+        d = _peek(self._lim, pid, self._key(key), 0)  # self._lim.peek(pid, key, 0), faster
         live = d.limit - d.remaining if d.reason == "ok" else 0
         if live <= 0:
             return int(now), 0

@@ -257,7 +257,7 @@ namespace shmlimit_python {
 // ---- the integrations' per-request calls, as plain CPython functions ---------
 //
 // _shmlimit._acquire(limiter, policy_id, key, cost=1) is
-// limiter.acquire(policy_id, key, cost), and _shmlimit._tally(limiter,
+// limiter.acquire(policy_id, key, cost) (_peek: limiter.peek), _shmlimit._tally(limiter,
 // policy_id, key, amount, restart) is limiter.tally(policy_id, key, amount,
 // restart=restart), and _shmlimit._acquire_many_one(limiter, policy_id, key,
 // cost) is limiter.acquire_many([(policy_id, key, cost)], each=True), and
@@ -376,22 +376,40 @@ PyObject* fast_decision(const FastArgs& a, Decide&& decide) {
   });
 }
 
-constexpr const char* kAcquireUsage =
-    "_acquire(limiter, policy_id, key, cost=1): a Limiter, then Limiter.acquire's arguments";
-
-PyObject* fast_acquire(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+// _acquire and _peek: limiter.<method>(policy_id, key[, cost]) by
+// decide(l, id, key, cost).
+template <class Decide>
+PyObject* fast_cost_call(PyObject* const* args, Py_ssize_t nargs, const char* method,
+                         const char* usage, Decide&& decide) {
   if (nargs != 3 && nargs != 4) {
-    PyErr_SetString(PyExc_TypeError, kAcquireUsage);
+    PyErr_SetString(PyExc_TypeError, usage);
     return nullptr;
   }
   FastArgs a;
   std::uint64_t cost = 1;
-  if (!fast_args(args, kAcquireUsage, &a) || (nargs == 4 && !cost_of(args[3], &cost))) {
+  if (!fast_args(args, usage, &a) || (nargs == 4 && !cost_of(args[3], &cost))) {
     if (PyErr_Occurred() != nullptr) return nullptr;
-    return call_method("acquire", args, nargs, nullptr);
+    return call_method(method, args, nargs, nullptr);
   }
-  return fast_decision(a, [&](shmlimit::Limiter& l, shmlimit::PolicyId id,
-                              std::string_view key) noexcept { return l.acquire(id, key, cost); });
+  return fast_decision(a, [&](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key) {
+    return decide(l, id, key, cost);
+  });
+}
+
+PyObject* fast_acquire(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_cost_call(
+      args, nargs, "acquire",
+      "_acquire(limiter, policy_id, key, cost=1): a Limiter, then Limiter.acquire's arguments",
+      [](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key,
+         std::uint64_t cost) noexcept { return l.acquire(id, key, cost); });
+}
+
+PyObject* fast_peek(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_cost_call(
+      args, nargs, "peek",
+      "_peek(limiter, policy_id, key, cost=1): a Limiter, then Limiter.peek's arguments",
+      [](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key,
+         std::uint64_t cost) noexcept { return l.peek(id, key, cost); });
 }
 
 constexpr const char* kTallyUsage =
@@ -520,6 +538,8 @@ PyObject* fast_wait(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
 PyMethodDef fast_defs[] = {
     {"_acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
      METH_FASTCALL, nullptr},
+    {"_peek", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_peek)), METH_FASTCALL,
+     nullptr},
     {"_tally", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_tally)),
      METH_FASTCALL, nullptr},
     {"_wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_wait)), METH_FASTCALL,

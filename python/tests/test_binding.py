@@ -241,8 +241,11 @@ def _same_counts(a, b):
         lim.close()
 
 
-def test_plain_acquire_is_limiter_acquire(segment_name):
-    from shmlimit._shmlimit import _acquire
+@pytest.mark.parametrize("method", ["acquire", "peek"])
+def test_plain_acquire_is_limiter_acquire(segment_name, method):
+    from shmlimit import _shmlimit
+
+    _acquire = getattr(_shmlimit, "_" + method)
 
     a, b = _twins(segment_name)
     try:
@@ -251,14 +254,15 @@ def test_plain_acquire_is_limiter_acquire(segment_name):
         policies = [p, "p", "nope", 0, None]
         for policy in policies:
             for key in _KEYS:
-                want = _outcome(lambda: a.acquire(policy, key), a)
+                want = _outcome(lambda: getattr(a, method)(policy, key), a)
                 assert want == _outcome(lambda: _acquire(b, policy, key), b), (policy, key)
                 for cost in _COSTS:
-                    want = _outcome(lambda: a.acquire(policy, key, cost), a)
+                    want = _outcome(lambda: getattr(a, method)(policy, key, cost), a)
                     assert want == _outcome(lambda: _acquire(b, policy, key, cost), b), (policy, key, cost)
         # the same bucket: the method sees what the plain call charged
-        assert _acquire(b, p, b"fresh").remaining == 2 and b.acquire(p, "fresh").remaining == 1
-        a.acquire(p, b"fresh")
+        assert _acquire(b, p, b"fresh").remaining == 2  # as after this charge (peek: if charged)
+        assert b.acquire(p, "fresh").remaining == (1 if method == "acquire" else 2)
+        getattr(a, method)(p, b"fresh")
         a.acquire(p, b"fresh")
         _same_counts(a, b)
     finally:
@@ -345,7 +349,7 @@ def test_plain_wait_is_limiter_wait(segment_name):
 
 
 def test_plain_calls_refuse_what_is_not_a_limiter_call(segment_name):
-    from shmlimit._shmlimit import _acquire, _acquire_many_one, _tally, _wait
+    from shmlimit._shmlimit import _acquire, _acquire_many_one, _peek, _tally, _wait
 
     lim = Limiter.create(segment_name, capacity=64)
     pid = lim.add_policy("p", "gcra", "2/h")
@@ -353,6 +357,8 @@ def test_plain_calls_refuse_what_is_not_a_limiter_call(segment_name):
     for bad in [(lim, pid), (lim, pid, b"k", 1, 2), (pid, pid, b"k"), (None, pid, b"k"), (b"k", pid, b"k"), ()]:
         with pytest.raises(TypeError, match="_acquire"):
             _acquire(*bad)
+        with pytest.raises(TypeError, match="_peek"):
+            _peek(*bad)
     for bad in [(lim, qid, b"k", 1), (lim, qid, b"k", 1, False, 0), (None, qid, b"k", 1, False)]:
         with pytest.raises(TypeError, match="_tally"):
             _tally(*bad)

@@ -230,9 +230,11 @@ def test_hostile_keys_are_counted_or_refused_as_before(storage):
     for key in ["cl\u00e9", "", "x" * 500]:
         got = [storage.acquire_entry(key, 2, 60), storage.acquire_entry(key, 2, 60, 2)]
         got += [storage.incr(key, 60), storage.incr(key, 60, True, 3), storage.get(key)]
-        assert got == [True, False, 1, 4, 4], key
+        got += [storage.get_moving_window(key, 2, 60)[1], storage.get_expiry(key) > time.time() + 50]
+        assert got == [True, False, 1, 4, 4, 1, True], key
     for key in ["\udc80", "\ud800", 5, None, 1.5]:
-        for call in (lambda: storage.acquire_entry(key, 2, 60), lambda: storage.incr(key, 60), lambda: storage.get(key)):
+        for call in (lambda: storage.acquire_entry(key, 2, 60), lambda: storage.incr(key, 60), lambda: storage.get(key),
+                     lambda: storage.get_moving_window(key, 2, 60)):
             with pytest.raises(TypeError):
                 call()
     assert [storage.acquire_entry(b"b" * 500, 2, 60), storage.incr(b"b" * 500, 60), storage.incr(b"b" * 500, 60)] == [True, 1, 2]
