@@ -318,10 +318,9 @@ PyObject* call_method(const char* method, PyObject* const* args, Py_ssize_t narg
   return out;
 }
 
-// The common part of _acquire and _tally: the Limiter and PolicyId of
+// The common part of the plain calls: the Limiter and PolicyId of
 // args[0:2] and the key of args[2] (false: hand the call to the method;
-// a TypeError is set when args[0] is not a Limiter), then `decide(l, id,
-// key)` without the GIL, as a new Decision.
+// a TypeError is set when args[0] is not a Limiter).
 struct FastArgs {
   const PyLimiter* self = nullptr;
   shmlimit::PolicyId id{};
