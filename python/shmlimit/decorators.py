@@ -28,7 +28,7 @@ import os
 import threading
 from typing import Any, Callable, Optional, TypeVar, Union, cast
 
-from ._shmlimit import Decision, Limiter, PolicyId
+from ._shmlimit import Decision, Limiter, PolicyId, _acquire
 from ._util import fit_key, policy_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,7 +149,7 @@ def limit(
             lim, pid = resolve()
             k = fit_key(key(*args, **kwargs) if key is not None else b"*", lim.max_key_bytes)
             c = cost(*args, **kwargs) if callable(cost) else cost
-            d = lim.acquire(pid, k, c)
+            d = _acquire(lim, pid, k, c)  # lim.acquire(pid, k, c), faster
             if not d.allowed:
                 raise RateLimited(d, name, k)
 

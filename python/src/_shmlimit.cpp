@@ -12,8 +12,9 @@
 //     the library reports as Nanos::max() ("never": cost above the capacity)
 //     is float('inf') in seconds and 2**63-1 in ns.
 //   * Keys are str (encoded as UTF-8) or bytes; they are copied before the
-//     GIL is released (but by _acquire_bytes, which takes bytes only: they
-//     are immutable, and the call's arguments keep them alive). Keys read back are bytes; policy
+//     GIL is released (but by _acquire and _tally, which read a bytes or str
+//     key in place: both are immutable, and the call's arguments keep them
+//     alive). Keys read back are bytes; policy
 //     names, check problems and error messages read back are str decoded with backslashreplace
 //     (common.hpp's text()): a segment holding any bytes never makes a read raise
 //     UnicodeDecodeError.
@@ -63,6 +64,20 @@ void bind_tiers(py::module_& m);  // tiers.cpp: the Redis and hybrid tiers
 #endif
 }  // namespace shmlimit_python
 
+namespace shmlimit_python {
+void set_error(const shmlimit::Error& e) {
+  try {
+    py::object cls =
+        py::module_::import("shmlimit.errors").attr("error_class")(static_cast<int>(e.code()));
+    // Messages quote input and segment bytes: never let decoding them fail
+    // (an undecodable message used to arrive as an empty one).
+    PyErr_SetObject(cls.ptr(), text(e.what()).ptr());
+  } catch (py::error_already_set& failed) {  // shmlimit.errors cannot be imported
+    failed.restore();
+  }
+}
+}  // namespace shmlimit_python
+
 namespace {
 
 using shmlimit_python::rate_from;
@@ -75,11 +90,7 @@ void translate(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
   } catch (const shmlimit::Error& e) {
-    py::object cls =
-        py::module_::import("shmlimit.errors").attr("error_class")(static_cast<int>(e.code()));
-    // Messages quote input and segment bytes: never let decoding them fail
-    // (an undecodable message used to arrive as an empty one).
-    PyErr_SetObject(cls.ptr(), text(e.what()).ptr());
+    shmlimit_python::set_error(e);
   }
 }
 

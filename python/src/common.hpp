@@ -34,6 +34,11 @@ using PolicyArg = std::variant<shmlimit::PolicyId, std::string>;
 /// The id given for a name that is not registered: no policy has it.
 inline constexpr shmlimit::PolicyId kNoPolicy{std::numeric_limits<std::uint32_t>::max()};
 
+/// Sets the Python error of `e`: the shmlimit.Error subclass of its code
+/// (python/shmlimit/errors.py), its message decoded as text() decodes. The
+/// exception translator's work, for calls that pybind11 does not dispatch.
+void set_error(const shmlimit::Error& e);
+
 /// Text read from a segment or from a library message (policy names,
 /// problems that quote keys, error messages) as a str. Such text holds
 /// whatever bytes the segment holds: bytes that are not UTF-8 become \xNN

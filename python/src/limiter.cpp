@@ -201,6 +201,42 @@ bool sleep_until(const shmlimit::Limiter& l, Nanos until) {
   }
 }
 
+// Limiter.wait once its arguments are checked: reserves the turn of
+// (id, key, cost) at most `wait` away and sleeps until it with the GIL
+// released (in slices: a signal's handler runs, and raises through
+// py::error_already_set after giving the turn back). A refused reservation
+// of a never-queued algorithm is asked again at its next opening.
+PyWaitDecision wait_turn(const PyLimiter& self, shmlimit::PolicyId id, std::string_view key,
+                         std::uint64_t c, Nanos wait) {
+  const auto keep = self.shared();
+  const Nanos start = keep->now();
+  const Nanos deadline = wait == Nanos::max() ? Nanos::max() : start + wait;
+  for (;;) {
+    const Nanos now = keep->now();
+    const Nanos left = deadline == Nanos::max() ? Nanos::max() : deadline - now;
+    shmlimit::Reservation r = [&] {
+      py::gil_scoped_release release;
+      return keep->reserve(id, key, c, std::max(left, Nanos(0)));
+    }();
+    if (r.ok()) {
+      if (!sleep_until(*keep, r.time_to_act())) {
+        r.cancel();  // interrupted before the turn: give it back if still last
+        throw py::error_already_set();
+      }
+      return PyWaitDecision(r);
+    }
+    // Refused: a queued algorithm's turn lies past the deadline; a
+    // never-queued one is asked again at its next opening.
+    const shmlimit::Decision d = r.decision();
+    if (d.reason != shmlimit::Reason::kOk || left <= Nanos(0) || d.retry_after > left) {
+      return PyWaitDecision(r);
+    }
+    const Nanos pause = std::max<Nanos>(d.retry_after, std::chrono::microseconds(100));
+    const Nanos until = deadline == Nanos::max() ? now + pause : std::min(now + pause, deadline);
+    if (!sleep_until(*keep, until)) throw py::error_already_set();
+  }
+}
+
 py::dict check_dict(const shmlimit::CheckReport& r) {
   return py::dict("clean"_a = r.clean(), "problems"_a = texts(r.problems),
                   "repaired"_a = r.repaired, "live"_a = r.live, "in_progress"_a = r.in_progress);
@@ -218,51 +254,307 @@ py::dict policy_dict(const shmlimit::PolicySpec& s) {
 
 namespace shmlimit_python {
 
-// _shmlimit._acquire_bytes(limiter, policy_id, key): limiter.acquire(policy_id,
-// key) for a PolicyId and a bytes key, as a plain CPython function
-// (METH_FASTCALL) without pybind11's dispatch (argument records, overload
-// resolution: 40% of the call). The DRF throttle's call, once per request.
-// The same decision and Decision, the GIL released as acquire releases it;
-// a closed Limiter is the same ValueError, any other argument a TypeError.
-constexpr const char* kAcquireBytesTypes =
-    "_acquire_bytes(limiter, policy_id, key): a Limiter and a PolicyId";
+// ---- the integrations' per-request calls, as plain CPython functions ---------
+//
+// _shmlimit._acquire(limiter, policy_id, key, cost=1) is
+// limiter.acquire(policy_id, key, cost) (_peek: limiter.peek), _shmlimit._tally(limiter,
+// policy_id, key, amount, restart) is limiter.tally(policy_id, key, amount,
+// restart=restart), and _shmlimit._acquire_many_one(limiter, policy_id, key,
+// cost) is limiter.acquire_many([(policy_id, key, cost)], each=True), and
+// _shmlimit._wait(limiter, policy_id, key, cost, max_wait) is
+// limiter.wait(policy_id, key, cost, max_wait=max_wait), as
+// METH_FASTCALL functions without pybind11's dispatch
+// (argument records, overload resolution, keyword matching: 40% of a call).
+// They are the once-per-request call of the DRF throttle, the Django
+// middleware and ratelimit API, @limit, @throttled and the limits storage.
+//
+// The arguments those pass are decided here: a Limiter, a PolicyId, a key
+// of bytes or str (read in place, a str as its UTF-8: both are immutable, and
+// the call's arguments keep them alive while the GIL is released), a cost of
+// type int in [0, 2^63), restart True or False. The same decision and
+// Decision as the method's, the GIL released as it releases it, a closed
+// Limiter the same ValueError. Any other argument (a policy name, a
+// bytearray, a str that UTF-8 cannot encode, a negative or huge cost, a bool
+// or float cost, ...) is handed to the method itself, so that it gets exactly
+// the method's answer or error. Not a Limiter: TypeError.
 
-PyObject* acquire_bytes(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 3 || !PyBytes_Check(args[2])) {
-    PyErr_SetString(PyExc_TypeError,
-                    "_acquire_bytes(limiter, policy_id, key): three arguments, the key bytes");
-    return nullptr;
+// A bytes or str key read in place; false for anything else (no error set).
+bool key_view(PyObject* o, std::string_view* key) {
+  if (PyBytes_Check(o)) {
+    *key = {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
+    return true;
   }
+  if (PyUnicode_Check(o)) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s == nullptr) {  // a lone surrogate: the method's error
+      PyErr_Clear();
+      return false;
+    }
+    *key = {s, static_cast<std::size_t>(n)};
+    return true;
+  }
+  return false;
+}
+
+// A cost of type int in [0, 2^63); false for anything else (no error set).
+bool cost_of(PyObject* o, std::uint64_t* cost) {
+  if (!PyLong_CheckExact(o)) return false;
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+  if (overflow != 0 || v < 0) return false;  // an exact int raises nothing here
+  *cost = static_cast<std::uint64_t>(v);
+  return true;
+}
+
+// limiter.<method>(*args[1:nargs], **kwargs) where args[nargs:] are the
+// values of the keyword names `kwnames` (nullptr: none).
+PyObject* call_method(const char* method, PyObject* const* args, Py_ssize_t nargs,
+                      PyObject* kwnames) {
+  PyObject* name = PyUnicode_InternFromString(method);
+  if (name == nullptr) return nullptr;
+  PyObject* out = PyObject_VectorcallMethod(name, args, static_cast<std::size_t>(nargs), kwnames);
+  Py_DECREF(name);
+  return out;
+}
+
+// The common part of the plain calls: the Limiter and PolicyId of
+// args[0:2] and the key of args[2] (false: hand the call to the method;
+// a TypeError is set when args[0] is not a Limiter).
+struct FastArgs {
+  const PyLimiter* self = nullptr;
+  shmlimit::PolicyId id{};
+  std::string_view key;
+};
+
+bool fast_args(PyObject* const* args, const char* usage, FastArgs* out) {
+  py::detail::make_caster<PyLimiter> limiter;
+  if (!limiter.load(args[0], false)) {
+    PyErr_SetString(PyExc_TypeError, usage);
+    return false;
+  }
+  py::detail::make_caster<shmlimit::PolicyId> policy;
+  if (!policy.load(args[1], false) || !key_view(args[2], &out->key)) return false;
+  out->self = &py::detail::cast_op<const PyLimiter&>(limiter);
+  out->id = py::detail::cast_op<const shmlimit::PolicyId&>(policy);
+  return true;
+}
+
+// f()'s Python object as a new reference; a C++ exception as its Python
+// error (nullptr).
+template <class F>
+PyObject* python_result(F&& f) {
   try {
-    const auto& self = py::handle(args[0]).cast<const PyLimiter&>();
-    const auto id = py::handle(args[1]).cast<shmlimit::PolicyId>();
-    const std::string_view key(PyBytes_AS_STRING(args[2]),
-                               static_cast<std::size_t>(PyBytes_GET_SIZE(args[2])));
-    const shmlimit::Decision d =
-        without_gil(self, [&](shmlimit::Limiter& l) { return l.acquire(id, key, 1); });
-    return py::cast(d).release().ptr();  // a copy into a new Decision object
-  } catch (const py::cast_error&) {      // not a Limiter, not a PolicyId
-    PyErr_SetString(PyExc_TypeError, kAcquireBytesTypes);
-  } catch (const py::reference_cast_error&) {  // None
-    PyErr_SetString(PyExc_TypeError, kAcquireBytesTypes);
-  } catch (py::error_already_set& e) {
+    return std::forward<F>(f)().release().ptr();
+  } catch (const shmlimit::Error& e) {  // tally of another algorithm
+    shmlimit_python::set_error(e);
+  } catch (py::error_already_set& e) {  // a signal's handler raised
     e.restore();
   } catch (const py::builtin_exception& e) {  // value_error: the Limiter is closed
     e.set_error();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
   }
   return nullptr;
 }
 
-// NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): CPython keeps a pointer
-PyMethodDef acquire_bytes_def = {
-    "_acquire_bytes", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(acquire_bytes)),
-    METH_FASTCALL, nullptr};
+// decide(l, id, key) without the GIL; its result as Python's by to_python.
+template <class Decide, class ToPython>
+PyObject* fast_result(const FastArgs& a, Decide&& decide, ToPython&& to_python) {
+  return python_result([&] {
+    const auto r =
+        without_gil(*a.self, [&](shmlimit::Limiter& l) { return decide(l, a.id, a.key); });
+    return to_python(r);
+  });
+}
+
+template <class Decide>
+PyObject* fast_decision(const FastArgs& a, Decide&& decide) {
+  return fast_result(a, std::forward<Decide>(decide), [](const shmlimit::Decision& d) {
+    return py::cast(d);  // a copy into a new Decision object
+  });
+}
+
+// _acquire and _peek: limiter.<method>(policy_id, key[, cost]) by
+// decide(l, id, key, cost).
+template <class Decide>
+PyObject* fast_cost_call(PyObject* const* args, Py_ssize_t nargs, const char* method,
+                         const char* usage, Decide&& decide) {
+  if (nargs != 3 && nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, usage);
+    return nullptr;
+  }
+  FastArgs a;
+  std::uint64_t cost = 1;
+  if (!fast_args(args, usage, &a) || (nargs == 4 && !cost_of(args[3], &cost))) {
+    if (PyErr_Occurred() != nullptr) return nullptr;
+    return call_method(method, args, nargs, nullptr);
+  }
+  return fast_decision(a, [&](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key) {
+    return decide(l, id, key, cost);
+  });
+}
+
+PyObject* fast_acquire(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_cost_call(
+      args, nargs, "acquire",
+      "_acquire(limiter, policy_id, key, cost=1): a Limiter, then Limiter.acquire's arguments",
+      [](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key,
+         std::uint64_t cost) noexcept { return l.acquire(id, key, cost); });
+}
+
+PyObject* fast_peek(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_cost_call(
+      args, nargs, "peek",
+      "_peek(limiter, policy_id, key, cost=1): a Limiter, then Limiter.peek's arguments",
+      [](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key,
+         std::uint64_t cost) noexcept { return l.peek(id, key, cost); });
+}
+
+constexpr const char* kTallyUsage =
+    "_tally(limiter, policy_id, key, amount, restart): a Limiter, then Limiter.tally's arguments";
+
+PyObject* fast_tally(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, kTallyUsage);
+    return nullptr;
+  }
+  FastArgs a;
+  std::uint64_t amount = 0;
+  if (!fast_args(args, kTallyUsage, &a) || !cost_of(args[3], &amount) ||
+      (args[4] != Py_True && args[4] != Py_False)) {
+    if (PyErr_Occurred() != nullptr) return nullptr;
+    PyObject* kwnames = Py_BuildValue("(s)", "restart");
+    if (kwnames == nullptr) return nullptr;
+    PyObject* out = call_method("tally", args, 4, kwnames);
+    Py_DECREF(kwnames);
+    return out;
+  }
+  const bool restart = args[4] == Py_True;
+  return fast_decision(a, [&](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key) {
+    return l.tally(id, key, amount, restart);
+  });
+}
+
+constexpr const char* kAcquireManyOneUsage =
+    "_acquire_many_one(limiter, policy_id, key, cost): a Limiter, then one request of "
+    "Limiter.acquire_many";
+
+// _acquire_many_one(limiter, policy_id, key, cost) is
+// limiter.acquire_many([(policy_id, key, cost)], each=True): (combined,
+// [decision]). Not acquire's Decision: all or nothing over one limit
+// reports an admitted request's reason "ok" where acquire reports the
+// fallback it took (table_full, key_too_long), and a cost of 0 is a peek.
+PyObject* fast_acquire_many_one(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, kAcquireManyOneUsage);
+    return nullptr;
+  }
+  FastArgs a;
+  std::uint64_t cost = 0;
+  if (!fast_args(args, kAcquireManyOneUsage, &a) || !cost_of(args[3], &cost)) {
+    if (PyErr_Occurred() != nullptr) return nullptr;
+    PyObject* request = PyTuple_Pack(3, args[1], args[2], args[3]);
+    if (request == nullptr) return nullptr;
+    PyObject* requests = PyList_New(1);
+    if (requests == nullptr) {
+      Py_DECREF(request);
+      return nullptr;
+    }
+    PyList_SET_ITEM(requests, 0, request);  // steals it
+    PyObject* kwnames = Py_BuildValue("(s)", "each");
+    if (kwnames == nullptr) {
+      Py_DECREF(requests);
+      return nullptr;
+    }
+    PyObject* const call[] = {args[0], requests, Py_True};  // NOLINT(modernize-avoid-c-arrays)
+    PyObject* out = call_method("acquire_many", call, 2, kwnames);
+    Py_DECREF(kwnames);
+    Py_DECREF(requests);
+    return out;
+  }
+  using Both = std::pair<shmlimit::Decision, shmlimit::Decision>;
+  return fast_result(
+      a,
+      [&](shmlimit::Limiter& l, shmlimit::PolicyId id, std::string_view key) noexcept {
+        const shmlimit::Request request{id, key, cost};
+        Both both;
+        both.first = l.acquire_many({&request, 1}, {&both.second, 1});
+        return both;
+      },
+      [](const Both& both) {
+        py::list each;
+        each.append(py::cast(both.second));
+        return py::make_tuple(py::cast(both.first), each);
+      });
+}
+
+constexpr const char* kWaitUsage =
+    "_wait(limiter, policy_id, key, cost, max_wait): a Limiter, then Limiter.wait's arguments";
+
+// max_wait of None or an int or float of seconds, as Limiter.wait reads it;
+// false for anything else (no error set).
+bool max_wait_of(PyObject* o, std::optional<double>* out) {
+  if (o == Py_None) {
+    *out = std::nullopt;
+    return true;
+  }
+  if (!PyFloat_CheckExact(o) && !PyLong_CheckExact(o)) return false;
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred() != nullptr) {  // an int too large for a double
+    PyErr_Clear();
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+// _wait(limiter, policy_id, key, cost, max_wait) is limiter.wait(policy_id,
+// key, cost, max_wait=max_wait): @throttled's call.
+PyObject* fast_wait(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, kWaitUsage);
+    return nullptr;
+  }
+  FastArgs a;
+  std::uint64_t cost = 0;
+  std::optional<double> max_wait;
+  if (!fast_args(args, kWaitUsage, &a) || !cost_of(args[3], &cost) ||
+      !max_wait_of(args[4], &max_wait)) {
+    if (PyErr_Occurred() != nullptr) return nullptr;
+    PyObject* kwnames = Py_BuildValue("(s)", "max_wait");
+    if (kwnames == nullptr) return nullptr;
+    PyObject* out = call_method("wait", args, 4, kwnames);
+    Py_DECREF(kwnames);
+    return out;
+  }
+  return python_result(
+      [&] { return py::cast(wait_turn(*a.self, a.id, a.key, cost, max_wait_from(max_wait))); });
+}
+
+// NOLINTBEGIN(cppcoreguidelines-avoid-non-const-global-variables, cppcoreguidelines-avoid-c-arrays,
+// modernize-avoid-c-arrays): CPython keeps pointers
+PyMethodDef fast_defs[] = {
+    {"_acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
+     METH_FASTCALL, nullptr},
+    {"_peek", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_peek)), METH_FASTCALL,
+     nullptr},
+    {"_tally", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_tally)),
+     METH_FASTCALL, nullptr},
+    {"_wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_wait)), METH_FASTCALL,
+     nullptr},
+    {"_acquire_many_one",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire_many_one)),
+     METH_FASTCALL, nullptr},
+};
+// NOLINTEND(cppcoreguidelines-avoid-non-const-global-variables, cppcoreguidelines-avoid-c-arrays,
+// modernize-avoid-c-arrays)
 
 void bind_limiter(py::module_& m) {
-  {
-    PyObject* f = PyCFunction_NewEx(&acquire_bytes_def, nullptr, m.attr("__name__").ptr());
+  for (PyMethodDef& def : fast_defs) {
+    PyObject* f = PyCFunction_NewEx(&def, nullptr, m.attr("__name__").ptr());
     if (f == nullptr) throw py::error_already_set();
-    m.add_object("_acquire_bytes", py::reinterpret_steal<py::object>(f));
+    m.add_object(def.ml_name, py::reinterpret_steal<py::object>(f));
   }
   py::class_<PyLease>(
       m, "Lease",
@@ -568,34 +860,7 @@ void bind_limiter(py::module_& m) {
             bool found = true;
             shmlimit::PolicyId id = self.resolve(policy, &found);
             if (!found) id = kNoPolicy;  // refused below, reason unknown_policy
-            const auto keep = self.shared();
-            const Nanos start = keep->now();
-            const Nanos deadline = wait == Nanos::max() ? Nanos::max() : start + wait;
-            for (;;) {
-              const Nanos now = keep->now();
-              const Nanos left = deadline == Nanos::max() ? Nanos::max() : deadline - now;
-              shmlimit::Reservation r = [&] {
-                py::gil_scoped_release release;
-                return keep->reserve(id, key, c, std::max(left, Nanos(0)));
-              }();
-              if (r.ok()) {
-                if (!sleep_until(*keep, r.time_to_act())) {
-                  r.cancel();  // interrupted before the turn: give it back if still last
-                  throw py::error_already_set();
-                }
-                return PyWaitDecision(r);
-              }
-              // Refused: a queued algorithm's turn lies past the deadline; a
-              // never-queued one is asked again at its next opening.
-              const shmlimit::Decision d = r.decision();
-              if (d.reason != shmlimit::Reason::kOk || left <= Nanos(0) || d.retry_after > left) {
-                return PyWaitDecision(r);
-              }
-              const Nanos pause = std::max<Nanos>(d.retry_after, std::chrono::microseconds(100));
-              const Nanos until =
-                  deadline == Nanos::max() ? now + pause : std::min(now + pause, deadline);
-              if (!sleep_until(*keep, until)) throw py::error_already_set();
-            }
+            return wait_turn(self, id, key, c, wait);
           },
           "policy"_a, "key"_a, "cost"_a = 1, py::kw_only(), "max_wait"_a = py::none(),
           "Reserves and sleeps until the turn, with the GIL released, then returns the "

@@ -200,22 +200,183 @@ def test_decision_fields_are_read_only_and_only_read_from_decisions(limiter):
     assert isinstance(w, shmlimit.Decision) and (w.allowed, w.limit) == (True, 5)
 
 
-def test_acquire_bytes_is_acquire_of_a_policy_id_and_bytes(segment_name):
-    from shmlimit._shmlimit import _acquire_bytes
+def _outcome(call, lim=None):
+    """A call's Decision fields, or its exception's type and message (the
+    segment's name in it, which differs between twins, replaced)."""
+    try:
+        d = call()
+    except Exception as e:  # noqa: BLE001 - compared, not handled
+        return (type(e), str(e).replace(lim.name, "<segment>") if lim is not None else str(e))
+    if isinstance(d, tuple):  # acquire_many's (combined, [each])
+        return (tuple, _fields(d[0]), type(d[1]), [_fields(e) for e in d[1]])
+    return _fields(d)
+
+
+def _fields(d):
+    return (type(d), d.allowed, d.limit, d.remaining, d.reason, d.retry_after > 0, d.retry_after_ns == 2**63 - 1)
+
+
+# Arguments after the Limiter, hostile ones included: each must give what
+# the method gives (the plain calls hand what they do not decide to it).
+_KEYS = [b"k", "k", "", b"", "cl\u00e9", "\u00e9" * 60, "\ud800", "\udc80", b"x" * 200, "x" * 200,
+         bytearray(b"k"), memoryview(b"k"), None, 5, 5.0, ["k"]]
+_COSTS = [0, 1, 2, 3, 4, -1, 2**63 - 1, 2**63, 2**64, True, False, 1.0, None, "1"]
+
+
+def _twins(segment_name):
+    """Two segments alike: one decides by the method, one by the plain call."""
+    lims = [Limiter.create(segment_name + s, capacity=64) for s in ("a", "b")]
+    for lim in lims:
+        lim.add_policy("p", "gcra", "3/h")
+        lim.add_policy("q", "quiet_period", "3/h")
+    return lims
+
+
+def _same_counts(a, b):
+    assert a.stats()["policy_counters"] == b.stats()["policy_counters"]
+    strip = ("at", "unix_ns", "retry_after", "cursor")
+    ring = [[{k: v for k, v in e.items() if k not in strip} for e in lim.recent_denials()["denials"]] for lim in (a, b)]
+    assert ring[0] == ring[1]
+    for lim in (a, b):
+        lim.close()
+
+
+@pytest.mark.parametrize("method", ["acquire", "peek"])
+def test_plain_acquire_is_limiter_acquire(segment_name, method):
+    from shmlimit import _shmlimit
+
+    _acquire = getattr(_shmlimit, "_" + method)
+
+    a, b = _twins(segment_name)
+    try:
+        p = a.find_policy("p")
+        assert b.find_policy("p") == p
+        policies = [p, "p", "nope", 0, None]
+        for policy in policies:
+            for key in _KEYS:
+                want = _outcome(lambda: getattr(a, method)(policy, key), a)
+                assert want == _outcome(lambda: _acquire(b, policy, key), b), (policy, key)
+                for cost in _COSTS:
+                    want = _outcome(lambda: getattr(a, method)(policy, key, cost), a)
+                    assert want == _outcome(lambda: _acquire(b, policy, key, cost), b), (policy, key, cost)
+        # the same bucket: the method sees what the plain call charged
+        assert _acquire(b, p, b"fresh").remaining == 2  # as after this charge (peek: if charged)
+        assert b.acquire(p, "fresh").remaining == (1 if method == "acquire" else 2)
+        getattr(a, method)(p, b"fresh")
+        a.acquire(p, b"fresh")
+        _same_counts(a, b)
+    finally:
+        Limiter.remove(segment_name + "a")
+        Limiter.remove(segment_name + "b")
+
+
+def test_plain_tally_is_limiter_tally(segment_name):
+    from shmlimit._shmlimit import _tally
+
+    a, b = _twins(segment_name)
+    try:
+        q, p = a.find_policy("q"), a.find_policy("p")
+        for policy in [q, "q", p, "nope", None]:  # p: InvalidArgumentError, not a quiet_period
+            for key in _KEYS:
+                for amount in _COSTS:
+                    for restart in (False, True, 0, 1, None, "yes"):
+                        want = _outcome(lambda: a.tally(policy, key, amount, restart=restart), a)
+                        got = _outcome(lambda: _tally(b, policy, key, amount, restart), b)
+                        assert want == got, (policy, key, amount, restart)
+        _same_counts(a, b)
+    finally:
+        Limiter.remove(segment_name + "a")
+        Limiter.remove(segment_name + "b")
+
+
+def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
+    """Not acquire: over a full table (on_full allow) an admitted request's
+    reason is "ok", and a cost of 0 is a peek; the plain call answers as
+    acquire_many does, with the same counts and denials."""
+    from shmlimit._shmlimit import _acquire_many_one
+
+    a, b = _twins(segment_name)
+    try:
+        p, q = a.find_policy("p"), a.find_policy("q")
+        for policy in [p, q, "p", "nope", None]:
+            for key in _KEYS:
+                for cost in _COSTS:
+                    want = _outcome(lambda: a.acquire_many([(policy, key, cost)], each=True), a)
+                    got = _outcome(lambda: _acquire_many_one(b, policy, key, cost), b)
+                    assert want == got, (policy, key, cost)
+        combined, each = _acquire_many_one(b, q, "k", 0)
+        assert type(each) is list and len(each) == 1
+        a.acquire_many([(q, "k", 0)], each=True)
+        _same_counts(a, b)
+        # A full table: every new key takes on_full ("allow"), reported "ok"
+        # as a whole and "table_full" in each, by both calls.
+        full = Limiter.create(segment_name + "c", capacity=64)
+        p = full.add_policy("p", "gcra", "3/h")
+        i = 0
+        while full.stats()["empty"] > 0:
+            full.acquire(p, "fill%d" % i)
+            i += 1
+        for i in range(20):
+            want = _outcome(lambda: full.acquire_many([(p, "new%d" % i, 1)], each=True))
+            got = _outcome(lambda: _acquire_many_one(full, p, "other%d" % i, 1))
+            assert want == got and got[1][4] == "ok" and got[3][0][4] == "table_full"
+        full.close()
+    finally:
+        for s in "abc":
+            Limiter.remove(segment_name + s)
+
+
+def test_plain_wait_is_limiter_wait(segment_name):
+    from shmlimit._shmlimit import _wait
+
+    a, b = _twins(segment_name)
+    try:
+        p = a.find_policy("p")
+        waits = [0, 0.0, 0.001, None, -1, float("nan"), float("inf"), 1e30, 2**2000, True, "1"]
+        for policy in [p, "p", "nope", None]:
+            for key in _KEYS:
+                for cost in _COSTS:
+                    for max_wait in waits:
+                        if max_wait is None and cost not in (0, False):
+                            continue  # no limit on the wait: only what never waits (not 20 minutes)
+                        want = _outcome(lambda: a.wait(policy, key, cost, max_wait=max_wait), a)
+                        got = _outcome(lambda: _wait(b, policy, key, cost, max_wait), b)
+                        assert want == got, (policy, key, cost, max_wait)
+        _same_counts(a, b)
+    finally:
+        for s in "ab":
+            Limiter.remove(segment_name + s)
+
+
+def test_plain_calls_refuse_what_is_not_a_limiter_call(segment_name):
+    from shmlimit._shmlimit import _acquire, _acquire_many_one, _peek, _tally, _wait
 
     lim = Limiter.create(segment_name, capacity=64)
     pid = lim.add_policy("p", "gcra", "2/h")
-    got = [_acquire_bytes(lim, pid, b"k") for _ in range(3)]
-    assert [d.allowed for d in got] == [True, True, False] and got[2].retry_after > 0
-    assert not lim.acquire(pid, "k").allowed  # the same bucket as acquire's
-    bad_calls = [(lim, pid, "k"), (lim, pid, bytearray(b"k")), (lim, pid), (lim, pid, b"k", 1), (pid, pid, b"k"), (lim, 0, b"k")]
-    bad_calls += [(None, pid, b"k"), (lim, None, b"k"), (lim, pid, None)]
-    for bad in bad_calls:
-        with pytest.raises(TypeError):
-            _acquire_bytes(*bad)
+    qid = lim.add_policy("q", "quiet_period", "2/h")
+    for bad in [(lim, pid), (lim, pid, b"k", 1, 2), (pid, pid, b"k"), (None, pid, b"k"), (b"k", pid, b"k"), ()]:
+        with pytest.raises(TypeError, match="_acquire"):
+            _acquire(*bad)
+        with pytest.raises(TypeError, match="_peek"):
+            _peek(*bad)
+    for bad in [(lim, qid, b"k", 1), (lim, qid, b"k", 1, False, 0), (None, qid, b"k", 1, False)]:
+        with pytest.raises(TypeError, match="_tally"):
+            _tally(*bad)
+    for bad in [(lim, pid, b"k"), (lim, pid, b"k", 1, 2), (None, pid, b"k", 1)]:
+        with pytest.raises(TypeError, match="_acquire_many_one"):
+            _acquire_many_one(*bad)
+    for bad in [(lim, pid, b"k", 1), (lim, pid, b"k", 1, None, 0), (None, pid, b"k", 1, None)]:
+        with pytest.raises(TypeError, match="_wait"):
+            _wait(*bad)
     lim.close()
     with pytest.raises(ValueError, match="closed"):
-        _acquire_bytes(lim, pid, b"k")
+        _acquire_many_one(lim, pid, b"k", 1)
+    with pytest.raises(ValueError, match="closed"):
+        _wait(lim, pid, b"k", 1, None)
+    with pytest.raises(ValueError, match="closed"):
+        _acquire(lim, pid, b"k")
+    with pytest.raises(ValueError, match="closed"):
+        _tally(lim, qid, "k", 1, False)
 
 
 def test_cost_above_the_capacity_never_fits(limiter):

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 import shmlimit
+from shmlimit._util import fit_key
 from shmlimit.decorators import default_limiter
 
 
@@ -95,3 +96,54 @@ def test_default_limiter_from_the_environment(monkeypatch, segment_name):
         assert default_limiter().name == segment_name
     finally:
         shmlimit.set_default_limiter(None)
+
+
+_HOSTILE_KEYS = ["cl\u00e9", "\udc80", "\ud800", "", b"", "x" * 500, b"x" * 500, bytearray(b"ba"), 5, None, 1.5]
+_HOSTILE_COSTS = [1, 0, 2, 3, -1, 2**63, 2**64, 1.5, True, None, "1"]
+
+
+def _outcome(call, name):
+    try:
+        return call()
+    except Exception as e:  # noqa: BLE001 - compared, not handled
+        return (type(e), str(e).replace(name, "<segment>"))
+
+
+def test_keys_and_costs_get_what_limiter_acquire_gives_them(segment_name):
+    """Each call's outcome is Limiter.acquire's on the key as @limit fits
+    it: the admitted call runs, a refused one raises RateLimited, a key or
+    cost the binding refuses raises its error (non-ASCII, lone surrogates,
+    empty, longer than max_key_bytes, bytes and str, wrong types)."""
+    lim = shmlimit.Limiter.create(segment_name, capacity=256)
+    twin_name = segment_name + "-twin"
+    twin = shmlimit.Limiter.create(twin_name, capacity=256)
+    try:
+        for i, cost in enumerate(_HOSTILE_COSTS):
+            @shmlimit.limit("3/h", limiter=lim, policy="p%d" % i, key=lambda k: k, cost=cost)
+            def f(k):
+                return "ran"
+
+            pid = twin.add_policy("p%d" % i, "gcra", "3/h", replace=True)
+
+            def expect(key):
+                k = fit_key(key, twin.max_key_bytes)
+                d = twin.acquire(pid, k, cost)
+                return "ran" if d.allowed else ("refused", d.limit, d.remaining, d.reason, k)
+
+            def got(key):
+                try:
+                    return f(key)
+                except shmlimit.RateLimited as e:
+                    return ("refused", e.decision.limit, e.decision.remaining, e.decision.reason, e.key)
+
+            for key in _HOSTILE_KEYS:
+                for _ in range(2):
+                    assert _outcome(lambda: got(key), lim.name) == _outcome(lambda: expect(key), twin.name), (key, cost)
+        assert lim.stats()["policy_counters"] == twin.stats()["policy_counters"]
+        strip = ("at", "unix_ns", "retry_after", "cursor")
+        rings = [[{k: v for k, v in e.items() if k not in strip} for e in x.recent_denials()["denials"]] for x in (lim, twin)]
+        assert rings[0] == rings[1] and rings[0]
+    finally:
+        lim.close()
+        twin.close()
+        shmlimit.Limiter.remove(twin_name)

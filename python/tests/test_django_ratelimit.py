@@ -253,3 +253,33 @@ def test_the_segment_is_shared_by_forked_processes(segment):
         total += int(os.read(r, 16) or b"0")
         os.close(r)
     assert total == 10
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_hostile_keys_are_limited_or_refused_as_before(fail_open):
+    """A key's value of any kind: non-ASCII, a surrogate escape, empty,
+    longer than the segment's max_key_bytes (its digest), bytes, an int:
+    each its own exact count; a lone surrogate cannot be a key: FAIL_OPEN
+    admits (None), otherwise UnicodeEncodeError; None: not limited."""
+    keys = ["cl\u00e9", "\udc80", "", "x" * 500, b"x" * 500, 5]
+    with fresh_segment(ALGORITHM="fixed_window", FAIL_OPEN=fail_open) as lim:
+        for key in keys + ["\ud800", None]:
+            r = req()
+
+            def usage(increment=True):
+                u = get_usage(r, group="g", key=lambda g, request: key, rate="2/m", increment=increment)
+                return None if u is None else (u["count"], u["limit"], u["should_limit"], u["decision"].reason)
+
+            if key == "\ud800" and not fail_open:
+                with pytest.raises(UnicodeEncodeError):
+                    usage()
+            elif key == "\ud800" or key is None:
+                assert [usage(), usage(), usage(False)] == [None, None, None]
+            else:
+                assert [usage(), usage(), usage(), usage(False)] == [
+                    (1, 2, False, "ok"), (2, 2, False, "ok"), (3, 2, True, "ok"), (2, 2, True, "ok")], key
+        [counts] = lim.stats()["policy_counters"].values()
+        assert counts == {"admitted": 2 * len(keys), "denied": len(keys)}
+        ring = [e["key"] for e in lim.recent_denials()["denials"]]
+        assert ring[:3] == [b"|cl\xc3\xa9", b"|\x80", b"|"] and ring[-1] == b"|5"
+        assert [k[:1] for k in ring[3:5]] == [b"~", b"~"] and ring[3] != ring[4]  # the long keys' digests

@@ -223,6 +223,26 @@ def test_long_keys_are_limited_each_on_their_own(storage):
     assert storage.incr(a, 3600) == 1 and storage.incr(a, 3600) == 2 and storage.get(b) == 0
 
 
+def test_hostile_keys_are_counted_or_refused_as_before(storage):
+    """limits passes str keys; any str UTF-8 encodes is a key of its own
+    (longer than max_key_bytes: its digest), a lone surrogate or a key that
+    is not str or bytes is a TypeError; bytes keys are counted too."""
+    for key in ["cl\u00e9", "", "x" * 500]:
+        got = [storage.acquire_entry(key, 2, 60), storage.acquire_entry(key, 2, 60, 2)]
+        got += [storage.incr(key, 60), storage.incr(key, 60, True, 3), storage.get(key)]
+        got += [storage.get_moving_window(key, 2, 60)[1], storage.get_expiry(key) > time.time() + 50]
+        assert got == [True, False, 1, 4, 4, 1, True], key
+    for key in ["\udc80", "\ud800", 5, None, 1.5]:
+        for call in (lambda: storage.acquire_entry(key, 2, 60), lambda: storage.incr(key, 60), lambda: storage.get(key),
+                     lambda: storage.get_moving_window(key, 2, 60)):
+            with pytest.raises(TypeError):
+                call()
+    assert [storage.acquire_entry(b"b" * 500, 2, 60), storage.incr(b"b" * 500, 60), storage.incr(b"b" * 500, 60)] == [True, 1, 2]
+    counts = storage.limiter.stats()["policy_counters"]
+    assert counts["limits.mw.2.60000"] == {"admitted": 4, "denied": 3}
+    assert counts["limits.fw.60000"] == {"admitted": 0, "denied": 0}  # tallies are not decisions
+
+
 @pytest.mark.parametrize("method, args, exc, message", [
     ("incr", ("k", 0), ValueError, "at least 1 ms"),
     ("incr", ("k", -5), ValueError, "at least 1 ms"),

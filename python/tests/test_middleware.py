@@ -161,3 +161,46 @@ def test_bad_rules_are_improperly_configured(site, rules, match):
     client = site(rules)
     with pytest.raises(ImproperlyConfigured, match=match):
         client.get("/plain")
+
+
+_HOSTILE = {"cl\u00e9": "cl\u00e9", "surrogate-escape": "\udc80", "lone-surrogate": "\ud800", "empty": "",
+            "long": "x" * 500, "bytes": b"x", "int": 5, "none": None}
+
+
+def hostile_key(request):
+    """A KEY returning the value named by the X-Kind header."""
+    return _HOSTILE[request.META["HTTP_X_KIND"]]
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_hostile_keys_are_limited_or_refused_as_before(site, fail_open):
+    """A key of any kind is limited on its own bucket (str() of it; a long
+    one by its digest); a str with a surrogate (even one that
+    surrogateescape would encode) cannot be a key: FAIL_OPEN admits,
+    otherwise the error propagates; None is not limited. The statuses,
+    headers, per-policy totals and denials are those of acquire_many."""
+    for cost in (1, 0):
+        client = site({"SCOPE": "h", "RATE": "2/hour", "KEY": hostile_key, "COST": cost, "ALGORITHM": "quiet_period"},
+                      FAIL_OPEN=fail_open)
+        for kind in _HOSTILE:
+            if "surrogate" in kind and not fail_open:
+                with pytest.raises(TypeError):
+                    client.get("/plain", HTTP_X_KIND=kind)
+                continue
+            got = [client.get("/plain", HTTP_X_KIND=kind) for _ in range(3)]
+            statuses = [r.status_code for r in got]
+            if "surrogate" in kind or kind == "none":
+                assert statuses == [200, 200, 200] and "X-RateLimit-Limit" not in got[0], kind
+            elif cost == 1:
+                assert statuses == [200, 200, 429], kind
+                assert [r["X-RateLimit-Remaining"] for r in got] == ["1", "0", "0"]
+                assert 3590 <= int(got[2]["Retry-After"]) <= 3601
+            else:  # a cost of 0 never fills the bucket
+                assert statuses == [200, 200, 200], kind
+                assert [r["X-RateLimit-Remaining"] for r in got] == ["2", "2", "2"]
+        lim = conf.get_limiter()
+        admitted = 5 * 2 if cost == 1 else 5 * 3  # five kinds are limited
+        assert lim.stats()["policy_counters"]["mw:h"] == {"admitted": admitted, "denied": 5 if cost == 1 else 0}
+        ring = [e["key"] for e in lim.recent_denials()["denials"]]
+        if cost == 1:
+            assert len(ring) == 5 and ring[0].endswith("cl\u00e9".encode()) and ring[-1].endswith(b"5")

@@ -303,3 +303,53 @@ def test_a_signal_during_wait_raises_and_gives_the_turn_back(limiter):
         signal.signal(signal.SIGALRM, old)
     # The interrupted turn was the last: given back, the next caller gets it.
     assert 3500 < limiter.reserve("slow", "k").delay < 3601
+
+
+def test_throttled_keys_and_costs_get_what_limiter_wait_gives_them(segment_name):
+    """@throttled's call for every key and cost, hostile ones included, is
+    Limiter.wait's on the key as it fits it: the admitted call runs, a
+    refused one raises RateLimited, a key or cost the binding refuses
+    raises its error."""
+    from shmlimit._util import fit_key
+
+    keys = ["cl\u00e9", "\udc80", "\ud800", "", b"", "x" * 500, b"x" * 500, bytearray(b"ba"), 5, None]
+    costs = [1, 0, 2, 4, -1, 2**64, 1.5, True, None]
+    lim = shmlimit.Limiter.create(segment_name, capacity=256)
+    twin_name = segment_name + "-twin"
+    twin = shmlimit.Limiter.create(twin_name, capacity=256)
+
+    def outcome(call, name):
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - compared, not handled
+            return (type(e), str(e).replace(name, "<segment>"))
+
+    try:
+        for i, cost in enumerate(costs):
+            name = "v%d" % i
+
+            @shmlimit.throttled(name, key=lambda k: k, cost=cost, rate="3/h", max_wait=0.01, limiter=lim)
+            def call(k):
+                return "ran"
+
+            pid = twin.add_policy(name, "gcra", "3/h", replace=True)
+
+            def expect(key):
+                k = fit_key(key, twin.max_key_bytes)
+                d = twin.wait(pid, k, cost, max_wait=0.01)
+                return "ran" if d.allowed else ("refused", d.limit, d.remaining, d.reason, k)
+
+            def got(key):
+                try:
+                    return call(key)
+                except shmlimit.RateLimited as e:
+                    return ("refused", e.decision.limit, e.decision.remaining, e.decision.reason, e.key)
+
+            for key in keys:
+                for _ in range(2):
+                    assert outcome(lambda: got(key), lim.name) == outcome(lambda: expect(key), twin.name), (key, cost)
+        assert lim.stats()["policy_counters"] == twin.stats()["policy_counters"]
+    finally:
+        lim.close()
+        twin.close()
+        shmlimit.Limiter.remove(twin_name)

@@ -37,6 +37,7 @@ from django.http import HttpResponse
 from django.utils.module_loading import import_string
 
 from .. import _shmlimit
+from .._shmlimit import _acquire_many_one
 from . import conf
 
 __all__ = ["RateLimitHeadersMiddleware", "RateLimitMiddleware"]
@@ -237,7 +238,11 @@ class RateLimitMiddleware:
                     requests.append((p.id, bucket, rule.cost))
             if not requests:
                 return None
-            combined, each = conf.get_limiter().acquire_many(requests, each=True)
+            lim = conf.get_limiter()
+            if len(requests) == 1:  # one rule of one rate: lim.acquire_many(requests, each=True), faster
+                combined, each = _acquire_many_one(lim, *requests[0])
+            else:
+                combined, each = lim.acquire_many(requests, each=True)
         except ImproperlyConfigured:
             raise
         except Exception as e:

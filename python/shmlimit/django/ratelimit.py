@@ -39,7 +39,7 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from .. import _shmlimit
-from .._shmlimit import Decision
+from .._shmlimit import Decision, _peek
 from .._util import fit_key
 from . import conf
 
@@ -241,7 +241,7 @@ def get_usage(
             conf.record(request, policies, combined, each)
         else:
             k = fit_key(bucket, lim.max_key_bytes)
-            each = [lim.peek(p.id, k, 1) for p in policies]
+            each = [_peek(lim, p.id, k, 1) for p in policies]  # lim.peek(p.id, k, 1), faster
             denied = [d for d in each if not d.allowed]
             combined = max(denied, key=lambda d: d.retry_after_ns) if denied else min(each, key=lambda d: d.remaining)
     except ImproperlyConfigured:

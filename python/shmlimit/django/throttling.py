@@ -35,7 +35,7 @@ from rest_framework import throttling as drf
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
-from .._shmlimit import Decision, _acquire_bytes, parse_rates
+from .._shmlimit import Decision, _acquire, parse_rates
 from .._util import fit_key
 from ..errors import InvalidArgumentError
 from . import conf
@@ -174,7 +174,7 @@ class ShmlimitThrottleMixin:
                 k = key.encode("utf-8", "surrogateescape")
                 if len(k) > registry.key_bytes:
                     k = fit_key(k, registry.key_bytes)
-                combined = _acquire_bytes(lim, policies[0].id, k)  # lim.acquire(id, k), faster
+                combined = _acquire(lim, policies[0].id, k)  # lim.acquire(id, k), faster
                 each: Sequence[Decision] = (combined,)
             else:
                 combined, each = registry.acquire(policies, key, now_ns=self._now_ns())
