@@ -204,12 +204,10 @@ Decision Limiter::Impl::apply_slow(std::uint32_t policy, std::string_view key, u
 // The order is the speed: the key is packed and hashed and its home slot
 // prefetched (for writing, on an acquire) before the clock is read. The
 // vDSO's ordered TSC read (RDTSCP) waits for earlier instructions, so the
-// hash now precedes it (about 1 ns on a hot key), but the slot's cache
-// miss, or its transfer from the core that wrote it last, runs during the
-// clock read instead of after it: an acquire on one of many cold keys
-// costs a third less, a hot key shared with another process less too
-// (bench/README.md). `live`: `now` is read here, between the two (and on
-// an early miss, before returning), else it is the caller's instant.
+// hash now precedes it (about 2 ns on a hot key), but the slot's cache
+// miss runs during the clock read instead of after it: an acquire on one
+// of many cold keys costs a third less (bench/README.md). `live`: `now` is read here, between the
+// two (and on an early miss, before returning), else it is the caller's instant.
 template <bool Acquire>
 [[gnu::always_inline]] inline bool Limiter::Impl::fast_decide(std::uint32_t policy,
                                                               std::string_view key, u64 cost,
