@@ -395,9 +395,12 @@ class Limiter {
   /// All-or-nothing over several limits (DRF's burst + sustained, per-user
   /// + global): admitted only if every limit admits, and then charged to
   /// every one; when any denies, none is charged. The combined decision
-  /// has the largest retry_after of the denials, and remaining/limit of
-  /// the tightest limit. `each`, if given (same length as `requests`),
-  /// receives every limit's own decision; when the request is denied, a
+  /// has the largest retry_after of the denials (and that denial's
+  /// reason), and remaining/limit of the tightest limit. Admitted, its
+  /// reason is kOk unless a limit was admitted by its on_full fallback
+  /// (kTableFull, kKeyTooLong, ...): then the first such limit's reason,
+  /// so a request that passed only because a limit was not enforced says so. `each`, if given (same
+  /// length as `requests`), receives every limit's own decision; when the request is denied, a
   /// limit that admitted reports its bucket as it is (nothing was
   /// charged), not as after this request. Lock-free: limits are charged
   /// one by one, each against its own bound (so none is ever exceeded),

@@ -290,9 +290,9 @@ def test_plain_tally_is_limiter_tally(segment_name):
 
 
 def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
-    """Not acquire: over a full table (on_full allow) an admitted request's
-    reason is "ok", and a cost of 0 is a peek; the plain call answers as
-    acquire_many does, with the same counts and denials."""
+    """Not acquire: a cost of 0 is a peek; the plain call answers as
+    acquire_many does, with the same counts and denials. Over a full table
+    (on_full allow) both report the fallback, as acquire does."""
     from shmlimit._shmlimit import _acquire_many_one
 
     a, b = _twins(segment_name)
@@ -308,8 +308,8 @@ def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
         assert type(each) is list and len(each) == 1
         a.acquire_many([(q, "k", 0)], each=True)
         _same_counts(a, b)
-        # A full table: every new key takes on_full ("allow"), reported "ok"
-        # as a whole and "table_full" in each, by both calls.
+        # A full table: every new key takes on_full ("allow"), reported
+        # "table_full" as a whole and in each, by both calls.
         full = Limiter.create(segment_name + "c", capacity=64)
         p = full.add_policy("p", "gcra", "3/h")
         i = 0
@@ -319,7 +319,7 @@ def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
         for i in range(20):
             want = _outcome(lambda: full.acquire_many([(p, "new%d" % i, 1)], each=True))
             got = _outcome(lambda: _acquire_many_one(full, p, "other%d" % i, 1))
-            assert want == got and got[1][4] == "ok" and got[3][0][4] == "table_full"
+            assert want == got and got[1][4] == "table_full" and got[3][0][4] == "table_full"
         full.close()
     finally:
         for s in "abc":

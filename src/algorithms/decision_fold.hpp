@@ -11,7 +11,12 @@ namespace shmlimit::detail {
 
 // Denied if any limit denies, with the largest retry-after of the denials
 // (and its reason); remaining and limit of the tightest limit; the longest
-// reset-after. Starts as the identity: allowed, no limit binding yet.
+// reset-after. Admitted, the reason is kOk unless a limit was admitted by
+// its on_full fallback (table_full, key_too_long, contended, corrupt,
+// clock_horizon): then the first such limit's reason, so a request that
+// passed only because a limit could not be enforced says so, as that
+// limit's own decision does. Starts as the identity: allowed, no limit
+// binding yet.
 struct DecisionFold {
   Decision combined;
 
@@ -27,6 +32,8 @@ struct DecisionFold {
         combined.reason = d.reason;
       }
       combined.allowed = false;
+    } else if (combined.allowed && combined.reason == Reason::kOk) {
+      combined.reason = d.reason;  // kOk, or the first fallback that admitted
     }
     if (d.remaining < combined.remaining) {
       combined.remaining = d.remaining;

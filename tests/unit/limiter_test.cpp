@@ -469,6 +469,37 @@ TEST_P(LimiterKeyTooLong, AppliesOnFullWithoutTakingASlot) {
   EXPECT_EQ(l.dump()[0].key, longest);
 }
 
+// A multi-limit request admitted only because one of its limits could not
+// be enforced (here a key too long for the slots, on_full allow) says so in
+// its combined decision, as that limit's own decision does; a denial's
+// reason still wins over it.
+TEST(LimiterAcquireMany, CombinedReasonNamesAFallbackThatAdmitted) {
+  ScopedSegmentName name("many-reason");
+  Limiter l = Limiter::create(small_options(name.str(), 64));
+  const PolicyId open = l.add_policy(spec("open", 100, hours(1), 100, OnFull::kAllow));
+  const PolicyId tight = l.add_policy(spec("tight", 1, hours(1), 1, OnFull::kAllow));
+  const std::string too_long(l.max_key_bytes() + 1, 'k');
+
+  Decision each[2];
+  const Request fits[] = {{open, "u", 1}, {tight, "u", 1}};
+  const Decision ok = l.acquire_many_at(fits, kT0, each);
+  EXPECT_TRUE(ok.allowed);
+  EXPECT_EQ(ok.reason, Reason::kOk);
+
+  const Request partly[] = {{open, "v", 1}, {open, too_long, 1}};
+  const Decision fell_back = l.acquire_many_at(partly, kT0, each);
+  EXPECT_TRUE(fell_back.allowed);
+  EXPECT_EQ(each[0].reason, Reason::kOk);
+  EXPECT_EQ(each[1].reason, Reason::kKeyTooLong);
+  EXPECT_EQ(fell_back.reason, Reason::kKeyTooLong);
+
+  const Request refused[] = {{open, too_long, 1}, {tight, "u", 1}};  // tight/u is spent
+  const Decision denied = l.acquire_many_at(refused, kT0, each);
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_EQ(denied.reason, Reason::kOk);  // the denial's own reason: a plain refusal
+  EXPECT_GT(denied.retry_after, Nanos(0));
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, LimiterKeyTooLong,
                          ::testing::Combine(::testing::Values(64u, 128u, 256u),
                                             ::testing::Values(OnFull::kAllow, OnFull::kDeny)));
