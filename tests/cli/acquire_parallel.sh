@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # 64 `shmlimit acquire` processes, 8 at a time, on one key of a 5/day policy:
 # exactly 5 are admitted (exit 0), 59 limited (exit 1), none fails (exit 2),
-# and the segment's counters agree.
+# and the segment's exact totals (stat) agree. The key's own counts in dump
+# are approximate (two processes counting one key at the same instant may
+# lose an increment, doc/cli.md): never more than the callers saw.
 #   usage: acquire_parallel.sh path/to/shmlimit
 source "$(dirname "$0")/lib.sh"
 
@@ -26,7 +28,7 @@ rows = json.load(sys.stdin)
 assert len(rows) == 1, rows
 r = rows[0]
 assert (r["policy"], r["key"], r["key_hex"]) == ("api", "k", "6b"), r
-assert (r["admitted"], r["denied"]) == (5, 59), r
+assert 0 < r["admitted"] <= 5 and 0 < r["denied"] <= 59, r
 assert (r["limit"], r["remaining"], r["state"]) == (5, 0, "limited"), r
 assert r["retry_after_ns"] > 0, r
 '

@@ -4,8 +4,10 @@
 # While they write: check is clean, the filters keep only what they name,
 # metrics has its metric names, watch prints a per-policy block. After they
 # stop: no key admitted beyond its policy's allowance, the most hammered key
-# is first in --top 1 --by usage, metrics' per-policy admitted_total equals
-# the sum of dump --json, and a reset key is admitted again. No timing.
+# is first in --top 1 --by usage, metrics' exact per-policy totals are at
+# least the sum of dump --json's per-key counts (approximate: two processes
+# counting one key at the same instant may lose an increment, doc/cli.md),
+# and a reset key is admitted again. No timing.
 #   usage: inspect_live.sh path/to/shmlimit
 source "$(dirname "$0")/lib.sh"
 
@@ -135,8 +137,8 @@ for policy in ('api', 'login'):
     for field in ('admitted', 'denied'):
         m = re.search(r'^shmlimit_policy_%s_total\{segment=\"[^\"]*\",policy=\"%s\"\} (\S+)$' % (field, policy), text, re.M)
         assert m, (policy, field)
-        want = sum(r[field] for r in rows if r['policy'] == policy)
-        assert float(m.group(1)) == want, (policy, field, m.group(1), want)
+        per_key = sum(r[field] for r in rows if r['policy'] == policy)
+        assert per_key > 0 and float(m.group(1)) >= per_key, (policy, field, m.group(1), per_key)
 "
 
 expect 1 acquire "$NAME" api hot
