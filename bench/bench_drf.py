@@ -48,6 +48,8 @@ import os
 import sys
 import time
 
+from pybench import find_module
+
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -58,19 +60,9 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def find_module(build: str | None) -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = [build] if build else [os.path.join(root, "build", p) for p in ("bench", "ci", "dev")]
-    for c in candidates:
-        path = os.path.join(c, "python")
-        if os.path.isdir(os.path.join(path, "shmlimit")):
-            return path
-    sys.exit("bench_drf.py: no built Python module in %s (build the target shmlimit_python)" % ", ".join(candidates))
-
-
 def main() -> int:
     args = parse_args()
-    sys.path.insert(0, find_module(args.build))
+    sys.path.insert(0, find_module(args.build, "bench_drf.py"))
 
     import django
     from django.conf import settings
