@@ -8,12 +8,20 @@
 //                                   in a MAP_SHARED mapping of a POSIX shm segment
 //   BM_Floor_ClockPlusCas           clock read, then CAS max(word, now) + 1 into that
 //                                   word: THE floor (a decision should cost <= 1.5x it)
+//   BM_Floor_DecisionClock          the decision clock alone (segment/clock.hpp: the
+//                                   TSC scaled from the thread's last exact reading
+//                                   of CLOCK_MONOTONIC_RAW)
 //   BM_Acquire_HotKey               acquire(PolicyId, "hot-key"), always admitted
 //                                   ("1000000000/s" burst 1e9): lookup + GCRA + CAS
 //   BM_Acquire_HotKey_Denied        acquire on a bucket that is always denied ("1/h"
 //                                   burst 1): no state CAS; the counts are plain stores
 //                                   (the thread's counter block, the slot's denied) and
 //                                   the denial is recorded in the recent-denials ring
+//   BM_Acquire_HotKey_ExactClock    BM_Acquire_HotKey with the thread's clock anchor
+//                                   forgotten before each call: the decision clock
+//                                   reads clock_gettime and anchors again, as for a
+//                                   thread whose decisions are further apart than
+//                                   an anchor serves (67 ms once calibrated)
 //   BM_Peek_HotKey                  peek(PolicyId, "hot-key"): lookup + GCRA, no write
 //   BM_Acquire_<Algorithm>          acquire on one hot key under each algorithm (always admitted)
 //   BM_Acquire_SlidingLog[_Denied]  the exact sliding log (64 entries): admitted, and denied
@@ -43,6 +51,10 @@
 //   BM_Floor_CasSharedWord_2Proc    the floor cases again while a forked child, pinned
 //   BM_Floor_ClockPlusCas_2Proc     to the other core, runs the same operation on the
 //   BM_Acquire_HotKey_2Proc         same word / key: the cost of contention
+//   BM_Alt_MutexMap_HotKey[_2Proc]  the mutex map (mutex_map.hpp) on the same hot key
+//   BM_Alt_MutexMap_HotKey_DecisionClock  the mutex map reading shmlimit's decision
+//                                   clock instead of clock_gettime: what the clock is
+//                                   worth to it
 //
 // After the run markdown tables give every case as a ratio to the floor
 // cases of the same run, of the fastest repetition's CPU time (a "min"
@@ -90,6 +102,7 @@
 
 #include "fixtures.hpp"
 #include "mutex_map.hpp"
+#include "segment/clock.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 // bench_remote.cpp: Redis and memcached alternatives, compiled in only when
@@ -113,6 +126,10 @@ void BM_Floor_ClockGettime(benchmark::State& state) {
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     benchmark::DoNotOptimize(ts);
   }
+}
+
+void BM_Floor_DecisionClock(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(shmlimit::detail::decision_clock_ns());
 }
 
 void BM_Floor_CasSharedWord(benchmark::State& state) {
@@ -164,6 +181,19 @@ void BM_Acquire_HotKey(benchmark::State& state) {
     Limiter& l = e.limiter();
     std::uint64_t bad = 0;
     for (auto _ : state) bad += !admitted_ok(l.acquire(e.hot, "hot-key"));
+    check(state, bad, "admitted");
+  });
+}
+
+void BM_Acquire_HotKey_ExactClock(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& e = env<HotEnv>("hot");
+    Limiter& l = e.limiter();
+    std::uint64_t bad = 0;
+    for (auto _ : state) {
+      shmlimit::detail::tsc_forget_anchor();
+      bad += !admitted_ok(l.acquire(e.hot, "hot-key"));
+    }
     check(state, bad, "admitted");
   });
 }
@@ -420,6 +450,16 @@ void BM_Alt_MutexMap_HotKey(benchmark::State& state) {
   });
 }
 
+void BM_Alt_MutexMap_HotKey_DecisionClock(benchmark::State& state) {
+  guarded(state, [&] {
+    auto& m = env<MutexEnv>("mutexmap").map;
+    std::uint64_t bad = 0;
+    for (auto _ : state)
+      bad += !m.acquire("hot-key", kAltT, kAltBurst, shmlimit::detail::decision_clock_ns);
+    check(state, bad, "admitted");
+  });
+}
+
 void BM_Alt_MutexMap_HotKey_2Proc(benchmark::State& state) {
   guarded(state, [&] {
     auto& m = env<MutexEnv>("mutexmap").map;
@@ -449,9 +489,11 @@ struct Case {
 };
 constexpr Case kCases[] = {
     {"BM_Floor_ClockGettime", BM_Floor_ClockGettime},
+    {"BM_Floor_DecisionClock", BM_Floor_DecisionClock},
     {"BM_Floor_CasSharedWord", BM_Floor_CasSharedWord},
     {"BM_Floor_ClockPlusCas", BM_Floor_ClockPlusCas},
     {"BM_Acquire_HotKey", BM_Acquire_HotKey},
+    {"BM_Acquire_HotKey_ExactClock", BM_Acquire_HotKey_ExactClock},
     {"BM_Acquire_HotKey_Denied", BM_Acquire_HotKey_Denied},
     {"BM_Peek_HotKey", BM_Peek_HotKey},
     {"BM_Reserve_HotKey", BM_Reserve_HotKey},
@@ -475,6 +517,7 @@ constexpr Case kCases[] = {
     {"BM_Floor_ClockPlusCas_2Proc", BM_Floor_ClockPlusCas_2Proc},
     {"BM_Acquire_HotKey_2Proc", BM_Acquire_HotKey_2Proc},
     {"BM_Alt_MutexMap_HotKey", BM_Alt_MutexMap_HotKey},
+    {"BM_Alt_MutexMap_HotKey_DecisionClock", BM_Alt_MutexMap_HotKey_DecisionClock},
     {"BM_Alt_MutexMap_HotKey_2Proc", BM_Alt_MutexMap_HotKey_2Proc},
 #ifdef SHMLIMIT_BENCH_HAVE_REDIS
     {"BM_Alt_Redis_HotKey", BM_Alt_Redis_HotKey},

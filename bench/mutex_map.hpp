@@ -71,8 +71,10 @@ class MutexMap {
   // One GCRA decision for `key` at CLOCK_MONOTONIC now: emission interval
   // `t_ns`, burst `burst`. A key that finds no free entry is admitted
   // (fail-open, like shmlimit's default) and counted in full_events.
-  bool acquire(std::string_view key, std::uint64_t t_ns, std::uint64_t burst) noexcept {
-    const auto now = static_cast<std::uint64_t>(alt_mono_ns());
+  // `clock`: CLOCK_MONOTONIC in ns, clock_gettime unless told otherwise.
+  bool acquire(std::string_view key, std::uint64_t t_ns, std::uint64_t burst,
+               std::int64_t (*clock)() noexcept = alt_mono_ns) noexcept {
+    const auto now = static_cast<std::uint64_t>(clock());
     const std::uint64_t h = hash(key);
     boost::interprocess::scoped_lock<boost::interprocess::interprocess_mutex> lock(hdr_->mu);
     Entry* e = find_or_insert(key, h);

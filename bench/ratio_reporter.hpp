@@ -157,6 +157,7 @@ class RatioReporter final : public benchmark::BenchmarkReporter {
     };
     constexpr Pair kPairs[] = {
         {"BM_Alt_MutexMap_HotKey", "BM_Acquire_HotKey"},
+        {"BM_Alt_MutexMap_HotKey_DecisionClock", "BM_Acquire_HotKey"},
         {"BM_Alt_MutexMap_HotKey_2Proc", "BM_Acquire_HotKey_2Proc"},
         {"BM_Alt_Redis_HotKey", "BM_Acquire_HotKey"},
         {"BM_Alt_Memcached_HotKey", "BM_Acquire_HotKey"},

@@ -56,7 +56,7 @@ std::vector<std::uint8_t> tail_of(const std::vector<std::uint8_t>& image,
   out[9] = static_cast<std::uint8_t>(max_probe - 1);
   // The harness's epoch is 0 (segment time = time since boot); shift the
   // decision time so the seeds' buckets are met at a time they care about.
-  const std::uint64_t t = t_ns + static_cast<std::uint64_t>(h.epoch_mono_ns);
+  const std::uint64_t t = t_ns + static_cast<std::uint64_t>(h.epoch_raw_ns);
   std::memcpy(out.data() + 10, &t, 8);
   out[18] = 1;
   out.insert(out.end(), image.begin() + static_cast<std::ptrdiff_t>(h.policy_offset),

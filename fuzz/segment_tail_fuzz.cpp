@@ -61,7 +61,7 @@ inline std::vector<std::uint8_t> build_image(const std::uint8_t* data, std::size
   h->policy_offset = g.policy_offset;
   h->process_offset = g.process_offset;
   h->slot_offset = g.slot_offset;
-  h->epoch_mono_ns = 0;  // segment time = time since boot: far from the clock horizon
+  h->epoch_raw_ns = 0;  // segment time = time since boot: far from the clock horizon
   h->created_unix_ns = 0;
   std::memcpy(&h->hash_seed, in.data() + TailInput::kSeed, 8);
   h->magic.store(detail::kMagic, std::memory_order_relaxed);

@@ -326,7 +326,7 @@ class Limiter {
   std::vector<PolicyView> policies() const;
 
   /// Charges `cost` to the bucket of (policy, key) at the current
-  /// CLOCK_MONOTONIC time. cost 0 = peek. Process-safe, lock-free, noexcept.
+  /// segment time (now()). cost 0 = peek. Process-safe, lock-free, noexcept.
   Decision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
   /// The same, looking the policy up by name first.
   Decision acquire(std::string_view policy, std::string_view key, std::uint64_t cost = 1) noexcept;
@@ -378,9 +378,9 @@ class Limiter {
   /// The same at an explicit time (ns since the segment's epoch).
   Reservation reserve_at(PolicyId policy, std::string_view key, std::uint64_t cost, Nanos max_wait,
                          Nanos now) noexcept;
-  /// Reserves, then sleeps until the turn (CLOCK_MONOTONIC, the clock of
-  /// std::chrono::steady_clock on Linux) and returns the decision: allowed
-  /// when the turn has come before `deadline`; refused at once, without
+  /// Reserves, then sleeps until the turn and returns the decision: allowed
+  /// when the turn comes before `deadline` (on CLOCK_MONOTONIC, the clock
+  /// of std::chrono::steady_clock on Linux); refused at once, without
   /// sleeping and charging nothing, when it would come later. On the
   /// never-queued algorithms it sleeps until each next opening and asks
   /// again while the deadline allows. The sleep blocks the calling thread
@@ -439,7 +439,10 @@ class Limiter {
   std::uint64_t reset(std::optional<PolicyId> policy = std::nullopt,
                       std::optional<std::string_view> key = std::nullopt);
 
-  /// Current time in ns since the segment's epoch (CLOCK_MONOTONIC based).
+  /// Current time in ns since the segment's epoch, as decisions read it:
+  /// CLOCK_MONOTONIC_RAW (never slewed by NTP), through the decision clock
+  /// (doc/design.md, "Time": never ahead of it, at most about 0.2 us
+  /// behind, never decreasing within a thread).
   Nanos now() const noexcept;
   /// Longest key this segment stores (slot_bytes - 40).
   std::uint32_t max_key_bytes() const noexcept;

@@ -924,7 +924,8 @@ void bind_limiter(py::module_& m) {
           "buckets were forgotten.")
       .def(
           "now_ns", [](const PyLimiter& self) { return self.get().now().count(); },
-          "Current time in ns since the segment's epoch (CLOCK_MONOTONIC based), for acquire_at().")
+          "Current time in ns since the segment's epoch (CLOCK_MONOTONIC_RAW based), for "
+          "acquire_at().")
       .def(
           "stats",
           [](const PyLimiter& self) {

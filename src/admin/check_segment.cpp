@@ -240,7 +240,7 @@ void inspect_segment_bytes(const std::byte* base, std::size_t size, CheckReport*
     out.add("header: max_policies " + std::to_string(h.max_policies) + ", this build has " +
             std::to_string(kMaxPolicies));
   }
-  if (const std::string why = Segment::epoch_problem(h.epoch_mono_ns); !why.empty())
+  if (const std::string why = Segment::epoch_problem(h.epoch_raw_ns); !why.empty())
     out.add("header: " + why);
   if (h.max_processes != kMaxProcesses) {
     out.add("header: max_processes " + std::to_string(h.max_processes) + ", this build has " +

@@ -123,7 +123,7 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       // was reclaimed by a process whose clock reading is later than ours,
       // our older reading would start the new bucket in its past and give
       // time back: read the clock again, after the failed lookup.
-      if (live_clock) now = std::max(now, this->now());
+      if (live_clock) now = std::max(now, this->now_exact());
       const u64 fresh_state = p.fresh_state(now);
       const detail::AlgoOutcome fresh =
           is_tally(op) ? detail::algo_tally(p.algo, fresh_state, now, cost, op == Op::kTallyRestart)

@@ -183,7 +183,7 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         process_table(
             reinterpret_cast<detail::ProcessEntry*>(seg->base() + seg->geometry().process_offset)),
         options(o),
-        epoch(seg->epoch_mono_ns()),
+        epoch(seg->epoch_raw_ns()),
         seed(seg->hash_seed()),
         claim_timeout_ns(std::chrono::duration_cast<Nanos>(o.claim_timeout).count()),
         leases(&table,
@@ -551,13 +551,14 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
                      Decision combined) noexcept;
   void slot_denied(std::uint32_t policy, std::string_view key) noexcept;
 
-  // CLOCK_MONOTONIC through the vDSO, as detail::monotonic_ns()
-  // (segment/clock.cpp), but inline: the hot path makes one call, not two.
-  std::int64_t now() const noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec - epoch;
-  }
+  // Segment time (ns since the epoch) as every decision reads it: the
+  // decision clock (segment/clock.hpp), never ahead of CLOCK_MONOTONIC_RAW,
+  // a little behind at most, and never decreasing within a thread.
+  std::int64_t now() const noexcept { return detail::decision_clock_ns() - epoch; }
+  // The same, read exactly (and the thread's clock anchored on it): for a
+  // claim after a failed lookup, which must not start a bucket before
+  // another process's reading.
+  std::int64_t now_exact() const noexcept { return detail::decision_clock_exact_ns() - epoch; }
 
   // ---- the policy table (policies.cpp) ---------------------------------------
   class AdminGuard;  // serialises policy-table writers across processes

@@ -53,7 +53,8 @@ Decision Limiter::Impl::log_run(const PolicySnapshot& p, const detail::PackedKey
   detail::SlotRef ref;
   for (;;) {
     if (!table.find(pk, &ref)) {
-      if (live_clock) now = std::max(now, this->now());  // as in apply(): never start in the past
+      if (live_clock)
+        now = std::max(now, this->now_exact());  // as in apply(): never start in the past
       std::fill(entries.begin(), entries.end(), u64{0});
       const detail::LogOutcome fresh =
           detail::log_decide(lp, entries, 0, now, op == Op::kRefund ? 0 : cost, picks, work);

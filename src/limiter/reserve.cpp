@@ -41,6 +41,15 @@ void sleep_until_mono(std::int64_t mono_ns) noexcept {
   }
 }
 
+// Sleeps until segment time `at` (CLOCK_MONOTONIC_RAW, which no sleep
+// can name): for what is left on it, measured on CLOCK_MONOTONIC, again
+// until it has passed (the two run at rates that differ while NTP slews).
+// `at` and `epoch` as Limiter::Impl keeps them.
+void sleep_until_segment(std::int64_t epoch, std::int64_t at) noexcept {
+  const auto left = [&] { return at - (detail::segment_clock_ns() - epoch); };
+  for (std::int64_t l = left(); l > 0; l = left()) sleep_until_mono(detail::monotonic_ns() + l);
+}
+
 std::int32_t own_pid() noexcept {
   return static_cast<std::int32_t>(detail::token_pid(detail::self_token()));
 }
@@ -94,7 +103,7 @@ Reservation Limiter::Impl::reserve(std::uint32_t policy, std::string_view key, u
       if (!table.find(pk, &ref)) {
         // Absent = full bucket; as in decide(): a later clock reading than
         // the reclaimer's, so the new bucket never starts in its past.
-        if (live_clock) now = std::max(now, this->now());
+        if (live_clock) now = std::max(now, this->now_exact());
         const u64 fresh_state = p.fresh_state(now);
         const detail::ReserveOutcome fresh = step(fresh_state);
         if (!fresh.store) {
@@ -189,20 +198,20 @@ Reservation Limiter::reserve_at(PolicyId policy, std::string_view key, std::uint
 Decision Limiter::wait(PolicyId policy, std::string_view key, std::uint64_t cost,
                        std::chrono::steady_clock::time_point deadline) noexcept {
   Impl& m = *impl_;
-  // steady_clock is CLOCK_MONOTONIC (libstdc++ and libc++ on Linux), the
-  // clock the segment's epoch is measured on.
+  // steady_clock is CLOCK_MONOTONIC (libstdc++ and libc++ on Linux): the
+  // deadline and the pauses are measured on it, the turns on segment time.
   const std::int64_t deadline_mono =
       std::chrono::duration_cast<Nanos>(deadline.time_since_epoch()).count();
   for (;;) {
     const std::int64_t now = m.now();
     // Both sides are CLOCK_MONOTONIC readings (>= 0): the difference cannot
     // overflow, whatever the deadline (time_point::min() or max() included).
-    const std::int64_t now_mono = now + m.epoch;
+    const std::int64_t now_mono = detail::monotonic_ns();
     const std::int64_t max_wait = deadline_mono > now_mono ? deadline_mono - now_mono : 0;
     Reservation r = m.reserve(policy.index, key, cost, max_wait, now, true);
     m.counted(policy.index, key, cost, now, r.decision_);
     if (r.ok()) {
-      if (r.delay_ > Nanos(0)) sleep_until_mono(r.act_at_.count() + m.epoch);
+      if (r.delay_ > Nanos(0)) sleep_until_segment(m.epoch, r.act_at_.count());
       return r.decision_;
     }
     // Refused. A queued algorithm refuses a turn past the deadline

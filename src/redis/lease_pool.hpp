@@ -129,7 +129,7 @@ class LeasePool {
   /// ms since the pool's epoch (CLOCK_MONOTONIC), plus 1: a time is never
   /// 0, so 0 in a side word means "never". Wait-free.
   u64 now_ms() const noexcept {
-    return static_cast<u64>((monotonic_ns() - seg_->epoch_mono_ns()) / 1'000'000) + 1;
+    return static_cast<u64>((segment_clock_ns() - seg_->epoch_raw_ns()) / 1'000'000) + 1;
   }
 
   /// The live slot of (policy, key). Wait-free. False: none (or too long).

@@ -49,8 +49,9 @@ inline constexpr const char* describe(SegmentKind kind) {
   return kind == SegmentKind::kLeasePool ? "a hybrid lease pool (HybridLimiter's NAME.lease)"
                                          : "a limiter segment";
 }
-// 2: lease records, sliding-log region; 3: retired policy entries, counter blocks
-inline constexpr u32 kLayoutVersion = 4;
+// 2: lease records, sliding-log region; 3: retired policy entries, counter blocks;
+// 4: the short-key hash; 5: segment time is CLOCK_MONOTONIC_RAW (doc/segment-format.md)
+inline constexpr u32 kLayoutVersion = 5;
 inline constexpr u32 kMaxPolicies = 64;      // policy index: 6 bits of the slot meta word
 inline constexpr u32 kMaxProcesses = 256;    // process registry entries (entry 0 = shared overflow)
 inline constexpr u32 kPolicyNameBytes = 32;  // 31 characters and a NUL
@@ -83,7 +84,7 @@ struct alignas(64) Header {
   u64 policy_offset;             // byte offset of PolicyEntry[max_policies]
   u64 process_offset;            // byte offset of ProcessEntry[max_processes]
   u64 slot_offset;               // byte offset of the slot array
-  std::int64_t epoch_mono_ns;    // CLOCK_MONOTONIC at creation: time 0 of every bucket
+  std::int64_t epoch_raw_ns;     // CLOCK_MONOTONIC_RAW at creation: time 0 of every bucket
   std::int64_t created_unix_ns;  // CLOCK_REALTIME at creation (display only)
   u64 hash_seed;                 // random, per segment: keys hash differently per segment
   AtomicU32 init_state;          // kInitZero -> kInitReady (release)
@@ -96,7 +97,7 @@ struct alignas(64) Header {
 };
 static_assert(std::is_standard_layout_v<Header>, "the header is read as bytes by other processes");
 static_assert(sizeof(Header) == 192, "header layout is part of the segment format");
-static_assert(offsetof(Header, total_bytes) == 48 && offsetof(Header, epoch_mono_ns) == 80 &&
+static_assert(offsetof(Header, total_bytes) == 48 && offsetof(Header, epoch_raw_ns) == 80 &&
                   offsetof(Header, init_state) == 104 && offsetof(Header, admin_owner) == 128 &&
                   offsetof(Header, log_entries) == 108 && offsetof(Header, lease_offset) == 112 &&
                   offsetof(Header, log_offset) == 120,

@@ -412,7 +412,7 @@ std::string Segment::validate(const std::byte* base, std::size_t size,
       h.lease_offset != g.lease_offset || h.log_offset != g.log_offset) {
     return "its offsets contradict its capacity (corrupt header)";
   }
-  if (std::string why = epoch_problem(h.epoch_mono_ns); !why.empty()) return why;
+  if (std::string why = epoch_problem(h.epoch_raw_ns); !why.empty()) return why;
   if (size != g.total_bytes) {
     return "it is " + std::to_string(size) + " bytes but its header says " +
            std::to_string(g.total_bytes) + " (truncated or resized)";
@@ -425,12 +425,12 @@ std::string Segment::validate(const std::byte* base, std::size_t size,
   return {};
 }
 
-std::string Segment::epoch_problem(std::int64_t epoch_mono_ns) {
-  const std::int64_t now = monotonic_ns();
-  if (epoch_mono_ns <= now) return {};
+std::string Segment::epoch_problem(std::int64_t epoch_raw_ns) {
+  const std::int64_t now = segment_clock_ns();
+  if (epoch_raw_ns <= now) return {};
   // Whole ms, rounded up: "0 ms in the future" would read as no problem.
-  const std::int64_t ahead_ms = (epoch_mono_ns - now) / 1'000'000 + 1;
-  return "corrupt header: its epoch (CLOCK_MONOTONIC " + std::to_string(epoch_mono_ns) +
+  const std::int64_t ahead_ms = (epoch_raw_ns - now) / 1'000'000 + 1;
+  return "corrupt header: its epoch (CLOCK_MONOTONIC_RAW " + std::to_string(epoch_raw_ns) +
          " ns) is " + std::to_string(ahead_ms) +
          " ms in the future, so every bucket's clock would stand still at 0 (the header was "
          "overwritten, or "
@@ -521,7 +521,7 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
         h->log_entries = g.log_entries;
         h->lease_offset = g.lease_offset;
         h->log_offset = g.log_offset;
-        h->epoch_mono_ns = monotonic_ns();
+        h->epoch_raw_ns = segment_clock_ns();
         h->created_unix_ns = realtime_ns();
         h->hash_seed = random_seed();
         h->magic.store(magic_of(kind), std::memory_order_relaxed);
@@ -610,7 +610,7 @@ std::unique_ptr<Segment> Segment::open(const Options& options, Mode mode, Segmen
     seg->base_ = static_cast<std::byte*>(m->region.get_address());
     seg->size_ = m->region.get_size();
     const Header& h = seg->header();
-    seg->epoch_mono_ns_ = h.epoch_mono_ns;
+    seg->epoch_raw_ns_ = h.epoch_raw_ns;
     seg->created_unix_ns_ = h.created_unix_ns;
     seg->hash_seed_ = h.hash_seed;
     seg->mapping_ = std::move(m);

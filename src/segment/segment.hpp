@@ -96,7 +96,7 @@ class Segment {
   bool read_only() const { return read_only_; }
   bool created() const { return created_; }
   Header& header() const { return *reinterpret_cast<Header*>(base_); }
-  std::int64_t epoch_mono_ns() const { return epoch_mono_ns_; }
+  std::int64_t epoch_raw_ns() const { return epoch_raw_ns_; }
   std::int64_t created_unix_ns() const { return created_unix_ns_; }
   std::uint64_t hash_seed() const { return hash_seed_; }
 
@@ -113,14 +113,14 @@ class Segment {
                               std::uint32_t expected_capacity, Geometry* out,
                               SegmentKind kind = SegmentKind::kLimiter);
 
-  /// Why `epoch_mono_ns` (Header::epoch_mono_ns) cannot be this segment's
-  /// epoch, or an empty string: the creator read CLOCK_MONOTONIC, which is
-  /// system-wide, so an epoch later than now is corrupt (or this process
+  /// Why `epoch_raw_ns` (Header::epoch_raw_ns) cannot be this segment's
+  /// epoch, or an empty string: the creator read CLOCK_MONOTONIC_RAW, which
+  /// is system-wide, so an epoch later than now is corrupt (or this process
   /// runs in another time namespace). Such a segment is refused at open
   /// and reported by `check`, never repaired in place: every attached
   /// process copied the epoch at open, so a rewritten one would have
   /// processes measure bucket times from two origins (doc/design.md).
-  static std::string epoch_problem(std::int64_t epoch_mono_ns);
+  static std::string epoch_problem(std::int64_t epoch_raw_ns);
 
   Segment();  // use open()
 
@@ -133,7 +133,7 @@ class Segment {
   std::string name_;
   bool read_only_ = false;
   bool created_ = false;
-  std::int64_t epoch_mono_ns_ = 0;
+  std::int64_t epoch_raw_ns_ = 0;
   std::int64_t created_unix_ns_ = 0;
   std::uint64_t hash_seed_ = 0;
 };

@@ -369,8 +369,8 @@ TEST_F(CheckRepair, CheckRepairsAnImpossibleOwnerAndReportsIt) {
 // Regression: a header epoch in the future stopped every bucket's clock
 // at 0 (a retry that never elapses), and `check` said clean.
 TEST_F(CheckRepair, FutureEpochIsRefusedAtOpenAndReportedByEveryCheck) {
-  const std::int64_t future = detail::monotonic_ns() + std::int64_t{3600} * 1'000'000'000;
-  unit::write_at(name_.path(), offsetof(detail::Header, epoch_mono_ns), &future, sizeof future);
+  const std::int64_t future = detail::segment_clock_ns() + std::int64_t{3600} * 1'000'000'000;
+  unit::write_at(name_.path(), offsetof(detail::Header, epoch_raw_ns), &future, sizeof future);
   const auto e = unit::catch_error([&] { Limiter::open(unit::small_options(name_.str(), 0)); });
   ASSERT_TRUE(e);
   EXPECT_EQ(e->code(), ErrorCode::kCorrupt);
