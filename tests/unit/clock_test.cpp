@@ -115,8 +115,8 @@ TEST(TscExtrapolate, ScalesTicksSinceTheAnchorAndRefusesOutsideItsInterval) {
       {10'001, true, 5'000'000},  // half a ns: rounded down
       {10'002, true, 5'000'001},
       {10'000 + 2 * kTscIntervalNs, true, 5'000'000 + kTscIntervalNs},  // the last tick
-      {10'000 + 2 * kTscIntervalNs + 1, false, 0},  // an exact reading is due
-      {9'999, false, 0},                            // before the anchor (another CPU)
+      {10'000 + 2 * kTscIntervalNs + 1, false, 0},                      // an exact reading is due
+      {9'999, false, 0},  // before the anchor (another CPU)
       {0, false, 0},
   };
   for (const Row& r : rows) {
@@ -136,7 +136,7 @@ TEST(TscExtrapolate, AnEmptyAnchorAlwaysAsksForAnExactReading) {
 // ---- guarantee (3): the self-check at each new anchor ------------------------
 
 TEST(TscExtrapolationBehind, FlagsAnAnchorThatWouldHaveRunAheadOfTheExactClock) {
-  const TscPoint a{1'000, 1'000'000, kOne};  // 1 ns per tick
+  const TscPoint a{1'000, 1'000'000, kOne};                               // 1 ns per tick
   EXPECT_TRUE(tsc_extrapolation_behind(a, 1'000 + 500'000, 1'500'000));   // on time
   EXPECT_TRUE(tsc_extrapolation_behind(a, 1'000 + 500'000, 1'600'000));   // behind
   EXPECT_FALSE(tsc_extrapolation_behind(a, 1'000 + 500'000, 1'499'999));  // 1 ns ahead
