@@ -33,8 +33,8 @@ std::int64_t realtime_ns() noexcept { return read_ns(CLOCK_REALTIME); }
 TscRate tsc_rate_from(const TscBrackets& b) noexcept {
   const std::int64_t span = b.ns1 - b.ns0;
   if (span < 1'000 || b.hi1 <= b.lo0) return {};
-  const unsigned __int128 low =
-      (static_cast<unsigned __int128>(span - 1) << kTscShift) / (b.hi1 - b.lo0);
+  const __uint128_t low =
+      (static_cast<__uint128_t>(span - 1) << kTscShift) / (b.hi1 - b.lo0);
   // 1 ps .. 100 ns per tick (a 10 MHz .. 1 THz counter); else not a TSC.
   if (low < (std::uint64_t{1} << kTscShift) / 1000 || low > (std::uint64_t{100} << kTscShift))
     return {};
@@ -42,8 +42,8 @@ TscRate tsc_rate_from(const TscBrackets& b) noexcept {
   r.low = static_cast<std::uint64_t>(low);
   r.high = UINT64_MAX;
   if (b.lo1 > b.hi0) {
-    const unsigned __int128 high =
-        (static_cast<unsigned __int128>(span + 1) << kTscShift) / (b.lo1 - b.hi0) + 1;
+    const __uint128_t high =
+        (static_cast<__uint128_t>(span + 1) << kTscShift) / (b.lo1 - b.hi0) + 1;
     if (high < UINT64_MAX) r.high = static_cast<std::uint64_t>(high);
   }
   return r;
@@ -66,7 +66,7 @@ bool tsc_extrapolation_behind(const TscPoint& a, std::uint64_t lo, std::int64_t 
   if (a.mult == 0 || a.ns == 0 || lo < a.tsc) return true;
   const std::uint64_t d = lo - a.tsc;
   if (d > (std::uint64_t{1} << 40)) return true;
-  const unsigned __int128 gained = (static_cast<unsigned __int128>(d) * a.mult) >> kTscShift;
+  const __uint128_t gained = (static_cast<__uint128_t>(d) * a.mult) >> kTscShift;
   return a.ns + static_cast<std::int64_t>(gained) <= ns;
 }
 
