@@ -33,8 +33,7 @@ std::int64_t realtime_ns() noexcept { return read_ns(CLOCK_REALTIME); }
 TscRate tsc_rate_from(const TscBrackets& b) noexcept {
   const std::int64_t span = b.ns1 - b.ns0;
   if (span < 1'000 || b.hi1 <= b.lo0) return {};
-  const __uint128_t low =
-      (static_cast<__uint128_t>(span - 1) << kTscShift) / (b.hi1 - b.lo0);
+  const __uint128_t low = (static_cast<__uint128_t>(span - 1) << kTscShift) / (b.hi1 - b.lo0);
   // 1 ps .. 100 ns per tick (a 10 MHz .. 1 THz counter); else not a TSC.
   if (low < (std::uint64_t{1} << kTscShift) / 1000 || low > (std::uint64_t{100} << kTscShift))
     return {};
