@@ -17,11 +17,11 @@
 //                                   burst 1): no state CAS; the counts are plain stores
 //                                   (the thread's counter block, the slot's denied) and
 //                                   the denial is recorded in the recent-denials ring
-//   BM_Acquire_HotKey_ExactClock    BM_Acquire_HotKey with the thread's clock anchor
-//                                   forgotten before each call: the decision clock
-//                                   reads clock_gettime and anchors again, as for a
-//                                   thread whose decisions are further apart than
-//                                   an anchor serves (67 ms once calibrated)
+//   BM_Acquire_HotKey_ExactClock    BM_Acquire_HotKey with the thread's decision clock
+//                                   forgotten before each call: it reads clock_gettime
+//                                   and takes no anchor, as for a thread whose
+//                                   decisions are further apart than an anchor
+//                                   serves (67 ms once calibrated)
 //   BM_Peek_HotKey                  peek(PolicyId, "hot-key"): lookup + GCRA, no write
 //   BM_Acquire_<Algorithm>          acquire on one hot key under each algorithm (always admitted)
 //   BM_Acquire_SlidingLog[_Denied]  the exact sliding log (64 entries): admitted, and denied
@@ -175,23 +175,15 @@ void BM_Floor_PrefetchClockCas_ColdSlot(benchmark::State& state) {
 // ---------------------------------------------------------------------------
 // One key
 
+// ExactClock: the thread's decision clock forgotten before each call.
+template <bool ExactClock>
 void BM_Acquire_HotKey(benchmark::State& state) {
   guarded(state, [&] {
     auto& e = env<HotEnv>("hot");
     Limiter& l = e.limiter();
     std::uint64_t bad = 0;
-    for (auto _ : state) bad += !admitted_ok(l.acquire(e.hot, "hot-key"));
-    check(state, bad, "admitted");
-  });
-}
-
-void BM_Acquire_HotKey_ExactClock(benchmark::State& state) {
-  guarded(state, [&] {
-    auto& e = env<HotEnv>("hot");
-    Limiter& l = e.limiter();
-    std::uint64_t bad = 0;
     for (auto _ : state) {
-      shmlimit::detail::tsc_forget_anchor();
+      if constexpr (ExactClock) shmlimit::detail::tsc_forget_anchor();
       bad += !admitted_ok(l.acquire(e.hot, "hot-key"));
     }
     check(state, bad, "admitted");
@@ -492,8 +484,8 @@ constexpr Case kCases[] = {
     {"BM_Floor_DecisionClock", BM_Floor_DecisionClock},
     {"BM_Floor_CasSharedWord", BM_Floor_CasSharedWord},
     {"BM_Floor_ClockPlusCas", BM_Floor_ClockPlusCas},
-    {"BM_Acquire_HotKey", BM_Acquire_HotKey},
-    {"BM_Acquire_HotKey_ExactClock", BM_Acquire_HotKey_ExactClock},
+    {"BM_Acquire_HotKey", BM_Acquire_HotKey<false>},
+    {"BM_Acquire_HotKey_ExactClock", BM_Acquire_HotKey<true>},
     {"BM_Acquire_HotKey_Denied", BM_Acquire_HotKey_Denied},
     {"BM_Peek_HotKey", BM_Peek_HotKey},
     {"BM_Reserve_HotKey", BM_Reserve_HotKey},

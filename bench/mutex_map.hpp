@@ -71,7 +71,8 @@ class MutexMap {
   // One GCRA decision for `key` at CLOCK_MONOTONIC now: emission interval
   // `t_ns`, burst `burst`. A key that finds no free entry is admitted
   // (fail-open, like shmlimit's default) and counted in full_events.
-  // `clock`: CLOCK_MONOTONIC in ns, clock_gettime unless told otherwise.
+  // `clock`: a monotonic clock in ns, clock_gettime(CLOCK_MONOTONIC) unless
+  // told otherwise.
   bool acquire(std::string_view key, std::uint64_t t_ns, std::uint64_t burst,
                std::int64_t (*clock)() noexcept = alt_mono_ns) noexcept {
     const auto now = static_cast<std::uint64_t>(clock());

@@ -20,7 +20,7 @@
 // seqlock, about 30 ns on the bench machine against 12 for a plain RDTSC,
 // and a lock-free decision's CAS has to wait for it (bench/README.md).
 //
-// Guarantees (doc/design.md, "The decision clock")
+// Guarantees (doc/design.md, "Time")
 //   (1) Never ahead of segment_clock_ns(). The anchor's TSC is read after
 //       its clock_gettime, and the scale is a lower bound of the rate: the
 //       ns between two exact readings (less 1 for truncation) over the
