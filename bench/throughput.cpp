@@ -1,8 +1,9 @@
 // shmlimit_throughput: multi-process throughput and per-operation latency of
 // shmlimit against the mutex-map alternative (bench/mutex_map.hpp).
 //
-// For each implementation (shmlimit, mutexmap), workload (hot: one key;
-// many: 100k keys visited in a random order per process) and number of
+// For each implementation (shmlimit, mutexmap, floor), workload (hot: one key;
+// many: 100k keys visited in a random order per process; flood: one key
+// that every decision refuses, a client far over its limit) and number of
 // processes P (default 1, 2, 4; P above the CPU count oversubscribes), P
 // forked processes, pinned round-robin to the allowed CPUs, start together
 // and make decisions for a fixed duration. Printed as a markdown table:
@@ -13,13 +14,19 @@
 // what a caller sees (visible at p99.9, especially at P > CPUs).
 //
 //   shmlimit_throughput [--duration=SECONDS] [--procs=1,2,4] [--keys=100000]
-//                       [--sample-every=16] [--impl=shmlimit,mutexmap]
-//                       [--workload=hot,many] [--csv=FILE]
+//                       [--sample-every=16] [--impl=shmlimit,mutexmap,floor]
+//                       [--workload=hot,many,flood] [--csv=FILE]
 //
 // Both implementations use the same GCRA parameters: hot key T = 1 ns, burst
 // 1e9 (always admitted); many keys 1/s burst 1e6 (always admitted during a
-// run). Every decision is checked; "denied" must be 0.
+// run); flood 1/h burst 1 (its one admission made before timing). Every
+// decision is checked: "denied" must be 0, or in a flood every decision. `floor` (FloorTable)
+// is no limiter: clock_gettime and one CAS on the key's own line, the part
+// of a decision no implementation can skip. After the table, one line per
+// cell compares the p99s: shmlimit's against the mutex map's and the
+// floor's.
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -57,8 +64,8 @@ struct Config {
   std::vector<int> procs{1, 2, 4};
   std::size_t keys = 100'000;
   std::uint64_t sample_every = 16;
-  std::vector<std::string> impls{"shmlimit", "mutexmap"};
-  std::vector<std::string> workloads{"hot", "many"};
+  std::vector<std::string> impls{"shmlimit", "mutexmap", "floor"};
+  std::vector<std::string> workloads{"hot", "many", "flood"};
   std::string csv;
 };
 
@@ -139,10 +146,15 @@ void pin(int cpu) {
   ::sched_setaffinity(0, sizeof one, &one);
 }
 
-// One implementation behind one interface (a decision on key i; i < 0 = hot key).
+// The workloads: one hot key always admitted; 100k keys always admitted;
+// one key always refused (a flood: every process over its limit).
+enum class Load { kHot, kMany, kFlood };
+
+// One implementation behind one interface: a decision on `key`; true when
+// it was admitted.
 struct Impl {
   virtual ~Impl() = default;
-  virtual bool decide(const std::string& key, bool hot) = 0;
+  virtual bool decide(const std::string& key, Load load) = 0;
 };
 
 struct ShmlimitImpl final : Impl {
@@ -163,6 +175,11 @@ struct ShmlimitImpl final : Impl {
     many.rate = shmlimit::Rate{1, std::chrono::seconds(1)};
     many.burst = 1'000'000;
     many_id = limiter->add_policy(many);
+    shmlimit::PolicySpec flood;
+    flood.name = "flood";
+    flood.rate = shmlimit::Rate{1, std::chrono::hours(1)};
+    flood.burst = 1;
+    flood_id = limiter->add_policy(flood);
   }
   ~ShmlimitImpl() override {
     limiter.reset();
@@ -171,21 +188,95 @@ struct ShmlimitImpl final : Impl {
     } catch (const std::exception&) {
     }
   }
-  bool decide(const std::string& key, bool hot) override {
-    const shmlimit::Decision d = limiter->acquire(hot ? hot_id : many_id, key);
+  bool decide(const std::string& key, Load load) override {
+    const shmlimit::PolicyId id = load == Load::kHot    ? hot_id
+                                  : load == Load::kMany ? many_id
+                                                        : flood_id;
+    const shmlimit::Decision d = limiter->acquire(id, key);
     return d.allowed && d.reason == shmlimit::Reason::kOk;
   }
   std::string name_;
   std::optional<shmlimit::Limiter> limiter;
-  shmlimit::PolicyId hot_id, many_id;
+  shmlimit::PolicyId hot_id, many_id, flood_id;
 };
 
 struct MutexImpl final : Impl {
   MutexImpl(const std::string& name, std::size_t capacity) : map(name, capacity) {}
-  bool decide(const std::string& key, bool hot) override {
-    return hot ? map.acquire(key, 1, 1'000'000'000) : map.acquire(key, 1'000'000'000, 1'000'000);
+  bool decide(const std::string& key, Load load) override {
+    switch (load) {
+      case Load::kHot:
+        return map.acquire(key, 1, 1'000'000'000);
+      case Load::kMany:
+        return map.acquire(key, 1'000'000'000, 1'000'000);
+      case Load::kFlood:
+        break;
+    }
+    return map.acquire(key, 3'600'000'000'000, 1);
   }
   MutexMap map;
+};
+
+// The floor: what any implementation pays for a decision on a key, with
+// nothing of a decision's own work. clock_gettime, then one CAS on the word
+// of the key's own 64-byte line in a POSIX shm table of the same size as the
+// others' (FNV-1a hash, as the mutex map's): the clock, the line's miss and
+// its transfer between cores. Its p99 is the memory system's and the
+// contended line's tail, which no decision can go below.
+class FloorTable final : public Impl {
+ public:
+  FloorTable(const std::string& name, std::size_t capacity) : name_(name) {
+    cap_ = 1;
+    while (cap_ < capacity) cap_ <<= 1;
+    bytes_ = cap_ * sizeof(Line);
+    ::shm_unlink(name_.c_str());
+    const int fd = ::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) throw std::runtime_error("shm_open " + name_ + ": " + std::strerror(errno));
+    void* p = MAP_FAILED;
+    if (::ftruncate(fd, static_cast<off_t>(bytes_)) == 0)
+      p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    const int err = errno;
+    ::close(fd);
+    if (p == MAP_FAILED) {
+      ::shm_unlink(name_.c_str());
+      throw std::runtime_error("ftruncate/mmap " + name_ + ": " + std::strerror(err));
+    }
+    lines_ = new (p) Line[cap_];
+  }
+  ~FloorTable() override {
+    ::munmap(lines_, bytes_);
+    ::shm_unlink(name_.c_str());
+  }
+  FloorTable(const FloorTable&) = delete;
+  FloorTable& operator=(const FloorTable&) = delete;
+
+  bool decide(const std::string& key, Load load) override {
+    std::uint64_t h = 1469598103934665603ull;
+    for (const char c : key) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ull;
+    }
+    std::atomic<std::uint64_t>& w = lines_[h & (cap_ - 1)].word;
+    const auto now = static_cast<std::uint64_t>(alt_mono_ns());
+    // Relaxed: a benchmark's counter, nothing published through it.
+    std::uint64_t cur = w.load(std::memory_order_relaxed);
+    // A refusal reads the word and writes nothing. The first call of a
+    // flood admits, as a limiter's first request does.
+    if (load == Load::kFlood && cur != 0) return now >= cur;
+    const std::uint64_t step = load == Load::kFlood ? 3'600'000'000'000 : 1;
+    while (!w.compare_exchange_weak(cur, std::max(cur, now) + step, std::memory_order_relaxed)) {
+    }
+    return true;
+  }
+
+ private:
+  struct alignas(64) Line {
+    std::atomic<std::uint64_t> word{0};
+  };
+  static_assert(sizeof(Line) == 64);
+  std::string name_;
+  std::size_t cap_ = 0;
+  std::size_t bytes_ = 0;
+  Line* lines_ = nullptr;
 };
 
 struct Row {
@@ -195,27 +286,34 @@ struct Row {
   double ops_per_s_per_proc = 0;
   double p50 = 0, p99 = 0, p999 = 0;
   std::uint64_t denied = 0;
+  std::uint64_t ops = 0;
   std::uint64_t samples = 0;
 };
 
 Row run_one(const Config& cfg, const std::string& impl_name, const std::string& workload, int procs,
             const std::vector<std::string>& keys) {
   const std::string seg = "/shmlimit-bench-" + std::to_string(::getpid()) + "-tp-" + impl_name;
-  // The key table: 2^18 entries of 64 bytes for 100k keys (38% full) in both.
+  // The key table: 2^18 entries of 64 bytes for 100k keys (38% full) in each.
   std::uint32_t capacity = 1024;
   while (capacity < keys.size() * 2) capacity <<= 1;
   std::unique_ptr<Impl> impl;
   if (impl_name == "shmlimit")
     impl = std::make_unique<ShmlimitImpl>(seg, capacity);
+  else if (impl_name == "floor")
+    impl = std::make_unique<FloorTable>(seg, capacity);
   else
     impl = std::make_unique<MutexImpl>(seg, capacity);
-  const bool hot = workload == "hot";
+  const Load load = workload == "hot"    ? Load::kHot
+                    : workload == "many" ? Load::kMany
+                                         : Load::kFlood;
+  const bool hot = load != Load::kMany;  // one key
   const std::string hot_key = "hot-key";
-  // Claim every key before timing, so the timed part is lookups, not claims.
+  // Claim every key before timing, so the timed part is lookups, not claims
+  // (and a flood's one key has had its one admission).
   if (hot) {
-    impl->decide(hot_key, true);
+    impl->decide(hot_key, load);
   } else {
-    for (const auto& k : keys) impl->decide(k, false);
+    for (const auto& k : keys) impl->decide(k, load);
   }
 
   SharedArea area(procs);
@@ -252,13 +350,13 @@ Row run_one(const Config& cfg, const std::string& impl_name, const std::string& 
           if (!hot && ++cursor == order.size()) cursor = 0;
           if (j == 0 && ns_samples < kMaxSamples) {
             const std::int64_t t0 = alt_mono_ns();
-            denied += !impl->decide(key, hot);
+            denied += !impl->decide(key, load);
             const std::int64_t t1 = alt_mono_ns();
             const std::int64_t d = t1 - t0;
             samples[ns_samples++] =
                 static_cast<std::uint32_t>(std::min<std::int64_t>(d, 0xffffffff));
           } else {
-            denied += !impl->decide(key, hot);
+            denied += !impl->decide(key, load);
           }
         }
         ops += cfg.sample_every;
@@ -304,6 +402,7 @@ Row run_one(const Config& cfg, const std::string& impl_name, const std::string& 
     const ChildResult& r = area.results[i];
     if (r.ns > 0) row.ops_per_s += static_cast<double>(r.ops) * 1e9 / static_cast<double>(r.ns);
     row.denied += r.denied;
+    row.ops += r.ops;
     const std::uint32_t* s = area.samples_of(i);
     all.insert(all.end(), s, s + r.nsamples);
   }
@@ -362,8 +461,8 @@ int main(int argc, char** argv) {
       cfg.csv = std::string(*v7);
     } else {
       std::cerr << "usage: shmlimit_throughput [--duration=S] [--procs=1,2,4] [--keys=N]\n"
-                   "       [--sample-every=N] [--impl=shmlimit,mutexmap] [--workload=hot,many]\n"
-                   "       [--csv=FILE]\n";
+                   "       [--sample-every=N] [--impl=shmlimit,mutexmap,floor]\n"
+                   "       [--workload=hot,many,flood] [--csv=FILE]\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -377,8 +476,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  for (const auto& w : cfg.workloads) {
+    if (w != "hot" && w != "many" && w != "flood") {
+      std::cerr << "shmlimit_throughput: unknown --workload " << w << "\n";
+      return 2;
+    }
+  }
   for (const auto& im : cfg.impls) {
-    if (im != "shmlimit" && im != "mutexmap") {
+    if (im != "shmlimit" && im != "mutexmap" && im != "floor") {
       std::cerr << "shmlimit_throughput: unknown --impl " << im << "\n";
       return 2;
     }
@@ -428,9 +533,31 @@ int main(int argc, char** argv) {
               << " | " << fmt(r.p50) << " | " << fmt(r.p99) << " | " << fmt(r.p999) << " | "
               << r.samples << " | " << r.denied << " |\n";
   }
+  const auto row_of = [&](const std::string& im, const std::string& w, int p) -> const Row* {
+    for (const Row& r : rows)
+      if (r.impl == im && r.workload == w && r.procs == p) return &r;
+    return nullptr;
+  };
+  bool first = true;
+  for (const Row& r : rows) {
+    if (r.impl != "shmlimit") continue;
+    const Row* m = row_of("mutexmap", r.workload, r.procs);
+    const Row* f = row_of("floor", r.workload, r.procs);
+    if ((m == nullptr || m->p99 <= 0) && f == nullptr) continue;
+    if (first) std::cout << "\n";
+    first = false;
+    std::cout << "p99, " << r.workload << " P=" << r.procs << ": shmlimit " << fmt(r.p99) << " ns";
+    if (m != nullptr && m->p99 > 0 && r.p99 > 0)
+      std::cout << ", the mutex map's " << fmt(m->p99) << " ns (mutex map / shmlimit "
+                << fmt(m->p99 / r.p99, 1) << "x)";
+    if (f != nullptr) std::cout << "; the floor's " << fmt(f->p99) << " ns";
+    std::cout << "\n";
+  }
   bool bad = false;
-  for (const Row& r : rows) bad = bad || r.denied != 0;
-  if (bad) std::cout << "\nERROR: some decisions were denied; the figures are not comparable.\n";
+  for (const Row& r : rows) bad = bad || r.denied != (r.workload == "flood" ? r.ops : 0);
+  if (bad)
+    std::cout << "\nERROR: some decisions were denied (or, in a flood, admitted); the figures are "
+                 "not comparable.\n";
 
   if (!cfg.csv.empty()) {
     std::ofstream out(cfg.csv);

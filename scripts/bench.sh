@@ -5,7 +5,8 @@
 #                         in the same process, and against the alternatives
 #                         (mutex map, Redis, memcached), as ratio tables;
 #   shmlimit_throughput   multi-process throughput and latency, shmlimit against
-#                         the mutex map (plot: bench/throughput.png);
+#                         the mutex map and the clock + CAS floor (plot:
+#                         bench/throughput.png);
 #   shmlimit_bench_tiers  the local, Redis and hybrid tiers (when the Redis tier
 #                         is built and redis-server is installed);
 #   bench/bench_nginx.sh  nginx with no limit, limit_req and the shmlimit module
@@ -263,7 +264,7 @@ for col, w in enumerate(workloads):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend()
-fig.suptitle("shmlimit vs interprocess_mutex + table (shmlimit_throughput, 2 CPUs)")
+fig.suptitle("shmlimit vs interprocess_mutex + table, and the clock + CAS floor (shmlimit_throughput)")
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)
 EOF

@@ -115,6 +115,9 @@ std::vector<PolicyCounters> Limiter::counters() const {
 
 std::vector<BucketView> Limiter::dump() const {
   const Impl& m = *impl_;
+  // This thread's own refusals are counted per key first (a flood's are
+  // deferred: DenialFold::unposted), so a thread reads its own exactly.
+  m.post_denials();
   const detail::Geometry& g = m.seg->geometry();
   std::vector<BucketView> out;
   const std::int64_t now = m.now();

@@ -47,6 +47,7 @@ void Limiter::Impl::record_denial(std::string_view key,
   static const bool cleared_in_children =
       ::pthread_atfork(nullptr, nullptr, [] { detail::t_denial_fold = detail::DenialFold{}; }) == 0;
   (void)cleared_in_children;
+  post_denials();
   const detail::DenialFold::Step s = detail::t_denial_fold.step(counters.id(), key, d);
   if (s.folded) return;
   if (s.has_flush) {
@@ -57,6 +58,19 @@ void Limiter::Impl::record_denial(std::string_view key,
                          s.flush_repeats);
   }
   denial_ring().record(d.time_ns, d.policy, d.reason, key, d.cost, d.retry_after, s.repeats);
+}
+
+void Limiter::Impl::post_denials() const noexcept {
+  detail::DenialFold& f = detail::t_denial_fold;
+  if (f.unposted == 0) return;
+  if (f.handle == counters.id() && f.post_slot < table.capacity() && !read_only) {
+    detail::SlotHead& h = table.head(f.post_slot);
+    // Relaxed: a statistic; the version only tells whether the slot still
+    // holds the key (a reclaim moves it), as Table::update's guard does.
+    if (detail::Word::version(h.word.load(std::memory_order_relaxed)) == f.post_version)
+      detail::approx_add(h.denied, f.unposted);
+  }
+  f.unposted = 0;
 }
 
 // ReclaimPolicy: a bucket may be reclaimed when its algorithm says it is
@@ -261,10 +275,15 @@ template <bool Acquire>
       });
   if (r == detail::UpdateResult::kReclaimed) [[unlikely]]
     return false;  // the key left its slot meanwhile: look it up again, in apply()
-  // Per key, approximate (table.hpp), as decide() counts, at once: the
+  // Per key, approximate (table.hpp): a stored decision at once, as the
   // slot's line is this core's just after the CAS (another process's
-  // decision on the key may take it back at any moment after).
-  if constexpr (Acquire) detail::count_per_key(table.head(ref.index), r, allowed);
+  // decision on the key may take it back at any moment after); a refusal
+  // that stored nothing through the denial fold below, which writes no
+  // shared line for the repeats of a flood.
+  if constexpr (Acquire) {
+    if (r == detail::UpdateResult::kStored)
+      detail::approx_add(allowed ? table.head(ref.index).admitted : table.head(ref.index).denied);
+  }
   if (gcra && allowed) [[likely]] {
     bool store = false;
     u64 next = 0;
@@ -273,8 +292,22 @@ template <bool Acquire>
   if constexpr (!Acquire) return true;
   // The exact totals are the counter blocks.
   counters.add(policy, allowed);
-  if (!allowed) [[unlikely]]
-    noted(policy, key, cost, now, d);
+  // A denial is folded or recorded as noted() does (no read-only map and
+  // no unknown policy come this far), from the key's packed words: a flood's
+  // denial does not read the key's bytes again.
+  if (!allowed) [[unlikely]] {
+    detail::DenialFold& fold = detail::t_denial_fold;
+    const bool unchanged = r == detail::UpdateResult::kUnchanged;
+    if (fold.absorb_words(counters.id(), pk.len, pk.words[0], pk.words[1], now, policy, d.reason,
+                          cost, d.retry_after)) {
+      if (unchanged && fold.defer_per_key(ref.index, detail::Word::version(ref.word)) >=
+                           detail::kDenialPostBatch) [[unlikely]]
+        post_denials();
+    } else {
+      record_denial(key, detail::DenialFold::Denial{now, policy, d.reason, cost, d.retry_after});
+      if (unchanged) detail::approx_add(table.head(ref.index).denied);
+    }
+  }
   return true;
 }
 

@@ -190,6 +190,11 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
         log_base(reinterpret_cast<AtomicU64*>(seg->base() + seg->geometry().log_offset)),
         log_entries(seg->geometry().log_entries),
         denials(detail::DenialRing::at(seg->base(), seg->geometry())) {}
+  // The closing thread's deferred per-key denials are posted while the
+  // segment is still mapped (another thread's are dropped: approximate).
+  ~Impl() { post_denials(); }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
   // ---- policies -----------------------------------------------------------
   // Process-local cache of validated policy snapshots. Per entry, a pointer
   // to an immutable CachedPolicy: the raw words it was derived from (the
@@ -392,9 +397,15 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
     }
     return d;
   }
-  // What noted() does when the fold does not absorb the denial.
+  // What noted() does when the fold does not absorb the denial. Posts the
+  // thread's deferred per-key counts first (post_denials).
   [[gnu::noinline]] void record_denial(std::string_view key,
                                        const detail::DenialFold::Denial& d) const noexcept;
+  // Adds this thread's folded fast-path denials (DenialFold::unposted) to
+  // their key's per-key count, if the fold is this handle's and the slot
+  // still holds the key they were decided on; else they are dropped (the
+  // per-key counts are approximate; the exact totals have them all).
+  [[gnu::noinline]] void post_denials() const noexcept;
 
   // Counts one decision of an acquire or a lease in the exact per-policy
   // totals (counters.hpp) and records a denial in the ring. An admitted

@@ -95,6 +95,9 @@ class DenialRing {
 /// How long a thread folds one key's repeated denials into its last record
 /// of that key (DenialFold).
 inline constexpr std::int64_t kDenialFoldNs = 100'000'000;
+/// How many of a thread's folded fast-path denials of one key wait before
+/// they are added to the key's per-key count at once (DenialFold::unposted).
+inline constexpr std::uint64_t kDenialPostBatch = 64;
 /// The most repeats a reader reports for one entry (a hostile segment's
 /// larger value is clamped): 1024 entries' sums stay far below 2^64.
 inline constexpr std::uint64_t kDenialMaxRepeats = std::uint64_t{1} << 40;
@@ -143,6 +146,13 @@ struct DenialFold {
   std::int64_t recorded_at = 0;     // when the key was last recorded
   std::uint64_t folded = 0;         // its denials since then, not recorded
   Denial last;                      // the last of them
+  // Folded denials whose per-key count (the slot's `denied`) is not written
+  // yet, and the slot and word version they were decided on: the hot path
+  // adds them at once (Limiter::Impl::post_denials), so a flood's refusal
+  // writes no line shared with other processes. At most one key's.
+  std::uint64_t unposted = 0;
+  std::uint32_t post_slot = 0;
+  std::uint64_t post_version = 0;
 
   /// The common case of a flood, inline: `d` repeats the key last recorded
   /// on handle `handle_id`, within kDenialFoldNs of that record. Counts it
@@ -153,11 +163,45 @@ struct DenialFold {
   [[gnu::always_inline]] bool absorb(std::uint64_t handle_id, std::string_view key,
                                      std::int64_t time_ns, std::uint32_t policy, Reason reason,
                                      std::uint64_t cost, Nanos retry_after) noexcept {
-    if (handle != handle_id || key.size() != len || last.policy != policy ||
-        time_ns < recorded_at || time_ns - recorded_at >= kDenialFoldNs)
-      return false;
+    if (!repeats_recent(handle_id, key.size(), time_ns, policy)) return false;
     std::uint64_t w0 = 0, w1 = 0;
     load_words_upto16(key.data(), len, &w0, &w1);  // len <= 16: step keeps no longer key
+    return fold_if_same(w0, w1, time_ns, reason, cost, retry_after);
+  }
+  /// absorb() of a key its caller has already packed (`w0`, `w1`: its
+  /// bytes as load_words_upto16 reads them, as a ShortKey holds them): the
+  /// hot path's, which does not read the key again.
+  [[gnu::always_inline]] bool absorb_words(std::uint64_t handle_id, std::size_t key_len,
+                                           std::uint64_t w0, std::uint64_t w1, std::int64_t time_ns,
+                                           std::uint32_t policy, Reason reason, std::uint64_t cost,
+                                           Nanos retry_after) noexcept {
+    return repeats_recent(handle_id, key_len, time_ns, policy) &&
+           fold_if_same(w0, w1, time_ns, reason, cost, retry_after);
+  }
+  /// After absorb_words(): the folded denial's per-key count is left to the
+  /// caller's post (slot `slot`, word version `version`). Returns how many
+  /// wait; the caller posts them at kDenialPostBatch.
+  [[gnu::always_inline]] std::uint64_t defer_per_key(std::uint32_t slot,
+                                                     std::uint64_t version) noexcept {
+    post_slot = slot;
+    post_version = version;
+    return ++unposted;
+  }
+  /// Decides what to record for `d` of `key` on handle `handle_id` (after
+  /// absorb() said no, or instead of it), and updates the state.
+  Step step(std::uint64_t handle_id, std::string_view key, const Denial& d) noexcept;
+
+ private:
+  // The checks of absorb() that need no key bytes.
+  [[gnu::always_inline]] bool repeats_recent(std::uint64_t handle_id, std::size_t key_len,
+                                             std::int64_t time_ns,
+                                             std::uint32_t policy) const noexcept {
+    return handle == handle_id && key_len == len && last.policy == policy &&
+           time_ns >= recorded_at && time_ns - recorded_at < kDenialFoldNs;
+  }
+  [[gnu::always_inline]] bool fold_if_same(std::uint64_t w0, std::uint64_t w1, std::int64_t time_ns,
+                                           Reason reason, std::uint64_t cost,
+                                           Nanos retry_after) noexcept {
     if (w0 != words[0] || w1 != words[1]) return false;
     ++folded;
     last.time_ns = time_ns;
@@ -166,9 +210,6 @@ struct DenialFold {
     last.retry_after = retry_after;
     return true;
   }
-  /// Decides what to record for `d` of `key` on handle `handle_id` (after
-  /// absorb() said no, or instead of it), and updates the state.
-  Step step(std::uint64_t handle_id, std::string_view key, const Denial& d) noexcept;
 };
 
 }  // namespace shmlimit::detail

@@ -33,10 +33,9 @@ namespace shmlimit::detail {
 // product through the stack (a store and a reload on the hash's dependency
 // chain, once per word). Both forms compute the same value.
 /// The bytes of a key of up to 16 bytes as little-endian words, the last
-/// zero-padded: *w0, and *w1 only when there are more than 8 bytes (the
-/// caller's *w1 stays as it was: the table ignores it, the denial fold
-/// starts it at 0). How the table packs a short key, and how the denial
-/// fold (denials.hpp) compares one.
+/// zero-padded: *w0, and *w1 (0 for up to 8 bytes). How the table packs a
+/// short key, and how the denial fold (denials.hpp) compares one: a packed
+/// key's two words are the fold's without reading the key again.
 [[gnu::always_inline]] inline void load_words_upto16(const char* p, std::uint32_t n,
                                                      std::uint64_t* w0,
                                                      std::uint64_t* w1) noexcept {
@@ -45,6 +44,7 @@ namespace shmlimit::detail {
     *w1 = load_word_upto8(p + 8, n - 8);
   } else {
     *w0 = load_word_upto8(p, n);
+    *w1 = 0;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@
 
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
+#include "table/table.hpp"
 #include "unit_segment.hpp"
 
 namespace shmlimit {
@@ -310,12 +312,26 @@ TEST(DenialFold, FoldsRepeatsWithinTheWindowAndCarriesTheirCount) {
        "sixteen-bytes-ky", 0},
   };
   detail::DenialFold f;
+  // The hot path's fold of the same denials: absorb_words() of the key as
+  // a ShortKey packs it, for keys the hot path takes (up to 16 bytes).
+  detail::DenialFold packed;
   for (const FoldCase& c : rows) {
     SCOPED_TRACE(c.what);
     const detail::DenialFold::Denial d{c.t_ms * 1'000'000, c.policy, Reason::kOk, 1, Nanos(7)};
     const bool absorbed =
         f.absorb(c.handle, c.key, d.time_ns, d.policy, d.reason, d.cost, d.retry_after);
     EXPECT_EQ(absorbed, c.folded);
+    const std::string_view key = c.key;
+    if (key.size() <= 16) {
+      const detail::ShortKey pk(0x5eed, c.policy, key);
+      const bool absorbed_packed =
+          packed.absorb_words(c.handle, pk.len, pk.words[0], pk.words[1], d.time_ns, d.policy,
+                              d.reason, d.cost, d.retry_after);
+      EXPECT_EQ(absorbed_packed, c.folded) << "absorb_words() folds exactly as absorb()";
+      if (!absorbed_packed) (void)packed.step(c.handle, c.key, d);
+    } else {
+      (void)packed.step(c.handle, c.key, d);
+    }
     if (absorbed) continue;
     const detail::DenialFold::Step s = f.step(c.handle, c.key, d);
     EXPECT_FALSE(s.folded) << "absorb() decides every fold step() would";
@@ -327,6 +343,21 @@ TEST(DenialFold, FoldsRepeatsWithinTheWindowAndCarriesTheirCount) {
       EXPECT_EQ(std::string(bytes, s.flush_len), c.flush_key);
       EXPECT_EQ(s.flush_repeats, c.flush_repeats);
     }
+  }
+}
+
+TEST(DenialFold, AShortKeysPackedWordsAreZeroPaddedWhateverTheyHeldBefore) {
+  // absorb_words() compares a ShortKey's two words with the fold's: both
+  // words must be defined for every length, the second 0 up to 8 bytes.
+  const std::string bytes = "0123456789abcdef";
+  for (std::uint32_t n = 0; n <= 16; ++n) {
+    SCOPED_TRACE(n);
+    std::uint64_t w0 = ~std::uint64_t{0}, w1 = ~std::uint64_t{0};
+    detail::load_words_upto16(bytes.data(), n, &w0, &w1);
+    std::uint64_t expect[2] = {0, 0};
+    std::memcpy(expect, bytes.data(), n);
+    EXPECT_EQ(w0, expect[0]);
+    EXPECT_EQ(w1, expect[1]);
   }
 }
 
@@ -499,6 +530,50 @@ TEST_F(DenialsLimiterTest, AForkedChildRecordsItsOwnFirstDenialOfItsParentsKey) 
   ASSERT_EQ(r.denials.size(), 2u);
   EXPECT_EQ(r.denials[0].pid, ::getpid());
   EXPECT_EQ(r.denials[1].pid, child);
+}
+
+TEST_F(DenialsLimiterTest, AFloodsPerKeyDenialsReachOtherProcessesWithinOneBatchAndTotalsAtOnce) {
+  // A flood's repeated refusals write no shared line: their per-key count
+  // (dump's DENIED) is added in batches of kDenialPostBatch, so another
+  // process sees it at most a batch behind, while the exact totals (the
+  // counter blocks) have every one at once, and the flooding thread's own
+  // dump has every one too.
+  const Nanos t0{5'000'000'000};  // an injected clock: all within one fold window
+  ASSERT_TRUE(limiter_.acquire_at(api_, "flood", 2, t0).allowed);
+  constexpr std::uint64_t kDenials = 150;
+  for (std::uint64_t i = 0; i < kDenials; ++i) {
+    ASSERT_FALSE(
+        limiter_.acquire_at(api_, "flood", 1, t0 + Nanos(static_cast<std::int64_t>(i))).allowed);
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    std::uint64_t seen[2] = {0, 0};
+    for (const BucketView& b : limiter_.dump())
+      if (b.key == "flood") seen[0] = b.denied;
+    seen[1] = limiter_.counters()[api_.index].denied;
+    const bool ok = ::write(fds[1], seen, sizeof seen) == static_cast<ssize_t>(sizeof seen);
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::uint64_t seen[2] = {0, 0};
+  const ssize_t n = ::read(fds[0], seen, sizeof seen);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(n, static_cast<ssize_t>(sizeof seen));
+  EXPECT_GE(seen[0] + detail::kDenialPostBatch, kDenials + 1) << "at most a batch behind";
+  EXPECT_LT(seen[0], kDenials) << "the last batch is still this thread's";
+  EXPECT_EQ(seen[1], kDenials) << "the exact totals have every refusal";
+  const std::vector<BucketView> mine = limiter_.dump();
+  const auto it =
+      std::find_if(mine.begin(), mine.end(), [](const BucketView& b) { return b.key == "flood"; });
+  ASSERT_NE(it, mine.end());
+  EXPECT_EQ(it->denied, kDenials) << "a thread reads its own refusals exactly";
 }
 }  // namespace
 }  // namespace shmlimit
