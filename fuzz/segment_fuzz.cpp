@@ -6,7 +6,9 @@
 // made by the library seeds the corpus (fuzz/make_seeds.cpp), so the fuzzer
 // starts past the magic, version, fingerprint and geometry checks.
 //
-//   fuzz/corpus/segment/        seed corpus (library-made images, ~30 KB)
+//   fuzz/corpus/segment/        seed corpus (library-made images, ~1 MB each: a layout-5
+//                               segment of 16 slots is mostly its process, lease and
+//                               counter regions; fuzz.sh gives this target -max_len 1 MiB)
 //   fuzz/regressions/segment/   inputs that once failed (replayed by ctest)
 // Run: bash scripts/fuzz.sh segment 60   (doc/fuzzing.md)
 #include <cstddef>
