@@ -89,12 +89,25 @@ std::vector<std::uint8_t> read_file(const fs::path& path) {
 
 // Why the seed `image` would stop at the header checks ("": it would not).
 std::string header_problem(const std::vector<std::uint8_t>& image) {
-  if (image.empty()) return "missing";
+  if (image.empty()) return "missing or empty";
   auto* copy = static_cast<std::byte*>(::operator new (image.size(), std::align_val_t{64}));
   std::memcpy(copy, image.data(), image.size());
   std::string why = shmlimit::detail::Segment::validate(copy, image.size(), 0, nullptr);
   ::operator delete (copy, std::align_val_t{64});
   return why;
+}
+
+// Whether `tail` is the segment_tail encoding of `image` (its hash seed
+// and policy entries; tests/unit/fuzz_seeds_test.cpp checks the same).
+bool cut_from(const std::vector<std::uint8_t>& tail, const std::vector<std::uint8_t>& image) {
+  using shmlimit::detail::Header;
+  constexpr std::size_t kPolicies = 19, kPolicyBytes = 4 * sizeof(shmlimit::detail::PolicyEntry);
+  if (tail.size() < kPolicies + kPolicyBytes || image.size() < sizeof(Header)) return false;
+  std::uint64_t policy_offset = 0;
+  std::memcpy(&policy_offset, image.data() + offsetof(Header, policy_offset), 8);
+  return image.size() >= policy_offset + kPolicyBytes &&
+         std::memcmp(tail.data(), image.data() + offsetof(Header, hash_seed), 8) == 0 &&
+         std::memcmp(tail.data() + kPolicies, image.data() + policy_offset, kPolicyBytes) == 0;
 }
 
 struct Shape {
@@ -109,7 +122,7 @@ struct Shape {
 
 int main(int argc, char** argv) {
   const bool force = argc == 3 && std::string(argv[1]) == "--force";
-  if (argc != 2 + (force ? 1 : 0)) {
+  if (argc != 2 + (force ? 1 : 0) || argv[argc - 1][0] == '-') {
     std::fprintf(stderr, "usage: fuzz_make_seeds [--force] OUT_DIR\n");
     return 2;
   }
@@ -124,8 +137,11 @@ int main(int argc, char** argv) {
   for (const Shape& shape : shapes) {
     const fs::path seed = out_dir / "segment" / (std::string(shape.name) + ".bin");
     const fs::path tail = out_dir / "segment_tail" / (std::string(shape.name) + ".bin");
-    const std::string why = header_problem(read_file(seed));
-    if (!force && why.empty() && fs::exists(tail)) {
+    const std::vector<std::uint8_t> old_image = read_file(seed);
+    std::string why = header_problem(old_image);
+    if (why.empty() && !cut_from(read_file(tail), old_image))
+      why = tail.string() + " is not cut from it";
+    if (!force && why.empty()) {
       std::printf("%s: current, kept\n", seed.c_str());
       continue;
     }
