@@ -4,11 +4,18 @@
 // live in their slots (some exhausted, some full again), a slot left by a
 // killed claimer, and keys of every slot size.
 //
-//   fuzz_make_seeds OUT_DIR      writes OUT_DIR/segment/*.bin and OUT_DIR/segment_tail/*.bin
+//   fuzz_make_seeds OUT_DIR          writes OUT_DIR/segment/*.bin and OUT_DIR/segment_tail/*.bin
+//                                    where they are missing or stale
+//   fuzz_make_seeds --force OUT_DIR  rewrites them all (after a change to this file)
 //
 // Built in the `fuzz` preset; scripts/fuzz.sh --make-seeds runs it into
-// fuzz/corpus/. The images are deterministic except for the hash seed and
-// epoch, which the library draws itself.
+// fuzz/corpus/. An image is not deterministic (the library draws the hash
+// seed and epoch, pids go into the process registry and claim tokens, and
+// the killed claimer stops at a random moment), so a seed this library
+// still opens (Segment::validate: magic, layout version, fingerprint,
+// geometry) is kept, with its segment_tail twin, and the files change only
+// when the layout does. tests/unit/fuzz_seeds_test.cpp fails when they are
+// stale.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +31,8 @@
 #include <vector>
 
 #include "segment/layout.hpp"
+#include "segment/segment.hpp"
+#include "segment_common.hpp"  // kTimeAt, kCostAt
 #include "shmlimit/shmlimit.hpp"
 
 namespace {
@@ -62,11 +71,43 @@ std::vector<std::uint8_t> tail_of(const std::vector<std::uint8_t>& image,
   out.insert(out.end(), image.begin() + static_cast<std::ptrdiff_t>(h.policy_offset),
              image.begin() + static_cast<std::ptrdiff_t>(
                                  h.policy_offset + 4 * sizeof(shmlimit::detail::PolicyEntry)));
+  // The slot array only: the regions after it (leases, sliding logs,
+  // counter blocks) are not part of a tail input.
+  const std::size_t slot_end = h.slot_offset + std::size_t{h.capacity} * h.slot_bytes;
   std::vector<std::uint8_t> slots(image.begin() + static_cast<std::ptrdiff_t>(h.slot_offset),
-                                  image.end());
+                                  image.begin() + static_cast<std::ptrdiff_t>(slot_end));
   while (!slots.empty() && slots.back() == 0) slots.pop_back();  // the harness zero-pads
   out.insert(out.end(), slots.begin(), slots.end());
   return out;
+}
+
+std::vector<std::uint8_t> read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
+}
+
+// Why the seed `image` would stop at the header checks ("": it would not).
+std::string header_problem(const std::vector<std::uint8_t>& image) {
+  if (image.empty()) return "missing or empty";
+  auto* copy = static_cast<std::byte*>(::operator new (image.size(), std::align_val_t{64}));
+  std::memcpy(copy, image.data(), image.size());
+  std::string why = shmlimit::detail::Segment::validate(copy, image.size(), 0, nullptr);
+  ::operator delete (copy, std::align_val_t{64});
+  return why;
+}
+
+// Whether `tail` is the segment_tail encoding of `image` (its hash seed
+// and policy entries; tests/unit/fuzz_seeds_test.cpp checks the same).
+bool cut_from(const std::vector<std::uint8_t>& tail, const std::vector<std::uint8_t>& image) {
+  using shmlimit::detail::Header;
+  constexpr std::size_t kPolicies = 19, kPolicyBytes = 4 * sizeof(shmlimit::detail::PolicyEntry);
+  if (tail.size() < kPolicies + kPolicyBytes || image.size() < sizeof(Header)) return false;
+  std::uint64_t policy_offset = 0;
+  std::memcpy(&policy_offset, image.data() + offsetof(Header, policy_offset), 8);
+  return image.size() >= policy_offset + kPolicyBytes &&
+         std::memcmp(tail.data(), image.data() + offsetof(Header, hash_seed), 8) == 0 &&
+         std::memcmp(tail.data() + kPolicies, image.data() + policy_offset, kPolicyBytes) == 0;
 }
 
 struct Shape {
@@ -80,11 +121,12 @@ struct Shape {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: fuzz_make_seeds OUT_DIR\n");
+  const bool force = argc == 3 && std::string(argv[1]) == "--force";
+  if (argc != 2 + (force ? 1 : 0) || argv[argc - 1][0] == '-') {
+    std::fprintf(stderr, "usage: fuzz_make_seeds [--force] OUT_DIR\n");
     return 2;
   }
-  const fs::path out_dir(argv[1]);
+  const fs::path out_dir(argv[argc - 1]);
   fs::create_directories(out_dir / "segment");
   fs::create_directories(out_dir / "segment_tail");
   const Shape shapes[] = {
@@ -93,6 +135,17 @@ int main(int argc, char** argv) {
       {"c16-s256", 16, 256, 4, 2},
   };
   for (const Shape& shape : shapes) {
+    const fs::path seed = out_dir / "segment" / (std::string(shape.name) + ".bin");
+    const fs::path tail = out_dir / "segment_tail" / (std::string(shape.name) + ".bin");
+    const std::vector<std::uint8_t> old_image = read_file(seed);
+    std::string why = header_problem(old_image);
+    if (why.empty() && !cut_from(read_file(tail), old_image))
+      why = tail.string() + " is not cut from it";
+    if (!force && why.empty()) {
+      std::printf("%s: current, kept\n", seed.c_str());
+      continue;
+    }
+    std::printf("%s: %s, rewritten\n", seed.c_str(), force ? "--force" : why.c_str());
     shmlimit::Options o;
     o.name = "/shmlimit-fuzz-seed-" + std::to_string(::getpid());
     o.capacity = shape.capacity;
@@ -130,11 +183,15 @@ int main(int argc, char** argv) {
     ::usleep(20000);
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
-    const std::vector<std::uint8_t> image = read_object(o.name);
-    write_file(out_dir / "segment" / (std::string(shape.name) + ".bin"), image);
-    write_file(out_dir / "segment_tail" / (std::string(shape.name) + ".bin"),
-               tail_of(image, shape.geometry_byte, shape.max_probe,
-                       static_cast<std::uint64_t>(t.count())));
+    std::vector<std::uint8_t> image = read_object(o.name);
+    // The segment target's decision time and cost (the header's padding):
+    // the time the seed's buckets were met at.
+    const auto t_ns = static_cast<std::uint64_t>(t.count());
+    const std::uint64_t cost = 1;
+    std::memcpy(image.data() + shmlimit::fuzz::kTimeAt, &t_ns, 8);
+    std::memcpy(image.data() + shmlimit::fuzz::kCostAt, &cost, 8);
+    write_file(seed, image);
+    write_file(tail, tail_of(image, shape.geometry_byte, shape.max_probe, t_ns));
     shmlimit::Limiter::remove(o.name);
   }
   return 0;

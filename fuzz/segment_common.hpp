@@ -22,11 +22,21 @@
 #include <string>
 #include <vector>
 
+#include "segment/layout.hpp"
 #include "segment/segment.hpp"  // detail::Segment::validate: the raw-bytes validator
 #include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace shmlimit::fuzz {
+
+/// Where the `segment` target reads its decision time and cost (8 bytes
+/// each): the header's padding after its last field, which no check reads,
+/// so the fuzzer can vary them in a segment that still opens.
+/// fuzz/make_seeds.cpp writes the seeds' time there.
+inline constexpr std::size_t kTimeAt = 176, kCostAt = 184;
+static_assert(offsetof(detail::Header, admin_owner) + sizeof(detail::AtomicU64) <= kTimeAt &&
+                  kCostAt + 8 <= sizeof(detail::Header),
+              "the segment target's time and cost must lie in the header's padding");
 
 /// The shm object this process uses for every input (remove_object()
 /// unlinks it after each input: libFuzzer may end the process without

@@ -6,6 +6,8 @@
 #   bash scripts/fuzz.sh segment 600       one target for 600 s
 #   bash scripts/fuzz.sh --no-build rate   skip the build
 #   bash scripts/fuzz.sh --make-seeds      rewrite the library-made seeds in fuzz/corpus/segment*/
+#                                          that this library no longer opens (stale layout)
+#   bash scripts/fuzz.sh --make-seeds --force   rewrite them all (after editing fuzz/make_seeds.cpp)
 #
 # The seed corpus fuzz/corpus/<target>/ is only read; what the fuzzer finds
 # goes to build/fuzz/corpus/<target>/, a crashing input to
@@ -17,16 +19,17 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 TARGETS=(rate config segment segment_tail identity http state_import)
-declare -A MAX_LEN=([rate]=256 [config]=4096 [segment]=65536 [segment_tail]=20000 [identity]=4096 [http]=512 [state_import]=8192)
+declare -A MAX_LEN=([rate]=256 [config]=4096 [segment]=1048576 [segment_tail]=20000 [identity]=4096 [http]=512 [state_import]=8192)
 
 seconds="${SHMLIMIT_FUZZ_SECONDS:-25}"
-build=1 make_seeds=0
+build=1 make_seeds=0 force=()
 chosen=()
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
     --make-seeds) make_seeds=1 ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --force) force=(--force) ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
     [0-9]*) seconds="$arg" ;;
     *)
       if [[ -z "${MAX_LEN[$arg]+x}" ]]; then
@@ -48,7 +51,7 @@ if [[ $build == 1 ]]; then
 fi
 
 if [[ $make_seeds == 1 ]]; then
-  run "$bin/fuzz_make_seeds" fuzz/corpus
+  run "$bin/fuzz_make_seeds" "${force[@]}" fuzz/corpus
   exit 0
 fi
 

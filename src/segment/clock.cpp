@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -69,12 +71,67 @@ bool tsc_extrapolation_behind(const TscPoint& a, std::uint64_t lo, std::int64_t 
   return a.ns + static_cast<std::int64_t>(gained) <= ns;
 }
 
+namespace {
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// `value` quoted for a message: printable ASCII as is, any other byte as
+// \xNN, cut after 32 bytes.
+std::string quoted(std::string_view value) {
+  std::string out = "\"";
+  for (std::size_t i = 0; i < value.size() && i < 32; ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  out += value.size() > 32 ? "\"..." : "\"";
+  return out;
+}
+
+}  // namespace
+
 std::string tsc_clock_refusal(const char* env, bool invariant_tsc, const std::string& clocksource) {
-  if (env != nullptr && std::string(env) == "exact") return "SHMLIMIT_CLOCK=exact";
+  if (env != nullptr && *env != '\0') {
+    const std::string_view v(env);
+    if (equals_ignoring_case(v, "exact")) return "SHMLIMIT_CLOCK=" + std::string(v);
+    // Not a word this library knows: the exact clock, always right, and the
+    // description says why.
+    if (!equals_ignoring_case(v, "auto") && !equals_ignoring_case(v, "tsc"))
+      return "SHMLIMIT_CLOCK=" + quoted(v) + " is not auto, tsc or exact";
+  }
   if (!invariant_tsc) return "no invariant TSC";
   if (clocksource.empty()) return "clocksource unknown";
   if (clocksource != "tsc" && clocksource != "kvm-clock") return "clocksource " + clocksource;
   return {};
+}
+
+bool tsc_invariant() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0x80000000, &a, &b, &c, &d) == 0 || a < 0x80000007) return false;
+  __get_cpuid(0x80000007, &a, &b, &c, &d);
+  return (d & (1U << 8)) != 0;
+#else
+  return false;
+#endif
+}
+
+std::string current_clocksource() {
+  std::ifstream f("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+  std::string source;
+  if (!(f >> source)) source.clear();
+  return source;
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -107,16 +164,7 @@ DecisionClock& decision_clock() noexcept {
 }
 
 std::string unusable_reason() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  bool invariant = __get_cpuid(0x80000000, &a, &b, &c, &d) != 0 && a >= 0x80000007;
-  if (invariant) {
-    __get_cpuid(0x80000007, &a, &b, &c, &d);
-    invariant = (d & (1U << 8)) != 0;
-  }
-  std::ifstream f("/sys/devices/system/clocksource/clocksource0/current_clocksource");
-  std::string source;
-  if (!(f >> source)) source.clear();
-  return tsc_clock_refusal(std::getenv("SHMLIMIT_CLOCK"), invariant, source);
+  return tsc_clock_refusal(std::getenv("SHMLIMIT_CLOCK"), tsc_invariant(), current_clocksource());
 }
 
 void calibrate(DecisionClock& c) {

@@ -51,7 +51,11 @@
 //
 // The TSC is used only where it is invariant (CPUID 0x80000007 EDX bit 8),
 // the kernel keeps time with it (clocksource tsc or kvm-clock) and
-// SHMLIMIT_CLOCK is not "exact"; elsewhere every reading is exact.
+// SHMLIMIT_CLOCK is unset, empty, "auto" or "tsc" (any case); elsewhere,
+// with "exact" or any value not understood, every reading is exact
+// (tsc_clock_refusal). The variable is read once per process, when it
+// calibrates (its first anchor): a child forked after that keeps its
+// parent's choice, a new program image reads it again.
 #pragma once
 
 #include <cstdint>
@@ -150,7 +154,17 @@ bool tsc_extrapolation_behind(const TscPoint& a, std::uint64_t lo, std::int64_t 
 
 /// Why the TSC is not used, from SHMLIMIT_CLOCK (nullptr: unset), CPUID's
 /// invariant-TSC bit and the kernel's current clocksource; empty: it is.
+/// SHMLIMIT_CLOCK, case aside: unset, empty, `auto` or `tsc` leave the
+/// choice to the host (the TSC is never forced); `exact` refuses it; any
+/// other value refuses it too, and the reason quotes the value
+/// ("SHMLIMIT_CLOCK=\"x\" is not auto, tsc or exact"): the exact clock is
+/// always right, a typo must not cost correctness.
 std::string tsc_clock_refusal(const char* env, bool invariant_tsc, const std::string& clocksource);
+
+/// The host's facts tsc_clock_refusal() weighs: CPUID 0x80000007 EDX bit 8
+/// (false off x86), and the kernel's current clocksource ("" unknown).
+bool tsc_invariant() noexcept;
+std::string current_clocksource();
 
 /// The out-of-line step of decision_clock_ns(): an exact reading, kept as
 /// the thread's new anchor when the thread decides often enough to use

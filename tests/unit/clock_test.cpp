@@ -4,12 +4,19 @@
 #include "segment/clock.hpp"
 
 #include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
+
+extern char** environ;
 
 namespace shmlimit::detail {
 namespace {
@@ -160,10 +167,28 @@ TEST(TscClockRefusal, NamesWhatRulesTheTscOut) {
   const Row rows[] = {
       {nullptr, true, "tsc", ""},
       {nullptr, true, "kvm-clock", ""},
+      // Unset, empty, auto and tsc (any case): the host decides; never forced.
       {"", true, "tsc", ""},
       {"tsc", true, "tsc", ""},
+      {"TSC", true, "tsc", ""},
+      {"auto", true, "kvm-clock", ""},
+      {"Auto", true, "tsc", ""},
+      {"tsc", false, "tsc", "no invariant TSC"},
+      {"auto", true, "hpet", "clocksource hpet"},
+      {"", true, "acpi_pm", "clocksource acpi_pm"},
+      // exact (any case): the exact clock, named as given.
       {"exact", true, "tsc", "SHMLIMIT_CLOCK=exact"},
       {"exact", false, "hpet", "SHMLIMIT_CLOCK=exact"},
+      {"EXACT", true, "tsc", "SHMLIMIT_CLOCK=EXACT"},
+      {"Exact", true, "tsc", "SHMLIMIT_CLOCK=Exact"},
+      // Anything else: the exact clock too (always right), the value quoted.
+      {"garbage", true, "tsc", "SHMLIMIT_CLOCK=\"garbage\" is not auto, tsc or exact"},
+      {"exact ", true, "tsc", "SHMLIMIT_CLOCK=\"exact \" is not auto, tsc or exact"},
+      {"0", true, "tsc", "SHMLIMIT_CLOCK=\"0\" is not auto, tsc or exact"},
+      {"e\x01\n\"\\\xff", true, "tsc",
+       "SHMLIMIT_CLOCK=\"e\\x01\\x0a\\x22\\x5c\\xff\" is not auto, tsc or exact"},
+      {"0123456789abcdef0123456789abcdefTAIL", true, "tsc",
+       "SHMLIMIT_CLOCK=\"0123456789abcdef0123456789abcdef\"... is not auto, tsc or exact"},
       {nullptr, false, "tsc", "no invariant TSC"},
       {nullptr, true, "hpet", "clocksource hpet"},
       {nullptr, true, "acpi_pm", "clocksource acpi_pm"},
@@ -242,6 +267,113 @@ TEST(DecisionClock, AForgottenAnchorMakesTheNextReadingExact) {
   const std::int64_t reading = decision_clock_ns();
   EXPECT_GE(reading, before);  // exact: read after `before`
   EXPECT_LE(reading, segment_clock_ns());
+}
+
+// ---- SHMLIMIT_CLOCK in a fresh process -----------------------------------------
+// The variable is read once per process, when the decision clock
+// calibrates, and a forked child keeps its parent's calibration: each case
+// runs tests/support/clock_probe.cpp as a new program image with exactly
+// the chosen value, and the probe checks from inside that its clock is the
+// expected kind, that a busy thread anchors on the TSC exactly when it is
+// used, that readings never decrease, and that decisions admit and deny.
+
+struct Probe {
+  int status = -1;     // exit status, or -1 if it did not exit
+  std::string output;  // its stdout
+};
+
+// Runs the probe with SHMLIMIT_CLOCK = `value` (nullptr: unset), expecting
+// the clock `want` ("exact" or "tsc").
+Probe run_probe(const char* value, const char* want) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "SHMLIMIT_CLOCK=", 15) != 0) env.emplace_back(*e);
+  if (value != nullptr) env.push_back(std::string("SHMLIMIT_CLOCK=") + value);
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string path = SHMLIMIT_CLOCK_PROBE, arg = want;
+  char* argv[] = {path.data(), arg.data(), nullptr};
+
+  int out[2];
+  if (::pipe(out) != 0) return {};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, path.c_str(), &actions, nullptr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  Probe p;
+  if (rc != 0) {
+    ::close(out[0]);
+    p.output = "posix_spawn " + path + ": " + std::strerror(rc);
+    return p;
+  }
+  char buf[4096];
+  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    p.output.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(out[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) p.status = WEXITSTATUS(status);
+  return p;
+}
+
+// Why this host refuses the TSC whatever the variable says ("": it does not).
+std::string host_refusal() {
+  return tsc_clock_refusal(nullptr, tsc_invariant(), current_clocksource());
+}
+
+TEST(ClockEnvironment, ExactInAFreshProcessReadsClockGettimeForEveryDecision) {
+  const Probe p = run_probe("exact", "exact");
+  EXPECT_EQ(p.status, 0) << p.output;
+  EXPECT_NE(p.output.find("clock: clock_gettime (SHMLIMIT_CLOCK=exact)\n"), std::string::npos)
+      << p.output;
+}
+
+TEST(ClockEnvironment, UnsetInAFreshProcessReadsTheTscWhereTheHostAllowsIt) {
+  if (const std::string why = host_refusal(); !why.empty())
+    GTEST_SKIP() << "this host refuses the TSC (" << why << ")";
+  const Probe p = run_probe(nullptr, "tsc");
+  EXPECT_EQ(p.status, 0) << p.output;
+  EXPECT_NE(p.output.find("clock: tsc\n"), std::string::npos) << p.output;
+}
+
+// README "Limits" and doc/design.md "Time": empty, auto and tsc (any case)
+// leave the choice to the host; exact (any case) and anything else read
+// the exact clock, and the description says why.
+TEST(ClockEnvironment, EveryValueInAFreshProcessHasItsDocumentedMeaning) {
+  const std::string host = host_refusal();
+  const std::string host_clock = host.empty() ? "tsc" : "clock_gettime (" + host + ")";
+  const char* host_kind = host.empty() ? "tsc" : "exact";
+  struct Row {
+    const char* value;
+    const char* kind;  // nullptr: as the host allows
+    std::string clock;
+  };
+  const Row rows[] = {
+      {"", nullptr, host_clock},
+      {"tsc", nullptr, host_clock},
+      {"AUTO", nullptr, host_clock},
+      {"EXACT", "exact", "clock_gettime (SHMLIMIT_CLOCK=EXACT)"},
+      {"garbage", "exact", "clock_gettime (SHMLIMIT_CLOCK=\"garbage\" is not auto, tsc or exact)"},
+      {"exact\t", "exact",
+       "clock_gettime (SHMLIMIT_CLOCK=\"exact\\x09\" is not auto, tsc or exact)"},
+  };
+  for (const Row& r : rows) {
+    const Probe p = run_probe(r.value, r.kind != nullptr ? r.kind : host_kind);
+    EXPECT_EQ(p.status, 0) << "SHMLIMIT_CLOCK=\"" << r.value << "\": " << p.output;
+    EXPECT_NE(p.output.find("clock: " + r.clock + "\n"), std::string::npos)
+        << "SHMLIMIT_CLOCK=\"" << r.value << "\": " << p.output;
+  }
 }
 
 }  // namespace
