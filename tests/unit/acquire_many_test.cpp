@@ -149,6 +149,15 @@ void expect_same_afterwards(Side& one, Side& many, PolicyId p, const std::string
     EXPECT_EQ(c1[i].denied - one.totals[i].denied, cm[i].denied - many.totals[i].denied)
         << "denied total of " << c1[i].policy;
   }
+  // What the bucket holds beyond its word (the sliding log's entries)
+  // shows in the decisions that follow: the same on both.
+  for (const auto& [cost, at] : {std::pair{std::uint64_t{0}, kT1}, std::pair{std::uint64_t{1}, kT1},
+                                 std::pair{kBurst, kT1 + Nanos(1s)}}) {
+    EXPECT_TRUE(same_decision(many.limiter.acquire_at(p, key, cost, at),
+                              one.limiter.acquire_at(p, key, cost, at)))
+        << "a later acquire of cost " << cost;
+  }
+  // The ring: the request's denials, and the later acquires'.
   const RecentDenials r1 = one.limiter.recent_denials(*cursor_one);
   const RecentDenials rm = many.limiter.recent_denials(*cursor_many);
   *cursor_one = r1.next_cursor;
@@ -158,14 +167,6 @@ void expect_same_afterwards(Side& one, Side& many, PolicyId p, const std::string
   ASSERT_EQ(r1.denials.size(), rm.denials.size()) << "recent denials recorded";
   for (std::size_t i = 0; i < r1.denials.size(); ++i)
     EXPECT_EQ(describe(r1.denials[i]), describe(rm.denials[i])) << "recent denial " << i;
-  // What the bucket holds beyond its word (the sliding log's entries)
-  // shows in the decisions that follow: the same on both.
-  for (const auto& [cost, at] : {std::pair{std::uint64_t{0}, kT1}, std::pair{std::uint64_t{1}, kT1},
-                                 std::pair{kBurst, kT1 + Nanos(1s)}}) {
-    EXPECT_TRUE(same_decision(many.limiter.acquire_at(p, key, cost, at),
-                              one.limiter.acquire_at(p, key, cost, at)))
-        << "a later acquire of cost " << cost;
-  }
 }
 
 TEST(AcquireManyOfOne, DecidesExactlyAsAcquire) {
@@ -208,6 +209,21 @@ TEST(AcquireManyOfOne, DecidesExactlyAsAcquire) {
     }
   }
   EXPECT_EQ(cases, (7 * 3 + 1) * 7 * 2);
+  // A negative instant counts as 0, in the decision and in the ring.
+  for (std::size_t a = 0; a < kAlgos.size(); ++a) {
+    SCOPED_TRACE(std::string(to_string(kAlgos[a].algorithm)) + ", before the epoch");
+    const Decision want = one.limiter.acquire_at(one.ids[a], "neg", kBurst + 1, Nanos(-5));
+    const Request req{many.ids[a], "neg", kBurst + 1};
+    EXPECT_TRUE(same_decision(many.limiter.acquire_many_at({&req, 1}, Nanos(-5)), want));
+    const RecentDenials r1 = one.limiter.recent_denials(cursor_one);
+    const RecentDenials rm = many.limiter.recent_denials(cursor_many);
+    cursor_one = r1.next_cursor;
+    cursor_many = rm.next_cursor;
+    ASSERT_EQ(r1.denials.size(), 1u);
+    ASSERT_EQ(rm.denials.size(), 1u);
+    EXPECT_EQ(r1.denials[0].at, Nanos(0));
+    EXPECT_EQ(describe(r1.denials[0]), describe(rm.denials[0]));
+  }
   // And so the totals since the segments were created.
   const std::vector<PolicyCounters> c1 = one.limiter.counters();
   const std::vector<PolicyCounters> cm = many.limiter.counters();
