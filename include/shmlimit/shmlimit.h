@@ -311,7 +311,9 @@ typedef struct shmlimit_request {
  *  every one; when any refuses, none is charged. *combined gets the
  *  combined decision (largest retry_after of the refusals, remaining and
  *  limit of the tightest limit); each (NULL or count entries) gets every
- *  limit's own. count 1..64. */
+ *  limit's own. count 1..64. A refused request writes nothing; one
+ *  request is decided exactly as shmlimit_acquire_at(); a limit named twice
+ *  is charged for each mention (doc/algorithms.md, "Several limits"). */
 SHMLIMIT_C_EXPORT shmlimit_status shmlimit_acquire_many(shmlimit_limiter* limiter,
                                                         const shmlimit_request* requests,
                                                         size_t count, shmlimit_decision* combined,

@@ -326,7 +326,9 @@ class Limiter {
   std::vector<PolicyView> policies() const;
 
   /// Charges `cost` to the bucket of (policy, key) at the current
-  /// segment time (now()). cost 0 = peek. Process-safe, lock-free, noexcept.
+  /// segment time (now()). cost 0 = a look that stores nothing but is
+  /// counted as a decision (doc/algorithms.md). Process-safe, lock-free,
+  /// noexcept.
   Decision acquire(PolicyId policy, std::string_view key, std::uint64_t cost = 1) noexcept;
   /// The same, looking the policy up by name first.
   Decision acquire(std::string_view policy, std::string_view key, std::uint64_t cost = 1) noexcept;
@@ -406,7 +408,12 @@ class Limiter {
   /// one by one, each against its own bound (so none is ever exceeded),
   /// and a limit that another process filled meanwhile rolls the earlier
   /// charges back. A process killed mid-way may leave earlier limits
-  /// charged (never over-admitting). Process-safe, noexcept.
+  /// charged (never over-admitting). A refused request writes nothing
+  /// (a quiet-period limit is neither blocked nor restarted). One request
+  /// is decided exactly as acquire_at() decides it (state, totals and
+  /// denials too). A limit named twice (same policy and key) is charged
+  /// for each mention, each mention decided for the costs so far together
+  /// (doc/algorithms.md, "Several limits"). Process-safe, noexcept.
   Decision acquire_many(std::span<const Request> requests, std::span<Decision> each = {}) noexcept;
   Decision acquire_many_at(std::span<const Request> requests, Nanos now,
                            std::span<Decision> each = {}) noexcept;

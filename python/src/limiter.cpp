@@ -442,9 +442,8 @@ constexpr const char* kAcquireManyOneUsage =
 
 // _acquire_many_one(limiter, policy_id, key, cost) is
 // limiter.acquire_many([(policy_id, key, cost)], each=True): (combined,
-// [decision]). Not acquire's Decision: all or nothing over one limit
-// reports an admitted request's reason "ok" where acquire reports the
-// fallback it took (table_full, key_too_long), and a cost of 0 is a peek.
+// [decision]), each the Decision acquire would give (one request of
+// acquire_many is an acquire).
 PyObject* fast_acquire_many_one(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 4) {
     PyErr_SetString(PyExc_TypeError, kAcquireManyOneUsage);

@@ -290,9 +290,9 @@ def test_plain_tally_is_limiter_tally(segment_name):
 
 
 def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
-    """Not acquire: a cost of 0 is a peek; the plain call answers as
-    acquire_many does, with the same counts and denials. Over a full table
-    (on_full allow) both report the fallback, as acquire does."""
+    """The plain call answers as acquire_many does, with the same counts
+    and denials. Over a full table (on_full allow) both report the
+    fallback, as acquire does."""
     from shmlimit._shmlimit import _acquire_many_one
 
     a, b = _twins(segment_name)
@@ -324,6 +324,30 @@ def test_plain_acquire_many_one_is_acquire_many_of_one_request(segment_name):
     finally:
         for s in "abc":
             Limiter.remove(segment_name + s)
+
+
+def test_acquire_many_of_one_request_is_acquire(segment_name):
+    """One request of acquire_many is an acquire: the same decision, the
+    same bucket afterwards (a refused quiet period blocked and restarted),
+    the same counts and recent denials, cost 0 included."""
+    a, b = _twins(segment_name)
+    try:
+        for name in ("p", "q"):
+            policy = a.find_policy(name)
+            for cost in (0, 1, 3, 4, 2**40, 0, 1):
+                for key in ("fresh%d" % cost, "used"):
+                    want = a.acquire(policy, key, cost)
+                    combined, each = b.acquire_many([(policy, key, cost)], each=True)
+                    for d in (combined, each[0]):
+                        assert (d.allowed, d.limit, d.remaining, d.reason) == (
+                            want.allowed, want.limit, want.remaining, want.reason), (name, key, cost)
+                    # a later look at the bucket: the same on both
+                    la, lb = a.peek(policy, key, 0), b.peek(policy, key, 0)
+                    assert (la.allowed, la.remaining) == (lb.allowed, lb.remaining), (name, key, cost)
+        _same_counts(a, b)
+    finally:
+        Limiter.remove(segment_name + "a")
+        Limiter.remove(segment_name + "b")
 
 
 def test_plain_wait_is_limiter_wait(segment_name):

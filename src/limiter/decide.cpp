@@ -163,8 +163,10 @@ inline Decision Limiter::Impl::decide(const PolicySnapshot& p, std::uint32_t pol
       } else {
         detail::set_outcome(out, decide_state(p, state, now, cost));
       }
-      return op == Op::kPeek || !out.store ? detail::SlotStep::leave()
-                                           : detail::SlotStep::store(out.new_state);
+      // A charge of acquire_many (charge given) stores only an admission.
+      return op == Op::kPeek || !out.store || (charge != nullptr && !out.decision.allowed)
+                 ? detail::SlotStep::leave()
+                 : detail::SlotStep::store(out.new_state);
     });
     // The per-key count (approximate, table.hpp); the exact totals are
     // counted by the caller (counters.hpp).
@@ -340,16 +342,21 @@ Decision Limiter::acquire(std::string_view policy, std::string_view key,
   return d;
 }
 
+Decision Limiter::Impl::acquire_one(std::uint32_t policy, std::string_view key, u64 cost,
+                                    std::int64_t now) noexcept {
+  now = std::max<std::int64_t>(now, 0);  // as apply(), and so in the denial ring
+  Decision d;
+  std::int64_t at = now;
+  if (fast_decide<true>(policy, key, cost, at, false, &d)) [[likely]]
+    return d;
+  d = apply(policy, key, cost, now, Op::kAcquire);
+  counted(policy, key, cost, now, d);
+  return d;
+}
+
 Decision Limiter::acquire_at(PolicyId policy, std::string_view key, std::uint64_t cost,
                              Nanos now) noexcept {
-  Impl& m = *impl_;
-  Decision d;
-  std::int64_t at = now.count();
-  if (m.fast_decide<true>(policy.index, key, cost, at, false, &d)) [[likely]]
-    return d;
-  d = m.apply(policy.index, key, cost, now.count(), Impl::Op::kAcquire);
-  m.counted(policy.index, key, cost, now.count(), d);
-  return d;
+  return impl_->acquire_one(policy.index, key, cost, now.count());
 }
 
 Decision Limiter::peek(PolicyId policy, std::string_view key, std::uint64_t cost) noexcept {

@@ -460,6 +460,9 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
 
   // Where an acquire was charged: enough to give it back to the same
   // bucket (and to nobody else's) if a multi-limit decision rolls back.
+  // An acquire given a Charge (acquire_many's charges) is all or nothing
+  // on its bucket too: refused, it writes nothing (not even the quiet
+  // period's restart, which a refused acquire() stores).
   struct Charge {
     bool charged = false;
     std::uint32_t slot = 0;
@@ -553,12 +556,18 @@ struct Limiter::Impl final : detail::ReclaimPolicy {
   // Reservation::cancel's write (Table::update on the reserved slot).
   bool reserve_cancel(const Reservation& r) noexcept;
 
+  // One request at the instant `now` (< 0 counts as 0), decided and
+  // counted: Limiter::acquire_at, and acquire_many of a single request, so
+  // that both decide it exactly alike (decide.cpp).
+  Decision acquire_one(std::uint32_t policy, std::string_view key, u64 cost,
+                       std::int64_t now) noexcept;
+
   // ---- multi-limit requests (multi_limit.cpp) ------------------------------
   void undo(const PolicySnapshot& p, const Charge& c, u64 cost, std::int64_t now) noexcept;
   Decision acquire_many(std::span<const Request> requests, std::span<Decision> each,
                         std::int64_t now) noexcept;
-  Decision uncharged(std::span<const Request> requests, std::span<Decision> each, std::int64_t now,
-                     Decision combined) noexcept;
+  Decision uncharged(std::span<const Request> requests, std::span<const u64> asked,
+                     std::span<Decision> each, std::int64_t now, Decision combined) noexcept;
   void slot_denied(std::uint32_t policy, std::string_view key) noexcept;
 
   // Segment time (ns since the epoch) as every decision reads it: the

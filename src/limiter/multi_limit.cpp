@@ -1,12 +1,22 @@
 // acquire_many: several limits, all or nothing (limiter_impl.hpp). Peek at
 // every limit, then charge one by one and give back what was taken if a
-// limit filled meanwhile.
+// limit filled meanwhile. A single request is decided as acquire_at
+// decides it (acquire_one): one request whichever call makes it.
+//
+// A limit named more than once (the same policy and key) is asked, at its
+// k-th mention, for the costs of its first k mentions together: the peek
+// then foresees exactly what charging them one after the other does, so a
+// request whose mentions fit one by one but not together is refused by
+// the peek (cost_too_high when together they exceed the capacity), and its
+// retry-after is that of the costs together.
 //
 // Counting (the exact totals, counters.hpp, and the per-key counts): an
 // admitted request is one admitted decision of each limit; a refused one is
 // one denied decision of each limit that refused it (every limit whose peek
 // refused, or the one limit that refused its charge), and nothing for the
-// limits that would have admitted it.
+// limits that would have admitted it. A refusal recorded in the recent
+// denials carries the cost its limit was asked for (the costs together, for
+// a limit named again).
 #include <iterator>
 #include <vector>
 
@@ -38,6 +48,22 @@ void Limiter::Impl::undo(const PolicySnapshot& p, const Charge& c, u64 cost,
     detail::approx_add(h.admitted, ~u64{0});  // -1, per key, approximate
 }
 
+// What each limit is asked for: its own cost, plus the costs of the
+// earlier mentions of the same limit (same policy index and key),
+// saturating.
+static void asked_costs(std::span<const Request> requests, std::span<u64> asked) noexcept {
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    u64 cost = requests[i].cost;
+    for (std::size_t j = 0; j < i; ++j) {
+      if (requests[j].policy.index == requests[i].policy.index &&
+          requests[j].key == requests[i].key) {
+        cost = requests[j].cost > ~u64{0} - cost ? ~u64{0} : cost + requests[j].cost;
+      }
+    }
+    asked[i] = cost;
+  }
+}
+
 Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::span<Decision> each,
                                      std::int64_t now) noexcept {
   now = std::max<std::int64_t>(now, 0);
@@ -46,35 +72,50 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
     fold.combined.remaining = 0;
     return fold.combined;
   }
+  if (requests.size() == 1) {
+    const Decision d =
+        acquire_one(requests[0].policy.index, requests[0].key, requests[0].cost, now);
+    if (!each.empty()) each[0] = d;
+    fold.add(d);
+    return fold.combined;
+  }
+  // Per limit: what its peek asks for, and where it was charged, for a
+  // rollback; on the stack for the usual handful of limits.
+  u64 small_asked[8];
+  Charge small[8];
+  std::vector<u64> large_asked;
+  std::vector<Charge> large;
+  if (requests.size() > std::size(small)) {
+    large_asked.resize(requests.size());
+    large.resize(requests.size());
+  }
+  const std::span<u64> asked = large_asked.empty() ? std::span<u64>(small_asked, requests.size())
+                                                   : std::span<u64>(large_asked);
+  asked_costs(requests, asked);
   // Phase 1: peek at every limit; if any denies, charge none and report
   // every denial (the largest retry-after wins).
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    const Decision d =
-        apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+    const Decision d = apply(requests[i].policy.index, requests[i].key, asked[i], now, Op::kPeek);
     if (!d.allowed && d.reason != Reason::kUnknownPolicy) {
-      counted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+      counted(requests[i].policy.index, requests[i].key, asked[i], now, d);
       slot_denied(requests[i].policy.index,
                   requests[i].key);  // a peek counts nothing on the slot itself
     }
     if (i < each.size()) each[i] = d;
     fold.add(d);
   }
-  if (!fold.combined.allowed) return uncharged(requests, each, now, fold.combined);
+  if (!fold.combined.allowed) return uncharged(requests, asked, each, now, fold.combined);
   // Phase 2: charge one by one. A limit that another process filled in
-  // the meantime denies: give back what this request already took, so
-  // none is charged. Each charge is checked against its own limit, so no
-  // limit is ever exceeded; a rollback only makes others wait briefly.
+  // the meantime denies, writing nothing (the Charge): give back what this
+  // request already took, so none is charged. Each charge is checked
+  // against its own limit, so no limit is ever exceeded; a rollback only
+  // makes others wait briefly.
   fold = detail::DecisionFold();
-  // Where each limit was charged, for a rollback: on the stack for the
-  // usual handful of limits.
-  Charge small[8];
-  std::vector<Charge> large;
-  if (requests.size() > std::size(small)) large.resize(requests.size());
   Charge* charges = large.empty() ? small : large.data();
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const Decision d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now,
                              Op::kAcquire, &charges[i]);
-    if (!d.allowed) counted(requests[i].policy.index, requests[i].key, requests[i].cost, now, d);
+    if (!d.allowed) counted(requests[i].policy.index, requests[i].key, asked[i], now, d);
     if (i < each.size()) each[i] = d;
     fold.add(d);
     if (!d.allowed) {
@@ -84,7 +125,7 @@ Decision Limiter::Impl::acquire_many(std::span<const Request> requests, std::spa
           undo(p, charges[j], requests[j].cost, now);
         }
       }
-      return uncharged(requests, each, now, fold.combined);
+      return uncharged(requests, asked, each, now, fold.combined);
     }
   }
   for (const Request& r : requests) counters.add(r.policy.index, true);
@@ -103,8 +144,9 @@ void Limiter::Impl::slot_denied(std::uint32_t policy, std::string_view key) noex
 // (or would have) reports its bucket as it is (a cost-0 peek: remaining
 // and reset-after uncharged), not as after a charge that did not happen
 // or was given back. The combined answer stays denied.
-Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<Decision> each,
-                                  std::int64_t now, Decision combined) noexcept {
+Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<const u64> asked,
+                                  std::span<Decision> each, std::int64_t now,
+                                  Decision combined) noexcept {
   detail::DecisionFold fold;
   fold.combined.allowed = false;
   fold.combined.retry_after = combined.retry_after;
@@ -114,7 +156,7 @@ Decision Limiter::Impl::uncharged(std::span<const Request> requests, std::span<D
     if (i < each.size()) {
       d = each[i];
     } else {
-      d = apply(requests[i].policy.index, requests[i].key, requests[i].cost, now, Op::kPeek);
+      d = apply(requests[i].policy.index, requests[i].key, asked[i], now, Op::kPeek);
     }
     if (d.allowed) {
       const Decision as_is = apply(requests[i].policy.index, requests[i].key, 0, now, Op::kPeek);
