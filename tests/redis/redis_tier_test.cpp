@@ -417,6 +417,48 @@ TEST_F(RedisTierNamedTwice, ALimitNamedTwiceIsChargedTwiceOrNotAtAll) {
   }
 }
 
+// One limit named 1000 times (mostly cost 0) in one script call, and a
+// log named with it: the same rule, the same decisions.
+TEST_F(RedisTierNamedTwice, ALimitNamedAThousandTimes) {
+  const u64 t0 = base_ + 2'000;
+  for (const std::size_t p : {std::size_t{0}, std::size_t{6}}) {
+    SCOPED_TRACE(specs_[p].name);
+    const std::string key = "thousand" + std::to_string(p);
+    reset(p, key);
+    std::vector<std::tuple<std::size_t, std::string, u64>> req(1000, {p, key, 0});
+    std::get<2>(req[2]) = 1;
+    std::get<2>(req[700]) = 3;
+    EXPECT_TRUE(both(req, t0, "1 + 3 of 1000").allowed);
+    EXPECT_EQ(look(p, key, t0, "after 1000").remaining, 0u);
+    std::get<2>(req[999]) = 1;
+    EXPECT_FALSE(both(req, t0, "1 + 3 + 1 of 1000").allowed);
+    const std::string fresh = key + "f";
+    reset(p, fresh);
+    std::get<2>(req[2]) = 0;
+    for (auto& r : req) std::get<1>(r) = fresh;
+    std::get<2>(req[0]) = 4;
+    EXPECT_EQ(both(req, t0, "4 + 1 of 1000").reason, Reason::kCostTooHigh);
+    EXPECT_EQ(look(p, fresh, t0, "after 4 + 1").remaining, 4u);
+  }
+}
+
+// A request of several keys is one script call per key: a quiet period
+// alone in its call that refuses is neither blocked nor restarted (no call
+// of a multi-limit request writes on a refusal), as in the local tier.
+TEST_F(RedisTierNamedTwice, AQuietPeriodAloneInItsCallIsNotBlockedByARefusal) {
+  const std::size_t qp = 5, gcra = 0;
+  ASSERT_EQ(specs_[qp].algorithm, Algorithm::kQuietPeriod);
+  const u64 t0 = base_ + 3'000, t1 = base_ + 203'000;
+  for (const char* k : {"qa", "qb"}) {
+    reset(qp, k);
+    reset(gcra, k);
+  }
+  EXPECT_TRUE(both({{qp, "qa", 2}}, t0, "2 first").allowed);
+  EXPECT_FALSE(both({{qp, "qa", 3}, {gcra, "qb", 1}}, t1, "3 of 2 left").allowed);
+  EXPECT_EQ(look(qp, "qa", t1, "after the refusal").remaining, 2u) << "blocked";
+  EXPECT_TRUE(both({{qp, "qa", 2}, {gcra, "qb", 1}}, t1, "2 of 2 left").allowed);
+}
+
 // Random requests over a few limits and keys, mentions repeated, on an
 // injected clock: every decision and the stored states agree with the
 // local limiter, call by call.
@@ -439,8 +481,9 @@ TEST_F(RedisTierNamedTwice, RandomRequestsWithRepeatedLimitsDecideAsTheLocalLimi
       const std::size_t pol = rng() % 4 == 0 ? q : p;
       req.emplace_back(pol, keys[rng() % 4 == 0 ? 1 : 0], costs[rng() % std::size(costs)]);
     }
-    const std::string where =
-        "step " + std::to_string(step) + " (" + specs_[p].name + ", " + specs_[q].name + ")";
+    std::string where = "step " + std::to_string(step) + ":";
+    for (const auto& [pol, key, cost] : req)
+      where += " " + specs_[pol].name + "/" + key + "/" + std::to_string(cost);
     (both(req, t_us, where).allowed ? admitted : refused) += 1;
     for (const auto& [pol, key, cost] : req) look(pol, key, t_us, where);
     if (::testing::Test::HasFailure()) return;
