@@ -385,8 +385,11 @@ TEST_F(RedisTierNamedTwice, ALimitNamedTwiceIsChargedTwiceOrNotAtAll) {
     EXPECT_EQ(look(p, fits, t0, "after 2+2").remaining, 0u) << "2 + 2 charged only 2";
     EXPECT_FALSE(both({{p, fits, 1}}, t0, "1 after 2+2").allowed);
 
-    // 3 + 3 do not: refused as a cost of 6 is, nothing stored.
+    // 3 + 3 do not: refused as a cost of 6 is, nothing stored, in one
+    // round trip (the script is loaded by now).
+    const std::uint64_t trips = redis_->round_trips();
     const Decision no = both({{p, over, 3}, {p, over, 3}}, t0, "3+3");
+    EXPECT_EQ(redis_->round_trips(), trips + 1);
     EXPECT_FALSE(no.allowed) << "3 + 3 admitted on a capacity of 4";
     EXPECT_EQ(no.reason, Reason::kCostTooHigh);
     EXPECT_EQ(no.retry_after, Nanos::max());
