@@ -19,7 +19,7 @@
 --   * Products that could pass 2^53 (the sliding window's prev * (W - e))
 --     go through muldiv, exact floor(a * b / c) by doubling.
 --
--- Call: KEYS = one Redis key per bucket. ARGV[1] = op ("acquire", "peek",
+-- Call: KEYS = one Redis key per bucket. ARGV[1] = op ("acquire", "many", "peek",
 -- "refund", "lease"), ARGV[2] = now in us (honoured only by the test build
 -- of this script, TEST_CLOCK; ignored otherwise), ARGV[3] = need (lease
 -- only: the least grant worth having), then per key 7 values: algorithm,
@@ -27,9 +27,16 @@
 -- log, align_us carries its LogWait: 0 exact, 1 DRF).
 --   acquire: every bucket decides; when several keys are given, all are
 --            charged if all admit and none otherwise (no write on a denial,
---            as Limiter::acquire_many). One key: as Limiter::acquire.
+--            as Limiter::acquire_many). One key: as Limiter::acquire. A key
+--            given k times is one bucket charged k times: its k-th mention
+--            is decided for the costs of its first k mentions together.
+--   many:    as acquire of several keys, even of one: the keys of one
+--            call of a request of several limits spread over several
+--            calls (no write on a denial; a refused quiet period is
+--            neither blocked nor restarted).
 --   peek:    decides without storing.
---   refund:  gives `cost` back to every bucket, never beyond its capacity.
+--   refund:  gives `cost` back to every bucket, never beyond its capacity
+--            (a key given k times: its k costs, one after the other).
 --   lease:   one key; grants min(cost, remaining) units if at least `need`
 --            fit, else decides `need` as acquire does.
 --   take, renew, release: a concurrency lease (algorithm 7) on one key;
@@ -496,19 +503,13 @@ if tonumber(ARGV[4]) == CONC then
   return {0, tonumber(ARGV[5]), 0, 0, 0, 8, 0} -- needs_lease: not a bucket
 end
 
-local n = #KEYS
-local buckets = {}
-for i = 1, n do
-  local base = 3 + (i - 1) * 7
-  local p = {
-    alg = tonumber(ARGV[base + 1]), count = tonumber(ARGV[base + 2]), period = tonumber(ARGV[base + 3]),
-    burst = tonumber(ARGV[base + 4]), emission = tonumber(ARGV[base + 5]), align = tonumber(ARGV[base + 6]),
-  }
-  local cost = tonumber(ARGV[base + 7])
+-- The bucket of KEYS[i] under policy p, as stored (its time origin moved
+-- or restarted as above).
+local function load(i, p, cost)
   if p.alg == LOG then
-    buckets[i] = {key = KEYS[i], p = p, cost = cost, s = {key = KEYS[i], now_us = now_us}, now = 0,
-                  algo = lg, log = true}
-  else
+    return {key = KEYS[i], p = p, cost = cost, s = {key = KEYS[i], now_us = now_us}, now = 0,
+            algo = lg, log = true}
+  end
   local h = redis.call('HMGET', KEYS[i], 'o', 'a', 'b', 'c')
   local origin = tonumber(h[1])
   local s = {tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0}
@@ -532,7 +533,34 @@ for i = 1, n do
     origin = origin + S / 1000
     now = now - S
   end
-  buckets[i] = {key = KEYS[i], p = p, cost = cost, s = s, origin = origin, now = now, algo = ALGOS[p.alg]}
+  return {key = KEYS[i], p = p, cost = cost, s = s, origin = origin, now = now, algo = ALGOS[p.alg]}
+end
+
+-- A limit named more than once (the same key: the same policy and key) is
+-- one bucket, loaded once: mention i is decided on the bucket of its key's
+-- first mention, buckets[mention[i]], for asked[i] = the costs of its key's
+-- mentions up to i together (saturating: 2^64 - 1 parses as 2^64, above
+-- every capacity), as Limiter::acquire_many asks its k-th mention.
+local U64_MAX = 18446744073709551615
+local n = #KEYS
+local buckets, mention, cost_of, asked, first, sum = {}, {}, {}, {}, {}, {}
+for i = 1, n do
+  local base = 3 + (i - 1) * 7
+  local p = {
+    alg = tonumber(ARGV[base + 1]), count = tonumber(ARGV[base + 2]), period = tonumber(ARGV[base + 3]),
+    burst = tonumber(ARGV[base + 4]), emission = tonumber(ARGV[base + 5]), align = tonumber(ARGV[base + 6]),
+  }
+  local cost = tonumber(ARGV[base + 7])
+  cost_of[i] = cost
+  local j = first[KEYS[i]]
+  if j == nil then
+    first[KEYS[i]] = i
+    mention[i], sum[i], asked[i] = i, cost, cost
+    buckets[i] = load(i, p, cost)
+  else
+    mention[i] = j
+    sum[j] = math.min(sum[j] + cost, U64_MAX)
+    asked[i] = sum[j]
   end
 end
 
@@ -563,18 +591,24 @@ local function put(d, granted)
 end
 
 for i = 1, n do
-  if buckets[i].algo == nil then
+  if buckets[mention[i]].algo == nil then
     for _ = 1, n do put(dec(false, 0, 0, 0, 0, R_CORRUPT), 0) end
     return out
   end
 end
 
 if op == 'refund' then
+  -- Every mention gives its cost back, one after the other on its key's
+  -- bucket; each reports its bucket as all the refunds left it.
   for i = 1, n do
-    local b = buckets[i]
-    local s, changed = b.algo.refund(b.p, b.s, b.now, b.cost)
+    local b = buckets[mention[i]]
+    local s, changed = b.algo.refund(b.p, b.s, b.now, cost_of[i])
+    b.s = s
     if changed then store(b, s) end
-    put((b.algo.decide(b.p, s, b.now, 0)), 0)
+  end
+  for i = 1, n do
+    local b = buckets[mention[i]]
+    put((b.algo.decide(b.p, b.s, b.now, 0)), 0)
   end
   return out
 end
@@ -598,25 +632,55 @@ if op == 'lease' then
   return out
 end
 
+-- Every mention decides its asked cost on its bucket as loaded: the request
+-- is admitted only when all admit (one key alone, op 'acquire': as
+-- Limiter::acquire).
 local results, all = {}, true
 for i = 1, n do
-  local b = buckets[i]
-  local d, st, s = b.algo.decide(b.p, b.s, b.now, b.cost)
+  local b = buckets[mention[i]]
+  local d, st, s = b.algo.decide(b.p, b.s, b.now, asked[i])
   results[i] = {d = d, st = st, s = s}
   if d[1] ~= 1 then all = false end
 end
-if op == 'acquire' and (all or n == 1) then
+-- Part of a request of several limits ('many', or 'acquire' of several
+-- keys): nothing is written unless all admit.
+local multi = op == 'many' or (op == 'acquire' and n > 1)
+if op == 'acquire' and n == 1 then
+  if results[1].st then store(buckets[1], results[1].s) end
+elseif multi and all then
+  -- Charge the mentions one after the other, each its own cost on its
+  -- bucket as the earlier ones left it (the decisions it reports, as
+  -- Limiter::acquire_many's charges). Each admits: its bucket admitted the
+  -- costs so far together above. A bucket is stored once, at the end; a
+  -- log's admissions are written as they are made (the next mention reads
+  -- them back).
+  local dirty = {}
   for i = 1, n do
-    if results[i].st then store(buckets[i], results[i].s) end
+    local j = mention[i]
+    local b = buckets[j]
+    local d, st, s = b.algo.decide(b.p, b.s, b.now, cost_of[i])
+    results[i].d = d
+    if st then
+      if b.log then
+        store(b, s)
+        b.s = {key = b.key, now_us = now_us}
+      else
+        b.s = s
+        dirty[j] = true
+      end
+    end
+  end
+  for i = 1, n do
+    if dirty[i] then store(buckets[i], buckets[i].s) end
   end
 end
 for i = 1, n do
   local d = results[i].d
-  if op == 'acquire' and not all and n > 1 and d[1] == 1 then
+  if multi and not all and d[1] == 1 then
     -- Refused, so this limit was not charged: report its bucket as it is
     -- (remaining and reset-after of a cost-0 decision), as the local
     -- Limiter::acquire_many does.
-    local b = buckets[i]
+    local b = buckets[mention[i]]
     local as_is = b.algo.decide(b.p, b.s, b.now, 0)
     d = {d[1], d[2], as_is[3], d[4], as_is[5], d[6]}
   end

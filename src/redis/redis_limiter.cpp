@@ -105,7 +105,9 @@ TierDecision RedisLimiter::Impl::many(std::span<const Request> requests, std::sp
       auto [it, fresh] = group_of.emplace(std::move(group), calls.size());
       if (fresh) {
         calls.emplace_back();
-        calls.back().op = "acquire";
+        // One limit: an acquire. Several: no call writes on a refusal,
+        // even one of a single key (a refused quiet period stays as is).
+        calls.back().op = requests.size() == 1 ? "acquire" : "many";
         calls.back().now_us = now_us;
         members.emplace_back();
       }

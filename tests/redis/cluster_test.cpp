@@ -180,6 +180,16 @@ TEST_F(Cluster, AcquireManyIsAtomicWithinASlotAndRefundedAcrossSlots) {
   EXPECT_TRUE(r.acquire_many(both).decision.allowed);
   EXPECT_EQ(r.peek(big, k1, 0).decision.remaining, 97u);
   EXPECT_EQ(r.peek(small, k2, 0).decision.remaining, 0u);
+  // A limit named twice is charged twice or not at all, in its slot; a
+  // refusal in another slot gives back both mentions.
+  const Request twice_over[] = {{big, k1, 50}, {big, k1, 50}};
+  EXPECT_FALSE(r.acquire_many(twice_over).decision.allowed);
+  const Request twice_undone[] = {{big, k1, 40}, {small, k2, 1}, {big, k1, 40}};
+  EXPECT_FALSE(r.acquire_many(twice_undone).decision.allowed);
+  EXPECT_EQ(r.peek(big, k1, 0).decision.remaining, 97u);
+  const Request twice[] = {{big, k1, 40}, {big, k1, 40}};
+  EXPECT_TRUE(r.acquire_many(twice).decision.allowed);
+  EXPECT_EQ(r.peek(big, k1, 0).decision.remaining, 17u);
 
   // The empty key's limits have an empty hash tag: different slots, still
   // all-or-nothing by the refund rule.

@@ -8,10 +8,12 @@
 
 #include <csignal>
 #include <cstdint>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "algorithms/algorithms.hpp"
@@ -285,6 +287,212 @@ TEST_F(RedisTier, AcquireManyIsAllOrNothingAsTheLocalLimiter) {
       expect_same(le[i], re[i], where + " limit " + std::to_string(i));
     if (::testing::Test::HasFailure()) return;
   }
+}
+
+// A limit named twice or more in one acquire_many (the same policy and key,
+// so the same Redis key in one script call) against Limiter::acquire_many_at,
+// for every algorithm the tier decides: each mention is decided for the
+// costs of the mentions so far together (all or nothing), so 2 + 2 on a
+// capacity of 4 charges 4 and 3 + 3 charges nothing.
+class RedisTierNamedTwice : public RedisTier {
+ protected:
+  void SetUp() override {
+    RedisTier::SetUp();
+    if (IsSkipped()) return;
+    redis_ = std::make_unique<RedisLimiter>(options_for(*server_, true));
+    name_ = std::make_unique<ScopedName>("redis-dup");
+    Options o;
+    o.name = name_->str();
+    o.capacity = 256;
+    o.log_entries = 16;
+    local_ = std::make_unique<Limiter>(Limiter::create(o));
+    // Capacity 4 each; periods dividing table_origin_us().
+    PolicySpec drf{"d-log-drf", Algorithm::kSlidingLog, parse_rate("4/s"), 0, OnFull::kDeny};
+    drf.wait = LogWait::kDrf;
+    specs_ = {
+        {"d-gcra", Algorithm::kGcra, parse_rate("4/s"), 4, OnFull::kDeny},
+        {"d-leaky", Algorithm::kLeakyBucket, parse_rate("2/s"), 4, OnFull::kDeny},
+        {"d-tb", Algorithm::kTokenBucket, Rate{2, milliseconds(500)}, 4, OnFull::kDeny},
+        {"d-fw", Algorithm::kFixedWindow, parse_rate("4/s"), 0, OnFull::kDeny},
+        {"d-sw", Algorithm::kSlidingWindow, parse_rate("4/2s"), 0, OnFull::kDeny},
+        {"d-qp", Algorithm::kQuietPeriod, parse_rate("4/s"), 0, OnFull::kDeny},
+        {"d-log", Algorithm::kSlidingLog, parse_rate("4/s"), 0, OnFull::kDeny},
+        drf,
+    };
+    for (const PolicySpec& s : specs_) {
+      rid_.push_back(redis_->add_policy(TierPolicy{s}));
+      lid_.push_back(local_->add_policy(s));
+    }
+  }
+
+  // Both tiers decide `req` (policy indices into specs_) at t_us; every
+  // decision must agree. Returns Redis's combined decision.
+  Decision both(const std::vector<std::tuple<std::size_t, std::string, u64>>& req, u64 t_us,
+                const std::string& where) {
+    std::vector<Request> rr, lr;
+    for (const auto& [p, key, cost] : req) {
+      rr.push_back(Request{rid_[p], key, cost});
+      lr.push_back(Request{lid_[p], key, cost});
+    }
+    std::vector<Decision> re(rr.size()), le(lr.size());
+    const Decision l = local_->acquire_many_at(lr, now_of(t_us), le);
+    const TierDecision r = redis_->acquire_many_at(rr, microseconds(t_us), re);
+    EXPECT_EQ(r.source, Source::kRedis) << where << ": " << redis_->last_error();
+    expect_same(l, r.decision, where + " combined");
+    for (std::size_t i = 0; i < le.size(); ++i)
+      expect_same(le[i], re[i], where + " mention " + std::to_string(i));
+    return r.decision;
+  }
+  // The stored state of (p, key) in both tiers, compared through a cost-0
+  // acquire (which stores nothing in either).
+  Decision look(std::size_t p, const std::string& key, u64 t_us, const std::string& where) {
+    const Decision l = local_->acquire_at(lid_[p], key, 0, now_of(t_us));
+    const TierDecision r = redis_->acquire_at(rid_[p], key, 0, microseconds(t_us));
+    EXPECT_EQ(r.source, Source::kRedis) << where << ": " << redis_->last_error();
+    expect_same(l, r.decision, where + " stored state of " + key);
+    return r.decision;
+  }
+  void reset(std::size_t p, const std::string& key) { redis_->reset(rid_[p], key); }
+  Nanos now_of(u64 t_us) const { return Nanos((t_us - base_) * 1000); }
+
+  const u64 base_ = table_origin_us();
+  std::unique_ptr<RedisLimiter> redis_;
+  std::unique_ptr<ScopedName> name_;
+  std::unique_ptr<Limiter> local_;
+  std::vector<PolicySpec> specs_;
+  std::vector<PolicyId> rid_, lid_;
+};
+
+TEST_F(RedisTierNamedTwice, ALimitNamedTwiceIsChargedTwiceOrNotAtAll) {
+  Raw raw(*server_);
+  const u64 t0 = base_ + 1'000, t1 = base_ + 101'000;
+  const u64 kNever = ~u64{0};
+  for (std::size_t p = 0; p < specs_.size(); ++p) {
+    const std::string name = specs_[p].name;
+    SCOPED_TRACE(name);
+    // Keys of their own per algorithm: another algorithm's limits below
+    // share them, and the local limiter keeps its buckets.
+    const std::string n = std::to_string(p);
+    const std::string fits = "fits" + n, over = "over" + n, wait = "wait" + n, huge = "huge" + n;
+    const std::string mix = "mix" + n, full = "full" + n, undo = "undo" + n;
+    const std::size_t other = (p + 1) % specs_.size();
+    for (const std::string& k : {fits, over, wait, huge, mix, full, undo}) {
+      reset(p, k);
+      reset(other, k);
+    }
+    // 2 + 2 fit a fresh bucket of 4: both charged, nothing left.
+    EXPECT_TRUE(both({{p, fits, 2}, {p, fits, 2}}, t0, "2+2").allowed);
+    EXPECT_EQ(look(p, fits, t0, "after 2+2").remaining, 0u) << "2 + 2 charged only 2";
+    EXPECT_FALSE(both({{p, fits, 1}}, t0, "1 after 2+2").allowed);
+
+    // 3 + 3 do not: refused as a cost of 6 is, nothing stored, in one
+    // round trip (the script is loaded by now).
+    const std::uint64_t trips = redis_->round_trips();
+    const Decision no = both({{p, over, 3}, {p, over, 3}}, t0, "3+3");
+    EXPECT_EQ(redis_->round_trips(), trips + 1);
+    EXPECT_FALSE(no.allowed) << "3 + 3 admitted on a capacity of 4";
+    EXPECT_EQ(no.reason, Reason::kCostTooHigh);
+    EXPECT_EQ(no.retry_after, Nanos::max());
+    EXPECT_EQ(raw.integer("EXISTS", redis_->redis_key(rid_[p], over)), 0);
+    EXPECT_EQ(look(p, over, t0, "after 3+3").remaining, 4u);
+
+    // 1 + 2 on a bucket with 2 left: refused with the retry-after of 3.
+    EXPECT_TRUE(both({{p, wait, 2}}, t0, "2 first").allowed);
+    const Decision w = both({{p, wait, 1}, {p, wait, 2}}, t1, "1+2");
+    EXPECT_FALSE(w.allowed);
+    EXPECT_GT(w.retry_after, Nanos(0));
+    EXPECT_LT(w.retry_after, Nanos::max());
+    look(p, wait, t1, "after 1+2");
+
+    // Costs whose sum passes 2^64 saturate: never fits, nothing taken.
+    const Decision h = both({{p, huge, kNever}, {p, huge, 2}, {p, huge, kNever}}, t1, "huge");
+    EXPECT_EQ(h.reason, Reason::kCostTooHigh);
+    EXPECT_EQ(raw.integer("EXISTS", redis_->redis_key(rid_[p], huge)), 0);
+
+    // With another limit of the same key (one script call) ...
+    EXPECT_TRUE(both({{p, mix, 1}, {other, mix, 1}, {p, mix, 2}}, t0, "mixed").allowed);
+    EXPECT_EQ(look(p, mix, t0, "after mixed").remaining, 1u);
+    // ... and of another key (another call): its refusal gives back both
+    // mentions' charges.
+    EXPECT_TRUE(both({{other, full, 4}}, t0, "fill other").allowed);
+    EXPECT_FALSE(both({{p, undo, 2}, {other, full, 1}, {p, undo, 2}}, t0, "undo").allowed);
+    EXPECT_EQ(look(p, undo, t0, "after undo").remaining, 4u) << "a refused request charged";
+  }
+}
+
+// One limit named 1000 times (mostly cost 0) in one script call, and a
+// log named with it: the same rule, the same decisions.
+TEST_F(RedisTierNamedTwice, ALimitNamedAThousandTimes) {
+  const u64 t0 = base_ + 2'000;
+  for (const std::size_t p : {std::size_t{0}, std::size_t{6}}) {
+    SCOPED_TRACE(specs_[p].name);
+    const std::string key = "thousand" + std::to_string(p);
+    reset(p, key);
+    std::vector<std::tuple<std::size_t, std::string, u64>> req(1000, {p, key, 0});
+    std::get<2>(req[2]) = 1;
+    std::get<2>(req[700]) = 3;
+    EXPECT_TRUE(both(req, t0, "1 + 3 of 1000").allowed);
+    EXPECT_EQ(look(p, key, t0, "after 1000").remaining, 0u);
+    std::get<2>(req[999]) = 1;
+    EXPECT_FALSE(both(req, t0, "1 + 3 + 1 of 1000").allowed);
+    const std::string fresh = key + "f";
+    reset(p, fresh);
+    std::get<2>(req[2]) = 0;
+    for (auto& r : req) std::get<1>(r) = fresh;
+    std::get<2>(req[0]) = 4;
+    EXPECT_EQ(both(req, t0, "4 + 1 of 1000").reason, Reason::kCostTooHigh);
+    EXPECT_EQ(look(p, fresh, t0, "after 4 + 1").remaining, 4u);
+  }
+}
+
+// A request of several keys is one script call per key: a quiet period
+// alone in its call that refuses is neither blocked nor restarted (no call
+// of a multi-limit request writes on a refusal), as in the local tier.
+TEST_F(RedisTierNamedTwice, AQuietPeriodAloneInItsCallIsNotBlockedByARefusal) {
+  const std::size_t qp = 5, gcra = 0;
+  ASSERT_EQ(specs_[qp].algorithm, Algorithm::kQuietPeriod);
+  const u64 t0 = base_ + 3'000, t1 = base_ + 203'000;
+  for (const char* k : {"qa", "qb"}) {
+    reset(qp, k);
+    reset(gcra, k);
+  }
+  EXPECT_TRUE(both({{qp, "qa", 2}}, t0, "2 first").allowed);
+  EXPECT_FALSE(both({{qp, "qa", 3}, {gcra, "qb", 1}}, t1, "3 of 2 left").allowed);
+  EXPECT_EQ(look(qp, "qa", t1, "after the refusal").remaining, 2u) << "blocked";
+  EXPECT_TRUE(both({{qp, "qa", 2}, {gcra, "qb", 1}}, t1, "2 of 2 left").allowed);
+}
+
+// Random requests over a few limits and keys, mentions repeated, on an
+// injected clock: every decision and the stored states agree with the
+// local limiter, call by call.
+TEST_F(RedisTierNamedTwice, RandomRequestsWithRepeatedLimitsDecideAsTheLocalLimiter) {
+  const char* keys[] = {"ra", "rb"};
+  for (std::size_t p = 0; p < specs_.size(); ++p) {
+    for (const char* k : keys) reset(p, k);
+  }
+  std::mt19937_64 rng(23);
+  u64 t_us = base_ + 555;
+  int admitted = 0, refused = 0;
+  for (int step = 0; step < 300; ++step) {
+    t_us += rng() % 5 == 0 ? 700'000 : rng() % 120'000;
+    // One algorithm, sometimes with a second one: a key and its twin.
+    const std::size_t p = rng() % specs_.size(), q = rng() % specs_.size();
+    std::vector<std::tuple<std::size_t, std::string, u64>> req;
+    const std::size_t n = 2 + rng() % 3;
+    for (std::size_t i = 0; i < n; ++i) {
+      const u64 costs[] = {0, 1, 1, 2, 2, 3, 4, 5};
+      const std::size_t pol = rng() % 4 == 0 ? q : p;
+      req.emplace_back(pol, keys[rng() % 4 == 0 ? 1 : 0], costs[rng() % std::size(costs)]);
+    }
+    std::string where = "step " + std::to_string(step) + ":";
+    for (const auto& [pol, key, cost] : req)
+      where += " " + specs_[pol].name + "/" + key + "/" + std::to_string(cost);
+    (both(req, t_us, where).allowed ? admitted : refused) += 1;
+    for (const auto& [pol, key, cost] : req) look(pol, key, t_us, where);
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_GT(admitted, 40);
+  EXPECT_GT(refused, 40);
 }
 
 // The sliding log (a sorted set per key in Redis) against the segment's
