@@ -8,10 +8,12 @@
 // [(<reason>)]` (Limiter::stats().decision_clock), and checks, from inside:
 // the description is the expected kind (exact: "clock_gettime (...)",
 // tsc: "tsc"); Stats::decision_clock and decision_clock_info() say the
-// same (exact: "exact" and the description's reason); a thread deciding often anchors on the TSC
-// exactly when it is used; readings never decrease and are never ahead of CLOCK_MONOTONIC_RAW; real
-// decisions through Limiter::acquire (which read the decision clock) admit a burst and then deny.
-// Exit 0 when every check held, else 1 with `FAIL: ...` lines; 2 on a usage error.
+// same (exact: "exact" and the description's reason); a thread deciding
+// often anchors on the TSC exactly when it is used; readings never
+// decrease and are never ahead of CLOCK_MONOTONIC_RAW; real decisions
+// through Limiter::acquire (which read the decision clock) admit a burst
+// and then deny. Exit 0 when every check held, else 1 with `FAIL: ...`
+// lines; 2 on a usage error.
 #include <unistd.h>
 
 #include <cstdint>
