@@ -161,6 +161,23 @@ inline std::string escape_bytes(std::string_view s, bool keep_utf8 = false) {
   return out;
 }
 
+/// Text that should already be printable ASCII (a library message): kept
+/// as is, backslashes included, and any other byte as "\xNN", so that it
+/// stays on one line of a terminal. Not reversible, unlike escape_bytes().
+inline std::string printable_ascii(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7F) {
+      out += ch;
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out;
+}
+
 inline std::string hex_bytes(std::string_view s) {
   std::string out;
   out.reserve(2 * s.size());
@@ -394,6 +411,8 @@ inline Json stats_json(std::string_view name, const Stats& s,
   j["admitted"] = s.admitted;
   j["denied"] = s.denied;
   j["processes"] = s.processes;
+  // This process's (the CLI's), not the segment's: Stats::decision_clock.
+  j["decision_clock"] = {{"clock", s.decision_clock.clock}, {"reason", s.decision_clock.reason}};
   // Exact per-policy totals (Limiter::counters()), by policy name.
   Json counters = Json::object();
   for (const PolicyCounters& c : s.policies)
@@ -401,6 +420,13 @@ inline Json stats_json(std::string_view name, const Stats& s,
   j["policy_counters"] = std::move(counters);
   j["policies"] = policies_json(policies);
   return j;
+}
+
+/// `tsc`, or `exact (<reason>)`: the clock the process that read the stats
+/// decides on.
+inline std::string format_decision_clock(const DecisionClockInfo& c) {
+  if (c.reason.empty()) return printable_ascii(c.clock);
+  return fmt::format("{} ({})", printable_ascii(c.clock), printable_ascii(c.reason));
 }
 
 inline std::string render_stats(std::string_view name, const Stats& s,
@@ -433,6 +459,7 @@ inline std::string render_stats(std::string_view name, const Stats& s,
       {"admitted", std::to_string(s.admitted)},
       {"denied", std::to_string(s.denied)},
       {"processes", std::to_string(s.processes)},
+      {"decision clock", format_decision_clock(s.decision_clock)},
   };
   if (policies.empty()) {
     fields.emplace_back("policies", "none");

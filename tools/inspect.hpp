@@ -254,6 +254,18 @@ inline std::string prom_label(std::string_view raw) {
   return out;
 }
 
+/// A label value of library text that should be printable ASCII (the
+/// decision clock's reason): printable_ascii(), then the exposition's
+/// escapes, so a parser reads back the text itself.
+inline std::string prom_text_label(std::string_view text) {
+  std::string out;
+  for (const char c : printable_ascii(text)) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 inline std::string prom_number(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
@@ -318,8 +330,11 @@ inline SegmentMetrics read_segment_metrics(const std::string& name, bool allow_o
 /// The exposition of many segments: every family once (one # HELP and one
 /// # TYPE), its samples for every segment that is up; shmlimit_up says
 /// which are (1) and which are not (0), and only it has samples for a
-/// segment that is down.
-inline std::string render_metrics(const std::vector<SegmentMetrics>& segments) {
+/// segment that is down. Last, shmlimit_decision_clock_info: `clock`, the
+/// decision clock of the process that renders (no segment label: a fact
+/// of this process, not of a segment).
+inline std::string render_metrics(const std::vector<SegmentMetrics>& segments,
+                                  const DecisionClockInfo& clock = decision_clock_info()) {
   struct Family {
     std::string name, type, help, samples;
   };
@@ -391,6 +406,16 @@ inline std::string render_metrics(const std::vector<SegmentMetrics>& segments) {
                "Live buckets of the policy that are limited now.",
                [](const PolicyTotals& t) { return t.limited; });
   }
+  // An info metric (the value is always 1, the facts are the labels);
+  // `reason` only when there is one.
+  std::string clock_labels = fmt::format("clock=\"{}\"", prom_text_label(clock.clock));
+  if (!clock.reason.empty())
+    clock_labels += fmt::format(",reason=\"{}\"", prom_text_label(clock.reason));
+  family("decision_clock_info", "gauge",
+         "The clock the process that wrote these metrics decides on: clock is tsc or exact "
+         "(clock_gettime), reason says why exact. A fact of that process, not of the segments: "
+         "each worker process chooses its own.")
+      .samples += fmt::format("shmlimit_decision_clock_info{{{}}} 1\n", clock_labels);
   std::string out;
   for (const Family& f : families) {
     out += fmt::format("# HELP shmlimit_{} {}\n# TYPE shmlimit_{} {}\n", f.name, f.help, f.name,
@@ -408,7 +433,7 @@ inline std::string render_metrics(std::string_view segment, const Stats& s,
   m.up = true;
   m.stats = s;
   m.rows = rows;
-  return render_metrics(std::vector<SegmentMetrics>{std::move(m)});
+  return render_metrics(std::vector<SegmentMetrics>{std::move(m)}, s.decision_clock);
 }
 
 /// `shmlimit metrics NAME...`: every segment, each up or down; returns

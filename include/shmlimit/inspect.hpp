@@ -35,7 +35,31 @@ struct PolicyCounters {
   std::uint64_t denied = 0;    ///< denied decisions
 };
 
-/// Segment-wide facts and counters for `shmlimit stat`.
+/// The clock this process's decisions read (doc/design.md, "Time"): a
+/// fact of the calling process, not of the segment. Each process chooses
+/// once, when its decision clock calibrates (its first decision, or this
+/// call), from the host and its own SHMLIMIT_CLOCK, so the workers of one
+/// segment may differ (one started with SHMLIMIT_CLOCK=exact reads
+/// clock_gettime while the others read the TSC); a child forked after the
+/// choice keeps its parent's.
+struct DecisionClockInfo {
+  /// "tsc": the TSC, scaled from the thread's last exact reading;
+  /// "exact": clock_gettime(CLOCK_MONOTONIC_RAW) for every decision.
+  std::string clock;
+  /// Why "exact", for a person to read (printable ASCII, a SHMLIMIT_CLOCK
+  /// value quoted byte by byte): "SHMLIMIT_CLOCK=exact", "clocksource hpet",
+  /// "no invariant TSC", "SHMLIMIT_CLOCK="x" is not auto, tsc or exact",
+  /// "the TSC ran ahead of CLOCK_MONOTONIC_RAW", ... Empty for "tsc".
+  std::string reason;
+};
+
+/// This process's decision clock. Thread-safe; the first call in a process
+/// that has not decided yet calibrates the clock (about 0.2 ms where the
+/// TSC is usable), later calls are cheap. Never touches a segment.
+DecisionClockInfo decision_clock_info();
+
+/// Segment-wide facts and counters for `shmlimit stat`, and the calling
+/// process's decision clock.
 struct Stats {
   std::uint32_t layout_version = 0;
   std::uint64_t layout_fingerprint = 0;
@@ -61,6 +85,9 @@ struct Stats {
   std::uint64_t denied = 0;     ///< exact: the sum of every policy's PolicyCounters::denied
   std::uint32_t processes = 0;  ///< process registry entries in use
   std::vector<PolicyCounters> policies;  ///< every registered policy's totals (Limiter::counters())
+  /// The clock the process calling stats() decides on (decision_clock_info()):
+  /// a fact of this process, not of the segment; other processes may differ.
+  DecisionClockInfo decision_clock;
 };
 
 /// One live bucket, as the dump shows it.

@@ -947,11 +947,16 @@ void bind_limiter(py::module_& m) {
                 "mean_probe_length"_a = s.mean_probe_length, "full_events"_a = s.full_events,
                 "contended_events"_a = s.contended_events, "repairs"_a = s.repairs,
                 "admitted"_a = s.admitted, "denied"_a = s.denied, "processes"_a = s.processes,
-                "policy_counters"_a = policy_counters);
+                "policy_counters"_a = policy_counters,
+                "decision_clock"_a = py::dict("clock"_a = s.decision_clock.clock,
+                                              "reason"_a = s.decision_clock.reason));
           },
           "Segment-wide facts and counters as a dict (durations in seconds); reads every slot.\n"
           "admitted and denied are exact totals since creation (they never decrease);\n"
-          "policy_counters maps each policy name to {'admitted': n, 'denied': n}.")
+          "policy_counters maps each policy name to {'admitted': n, 'denied': n};\n"
+          "decision_clock is this process's clock, {'clock': 'tsc' or 'exact', 'reason': why "
+          "exact or ''}\n"
+          "(SHMLIMIT_CLOCK, the host), not the segment's: each worker process may differ.")
       .def(
           "dump",
           [](const PyLimiter& self) {

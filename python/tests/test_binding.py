@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -31,6 +33,27 @@ def test_create_open_and_open_or_create_share_one_segment(segment_name):
     ]
     assert a.stats()["capacity"] == 128  # rounded up to a power of two
     assert b.name == segment_name and not b.read_only and b.max_key_bytes == 88
+
+
+def test_stats_decision_clock_is_the_calling_process(segment_name):
+    # Each interpreter is a fresh process: it chooses its clock from its own
+    # SHMLIMIT_CLOCK, and stats() reports that choice, not the segment's.
+    Limiter.create(segment_name, capacity=64)
+    script = (
+        "import json, sys, shmlimit\n"
+        "print(json.dumps(shmlimit.Limiter.open(sys.argv[1]).stats()['decision_clock']))"
+    )
+    cases = {
+        "exact": {"clock": "exact", "reason": "SHMLIMIT_CLOCK=exact"},
+        "garbage": {"clock": "exact", "reason": 'SHMLIMIT_CLOCK="garbage" is not auto, tsc or exact'},
+    }
+    for value, want in cases.items():
+        r = subprocess.run([sys.executable, "-c", script, segment_name], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "SHMLIMIT_CLOCK": value})
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == want, (value, r.stdout)
+    own = Limiter.open(segment_name).stats()["decision_clock"]
+    assert own["clock"] in ("tsc", "exact") and (own["reason"] == "") == (own["clock"] == "tsc"), own
 
 
 def test_errors_map_to_their_classes_and_builtin_bases(segment_name):

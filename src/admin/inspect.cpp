@@ -11,12 +11,20 @@
 #include "algorithms/sliding_log.hpp"
 #include "algorithms/state_codec.hpp"
 #include "limiter/limiter_impl.hpp"
+#include "segment/clock.hpp"
 
 namespace shmlimit {
 
 using detail::AtomicU64;
 using detail::PolicySnapshot;
 using detail::u64;
+
+DecisionClockInfo decision_clock_info() {
+  DecisionClockInfo info;
+  info.reason = detail::decision_clock_refusal();
+  info.clock = info.reason.empty() ? "tsc" : "exact";
+  return info;
+}
 
 Stats Limiter::stats() const {
   const Impl& m = *impl_;
@@ -78,6 +86,7 @@ Stats Limiter::stats() const {
     s.repairs += e.repairs.load(std::memory_order_relaxed);
   }
   s.policies = counters();
+  s.decision_clock = decision_clock_info();
   for (const PolicyCounters& c : s.policies) {
     s.admitted += c.admitted;
     s.denied += c.denied;

@@ -259,20 +259,24 @@ std::int64_t tsc_reanchor(std::uint64_t lo) noexcept {
   return ns;
 }
 
-std::string decision_clock_description() {
+std::string decision_clock_refusal() {
   DecisionClock& c = decision_clock();
   std::call_once(c.once, calibrate, c);  // (not noexcept)
-  if (!c.why_not.empty()) return "clock_gettime (" + c.why_not + ")";
-  if (c.failed.load(std::memory_order_relaxed))
-    return "clock_gettime (the TSC ran ahead of CLOCK_MONOTONIC_RAW)";
-  return "tsc";
+  if (!c.why_not.empty()) return c.why_not;
+  if (c.failed.load(std::memory_order_relaxed)) return "the TSC ran ahead of CLOCK_MONOTONIC_RAW";
+  return {};
 }
 
 #else
 
 std::int64_t tsc_reanchor(std::uint64_t) noexcept { return segment_clock_ns(); }
-std::string decision_clock_description() { return "clock_gettime (no TSC on this architecture)"; }
+std::string decision_clock_refusal() { return "no TSC on this architecture"; }
 
 #endif
+
+std::string decision_clock_description() {
+  const std::string why = decision_clock_refusal();
+  return why.empty() ? "tsc" : "clock_gettime (" + why + ")";
+}
 
 }  // namespace shmlimit::detail

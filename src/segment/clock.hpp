@@ -197,8 +197,16 @@ inline std::int64_t decision_clock_exact_ns() noexcept {
 #endif
 }
 
+/// Why decision_clock_ns() reads clock_gettime in this process, or empty
+/// when it reads the TSC: tsc_clock_refusal()'s reason, "TSC calibration
+/// failed", "the TSC ran ahead of CLOCK_MONOTONIC_RAW" (guarantee (3)) or
+/// "no TSC on this architecture". Printable ASCII only (a SHMLIMIT_CLOCK
+/// value is quoted byte by byte). Calibrates if it has not yet; thread-safe.
+std::string decision_clock_refusal();
+
 /// What decision_clock_ns() reads in this process: "tsc" or
-/// "clock_gettime (<why>)". Calibrates if it has not yet.
+/// "clock_gettime (<why>)" (decision_clock_refusal()). Calibrates if it
+/// has not yet.
 std::string decision_clock_description();
 
 /// Forget this thread's clock: its next decision_clock_ns() is exact and

@@ -241,11 +241,16 @@ def check_metrics(port, segment, cli):
     counters = {k: v for k, v in samples.items() if "_total{" in k}
     check(status == 200 and {k: again.get(k) for k in counters} == counters,
           f"/metrics changed between two scrapes: {counters} vs {again}")
-    # The same text as the CLI's (the same renderer), up to what moves with time.
+    # The worker's own decision clock: one sample, no segment label.
+    clock = [k for k in samples if k.startswith("shmlimit_decision_clock_info{")]
+    check(len(clock) == 1 and samples[clock[0]] == 1 and "segment=" not in clock[0],
+          f"/metrics: shmlimit_decision_clock_info: {clock}")
+    # The same text as the CLI's (the same renderer), up to what moves with
+    # time and the decision clock (the CLI's, not the worker's).
     if cli:
         r = subprocess.run([cli, "metrics", segment], capture_output=True, text=True, timeout=TIMEOUT)
         timely = ("shmlimit_segment_age_seconds", "shmlimit_clock_horizon_left_seconds",
-                  "shmlimit_reclaimable_slots")
+                  "shmlimit_reclaimable_slots", "shmlimit_decision_clock_info{")
 
         def steady(text):
             return [line for line in text.splitlines() if not line.startswith(timely)]

@@ -383,5 +383,56 @@ TEST(Counters, ReplacingAPolicysAlgorithmNeverLowersItsTotals) {
   EXPECT_EQ(l.stats().admitted, 5u);
 }
 
+// The decision clock in the exposition: one info sample without a segment
+// label, this process's clock (the stats' own), and a reason holding any
+// bytes at all (the library's reasons are printable, this one is not) stays
+// inside its label value: one line, escaped, and `stat` keeps it on one line.
+TEST(Counters, DecisionClockInfoIsOneSampleWhateverItsReasonHolds) {
+  ScopedName name("counters-clock");
+  Options o;
+  o.name = name.str();
+  o.capacity = 64;
+  Limiter l = Limiter::create(o);
+  Stats s = l.stats();
+  EXPECT_EQ(s.decision_clock.clock, decision_clock_info().clock);
+  EXPECT_EQ(s.decision_clock.reason, decision_clock_info().reason);
+  std::string want = "shmlimit_decision_clock_info{clock=\"" + s.decision_clock.clock + "\"";
+  if (!s.decision_clock.reason.empty()) want += ",reason=\"" + s.decision_clock.reason + "\"";
+  std::string text = tools::render_metrics(l.name(), s, {});
+  EXPECT_NE(text.find("\n" + want + "} 1\n"), std::string::npos) << text;
+
+  s.decision_clock = {"exact", std::string("a\"b\\c\nd} 1\r\x01\xff", 13)};
+  text = tools::render_metrics(l.name(), s, {});
+  EXPECT_NE(
+      text.find(
+          "\nshmlimit_decision_clock_info{clock=\"exact\",reason=\"a\\\"b\\\\c\\\\x0ad} 1\\\\x0d"
+          "\\\\x01\\\\xff\"} 1\n"),
+      std::string::npos)
+      << text;
+  std::size_t samples = 0, help = 0, type = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# HELP shmlimit_", 0) == 0) {
+      ++help;
+      continue;
+    }
+    if (line.rfind("# TYPE shmlimit_", 0) == 0) {
+      ++type;
+      continue;
+    }
+    ++samples;
+    EXPECT_EQ(line.rfind("shmlimit_", 0), 0u) << line;
+    EXPECT_EQ(line.find('\r'), std::string::npos) << line;
+    if (line.rfind("shmlimit_decision_clock_info", 0) == 0) continue;
+    EXPECT_NE(line.find("{segment=\"" + name.str() + "\""), std::string::npos) << line;
+  }
+  EXPECT_EQ(text.find("decision_clock_info{segment"), std::string::npos) << text;
+  EXPECT_EQ(help, type);
+  EXPECT_EQ(samples, 15u) << text;  // 14 of the segment (no policies), the clock's
+
+  const std::string stat = tools::render_stats(l.name(), s, {}, false);
+  EXPECT_NE(stat.find("exact (a\"b\\c\\x0ad} 1\\x0d\\x01\\xff)\n"), std::string::npos) << stat;
+}
+
 }  // namespace
 }  // namespace shmlimit::test

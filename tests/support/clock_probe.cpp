@@ -4,13 +4,16 @@
 //
 //   shmlimit_clock_probe exact|tsc
 //
-// Prints `clock: <decision_clock_description()>` and checks, from inside:
+// Prints `clock: <decision_clock_description()>` and `stats: <clock>
+// [(<reason>)]` (Limiter::stats().decision_clock), and checks, from inside:
 // the description is the expected kind (exact: "clock_gettime (...)",
-// tsc: "tsc"); a thread deciding often anchors on the TSC exactly when it
-// is used; readings never decrease and are never ahead of
-// CLOCK_MONOTONIC_RAW; real decisions through Limiter::acquire (which read
-// the decision clock) admit a burst and then deny. Exit 0 when every check
-// held, else 1 with `FAIL: ...` lines; 2 on a usage error.
+// tsc: "tsc"); Stats::decision_clock and decision_clock_info() say the
+// same (exact: "exact" and the description's reason); a thread deciding
+// often anchors on the TSC exactly when it is used; readings never
+// decrease and are never ahead of CLOCK_MONOTONIC_RAW; real decisions
+// through Limiter::acquire (which read the decision clock) admit a burst
+// and then deny. Exit 0 when every check held, else 1 with `FAIL: ...`
+// lines; 2 on a usage error.
 #include <unistd.h>
 
 #include <cstdint>
@@ -18,6 +21,7 @@
 #include <string>
 
 #include "segment/clock.hpp"
+#include "shmlimit/inspect.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 namespace {
@@ -87,6 +91,22 @@ int main(int argc, char** argv) {
     const Decision d = l.acquire(id, "key");
     check(!d.allowed, "the 4th acquire of a burst of 3 allowed");
     check(d.retry_after.count() > 0, "a denial without a wait");
+
+    // The clock as an operator reads it: the same in stats() as here.
+    const DecisionClockInfo info = l.stats().decision_clock;
+    std::printf("stats: %s%s\n", info.clock.c_str(),
+                info.reason.empty() ? "" : (" (" + info.reason + ")").c_str());
+    const DecisionClockInfo direct = decision_clock_info();
+    check(info.clock == direct.clock && info.reason == direct.reason,
+          "stats().decision_clock differs from decision_clock_info()");
+    if (want == "exact") {
+      check(info.clock == "exact", "stats: expected exact, got " + info.clock);
+      check("clock_gettime (" + info.reason + ")" == clock,
+            "stats' reason \"" + info.reason + "\" is not the description's");
+    } else {
+      check(info.clock == "tsc" && info.reason.empty(),
+            "stats: expected tsc, got " + info.clock + " (" + info.reason + ")");
+    }
     Limiter::remove(o.name);
   } catch (const Error& e) {
     check(false, std::string("limiter: ") + e.what());

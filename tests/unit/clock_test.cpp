@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "shmlimit/inspect.hpp"
+
 extern char** environ;
 
 namespace shmlimit::detail {
@@ -225,6 +227,23 @@ TEST(DecisionClock, NeverAheadOfTheSegmentClockAndNeverFarBehind) {
   RecordProperty("most_behind_ns", std::to_string(*std::max_element(behind.begin(), behind.end())));
 }
 
+// What an operator reads (Stats::decision_clock, shmlimit stat, metrics):
+// "tsc" with no reason, or "exact" with the description's reason, in
+// printable ASCII.
+TEST(DecisionClock, InfoIsTscOrExactWithTheDescriptionsReason) {
+  const DecisionClockInfo info = decision_clock_info();
+  const std::string description = decision_clock_description();
+  if (info.clock == "tsc") {
+    EXPECT_EQ(info.reason, "");
+    EXPECT_EQ(description, "tsc");
+  } else {
+    EXPECT_EQ(info.clock, "exact");
+    EXPECT_NE(info.reason, "");
+    EXPECT_EQ(description, "clock_gettime (" + info.reason + ")");
+  }
+  for (const char c : info.reason) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << info.reason;
+}
+
 // Guarantee (4): a thread's readings never decrease, whether extrapolated,
 // exact (decision_clock_exact_ns, the claim path's) or re-anchored.
 TEST(DecisionClock, AThreadsReadingsNeverDecrease) {
@@ -337,6 +356,7 @@ TEST(ClockEnvironment, ExactInAFreshProcessReadsClockGettimeForEveryDecision) {
   EXPECT_EQ(p.status, 0) << p.output;
   EXPECT_NE(p.output.find("clock: clock_gettime (SHMLIMIT_CLOCK=exact)\n"), std::string::npos)
       << p.output;
+  EXPECT_NE(p.output.find("stats: exact (SHMLIMIT_CLOCK=exact)\n"), std::string::npos) << p.output;
 }
 
 TEST(ClockEnvironment, UnsetInAFreshProcessReadsTheTscWhereTheHostAllowsIt) {
@@ -345,6 +365,7 @@ TEST(ClockEnvironment, UnsetInAFreshProcessReadsTheTscWhereTheHostAllowsIt) {
   const Probe p = run_probe(nullptr, "tsc");
   EXPECT_EQ(p.status, 0) << p.output;
   EXPECT_NE(p.output.find("clock: tsc\n"), std::string::npos) << p.output;
+  EXPECT_NE(p.output.find("stats: tsc\n"), std::string::npos) << p.output;
 }
 
 // README "Limits" and doc/design.md "Time": empty, auto and tsc (any case)
@@ -372,6 +393,11 @@ TEST(ClockEnvironment, EveryValueInAFreshProcessHasItsDocumentedMeaning) {
     const Probe p = run_probe(r.value, r.kind != nullptr ? r.kind : host_kind);
     EXPECT_EQ(p.status, 0) << "SHMLIMIT_CLOCK=\"" << r.value << "\": " << p.output;
     EXPECT_NE(p.output.find("clock: " + r.clock + "\n"), std::string::npos)
+        << "SHMLIMIT_CLOCK=\"" << r.value << "\": " << p.output;
+    // Limiter::stats().decision_clock: "tsc", or "exact" and the same reason.
+    const std::string stats =
+        r.clock == "tsc" ? "tsc" : "exact " + r.clock.substr(std::strlen("clock_gettime "));
+    EXPECT_NE(p.output.find("stats: " + stats + "\n"), std::string::npos)
         << "SHMLIMIT_CLOCK=\"" << r.value << "\": " << p.output;
   }
 }
