@@ -1,4 +1,4 @@
-// The fixtures of bench_acquire.cpp: segment names, shared regions, the
+// The fixtures of bench_acquire.cpp: segment names, shared regions (shm_region.hpp), the
 // per-case environments (segments built once per run and kept until its
 // end), the forked contender of the 2-process cases, and the checks every
 // case makes of its decisions. Included by bench_acquire.cpp alone: its
@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "mutex_map.hpp"
+#include "shm_region.hpp"
 #include "shmlimit/shmlimit.hpp"
 
 #ifndef MADV_POPULATE_WRITE
@@ -44,6 +45,7 @@ using shmlimit::PolicyId;
 using shmlimit::PolicySpec;
 using shmlimit::Rate;
 using shmlimit::Reason;
+using shmlimit_bench::ShmRegion;
 using namespace std::chrono_literals;
 
 // ---------------------------------------------------------------------------
@@ -105,47 +107,6 @@ inline std::size_t zero_depending_on(std::uint64_t v) noexcept {
 #endif
   return static_cast<std::size_t>(v);
 }
-
-// A real POSIX shm segment (shm_open + ftruncate + mmap MAP_SHARED), as the
-// limiter's is, removed on destruction.
-class ShmRegion {
- public:
-  ShmRegion(std::string_view tag, std::size_t bytes) : name_(segment_name(tag)), bytes_(bytes) {
-    ::shm_unlink(name_.c_str());  // a leftover of a previous process with our pid
-    const int fd = ::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) throw std::runtime_error("shm_open " + name_ + ": " + std::strerror(errno));
-    void* p = MAP_FAILED;
-    if (::ftruncate(fd, static_cast<off_t>(bytes)) == 0) {
-      // MAP_POPULATE: no first-touch page faults inside a timed loop.
-      p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    }
-    const int err = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) {
-      ::shm_unlink(name_.c_str());
-      throw std::runtime_error("ftruncate/mmap " + name_ + ": " + std::strerror(err));
-    }
-    base_ = static_cast<std::byte*>(p);
-  }
-  ~ShmRegion() {
-    ::munmap(base_, bytes_);
-    ::shm_unlink(name_.c_str());
-  }
-  ShmRegion(const ShmRegion&) = delete;
-  ShmRegion& operator=(const ShmRegion&) = delete;
-
-  // The 64-bit atomic at byte `offset` (8-aligned). The mapping is zero-filled,
-  // and zero bytes are a valid std::atomic<uint64_t> holding 0.
-  std::atomic<std::uint64_t>& word(std::size_t offset) {
-    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared across processes");
-    return *reinterpret_cast<std::atomic<std::uint64_t>*>(base_ + offset);
-  }
-
- private:
-  std::string name_;
-  std::size_t bytes_;
-  std::byte* base_ = nullptr;
-};
 
 // A limiter segment owned by this process: any leftover of the name is
 // removed first, and the name is removed again on destruction.
@@ -234,7 +195,7 @@ void release_envs() { g_envs.clear(); }
 
 // The floor word lives for the whole run: the first word of a one-page segment.
 std::atomic<std::uint64_t>& floor_word() {
-  static ShmRegion region("floor", 4096);
+  static ShmRegion region(segment_name("floor"), 4096);
   return region.word(0);
 }
 
@@ -251,7 +212,7 @@ class ColdEnv final : public Env {
   static constexpr std::size_t kSlotBytes = 128;
   static constexpr std::size_t kVisited = 1'000'000;
 
-  ColdEnv() : region_("cold", kSlots * kSlotBytes) {
+  ColdEnv() : region_(segment_name("cold"), kSlots * kSlotBytes) {
     std::vector<std::uint32_t> all(kSlots);
     for (std::size_t i = 0; i < kSlots; ++i) all[i] = static_cast<std::uint32_t>(i);
     std::mt19937_64 rng(42);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <boost/interprocess/sync/interprocess_mutex.hpp>
 #include <boost/interprocess/sync/scoped_lock.hpp>
 #include <cerrno>
@@ -25,6 +26,8 @@
 #include <string>
 #include <string_view>
 
+#include "shm_region.hpp"
+
 namespace shmlimit_bench {
 
 inline std::int64_t alt_mono_ns() noexcept {
@@ -33,38 +36,31 @@ inline std::int64_t alt_mono_ns() noexcept {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+// FNV-1a: the mutex map's hash (and the throughput floor's, which hashes as
+// the map does).
+inline std::uint64_t fnv1a(std::string_view key) noexcept {
+  std::uint64_t h = 1469598103934665603ull;
+  for (const char c : key) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 class MutexMap {
  public:
   static constexpr std::size_t kKeyBytes = 48;
 
   // Creates (or re-creates) the segment `name` with `capacity` entries
   // (rounded up to a power of two); removed again on destruction.
-  MutexMap(std::string name, std::size_t capacity) : name_(std::move(name)) {
-    cap_ = 1;
-    while (cap_ < capacity) cap_ <<= 1;
-    bytes_ = sizeof(Header) + cap_ * sizeof(Entry);
-    ::shm_unlink(name_.c_str());
-    const int fd = ::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) throw std::runtime_error("shm_open " + name_ + ": " + std::strerror(errno));
-    void* p = MAP_FAILED;
-    if (::ftruncate(fd, static_cast<off_t>(bytes_)) == 0) {
-      p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    }
-    const int err = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) {
-      ::shm_unlink(name_.c_str());
-      throw std::runtime_error("ftruncate/mmap " + name_ + ": " + std::strerror(err));
-    }
-    hdr_ = new (p) Header;  // a PTHREAD_PROCESS_SHARED mutex on Linux
+  MutexMap(std::string name, std::size_t capacity)
+      : cap_(std::bit_ceil(std::max<std::size_t>(capacity, 1))),
+        shm_(std::move(name), sizeof(Header) + cap_ * sizeof(Entry)) {
+    hdr_ = new (shm_.base()) Header;  // a PTHREAD_PROCESS_SHARED mutex on Linux
     hdr_->capacity = cap_;
-    entries_ = reinterpret_cast<Entry*>(static_cast<std::byte*>(p) + sizeof(Header));
+    entries_ = reinterpret_cast<Entry*>(shm_.base() + sizeof(Header));
   }
-  ~MutexMap() {
-    hdr_->~Header();
-    ::munmap(hdr_, bytes_);
-    ::shm_unlink(name_.c_str());
-  }
+  ~MutexMap() { hdr_->~Header(); }  // then shm_ unmaps and removes the segment
   MutexMap(const MutexMap&) = delete;
   MutexMap& operator=(const MutexMap&) = delete;
 
@@ -76,7 +72,7 @@ class MutexMap {
   bool acquire(std::string_view key, std::uint64_t t_ns, std::uint64_t burst,
                std::int64_t (*clock)() noexcept = alt_mono_ns) noexcept {
     const auto now = static_cast<std::uint64_t>(clock());
-    const std::uint64_t h = hash(key);
+    const std::uint64_t h = fnv1a(key);
     boost::interprocess::scoped_lock<boost::interprocess::interprocess_mutex> lock(hdr_->mu);
     Entry* e = find_or_insert(key, h);
     if (e == nullptr) {
@@ -104,15 +100,6 @@ class MutexMap {
   };
   static_assert(sizeof(Entry) == 64);
 
-  static std::uint64_t hash(std::string_view key) noexcept {  // FNV-1a
-    std::uint64_t h = 1469598103934665603ull;
-    for (const char c : key) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 1099511628211ull;
-    }
-    return h;
-  }
-
   Entry* find_or_insert(std::string_view key, std::uint64_t h) noexcept {
     if (key.empty() || key.size() > kKeyBytes) return nullptr;
     const std::size_t mask = cap_ - 1;
@@ -129,9 +116,8 @@ class MutexMap {
     return nullptr;
   }
 
-  std::string name_;
-  std::size_t cap_ = 0;
-  std::size_t bytes_ = 0;
+  std::size_t cap_;
+  ShmRegion shm_;
   Header* hdr_ = nullptr;
   Entry* entries_ = nullptr;
 };

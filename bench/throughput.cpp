@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
@@ -58,6 +59,7 @@ namespace {
 
 using shmlimit_bench::alt_mono_ns;
 using shmlimit_bench::MutexMap;
+using shmlimit_bench::ShmRegion;
 
 struct Config {
   double duration = 2.0;
@@ -224,37 +226,15 @@ struct MutexImpl final : Impl {
 // contended line's tail, which no decision can go below.
 class FloorTable final : public Impl {
  public:
-  FloorTable(const std::string& name, std::size_t capacity) : name_(name) {
-    cap_ = 1;
-    while (cap_ < capacity) cap_ <<= 1;
-    bytes_ = cap_ * sizeof(Line);
-    ::shm_unlink(name_.c_str());
-    const int fd = ::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) throw std::runtime_error("shm_open " + name_ + ": " + std::strerror(errno));
-    void* p = MAP_FAILED;
-    if (::ftruncate(fd, static_cast<off_t>(bytes_)) == 0)
-      p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    const int err = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) {
-      ::shm_unlink(name_.c_str());
-      throw std::runtime_error("ftruncate/mmap " + name_ + ": " + std::strerror(err));
-    }
-    lines_ = new (p) Line[cap_];
-  }
-  ~FloorTable() override {
-    ::munmap(lines_, bytes_);
-    ::shm_unlink(name_.c_str());
+  FloorTable(const std::string& name, std::size_t capacity)
+      : cap_(std::bit_ceil(std::max<std::size_t>(capacity, 1))), shm_(name, cap_ * sizeof(Line)) {
+    lines_ = new (shm_.base()) Line[cap_];
   }
   FloorTable(const FloorTable&) = delete;
   FloorTable& operator=(const FloorTable&) = delete;
 
   bool decide(const std::string& key, Load load) override {
-    std::uint64_t h = 1469598103934665603ull;
-    for (const char c : key) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 1099511628211ull;
-    }
+    const std::uint64_t h = shmlimit_bench::fnv1a(key);
     std::atomic<std::uint64_t>& w = lines_[h & (cap_ - 1)].word;
     const auto now = static_cast<std::uint64_t>(alt_mono_ns());
     // Relaxed: a benchmark's counter, nothing published through it.
@@ -273,9 +253,8 @@ class FloorTable final : public Impl {
     std::atomic<std::uint64_t> word{0};
   };
   static_assert(sizeof(Line) == 64);
-  std::string name_;
-  std::size_t cap_ = 0;
-  std::size_t bytes_ = 0;
+  std::size_t cap_;
+  ShmRegion shm_;
   Line* lines_ = nullptr;
 };
 
