@@ -284,7 +284,7 @@ template <bool Acquire>
   // shared line for the repeats of a flood.
   if constexpr (Acquire) {
     if (r == detail::UpdateResult::kStored)
-      detail::approx_add(allowed ? table.head(ref.index).admitted : table.head(ref.index).denied);
+      detail::count_per_key(table.head(ref.index), r, allowed);
   }
   if (gcra && allowed) [[likely]] {
     bool store = false;
