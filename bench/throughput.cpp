@@ -253,6 +253,7 @@ class FloorTable final : public Impl {
     std::atomic<std::uint64_t> word{0};
   };
   static_assert(sizeof(Line) == 64);
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared across processes");
   std::size_t cap_;
   ShmRegion shm_;
   Line* lines_ = nullptr;
